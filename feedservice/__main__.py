@@ -1,0 +1,3 @@
+from feedservice.entry.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""Feed bytes → Articles, with feedparser. Pure: no I/O.
+
+feedparser gets bytes (never a URL or path, which it would open itself) plus the
+response headers it uses to pick the encoding.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import html
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
+
+import feedparser
+import nh3
+
+from feedservice.errors import ParseError
+from feedservice.model import Article
+
+# bozo exceptions after which the parse result is still fine (see reader's _parser/feedparser.py).
+_SURVIVABLE = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPACE = re.compile(r"\s+")
+_ZONE = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2}|\b(?:GMT|UTC?|[ECMP][SD]T|KST|JST)\b)\s*$")
+# "[뉴스스페이스=김정영 기자]", "[OSEN=대전, 이상학 기자]": the name is the last word before 기자.
+_BYLINE = re.compile(r"\[[^\]\n=]{1,30}=[^\]\n]*?([가-힣]{2,4})\s*(?:기자|특파원|객원기자|통신원)\s*\]")
+_EMAIL = re.compile(r"\S+@\S+")
+_IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
+_FUTURE_SLACK = timedelta(days=1)
+
+ALLOWED_TAGS = {
+    "a",
+    "abbr",
+    "b",
+    "blockquote",
+    "br",
+    "caption",
+    "cite",
+    "code",
+    "dd",
+    "div",
+    "dl",
+    "dt",
+    "em",
+    "figcaption",
+    "figure",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "img",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "q",
+    "s",
+    "small",
+    "span",
+    "strong",
+    "sub",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "u",
+    "ul",
+}
+ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "width", "height"}, "*": {"lang"}}
+
+
+def clean_text(value: str) -> str:
+    """Plain text: no control characters, whitespace collapsed."""
+    return _SPACE.sub(" ", _CONTROL.sub("", value)).strip()
+
+
+def sanitize_html(value: str) -> str:
+    """An allow-list sanitiser (nh3): no scripts, handlers, styles or javascript: URLs."""
+    return nh3.clean(
+        _CONTROL.sub("", value),
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer",
+    )
+
+
+def html_to_text(value: str) -> str:
+    text = nh3.clean(re.sub(r"(?i)<br\s*/?>|</p>", " ", value), tags=set())
+    return clean_text(html.unescape(text))
+
+
+def canonical_url(url: str) -> str:
+    """Lower-case scheme and host, no fragment, no utm_* tracking parameters."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return url.strip()
+    query = urlencode(
+        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not k.lower().startswith("utm_")]
+    )
+    netloc = parts.netloc.lower()
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", query, ""))
+
+
+def _when(entry: Mapping[str, Any], key: str, tz: ZoneInfo) -> datetime | None:
+    parsed = entry.get(f"{key}_parsed")
+    if not parsed:
+        return None
+    value = datetime.fromtimestamp(calendar.timegm(parsed), UTC)
+    raw = str(entry.get(key) or "")
+    if raw and not _ZONE.search(raw):
+        # "2026-08-28 14:57:04": feedparser reads a zone-less date as UTC; it is the site's local time.
+        value = value.replace(tzinfo=None).replace(tzinfo=tz).astimezone(UTC)
+    return value
+
+
+def _image(entry: Mapping[str, Any], *htmls: str) -> tuple[str | None, str | None, int | None]:
+    for enc in entry.get("enclosures", ()):
+        if str(enc.get("type", "")).startswith("image/") and enc.get("href"):
+            length = str(enc.get("length") or "")
+            return enc["href"], enc.get("type"), int(length) if length.isdigit() else None
+    for key in ("media_content", "media_thumbnail"):
+        for media in entry.get(key, ()):
+            url = media.get("url")
+            if url and (key == "media_thumbnail" or str(media.get("type", "image/")).startswith("image/")):
+                return url, media.get("type"), None
+    for text in htmls:
+        if m := _IMG.search(text):
+            return html.unescape(m.group(1)), None, None
+    return None, None, None
+
+
+def _safe_url(url: str | None) -> str | None:
+    if url and urlsplit(url).scheme in ("http", "https"):
+        return url
+    return None
+
+
+def entry_to_article(
+    entry: Mapping[str, Any], *, section: str, source_url: str, tz: ZoneInfo, now: datetime
+) -> Article | None:
+    """Normalise one feedparser entry; None when it has neither a title nor a link."""
+    link = _safe_url(entry.get("link")) or ""
+    url = canonical_url(link) if link else ""
+    title = clean_text(html.unescape(entry.get("title", "") or "")) if entry.get("title") else ""
+    summary_raw = entry.get("summary", "") or ""
+    content_raw = ""
+    for c in entry.get("content", ()):
+        if c.get("value"):
+            content_raw = c["value"]
+            break
+    summary_html = sanitize_html(summary_raw)
+    content_html = sanitize_html(content_raw) if content_raw and content_raw != summary_raw else ""
+    summary_text = html_to_text(summary_raw or content_raw)
+    if not title and not url:
+        return None
+    if not title:
+        title = summary_text[:80] or url
+    published = _when(entry, "published", tz) or _when(entry, "updated", tz)
+    updated = _when(entry, "updated", tz)
+    if published and published > now + _FUTURE_SLACK:
+        published = None  # a far-future date is a feed bug: fall back to first-seen time
+    if updated and updated > now + _FUTURE_SLACK:
+        updated = None
+    author = clean_text(_EMAIL.sub("", entry.get("author", "") or ""))
+    if not author and (m := _BYLINE.search(summary_text) or _BYLINE.search(html_to_text(content_raw))):
+        author = m.group(1)
+    guid = clean_text(entry.get("id", "") or "")
+    if guid and (guid.rstrip("/") == canonical_url(source_url).rstrip("/") or _is_site_root(guid)):
+        guid = ""  # e.g. a guid that is just the site's home page: not an identity
+    ident = guid or (url if url and not _is_site_root(url) else "")
+    if not ident:
+        basis = f"{title}\x00{published.isoformat() if published else ''}\x00{url}"
+        ident = "urn:sha256:" + hashlib.sha256(basis.encode()).hexdigest()
+    image_url, image_type, image_length = _image(entry, summary_raw, content_raw)
+    return Article(
+        id=ident,
+        url=url,
+        section=section,
+        title=title,
+        summary_html=summary_html,
+        summary_text=summary_text,
+        content_html=content_html,
+        author=author,
+        categories=tuple(
+            dict.fromkeys(
+                clean_text(t.get("term") or "") for t in entry.get("tags", ()) if (t.get("term") or "").strip()
+            )
+        ),
+        image_url=_safe_url(image_url),
+        image_type=image_type,
+        image_length=image_length,
+        published=published,
+        updated=updated,
+        source_url=source_url,
+    )
+
+
+def _is_site_root(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(parts.scheme in ("http", "https") and parts.path in ("", "/") and not parts.query)
+
+
+def parse_feed(
+    content: bytes,
+    *,
+    url: str,
+    section: str,
+    tz: ZoneInfo,
+    now: datetime,
+    headers: Mapping[str, str] | None = None,
+) -> list[Article]:
+    """Parse feed bytes into Articles; raise ``ParseError`` when they are not a usable feed."""
+    result = feedparser.parse(content, response_headers=dict(headers or {}), sanitize_html=True)
+    bozo = result.get("bozo_exception")
+    if bozo is not None and not isinstance(bozo, _SURVIVABLE) and not result.entries:
+        raise ParseError(url, f"not a feed: {bozo.__class__.__name__}: {str(bozo)[:200]}")
+    if not result.get("version") and not result.entries:
+        raise ParseError(url, "not a feed: no RSS or Atom document found")
+    articles = []
+    for entry in result.entries:
+        art = entry_to_article(entry, section=section, source_url=url, tz=tz, now=now)
+        if art is not None:
+            articles.append(art)
+    return articles

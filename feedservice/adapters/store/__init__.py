@@ -1,0 +1,49 @@
+"""The storage adapter: one ``Store`` over SQLAlchemy Core, for SQLite and PostgreSQL alike.
+
+``open_store(url)`` connects and migrates; the store's methods come from one
+mixin per domain (feeds, mail, weather).
+"""
+
+from __future__ import annotations
+
+from feedservice.adapters.store._base import make_engine, wrap_errors
+from feedservice.adapters.store.feeds import FeedStoreMixin
+from feedservice.adapters.store.mail import MailStoreMixin
+from feedservice.adapters.store.schema import LATEST, current_version, migrate
+from feedservice.adapters.store.weather import WeatherStoreMixin
+
+__all__ = ["Store", "open_store"]
+
+
+class Store(FeedStoreMixin, MailStoreMixin, WeatherStoreMixin):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def schema_version(self) -> int:
+        with wrap_errors("reading the schema version"):
+            return current_version(self.engine)
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str) -> Store:
+    """Connect to ``url`` and bring its schema up to date (``LATEST``)."""
+    store = Store(url)
+    with wrap_errors(f"migrating {store.engine.url.render_as_string(hide_password=True)}"):
+        migrate(store.engine)
+    assert store.schema_version() == LATEST
+    return store

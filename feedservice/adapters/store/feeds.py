@@ -1,0 +1,215 @@
+"""Storage of sections, sources (with their fetch state) and articles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from feedservice.adapters.store import schema as t
+from feedservice.adapters.store._base import StoreBase
+from feedservice.model import Article, Section, SourceState
+
+
+def article_hash(a: Article) -> str:
+    """A digest of everything a reader would see change; an equal hash means "not modified"."""
+    payload = [
+        a.url,
+        a.section,
+        a.title,
+        a.summary_html,
+        a.content_html,
+        a.author,
+        list(a.categories),
+        a.image_url,
+        a.published.isoformat() if a.published else None,
+    ]
+    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
+
+
+def _article(row: Any) -> Article:
+    return Article(
+        id=row.id,
+        url=row.url,
+        section=row.section,
+        title=row.title,
+        summary_html=row.summary_html,
+        summary_text=row.summary_text,
+        content_html=row.content_html,
+        author=row.author,
+        categories=tuple(row.categories or ()),
+        image_url=row.image_url,
+        image_type=row.image_type,
+        image_length=row.image_length,
+        published=row.published,
+        updated=row.updated,
+        source_url=row.source_url,
+    )
+
+
+class FeedStoreMixin(StoreBase):
+    def sync_sections(self, sections: Sequence[Section]) -> None:
+        """Make the stored sections match the configured ones (articles of dropped sections stay)."""
+        with self._tx("saving sections") as conn:
+            conn.execute(t.sections.delete())
+            if sections:
+                conn.execute(
+                    t.sections.insert(),
+                    [{"slug": s.slug, "title": s.title, "position": i} for i, s in enumerate(sections)],
+                )
+
+    def sync_sources(self, configured: Iterable[tuple[str, str, str | None]]) -> None:
+        """Add configured sources (url, section, name), update their section/name, keep fetch state."""
+        with self._tx("saving sources") as conn:
+            for url, section, name in configured:
+                stmt = self._insert(t.sources).values(url=url, section=section, name=name, failures=0, enabled=True)
+                conn.execute(
+                    stmt.on_conflict_do_update(index_elements=["url"], set_={"section": section, "name": name})
+                )
+
+    def list_sources(self) -> list[SourceState]:
+        counts = (
+            sa.select(t.articles.c.source_url, sa.func.count().label("n")).group_by(t.articles.c.source_url).subquery()
+        )
+        q = (
+            sa.select(t.sources, sa.func.coalesce(counts.c.n, 0).label("n"))
+            .select_from(t.sources.outerjoin(counts, counts.c.source_url == t.sources.c.url))
+            .order_by(t.sources.c.section, t.sources.c.url)
+        )
+        with self._tx("listing sources") as conn:
+            return [
+                SourceState(
+                    url=r.url,
+                    section=r.section,
+                    name=r.name,
+                    etag=r.etag,
+                    last_modified=r.last_modified,
+                    last_attempt=r.last_attempt,
+                    last_success=r.last_success,
+                    last_error=r.last_error,
+                    failures=r.failures,
+                    next_attempt=r.next_attempt,
+                    articles=r.n,
+                    enabled=r.enabled,
+                )
+                for r in conn.execute(q)
+            ]
+
+    def record_fetch_failure(self, url: str, error: str, now: datetime, next_attempt: datetime) -> None:
+        with self._tx("recording a fetch failure") as conn:
+            conn.execute(
+                t.sources.update()
+                .where(t.sources.c.url == url)
+                .values(
+                    last_attempt=now,
+                    last_error=error,
+                    failures=t.sources.c.failures + 1,
+                    next_attempt=next_attempt,
+                )
+            )
+
+    def record_fetch_success(
+        self,
+        url: str,
+        now: datetime,
+        next_attempt: datetime,
+        *,
+        etag: str | None,
+        last_modified: str | None,
+        articles: Sequence[Article] = (),
+    ) -> tuple[int, int]:
+        """Store a source's articles and its new fetch state in one transaction.
+
+        Returns (new, updated) article counts. An unchanged article is not rewritten;
+        a changed one is updated in place with ``updated`` moved to ``now``.
+        """
+        new = changed = 0
+        with self._tx(f"storing articles of {url}") as conn:
+            ids = [a.id for a in articles]
+            existing = {}
+            for chunk in range(0, len(ids), 500):
+                rows = conn.execute(
+                    sa.select(t.articles.c.id, t.articles.c.content_hash).where(
+                        t.articles.c.id.in_(ids[chunk : chunk + 500])
+                    )
+                )
+                existing.update({r.id: r.content_hash for r in rows})
+            inserts: list[dict[str, Any]] = []
+            for a in articles:
+                h = article_hash(a)
+                if a.id not in existing:
+                    if any(row["id"] == a.id for row in inserts):
+                        continue  # the same entry twice in one feed: keep the first
+                    inserts.append(_row(a, h, now))
+                    new += 1
+                elif existing[a.id] != h:
+                    row = _row(replace(a, updated=now), h, now)
+                    del row["first_seen"]
+                    conn.execute(t.articles.update().where(t.articles.c.id == a.id).values(**row))
+                    changed += 1
+            if inserts:
+                conn.execute(t.articles.insert(), inserts)
+            conn.execute(
+                t.sources.update()
+                .where(t.sources.c.url == url)
+                .values(
+                    etag=etag,
+                    last_modified=last_modified,
+                    last_attempt=now,
+                    last_success=now,
+                    last_error=None,
+                    failures=0,
+                    next_attempt=next_attempt,
+                )
+            )
+        return new, changed
+
+    def recent_articles(self, section: str | None, limit: int) -> list[Article]:
+        """The newest articles of a section (or of all sections), newest first."""
+        q = sa.select(t.articles)
+        if section is not None:
+            q = q.where(t.articles.c.section == section)
+        q = q.order_by(t.articles.c.published.desc(), t.articles.c.id).limit(limit)
+        with self._tx("reading articles") as conn:
+            return [_article(r) for r in conn.execute(q)]
+
+    def articles_between(self, start: datetime, end: datetime) -> list[Article]:
+        """Articles first published in [start, end), newest first."""
+        q = (
+            sa.select(t.articles)
+            .where(t.articles.c.published >= start, t.articles.c.published < end)
+            .order_by(t.articles.c.published.desc(), t.articles.c.id)
+        )
+        with self._tx("reading articles") as conn:
+            return [_article(r) for r in conn.execute(q)]
+
+    def count_articles(self) -> int:
+        with self._tx("counting articles") as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(t.articles)).scalar() or 0)
+
+
+def _row(a: Article, content_hash: str, now: datetime) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "url": a.url,
+        "section": a.section,
+        "title": a.title,
+        "summary_html": a.summary_html,
+        "summary_text": a.summary_text,
+        "content_html": a.content_html,
+        "author": a.author,
+        "categories": list(a.categories),
+        "image_url": a.image_url,
+        "image_type": a.image_type,
+        "image_length": a.image_length,
+        "published": a.published or now,
+        "updated": a.updated,
+        "first_seen": now,
+        "source_url": a.source_url,
+        "content_hash": content_hash,
+    }

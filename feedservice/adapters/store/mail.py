@@ -1,0 +1,222 @@
+"""Storage of subscribers, digest editions and the per-recipient delivery ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from feedservice.adapters.store import schema as t
+from feedservice.adapters.store._base import StoreBase
+from feedservice.model import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
+
+
+def _subscriber(r: Any) -> Subscriber:
+    return Subscriber(
+        id=r.id,
+        email=r.email,
+        status=SubscriberStatus(r.status),
+        sections=tuple(r.sections or ()),
+        created=r.created,
+    )
+
+
+def _delivery(r: Any) -> Delivery:
+    return Delivery(
+        id=r.id,
+        edition=r.edition,
+        subscriber_id=r.subscriber_id,
+        email=r.email,
+        status=DeliveryStatus(r.status),
+        message_id=r.message_id,
+        attempts=r.attempts,
+        last_reply=r.last_reply,
+        next_attempt=r.next_attempt,
+    )
+
+
+class MailStoreMixin(StoreBase):
+    # -- subscribers -------------------------------------------------------------------------
+    def add_subscriber(
+        self, email: str, sections: Sequence[str], status: SubscriberStatus, now: datetime
+    ) -> tuple[Subscriber, bool]:
+        """Insert or update by address; returns the subscriber and whether it was new."""
+        with self._tx("saving a subscriber") as conn:
+            row = conn.execute(sa.select(t.subscribers).where(t.subscribers.c.email == email)).first()
+            if row is None:
+                conn.execute(
+                    t.subscribers.insert().values(
+                        email=email,
+                        status=status.value,
+                        sections=list(sections),
+                        created=now,
+                        confirmed=now if status is SubscriberStatus.SUBSCRIBED else None,
+                    )
+                )
+                created = True
+            else:
+                conn.execute(
+                    t.subscribers.update()
+                    .where(t.subscribers.c.id == row.id)
+                    .values(status=status.value, sections=list(sections))
+                )
+                created = False
+            row = conn.execute(sa.select(t.subscribers).where(t.subscribers.c.email == email)).one()
+            return _subscriber(row), created
+
+    def get_subscriber(self, email: str) -> Subscriber | None:
+        with self._tx("reading a subscriber") as conn:
+            row = conn.execute(sa.select(t.subscribers).where(t.subscribers.c.email == email)).first()
+            return _subscriber(row) if row else None
+
+    def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
+        with self._tx("reading a subscriber") as conn:
+            row = conn.execute(sa.select(t.subscribers).where(t.subscribers.c.id == subscriber_id)).first()
+            return _subscriber(row) if row else None
+
+    def set_subscriber_status(self, email: str, status: SubscriberStatus) -> bool:
+        with self._tx("updating a subscriber") as conn:
+            res = conn.execute(t.subscribers.update().where(t.subscribers.c.email == email).values(status=status.value))
+            return bool(res.rowcount)
+
+    def iter_subscribers(self, status: SubscriberStatus | None = None, batch: int = 1000) -> Iterator[Subscriber]:
+        """All subscribers by id, read in batches so memory stays flat."""
+        last = 0
+        while True:
+            q = sa.select(t.subscribers).where(t.subscribers.c.id > last)
+            if status is not None:
+                q = q.where(t.subscribers.c.status == status.value)
+            with self._tx("listing subscribers") as conn:
+                rows = conn.execute(q.order_by(t.subscribers.c.id).limit(batch)).all()
+            if not rows:
+                return
+            for r in rows:
+                yield _subscriber(r)
+            last = rows[-1].id
+
+    # -- editions ----------------------------------------------------------------------------
+    def save_edition(self, edition: Edition, html: str, text: str, now: datetime) -> bool:
+        """Store an edition once; returns False if that day's edition already existed (kept as is)."""
+        with self._tx("saving an edition") as conn:
+            stmt = self._insert(t.editions).values(
+                day=edition.day,
+                window_start=edition.window_start,
+                window_end=edition.window_end,
+                subject=edition.subject,
+                html=html,
+                text=text,
+                created=now,
+            )
+            # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING.
+            res = conn.execute(stmt.on_conflict_do_nothing(index_elements=["day"]).returning(t.editions.c.day))
+            return res.first() is not None
+
+    def get_edition(self, day: date) -> tuple[Edition, str, str] | None:
+        with self._tx("reading an edition") as conn:
+            r = conn.execute(sa.select(t.editions).where(t.editions.c.day == day)).first()
+        if r is None:
+            return None
+        ed = Edition(day=r.day, window_start=r.window_start, window_end=r.window_end, subject=r.subject)
+        return ed, r.html, r.text
+
+    def list_editions(self, limit: int = 60) -> list[Edition]:
+        q = sa.select(t.editions).order_by(t.editions.c.day.desc()).limit(limit)
+        with self._tx("listing editions") as conn:
+            return [
+                Edition(day=r.day, window_start=r.window_start, window_end=r.window_end, subject=r.subject)
+                for r in conn.execute(q)
+            ]
+
+    def last_edition_before(self, day: date) -> Edition | None:
+        q = sa.select(t.editions).where(t.editions.c.day < day).order_by(t.editions.c.day.desc()).limit(1)
+        with self._tx("reading editions") as conn:
+            r = conn.execute(q).first()
+        if r is None:
+            return None
+        return Edition(day=r.day, window_start=r.window_start, window_end=r.window_end, subject=r.subject)
+
+    # -- deliveries --------------------------------------------------------------------------
+    def enqueue_deliveries(self, day: date, rows: Sequence[tuple[int, str, str]], now: datetime) -> int:
+        """Record (subscriber_id, email, message_id) as queued; existing rows stay as they are."""
+        if not rows:
+            return 0
+        values = [
+            {
+                "edition": day,
+                "subscriber_id": sid,
+                "email": email,
+                "message_id": mid,
+                "status": DeliveryStatus.QUEUED.value,
+                "attempts": 0,
+                "updated": now,
+            }
+            for sid, email, mid in rows
+        ]
+        with self._tx("queueing deliveries") as conn:
+            stmt = (
+                self._insert(t.deliveries)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["edition", "subscriber_id"])
+                .returning(t.deliveries.c.id)
+            )
+            return len(conn.execute(stmt).all())
+
+    def due_deliveries(self, day: date, now: datetime, limit: int) -> list[Delivery]:
+        """Queued, or deferred and due, deliveries of an edition, oldest first."""
+        c = t.deliveries.c
+        q = (
+            sa.select(t.deliveries)
+            .where(
+                c.edition == day,
+                sa.or_(
+                    c.status == DeliveryStatus.QUEUED.value,
+                    sa.and_(c.status == DeliveryStatus.DEFERRED.value, c.next_attempt <= now),
+                ),
+            )
+            .order_by(c.id)
+            .limit(limit)
+        )
+        with self._tx("reading deliveries") as conn:
+            return [_delivery(r) for r in conn.execute(q)]
+
+    def mark_delivery(
+        self,
+        delivery_id: int,
+        status: DeliveryStatus,
+        reply: str | None,
+        now: datetime,
+        next_attempt: datetime | None = None,
+    ) -> None:
+        with self._tx("recording a delivery") as conn:
+            conn.execute(
+                t.deliveries.update()
+                .where(t.deliveries.c.id == delivery_id)
+                .values(
+                    status=status.value,
+                    last_reply=reply,
+                    updated=now,
+                    next_attempt=next_attempt,
+                    attempts=t.deliveries.c.attempts + 1,
+                )
+            )
+
+    def delivery_counts(self, day: date) -> dict[str, int]:
+        c = t.deliveries.c
+        q = sa.select(c.status, sa.func.count()).where(c.edition == day).group_by(c.status)
+        with self._tx("counting deliveries") as conn:
+            counts = {s.value: 0 for s in DeliveryStatus}
+            counts.update({status: int(n) for status, n in conn.execute(q)})
+            return counts
+
+    def delivery_errors(self, day: date, limit: int = 10) -> list[Delivery]:
+        c = t.deliveries.c
+        q = (
+            sa.select(t.deliveries)
+            .where(c.edition == day, c.status.in_([DeliveryStatus.DEFERRED.value, DeliveryStatus.FAILED.value]))
+            .order_by(c.updated.desc())
+            .limit(limit)
+        )
+        with self._tx("reading deliveries") as conn:
+            return [_delivery(r) for r in conn.execute(q)]

@@ -1,0 +1,183 @@
+"""Tables and numbered migrations, shared by SQLite and PostgreSQL.
+
+Each migration runs in its own transaction and records its number in
+``schema_version``; ``migrate`` applies whatever a database lacks, so opening a
+store always leaves it on the newest schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware datetimes stored as UTC (SQLite keeps no zone, so we put it back)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied", UTCDateTime, nullable=False),
+)
+
+sections = sa.Table(
+    "sections",
+    metadata,
+    sa.Column("slug", sa.String(64), primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False, default=0),
+)
+
+sources = sa.Table(
+    "sources",
+    metadata,
+    sa.Column("url", sa.Text, primary_key=True),
+    sa.Column("section", sa.String(64), nullable=False),
+    sa.Column("name", sa.Text),
+    sa.Column("etag", sa.Text),
+    sa.Column("last_modified", sa.Text),
+    sa.Column("last_attempt", UTCDateTime),
+    sa.Column("last_success", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("failures", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt", UTCDateTime),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+)
+
+articles = sa.Table(
+    "articles",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("section", sa.String(64), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("summary_html", sa.Text, nullable=False, default=""),
+    sa.Column("summary_text", sa.Text, nullable=False, default=""),
+    sa.Column("content_html", sa.Text, nullable=False, default=""),
+    sa.Column("author", sa.Text, nullable=False, default=""),
+    sa.Column("categories", sa.JSON, nullable=False, default=list),
+    sa.Column("image_url", sa.Text),
+    sa.Column("image_type", sa.Text),
+    sa.Column("image_length", sa.BigInteger),
+    sa.Column("published", UTCDateTime),
+    sa.Column("updated", UTCDateTime),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("source_url", sa.Text, nullable=False, default=""),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Index("ix_articles_section_published", "section", "published"),
+    sa.Index("ix_articles_url", "url"),
+)
+
+subscribers = sa.Table(
+    "subscribers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("email", sa.Text, nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("sections", sa.JSON, nullable=False, default=list),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("confirmed", UTCDateTime),
+)
+
+weather_observations = sa.Table(
+    "weather_observations",
+    metadata,
+    sa.Column("station_id", sa.Integer, primary_key=True),
+    sa.Column("observed_at", UTCDateTime, primary_key=True),
+    sa.Column("station_name", sa.Text, nullable=False),
+    sa.Column("temperature", sa.Float),
+    sa.Column("condition", sa.Text),
+    sa.Column("humidity", sa.Float),
+    sa.Column("cloud_tenths", sa.Integer),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("fetched_at", UTCDateTime, nullable=False),
+)
+
+editions = sa.Table(
+    "editions",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("window_start", UTCDateTime, nullable=False),
+    sa.Column("window_end", UTCDateTime, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("html", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("edition", sa.Date, sa.ForeignKey("editions.day"), nullable=False),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
+    sa.Column("email", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("message_id", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_reply", sa.Text),
+    sa.Column("next_attempt", UTCDateTime),
+    sa.Column("updated", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("edition", "subscriber_id", name="uq_deliveries_edition_subscriber"),
+    sa.Index("ix_deliveries_edition_status", "edition", "status"),
+)
+
+_V1_TABLES = [sections, sources, articles, subscribers, weather_observations, editions, deliveries]
+
+
+def _v1(conn: Connection) -> None:
+    for table in _V1_TABLES:
+        table.create(conn)
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1)]
+LATEST = MIGRATIONS[-1][0]
+
+
+def current_version(engine: Engine) -> int:
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("schema_version"):
+            return 0
+        return int(conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0)
+
+
+def migrate(engine: Engine) -> list[int]:
+    """Apply every missing migration, one transaction each; return the numbers applied."""
+    with engine.begin() as conn:
+        schema_version.create(conn, checkfirst=True)
+    applied: list[int] = []
+    for number, step in MIGRATIONS:
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                # Two processes opening a fresh database at once: let one migrate, the other wait.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7270001)"))
+            have = conn.execute(sa.select(schema_version.c.version).where(schema_version.c.version == number)).first()
+            if have:
+                continue
+            step(conn)
+            conn.execute(schema_version.insert().values(version=number, applied=datetime.now(UTC)))
+            applied.append(number)
+    return applied

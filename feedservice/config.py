@@ -1,0 +1,321 @@
+"""config.toml (plus environment variables for secrets) → one typed ``Settings`` object.
+
+Loaded once, at the edge (``load_settings``); services get the parts they need.
+Every problem becomes a ``ConfigError`` that names the file, the key and what is
+wrong, so the CLI can print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import time
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from feedservice.errors import ConfigError
+from feedservice.stations import DEFAULT_STATION_IDS, STATIONS
+
+__all__ = ["Secret", "Settings", "load_settings", "parse_settings"]
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+def _hh_mm(value: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError(f"not a time of day as HH:MM: {value!r}")
+    return value
+
+
+def _slug(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", value):
+        raise ValueError(f"a slug is lower-case ASCII letters, digits, '-' or '_': {value!r}")
+    if value == "all":
+        raise ValueError("'all' is reserved for the feed of every section")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(f"not an environment variable name: {value!r}")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+TimeZone = Annotated[str, AfterValidator(_timezone)]
+HHMM = Annotated[str, AfterValidator(_hh_mm)]
+Slug = Annotated[str, AfterValidator(_slug)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+class Secret:
+    """A secret value that never shows in repr() or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class SiteConfig(_Table):
+    name: str = Field(min_length=1)
+    url: HttpUrl
+    public_url: HttpUrl = "http://127.0.0.1:8080"
+    timezone: TimeZone = "Asia/Seoul"
+    language: str = "ko"
+    postal_address: str = ""
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class DatabaseConfig(_Table):
+    url: str = "sqlite:///var/feedservice.db"
+
+
+class SectionConfig(_Table):
+    slug: Slug
+    title: str = Field(min_length=1)
+    description: str = ""
+
+
+class SourceConfig(_Table):
+    url: HttpUrl
+    section: str
+    name: str | None = None
+    interval_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
+
+
+class CollectConfig(_Table):
+    interval_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    concurrency: int = Field(default=20, ge=1, le=500)
+    per_host: int = Field(default=4, ge=1, le=100)
+    connect_timeout: float = Field(default=5.0, gt=0, le=120)
+    timeout: float = Field(default=30.0, gt=0, le=600)
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    allow_hosts: tuple[str, ...] = ()
+
+
+class FeedsConfig(_Table):
+    output_dir: str = "var/feeds"
+    max_entries: int = Field(default=50, ge=1, le=1000)
+    cache_max_age: int = Field(default=300, ge=0)
+
+
+class WeatherConfig(_Table):
+    provider: Literal["kma", "open-meteo", "none"] = "kma"
+    stations: tuple[int, ...] = DEFAULT_STATION_IDS
+    api_key_env: EnvName = "KMA_API_KEY"
+    base_url: HttpUrl | None = None
+    fallback: Literal["open-meteo", "none"] = "open-meteo"
+    fallback_base_url: HttpUrl | None = None
+    max_age_minutes: int = Field(default=180, ge=1)
+    refresh_minutes: int = Field(default=30, ge=1)
+    timeout: float = Field(default=10.0, gt=0, le=120)
+
+
+class DigestConfig(_Table):
+    send_at: HHMM = "07:00"
+    from_: str = Field(alias="from", min_length=3)
+    subject: str = "{site} 아침 브리핑 {date}"
+    max_per_section: int = Field(default=5, ge=1, le=50)
+    templates_dir: str | None = None
+    list_id: str | None = None
+
+    @property
+    def send_time(self) -> time:
+        hh, mm = self.send_at.split(":")
+        return time(int(hh), int(mm))
+
+
+class SmtpConfig(_Table):
+    host: str = Field(min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    username: str | None = None
+    password_env: EnvName | None = None
+    timeout: float = Field(default=30.0, gt=0)
+    pool_size: int = Field(default=4, ge=1, le=200)
+
+
+class DeliveryConfig(_Table):
+    mode: Literal["maildir", "smtp"] | None = None
+    maildir: str = "var/mail"
+    smtp: SmtpConfig | None = None
+
+    @property
+    def effective_mode(self) -> str:
+        """The explicit mode, else SMTP when a server is configured, else the local Maildir."""
+        return self.mode or ("smtp" if self.smtp else "maildir")
+
+
+class WebConfig(_Table):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    secret_env: EnvName = "FEEDSERVICE_SECRET"
+
+
+class LoggingConfig(_Table):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(_Table):
+    """The whole configuration. ``base_dir`` is the config file's folder; relative paths start there."""
+
+    site: SiteConfig
+    database: DatabaseConfig = DatabaseConfig()
+    sections: tuple[SectionConfig, ...] = Field(min_length=1)
+    sources: tuple[SourceConfig, ...] = ()
+    collect: CollectConfig = CollectConfig()
+    feeds: FeedsConfig = FeedsConfig()
+    weather: WeatherConfig = WeatherConfig()
+    digest: DigestConfig
+    delivery: DeliveryConfig = DeliveryConfig()
+    web: WebConfig = WebConfig()
+    logging: LoggingConfig = LoggingConfig()
+    base_dir: Path = Path(".")
+    source_path: str = "config.toml"
+
+    def path(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path made absolute against ``base_dir``."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+            return prefix + str(self.path(url[len(prefix) :]).resolve())
+        return url
+
+    def secret(self, env_name: str | None) -> Secret | None:
+        """Read a secret from the environment, or from the file named by ``<NAME>_FILE``."""
+        if not env_name:
+            return None
+        if value := os.environ.get(env_name):
+            return Secret(value)
+        if file := os.environ.get(env_name + "_FILE"):
+            try:
+                return Secret(Path(file).read_text(encoding="utf-8").strip())
+            except OSError as exc:
+                raise ConfigError(self.source_path, env_name + "_FILE", f"cannot read {file}: {exc}") from exc
+        return None
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + ("from" if part == "from_" else str(part))
+    return out
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required value is missing"
+    msg = str(err["msg"])
+    msg = msg.removeprefix("Value error, ")
+    if "input" in err and kind not in ("value_error",):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def parse_settings(data: dict[str, Any], *, source: str = "config.toml", base_dir: Path | None = None) -> Settings:
+    """Validate a parsed TOML document; raise ``ConfigError`` for the first problem found."""
+    if "base_dir" in data or "source_path" in data:
+        raise ConfigError(source, "base_dir" if "base_dir" in data else "source_path", "unknown key")
+    try:
+        settings = Settings.model_validate({**data, "base_dir": base_dir or Path("."), "source_path": source})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(source, _key(first["loc"]), _message(dict(first))) from None
+    _check_references(settings)
+    return settings
+
+
+def _check_references(s: Settings) -> None:
+    seen: set[str] = set()
+    for i, sec in enumerate(s.sections):
+        if sec.slug in seen:
+            raise ConfigError(s.source_path, f"sections[{i}].slug", f"duplicate section {sec.slug!r}")
+        seen.add(sec.slug)
+    urls: set[str] = set()
+    for i, src in enumerate(s.sources):
+        if src.section not in seen:
+            raise ConfigError(
+                s.source_path, f"sources[{i}].section", f"no such section {src.section!r} in [[sections]]"
+            )
+        if src.url in urls:
+            raise ConfigError(s.source_path, f"sources[{i}].url", f"duplicate source {src.url!r}")
+        urls.add(src.url)
+    for i, stn in enumerate(s.weather.stations):
+        if stn not in STATIONS:
+            raise ConfigError(s.source_path, f"weather.stations[{i}]", f"unknown KMA station id {stn}")
+    if s.delivery.effective_mode == "smtp" and s.delivery.smtp is None:
+        raise ConfigError(s.source_path, "delivery.smtp", 'mode = "smtp" needs a [delivery.smtp] table')
+    _check_from(s)
+    url = s.database.url
+    if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgresql+psycopg://"))):
+        raise ConfigError(s.source_path, "database.url", f"expected sqlite:///… or postgresql://…, got {url!r}")
+
+
+def _check_from(s: Settings) -> None:
+    _, addr = parseaddr(s.digest.from_)
+    if "@" not in addr or "\n" in s.digest.from_ or "\r" in s.digest.from_:
+        raise ConfigError(s.source_path, "digest.from", f"not a mail address: {s.digest.from_!r}")
+
+
+def load_settings(path: str | os.PathLike[str]) -> Settings:
+    """Read and validate a config file; every failure is a ``ConfigError``."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(p), "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), "", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), "", f"not valid TOML: {exc}") from None
+    return parse_settings(data, source=str(p), base_dir=p.resolve().parent)

@@ -1,0 +1,271 @@
+"""Settings → concrete adapters and ready-to-call jobs. The only module that picks adapters.
+
+Everything else receives what it needs from an ``App``; tests build an ``App`` from
+their own settings (and may replace ``clock``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from feedservice.adapters.http import HttpFetcher, user_agent
+from feedservice.adapters.kma import KmaSurfaceProvider
+from feedservice.adapters.maildir import MaildirMailer
+from feedservice.adapters.openmeteo import OpenMeteoProvider
+from feedservice.adapters.smtp import SmtpMailer
+from feedservice.adapters.store import Store, open_store
+from feedservice.config import Settings
+from feedservice.model import Edition, Section, Subscriber, WeatherBlock
+from feedservice.ports import Mailer, WeatherProvider
+from feedservice.services import collect as collect_service
+from feedservice.services import deliver, digest, feeds, weather
+from feedservice.tokens import make_token
+
+log = logging.getLogger("feedservice")
+
+BUNDLED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Preview:
+    edition: Edition
+    rendered: digest.RenderedDigest
+    weather: WeatherBlock
+
+
+@dataclass
+class App:
+    settings: Settings
+    store: Store
+    clock: Callable[[], datetime] = utcnow
+    _secret: bytes | None = field(default=None, repr=False)
+
+    # -- parts -------------------------------------------------------------------------------
+    @property
+    def sections(self) -> list[Section]:
+        return [Section(s.slug, s.title, i) for i, s in enumerate(self.settings.sections)]
+
+    @property
+    def feed_site(self) -> feeds.FeedSite:
+        s = self.settings
+        return feeds.FeedSite(
+            s.site.name, s.site.url, s.site.public_url, s.site.language, s.site.tz, s.collect.interval_minutes
+        )
+
+    @property
+    def digest_site(self) -> digest.DigestSite:
+        s = self.settings
+        return digest.DigestSite(
+            name=s.site.name,
+            url=s.site.url,
+            public_url=s.site.public_url,
+            language=s.site.language,
+            tz=s.site.tz,
+            sender=s.digest.from_,
+            postal_address=s.site.postal_address,
+            subject_format=s.digest.subject,
+            list_id=s.digest.list_id,
+            max_per_section=s.digest.max_per_section,
+        )
+
+    @property
+    def feeds_dir(self) -> Path:
+        return self.settings.path(self.settings.feeds.output_dir)
+
+    def secret(self) -> bytes:
+        """The signing secret from the environment, else one generated once under var/ (0600)."""
+        if self._secret is None:
+            env = self.settings.secret(self.settings.web.secret_env)
+            if env:
+                self._secret = env.reveal().encode()
+            else:
+                path = self.settings.path("var/secret.key")
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.touch(mode=0o600)
+                    path.write_text(secrets.token_urlsafe(32))
+                    log.warning("%s is not set: generated a signing secret in %s", self.settings.web.secret_env, path)
+                self._secret = path.read_text().strip().encode()
+        return self._secret
+
+    def make_fetcher(self) -> HttpFetcher:
+        c = self.settings.collect
+        return HttpFetcher(
+            user_agent=user_agent(self.settings.site.url),
+            connect_timeout=c.connect_timeout,
+            timeout=c.timeout,
+            max_bytes=c.max_bytes,
+        )
+
+    def weather_providers(self) -> list[WeatherProvider]:
+        w = self.settings.weather
+        if w.provider == "none":
+            return []
+        if w.provider == "open-meteo":
+            return [OpenMeteoProvider(base_url=w.base_url, timeout=w.timeout)]
+        providers: list[WeatherProvider] = [
+            KmaSurfaceProvider(self.settings.secret(w.api_key_env), base_url=w.base_url, timeout=w.timeout)
+        ]
+        if w.fallback == "open-meteo":
+            providers.append(OpenMeteoProvider(base_url=w.fallback_base_url, timeout=w.timeout))
+        return providers
+
+    def make_mailer(self) -> Mailer:
+        d = self.settings.delivery
+        if d.effective_mode == "smtp" and d.smtp is not None:
+            return SmtpMailer(
+                d.smtp.host,
+                d.smtp.port,
+                tls=d.smtp.tls,
+                username=d.smtp.username,
+                password=self.settings.secret(d.smtp.password_env),
+                timeout=d.smtp.timeout,
+            )
+        return MaildirMailer(self.settings.path(d.maildir))
+
+    def renderer(self) -> digest.DigestRenderer:
+        dirs = []
+        if self.settings.digest.templates_dir:
+            dirs.append(self.settings.path(self.settings.digest.templates_dir))
+        dirs.append(BUNDLED_TEMPLATES)
+        return digest.DigestRenderer(dirs)
+
+    # -- jobs --------------------------------------------------------------------------------
+    def sync_config(self) -> None:
+        self.store.sync_sections(self.sections)
+        self.store.sync_sources((s.url, s.section, s.name) for s in self.settings.sources)
+
+    async def collect(self, *, force: bool = False) -> collect_service.CollectReport:
+        fetcher = self.make_fetcher()
+        try:
+            c = self.settings.collect
+            return await collect_service.collect(
+                self.store,
+                fetcher,
+                tz=self.settings.site.tz,
+                now=self.clock(),
+                interval=timedelta(minutes=c.interval_minutes),
+                intervals={
+                    s.url: timedelta(minutes=s.interval_minutes) for s in self.settings.sources if s.interval_minutes
+                },
+                concurrency=c.concurrency,
+                per_host=c.per_host,
+                force=force,
+            )
+        finally:
+            await fetcher.aclose()
+
+    def build_feeds(self) -> list[Path]:
+        return feeds.build_feeds(
+            self.feed_site, self.sections, self.store.recent_articles, self.feeds_dir, self.settings.feeds.max_entries
+        )
+
+    async def refresh_weather(self) -> weather.RefreshReport:
+        return await weather.refresh_weather(
+            self.store,
+            self.weather_providers(),
+            self.settings.weather.stations,
+            self.clock(),
+            timeout=self.settings.weather.timeout * 2,
+        )
+
+    async def weather_for_digest(self) -> WeatherBlock:
+        """A fresh stored observation if there is one, else one refresh, else the stale or empty block."""
+        w = self.settings.weather
+        if w.provider == "none":
+            return WeatherBlock(())
+        max_age = timedelta(minutes=w.max_age_minutes)
+        block = weather.weather_block(self.store, w.stations, self.clock(), max_age)
+        if not block.observations or block.stale_before is not None:
+            await self.refresh_weather()
+            block = weather.weather_block(self.store, w.stations, self.clock(), max_age)
+        return block
+
+    def edition(self, day: date) -> Edition:
+        stored = self.store.get_edition(day)
+        if stored is not None:
+            return stored[0]
+        previous = self.store.last_edition_before(day)
+        ed = digest.edition_for(day, self.settings.digest.send_time, self.settings.site.tz, previous)
+        return Edition(ed.day, ed.window_start, ed.window_end, digest.subject_for(self.digest_site, day))
+
+    def today(self) -> date:
+        return self.clock().astimezone(self.settings.site.tz).date()
+
+    def edition_url(self, day: date) -> str:
+        return f"{self.settings.site.public_url.rstrip('/')}/digest/{day.isoformat()}"
+
+    async def prepare(
+        self, day: date
+    ) -> tuple[Edition, Callable[[tuple[str, ...]], digest.RenderedDigest | None], Preview]:
+        """Render the edition once for the web copy and lazily once per distinct section choice."""
+        renderer = self.renderer()
+        renderer.check()
+        ed = self.edition(day)
+        articles = self.store.articles_between(ed.window_start, ed.window_end)
+        block = await self.weather_for_digest()
+        site = self.digest_site
+        cache: dict[tuple[str, ...], digest.RenderedDigest | None] = {}
+
+        def rendered_for(chosen: tuple[str, ...]) -> digest.RenderedDigest | None:
+            key = tuple(sorted(chosen))
+            if key not in cache:
+                secs = [s for s in self.sections if not key or s.slug in key]
+                picked = digest.pick_sections(secs, articles, site.max_per_section)
+                cache[key] = renderer.render(site, ed, picked, block, web_url=self.edition_url(day)) if picked else None
+            return cache[key]
+
+        everything = digest.pick_sections(self.sections, articles, site.max_per_section)
+        web = renderer.render(site, ed, everything, block, web_url=self.edition_url(day))
+        return ed, rendered_for, Preview(ed, web, block)
+
+    def links_for(self, sub: Subscriber) -> tuple[str, str]:
+        base = self.settings.site.public_url.rstrip("/")
+        secret = self.secret()
+        unsub = make_token(secret, "unsubscribe", sub.id, sub.email)
+        prefs = make_token(secret, "preferences", sub.id, sub.email)
+        return f"{base}/unsubscribe/{unsub}", f"{base}/preferences/{prefs}"
+
+    async def send_digest(self, day: date) -> deliver.SendReport:
+        ed, rendered_for, preview = await self.prepare(day)
+        now = self.clock()
+        self.store.save_edition(ed, preview.rendered.html, preview.rendered.text, now)
+        report = deliver.SendReport()
+        report.queued, report.skipped_empty = deliver.enqueue_edition(
+            self.store, self.digest_site, ed, lambda chosen: rendered_for(chosen) is not None, now
+        )
+        mailer = self.make_mailer()
+        try:
+            await deliver.drain_edition(
+                self.store, mailer, self.digest_site, ed, rendered_for, self.links_for, self.clock, report=report
+            )
+        finally:
+            await mailer.aclose()
+        log.info("digest %s: %s", day, report.summary())
+        return report
+
+    async def cycle(self) -> None:
+        """collect → feeds (when anything changed or a feed file is missing)."""
+        report = await self.collect()
+        if report.changed or not (self.feeds_dir / "all.xml").exists():
+            await asyncio.to_thread(self.build_feeds)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def make_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> App:
+    """Open (and migrate) the database, record the configured sections and sources."""
+    app = App(settings, open_store(settings.database_url), clock)
+    app.sync_config()
+    return app

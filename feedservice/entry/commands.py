@@ -1,0 +1,244 @@
+"""One function per CLI command: call the App, print a readable answer, return the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from feedservice.entry.bootstrap import App
+from feedservice.model import SubscriberStatus
+from feedservice.services import subscribers as subs
+from feedservice.services.digest import compose, message_id
+from feedservice.services.weather import format_observation, national_summary
+
+OK, FAILED, USAGE = 0, 1, 2
+# On a terminal rich fits its width; piped output gets wide rows instead of wrapped cells.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _local(app: App, when: datetime | None) -> str:
+    return when.astimezone(app.settings.site.tz).strftime("%Y-%m-%d %H:%M") if when else "-"
+
+
+def cmd_collect(app: App, args: argparse.Namespace) -> int:
+    report = asyncio.run(app.collect(force=args.all))
+    changed = app.build_feeds() if report.changed else []
+    out.print(f"collect: {report.summary()}; {len(changed)} feed files rewritten")
+    for url, error in report.errors.items():
+        out.print(f"  failed: {url}: {error}")
+    return FAILED if report.failed else OK
+
+
+def cmd_sources(app: App, args: argparse.Namespace) -> int:
+    table = Table("source", "section", "status", "last success", "articles", "last error")
+    failing = 0
+    for s in app.store.list_sources():
+        if not s.enabled:
+            status = "disabled"
+        elif s.failures:
+            status, failing = f"failing ×{s.failures}", failing + 1
+        elif s.last_success:
+            status = "ok"
+        else:
+            status = "never fetched"
+        table.add_row(
+            s.name or s.url, s.section, status, _local(app, s.last_success), str(s.articles), (s.last_error or "")[:80]
+        )
+    out.print(table)
+    return OK
+
+
+def cmd_build_feeds(app: App, args: argparse.Namespace) -> int:
+    changed = app.build_feeds()
+    out.print(f"build-feeds: {len(changed)} files rewritten in {app.feeds_dir}")
+    for p in changed:
+        out.print(f"  {p}")
+    return OK
+
+
+def cmd_weather(app: App, args: argparse.Namespace) -> int:
+    report = asyncio.run(app.refresh_weather())
+    for e in report.errors:
+        out.print(f"  {e}")
+    block = asyncio.run(app.weather_for_digest())
+    for o in block.observations:
+        out.print(format_observation(o))
+    if line := national_summary(block):
+        out.print(line)
+    if block.notice:
+        out.print(block.notice)
+    src = report.provider or "(stored observations)"
+    out.print(f"weather: {report.stations} stations from {src}")
+    return OK if report.provider and not report.errors else FAILED
+
+
+def _next_edition_day(app: App) -> date:
+    """Today's edition before the send time, else tomorrow's: the one a preview is for."""
+    now = app.clock().astimezone(app.settings.site.tz)
+    day = now.date()
+    if now.time() >= app.settings.digest.send_time:
+        day += timedelta(days=1)
+    return day
+
+
+def cmd_digest_preview(app: App, args: argparse.Namespace) -> int:
+    day = args.date or _next_edition_day(app)
+    ed, rendered_for, preview = asyncio.run(app.prepare(day))
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = next(iter(app.store.iter_subscribers(SubscriberStatus.SUBSCRIBED, batch=1)), None)
+    unsub, prefs = app.links_for(sample) if sample else (f"{app.settings.site.public_url}/unsubscribe",) * 2
+    to = sample.email if sample else "preview@example.invalid"
+    rendered = (rendered_for(sample.sections) if sample else None) or preview.rendered
+    eml = compose(
+        app.digest_site,
+        rendered,
+        day=day,
+        to=to,
+        msg_id=message_id(app.digest_site, day, 0),
+        unsubscribe_url=unsub,
+        preferences_url=prefs,
+        now=datetime.now(UTC),
+    )
+    paths = {
+        "index.html": rendered.html.replace("%%unsubscribe_url%%", unsub).replace("%%preferences_url%%", prefs),
+        "digest.txt": rendered.text.replace("%%unsubscribe_url%%", unsub).replace("%%preferences_url%%", prefs),
+    }
+    for name, text in paths.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    (folder / "digest.eml").write_bytes(eml)
+    out.print(
+        f"digest preview {day}: {preview.rendered.article_count} articles in "
+        f"{len(preview.rendered.sections)} sections, window "
+        f"{_local(app, ed.window_start)} – {_local(app, ed.window_end)}"
+    )
+    for name in ("index.html", "digest.txt", "digest.eml"):
+        out.print(f"  {(folder / name).resolve()}")
+    return OK
+
+
+def cmd_digest_send(app: App, args: argparse.Namespace) -> int:
+    day = args.date or app.today()
+    report = asyncio.run(app.send_digest(day))
+    out.print(f"digest send {day}: {report.summary()}")
+    for e in report.errors[:10]:
+        out.print(f"  {e}")
+    return FAILED if report.failed or report.deferred else OK
+
+
+def cmd_digest_status(app: App, args: argparse.Namespace) -> int:
+    day = args.date
+    if day is None:
+        editions = app.store.list_editions(limit=1)
+        if not editions:
+            out.print("digest status: no edition yet")
+            return OK
+        day = editions[0].day
+    if app.store.get_edition(day) is None:
+        out.print(f"digest status {day}: no such edition")
+        return FAILED
+    counts = app.store.delivery_counts(day)
+    out.print(f"digest status {day}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    for d in app.store.delivery_errors(day):
+        out.print(f"  {d.status.value}: {d.email}: {d.last_reply}")
+    return OK
+
+
+def _known(app: App) -> list[str]:
+    return [s.slug for s in app.settings.sections]
+
+
+def cmd_subscribers_add(app: App, args: argparse.Namespace) -> int:
+    try:
+        email = subs.normalize_email(args.email)
+        sections = subs.parse_sections(args.sections, _known(app))
+    except ValueError as exc:
+        print(f"feedservice: {exc}", file=sys.stderr)
+        return USAGE
+    sub, created = app.store.add_subscriber(email, sections, SubscriberStatus.SUBSCRIBED, datetime.now(UTC))
+    out.print(f"{'added' if created else 'updated'} {sub.email} ({', '.join(sub.sections) or 'all sections'})")
+    return OK
+
+
+def cmd_subscribers_list(app: App, args: argparse.Namespace) -> int:
+    table = Table("email", "sections", "status", "created")
+    n = 0
+    for s in app.store.iter_subscribers():
+        table.add_row(s.email, ",".join(s.sections) or "(all)", s.status.value, _local(app, s.created))
+        n += 1
+    out.print(table)
+    out.print(f"{n} subscribers")
+    return OK
+
+
+def cmd_subscribers_remove(app: App, args: argparse.Namespace) -> int:
+    try:
+        email = subs.normalize_email(args.email)
+    except ValueError as exc:
+        print(f"feedservice: {exc}", file=sys.stderr)
+        return USAGE
+    if not app.store.set_subscriber_status(email, SubscriberStatus.UNSUBSCRIBED):
+        out.print(f"no subscriber {email}")
+        return FAILED
+    out.print(f"unsubscribed {email}")
+    return OK
+
+
+def cmd_subscribers_import(app: App, args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8-sig")
+    report = subs.import_csv(app.store, text, _known(app))
+    out.print(
+        f"import: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{len(report.errors)} bad rows"
+    )
+    for line, error in report.errors:
+        out.print(f"  line {line}: {error}")
+    return FAILED if report.errors else OK
+
+
+def cmd_subscribers_export(app: App, args: argparse.Namespace) -> int:
+    data = subs.export_csv(app.store.iter_subscribers())
+    if args.out == "-":
+        sys.stdout.write(data)
+    else:
+        Path(args.out).write_text(data, encoding="utf-8")
+    return OK
+
+
+def cmd_serve(app: App, args: argparse.Namespace) -> int:
+    from feedservice.entry.scheduler import serve
+
+    asyncio.run(serve(app, with_scheduler=False))
+    return OK
+
+
+def cmd_run(app: App, args: argparse.Namespace) -> int:
+    from feedservice.entry.scheduler import serve
+
+    asyncio.run(serve(app, with_scheduler=True))
+    return OK
+
+
+HANDLERS: dict[str, Callable[[App, argparse.Namespace], int]] = {
+    "collect": cmd_collect,
+    "sources": cmd_sources,
+    "build-feeds": cmd_build_feeds,
+    "weather": cmd_weather,
+    "digest preview": cmd_digest_preview,
+    "digest send": cmd_digest_send,
+    "digest status": cmd_digest_status,
+    "subscribers add": cmd_subscribers_add,
+    "subscribers list": cmd_subscribers_list,
+    "subscribers remove": cmd_subscribers_remove,
+    "subscribers import": cmd_subscribers_import,
+    "subscribers export": cmd_subscribers_export,
+    "serve": cmd_serve,
+    "run": cmd_run,
+}

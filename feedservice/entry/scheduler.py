@@ -1,0 +1,96 @@
+"""`feedservice run`: the web app and an apscheduler AsyncIOScheduler in one event loop.
+
+Jobs: collect (+ feed rebuild when anything changed) every collect.interval_minutes,
+weather refresh every weather.refresh_minutes, and the digest daily at digest.send_at
+in the site timezone. A failing job logs one line and the service keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from feedservice.entry.bootstrap import App
+from feedservice.entry.web import create_app
+
+log = logging.getLogger(__name__)
+
+DIGEST_GRACE = timedelta(hours=3)
+
+
+def _guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        try:
+            await job()
+        except Exception as exc:
+            log.error("job %s failed: %s: %s", name, exc.__class__.__name__, exc, exc_info=True, extra={"job": name})
+
+    return run
+
+
+def build_scheduler(app: App) -> AsyncIOScheduler:
+    s = app.settings
+    tz = s.site.tz
+    scheduler = AsyncIOScheduler(timezone=tz)
+    now = app.clock()
+    scheduler.add_job(
+        _guarded("collect", app.cycle),
+        IntervalTrigger(minutes=s.collect.interval_minutes),
+        id="collect",
+        next_run_time=now,
+        coalesce=True,
+        max_instances=1,
+    )
+    if s.weather.provider != "none":
+        scheduler.add_job(
+            _guarded("weather", app.refresh_weather),
+            IntervalTrigger(minutes=s.weather.refresh_minutes),
+            id="weather",
+            next_run_time=now,
+            coalesce=True,
+            max_instances=1,
+        )
+    send = s.digest.send_time
+
+    async def digest_job() -> None:
+        await app.send_digest(app.today())
+
+    scheduler.add_job(
+        _guarded("digest", digest_job),
+        CronTrigger(hour=send.hour, minute=send.minute, timezone=tz),
+        id="digest",
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=int(DIGEST_GRACE.total_seconds()),
+    )
+    return scheduler
+
+
+async def serve(app: App, *, with_scheduler: bool) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn handles both), with the scheduler when asked."""
+    web = app.settings.web
+    config = uvicorn.Config(
+        create_app(app), host=web.host, port=web.port, log_config=None, access_log=False, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    scheduler = build_scheduler(app) if with_scheduler else None
+    if scheduler is not None:
+        scheduler.start()
+        log.info(
+            "scheduler started: collect every %d min, digest at %s %s",
+            app.settings.collect.interval_minutes,
+            app.settings.digest.send_at,
+            app.settings.site.timezone,
+        )
+    log.info("serving on http://%s:%d/", web.host, web.port)
+    try:
+        await server.serve()
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)

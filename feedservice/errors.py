@@ -1,0 +1,65 @@
+"""Exceptions raised by feedservice.
+
+    FeedServiceError
+    ├── ConfigError          bad or missing configuration (exit status 2)
+    ├── StorageError         the database failed or refused
+    ├── FetchError           a source could not be fetched (carries the URL)
+    ├── ParseError           fetched bytes are not a usable feed (carries the URL)
+    ├── WeatherError         a weather provider failed (carries the provider)
+    ├── TemplateError        a digest template is broken (carries its name and line)
+    └── DeliveryError        a message could not be handed over
+        └── DeliveryFatal    the whole run must stop (authentication, TLS)
+
+Adapters turn library exceptions into these at their boundary and chain the cause.
+"""
+
+from __future__ import annotations
+
+
+class FeedServiceError(Exception):
+    """Base class of every error feedservice raises on purpose."""
+
+
+class ConfigError(FeedServiceError):
+    def __init__(self, path: str, key: str, message: str) -> None:
+        self.path, self.key, self.message = path, key, message
+        super().__init__(f"{path}: {key}: {message}" if key else f"{path}: {message}")
+
+
+class StorageError(FeedServiceError):
+    pass
+
+
+class FetchError(FeedServiceError):
+    def __init__(self, url: str, message: str, *, retry_after: float | None = None, gone: bool = False):
+        self.url, self.message, self.retry_after, self.gone = url, message, retry_after, gone
+        super().__init__(f"{url}: {message}")
+
+
+class ParseError(FeedServiceError):
+    def __init__(self, url: str, message: str) -> None:
+        self.url, self.message = url, message
+        super().__init__(f"{url}: {message}")
+
+
+class WeatherError(FeedServiceError):
+    def __init__(self, provider: str, message: str) -> None:
+        self.provider, self.message = provider, message
+        super().__init__(f"weather provider {provider}: {message}")
+
+
+class TemplateError(FeedServiceError):
+    def __init__(self, name: str, line: int | None, message: str) -> None:
+        self.name, self.line, self.message = name, line, message
+        where = f"{name}:{line}" if line else name
+        super().__init__(f"template {where}: {message}")
+
+
+class DeliveryError(FeedServiceError):
+    def __init__(self, message: str, *, code: int | None = None, permanent: bool = False) -> None:
+        self.code, self.permanent = code, permanent
+        super().__init__(message)
+
+
+class DeliveryFatal(DeliveryError):
+    """Not about one recipient: the server refuses us (auth, TLS); stop the whole run."""

@@ -1,0 +1,148 @@
+"""The domain model: frozen dataclasses with no I/O.
+
+Everything the services pass around is one of these; adapters turn the outside
+world (feeds, KMA text, database rows) into them and back.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    slug: str
+    title: str
+    position: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """What we remember about fetching one source between runs."""
+
+    url: str
+    section: str
+    name: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    last_attempt: datetime | None = None
+    last_success: datetime | None = None
+    last_error: str | None = None
+    failures: int = 0
+    next_attempt: datetime | None = None
+    articles: int = 0
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One news article, normalised from a feed entry.
+
+    ``id`` is stable across fetches (the guid, else the canonical link, else a
+    hash of title and date); ``published``/``updated`` are timezone-aware UTC.
+    """
+
+    id: str
+    url: str
+    section: str
+    title: str
+    summary_html: str = ""
+    summary_text: str = ""
+    content_html: str = ""
+    author: str = ""
+    categories: tuple[str, ...] = ()
+    image_url: str | None = None
+    image_type: str | None = None
+    image_length: int | None = None
+    published: datetime | None = None
+    updated: datetime | None = None
+    source_url: str = ""
+
+    def sort_key(self) -> datetime:
+        return self.published or self.updated or datetime.min
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """One HTTP fetch: either new bytes, or "not modified" (status 304)."""
+
+    url: str
+    status: int
+    content: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    final_url: str | None = None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One station's surface observation. ``None`` means "관측 없음" for that field."""
+
+    station_id: int
+    station_name: str
+    observed_at: datetime
+    temperature: float | None
+    condition: str | None
+    humidity: float | None = None
+    cloud_tenths: int | None = None
+    provider: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WeatherBlock:
+    """The weather lines shown in the digest, in station order, plus a notice when degraded."""
+
+    observations: tuple[Observation, ...]
+    notice: str | None = None
+    stale_before: datetime | None = None
+
+
+class SubscriberStatus(enum.StrEnum):
+    UNCONFIRMED = "unconfirmed"
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+    SUPPRESSED = "suppressed"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    id: int
+    email: str
+    status: SubscriberStatus
+    sections: tuple[str, ...] = ()  # empty means "all sections"
+    created: datetime | None = None
+
+
+class DeliveryStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Edition:
+    """One day's digest: its date in the site timezone and the window of articles it covers."""
+
+    day: date
+    window_start: datetime
+    window_end: datetime
+    subject: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: int
+    edition: date
+    subscriber_id: int
+    email: str
+    status: DeliveryStatus
+    message_id: str
+    attempts: int = 0
+    last_reply: str | None = None
+    next_attempt: datetime | None = None

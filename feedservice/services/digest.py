@@ -1,0 +1,302 @@
+"""The daily digest: choose an edition's articles, render HTML and text once, compose mail.
+
+Rendering is done once per edition and per distinct section choice; a subscriber's
+own links (unsubscribe, preferences) are put into the rendered bytes by plain string
+replacement of marker strings, so no template runs per subscriber.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from email.header import Header
+from email.utils import format_datetime, parseaddr
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import css_inline
+import jinja2
+from babel.dates import format_date
+
+from feedservice.errors import TemplateError
+from feedservice.model import Article, Edition, Section, WeatherBlock
+from feedservice.services.weather import (
+    CREDIT,
+    format_observation,
+    is_stale,
+    national_summary,
+    observed_label,
+)
+
+UNSUBSCRIBE = "%%unsubscribe_url%%"
+PREFERENCES = "%%preferences_url%%"
+MAX_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class DigestSite:
+    name: str
+    url: str
+    public_url: str
+    language: str
+    tz: ZoneInfo
+    sender: str
+    postal_address: str = ""
+    subject_format: str = "{site} 아침 브리핑 {date}"
+    list_id: str | None = None
+    max_per_section: int = 5
+
+    @property
+    def sender_domain(self) -> str:
+        return parseaddr(self.sender)[1].rpartition("@")[2] or "localhost"
+
+    @property
+    def list_id_header(self) -> str:
+        ident = self.list_id or f"digest.{self.sender_domain}"
+        return f"{self.name} 뉴스레터 <{ident}>"
+
+
+@dataclass
+class RenderedDigest:
+    html: str
+    text: str
+    sections: list[str] = field(default_factory=list)
+    article_count: int = 0
+
+
+def date_label(day: date, language: str = "ko") -> str:
+    """ "2025.07.02 (수)": the day in the newsroom's form, weekday from Babel's locale data."""
+    return format_date(day, "yyyy.MM.dd (E)", locale=language)
+
+
+def edition_for(day: date, send_time: Any, tz: ZoneInfo, previous: Edition | None) -> Edition:
+    """An edition's window: since the previous edition's end, at most 24 h, up to the send time."""
+    end = datetime.combine(day, send_time, tz)
+    start = end - MAX_WINDOW
+    if previous is not None and start < previous.window_end < end:
+        start = previous.window_end
+    return Edition(day=day, window_start=start, window_end=end)
+
+
+def pick_sections(
+    sections: Sequence[Section], articles: Sequence[Article], per_section: int
+) -> list[tuple[Section, list[Article]]]:
+    """Articles grouped by section in config order, newest first, at most ``per_section`` each."""
+    by_section: dict[str, list[Article]] = {s.slug: [] for s in sections}
+    seen_urls: set[str] = set()
+    for a in sorted(articles, key=lambda a: a.sort_key(), reverse=True):
+        bucket = by_section.get(a.section)
+        if bucket is None or len(bucket) >= per_section or (a.url and a.url in seen_urls):
+            continue
+        bucket.append(a)
+        seen_urls.add(a.url)
+    return [(s, by_section[s.slug]) for s in sections if by_section[s.slug]]
+
+
+_LEAD_BYLINE = re.compile(r"^\s*\[[^\]\n]{1,40}(?:기자|특파원|통신원)\s*\]\s*")
+
+
+def _summary(text: str, limit: int = 120) -> str:
+    """One or two lines of plain text, without the "[뉴스스페이스=김정영 기자]" lead-in."""
+    text = " ".join(_LEAD_BYLINE.sub("", text).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _width(s: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
+def weather_context(block: WeatherBlock, tz: ZoneInfo) -> dict[str, Any]:
+    """Lines in the widget's form for HTML, and aligned columns (word, place, temperature) for text."""
+    obs = block.observations
+    word_w = max((_width(o.condition or "") for o in obs), default=0)
+    name_w = max((_width(o.station_name) for o in obs), default=0)
+    lines = []
+    for o in obs:
+        stale = o.observed_at.astimezone(tz).strftime("%m/%d %H:%M 관측") if is_stale(block, o) else None
+        temp = f"{o.temperature:.1f}℃" if o.temperature is not None else "관측 없음"
+        columns = f"{_pad(o.condition or '', word_w)}  {_pad(o.station_name, name_w)}  {temp:>7}"
+        lines.append({"text": format_observation(o), "padded": columns.rstrip(), "stale": stale})
+    return {
+        "lines": lines,
+        "summary": national_summary(block),
+        "observed": observed_label(block, tz),
+        "notice": block.notice,
+        "credit": CREDIT,
+    }
+
+
+class DigestRenderer:
+    """Loads ``digest.html.j2`` / ``digest.txt.j2`` from the override folder, then the bundled one."""
+
+    def __init__(self, template_dirs: Sequence[Path]) -> None:
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
+            autoescape=jinja2.select_autoescape(["html", "html.j2", "xml"], default_for_string=True),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        self._inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
+
+    def _render(self, name: str, context: dict[str, Any]) -> str:
+        try:
+            return self.env.get_template(name).render(**context)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(exc.name or name, exc.lineno, exc.message or "syntax error") from exc
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(name, None, f"not found in {self.env.loader.searchpath}") from exc  # type: ignore[union-attr]
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(name, _template_line(exc, name), exc.message or "undefined value") from exc
+
+    def check(self) -> None:
+        """Compile every template now, so a broken one fails before anything is sent."""
+        for name in ("digest.html.j2", "digest.txt.j2"):
+            try:
+                self.env.get_template(name)
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(exc.name or name, exc.lineno, exc.message or "syntax error") from exc
+            except jinja2.TemplateNotFound as exc:
+                raise TemplateError(name, None, "template not found") from exc
+
+    def render(
+        self,
+        site: DigestSite,
+        edition: Edition,
+        chosen: list[tuple[Section, list[Article]]],
+        weather: WeatherBlock,
+        *,
+        web_url: str,
+    ) -> RenderedDigest:
+        sections = [
+            {
+                "title": s.title,
+                "slug": s.slug,
+                "articles": [
+                    {
+                        "title": a.title,
+                        "url": a.url,
+                        "summary": _summary(a.summary_text),
+                        "author": a.author,
+                        "time": a.published.astimezone(site.tz).strftime("%m.%d %H:%M") if a.published else "",
+                        "image_url": a.image_url,
+                    }
+                    for a in arts
+                ],
+            }
+            for s, arts in chosen
+        ]
+        context = {
+            "site": {"name": site.name, "url": site.url, "language": site.language},
+            "subject": subject_for(site, edition.day),
+            "date_label": date_label(edition.day, site.language),
+            "weather": weather_context(weather, site.tz),
+            "sections": sections,
+            "sender": site.sender,
+            "postal_address": site.postal_address,
+            "links": {"web": web_url, "unsubscribe": UNSUBSCRIBE, "preferences": PREFERENCES},
+        }
+        html = self._inliner.inline(self._render("digest.html.j2", context))
+        text = self._render("digest.txt.j2", context)
+        return RenderedDigest(html, text, [s.slug for s, _ in chosen], sum(len(a) for _, a in chosen))
+
+
+def _template_line(exc: BaseException, name: str) -> int | None:
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(name):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def subject_for(site: DigestSite, day: date) -> str:
+    return site.subject_format.format(site=site.name, date=date_label(day, site.language))
+
+
+def message_id(site: DigestSite, day: date, subscriber_id: int) -> str:
+    """Deterministic per (edition, subscriber): a re-send is recognisably the same message."""
+    h = hashlib.sha256(f"{site.sender_domain}|{day.isoformat()}|{subscriber_id}".encode()).hexdigest()[:16]
+    return f"<digest.{day:%Y%m%d}.{subscriber_id}.{h}@{site.sender_domain}>"
+
+
+def _encode_words(text: str) -> str:
+    """RFC 2047 encoded words (folded, each at most 75 characters) when ``text`` is not plain ASCII."""
+    if text.isascii():
+        return text
+    return Header(text, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+
+
+def _address(display: str, addr: str) -> str:
+    return f"{_encode_words(display)} <{addr}>" if display else addr
+
+
+def _b64_body(text: str) -> str:
+    raw = base64.b64encode(text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")).decode("ascii")
+    return "\r\n".join(raw[i : i + 76] for i in range(0, len(raw), 76))
+
+
+def compose(
+    site: DigestSite,
+    rendered: RenderedDigest,
+    *,
+    day: date,
+    to: str,
+    msg_id: str,
+    unsubscribe_url: str,
+    preferences_url: str,
+    now: datetime,
+) -> bytes:
+    """One subscriber's complete message (multipart/alternative, UTF-8, RFC 8058 headers).
+
+    Assembled by hand rather than with ``EmailMessage``: the stdlib folder RFC 2047-encodes
+    a long ``List-Unsubscribe`` URL, which breaks one-click unsubscribe at mail providers.
+    """
+    name, addr = parseaddr(site.sender)
+    list_name, _, list_ident = site.list_id_header.rpartition(" ")
+    boundary = "=_fs_" + hashlib.sha256(msg_id.encode()).hexdigest()[:24]
+    text = rendered.text.replace(UNSUBSCRIBE, unsubscribe_url).replace(PREFERENCES, preferences_url)
+    html = rendered.html.replace(UNSUBSCRIBE, unsubscribe_url).replace(PREFERENCES, preferences_url)
+    headers = [
+        f"From: {_address(name, addr)}",
+        f"To: {to}",
+        f"Subject: {_encode_words(subject_for(site, day))}",
+        f"Date: {format_datetime(now.astimezone(site.tz))}",
+        f"Message-ID: {msg_id}",
+        f"List-Id: {_encode_words(list_name)} {list_ident}",
+        f"List-Unsubscribe: <{unsubscribe_url}>,\r\n <mailto:{addr}?subject=unsubscribe>",
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        "Auto-Submitted: auto-generated",
+        "Precedence: bulk",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+    ]
+    parts = [
+        "\r\n".join(headers),
+        "",
+        f"--{boundary}",
+        'Content-Type: text/plain; charset="utf-8"',
+        "Content-Transfer-Encoding: base64",
+        "",
+        _b64_body(text),
+        f"--{boundary}",
+        'Content-Type: text/html; charset="utf-8"',
+        "Content-Transfer-Encoding: base64",
+        "",
+        _b64_body(html),
+        f"--{boundary}--",
+        "",
+    ]
+    return "\r\n".join(parts).encode("ascii")

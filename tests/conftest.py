@@ -1,0 +1,246 @@
+"""Shared test fixtures: real servers on 127.0.0.1 (feeds over HTTP, SMTP), databases, configs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FEEDSERVICE_SHARED", ROOT.parent / "shared"))
+FIXTURES = SHARED / "fixtures"
+PG_ADMIN_URL = os.environ.get("FEEDSERVICE_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def shared_fixture(*parts: str) -> Path:
+    """A file from ../shared/fixtures; the test skips (with the reason) where that folder is absent."""
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared fixture {path} is not present (it lives beside the repository, in ../shared)")
+    return path
+
+
+# -- an HTTP server serving feed files -------------------------------------------------------------
+@dataclass
+class Served:
+    body: bytes
+    content_type: str = "application/rss+xml; charset=utf-8"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    mtime: float = 1_700_000_000.0
+
+
+class FeedServer:
+    """Files by path with ETag and Last-Modified validators; records each request's headers."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, Served] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                server.requests.append((self.path, dict(self.headers)))
+                item = server.files.get(self.path)
+                if item is None:
+                    self._send(404, b"not found", {"Content-Type": "text/plain"})
+                    return
+                etag = '"' + hashlib.sha256(item.body).hexdigest()[:16] + '"'
+                validators = {"ETag": etag, "Last-Modified": formatdate(item.mtime, usegmt=True)}
+                if item.status == 200 and self.headers.get("If-None-Match") == etag:
+                    self._send(304, b"", validators)
+                    return
+                headers = {"Content-Type": item.content_type, **validators, **item.headers}
+                self._send(item.status, item.body, headers)
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                if status != 304:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if status != 304:
+                    self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    server = FeedServer()
+    yield server
+    server.close()
+
+
+# -- an SMTP server (aiosmtpd) --------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SmtpSink:
+    """Accepts every message and keeps (envelope sender, recipients, bytes)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.refuse: dict[str, str] = {}
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:  # noqa: N802
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content)))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[SmtpSink, int]]:
+    from aiosmtpd.controller import Controller
+
+    sink = SmtpSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield sink, port
+    controller.stop()
+
+
+# -- databases ------------------------------------------------------------------------------------
+def _postgres_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    if not _postgres_available():
+        if os.environ.get("FEEDSERVICE_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL is required here but {PG_ADMIN_URL} does not answer")
+        pytest.skip(f"no PostgreSQL server answers at {PG_ADMIN_URL}")
+    import psycopg
+
+    name = f"fs_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'feedservice.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+# -- configs --------------------------------------------------------------------------------------
+BASE_CONFIG = """\
+[site]
+name = "뉴스스페이스"
+url = "https://www.newsspace.kr"
+public_url = "http://127.0.0.1:8080"
+postal_address = "서울특별시 중구 (테스트)"
+
+[database]
+url = "{db_url}"
+
+[[sections]]
+slug = "bigtech"
+title = "빅테크"
+
+[[sections]]
+slug = "space-sociology"
+title = "공간사회학"
+
+{sources}
+[collect]
+allow_hosts = ["127.0.0.1"]
+timeout = 5.0
+
+[feeds]
+output_dir = "{dir}/feeds"
+
+[weather]
+provider = "{weather_provider}"
+api_key_env = "FS_TEST_KMA_KEY"
+fallback = "none"
+{weather_extra}
+
+[digest]
+from = "뉴스스페이스 <newsletter@newsspace.kr>"
+
+[delivery]
+maildir = "{dir}/mail"
+{delivery_extra}
+
+[web]
+secret_env = "FS_TEST_SECRET"
+"""
+
+
+def write_config(
+    folder: Path,
+    *,
+    db_url: str | None = None,
+    sources: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    weather_provider: str = "none",
+    weather_extra: str = "",
+    delivery_extra: str = "",
+) -> Path:
+    src = "\n".join(f'[[sources]]\nurl = "{u}"\nsection = "{s}"\n' for u, s in sources)
+    text = BASE_CONFIG.format(
+        db_url=db_url or f"sqlite:///{folder / 'feedservice.db'}",
+        sources=src,
+        dir=folder,
+        weather_provider=weather_provider,
+        weather_extra=weather_extra,
+        delivery_extra=delivery_extra,
+    )
+    path = folder / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _test_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FS_TEST_SECRET", "test-secret-for-signing")
+    monkeypatch.setenv("FS_TEST_KMA_KEY", "test-kma-key")

@@ -1,0 +1,107 @@
+"""config.toml: a working example, and every kind of mistake → exit 2 with one line naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from feedservice.config import Secret, load_settings
+from feedservice.entry.cli import main
+from feedservice.errors import ConfigError
+from tests.conftest import ROOT, write_config
+
+
+def test_example_config_loads_with_the_widget_stations() -> None:
+    s = load_settings(ROOT / "config.toml")
+    assert s.site.name == "뉴스스페이스"
+    assert [x.title for x in s.sections][:2] == ["빅테크", "공간사회학"]
+    assert len(s.weather.stations) == 16 and s.weather.stations[2] == 108
+    assert s.delivery.effective_mode == "maildir"
+    assert s.database_url.startswith("sqlite:////") and s.database_url.endswith("/var/feedservice.db")
+    assert s.digest.send_at == "07:00" and s.site.timezone == "Asia/Seoul"
+
+
+def _edit(tmp_path: Path, old: str, new: str) -> Path:
+    path = write_config(tmp_path)
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+BAD = [
+    # (what is changed, into what, the key the message must name, a word of the message)
+    ('name = "뉴스스페이스"', 'name = "뉴스스페이스"\ncolour = "red"', "site.colour", "unknown key"),
+    ("[collect]", "[collect]\ninterval_minutes = \"often\"", "collect.interval_minutes", "integer"),
+    ('from = "뉴스스페이스 <newsletter@newsspace.kr>"', "", "digest.from", "missing"),
+    ('url = "https://www.newsspace.kr"', 'url = "ftp://www.newsspace.kr"', "site.url", "http"),
+    ("[digest]", '[digest]\nsend_at = "25:00"', "digest.send_at", "HH:MM"),
+    ('secret_env = "FS_TEST_SECRET"', 'secret_env = "not a name"', "web.secret_env", "environment"),
+    ('title = "빅테크"', 'title = "빅테크"\nslug2 = 1', "sections[0].slug2", "unknown key"),
+    ("[collect]", '[[sources]]\nurl = "http://127.0.0.1/x.xml"\nsection = "nope"\n[collect]',
+     "sources[0].section", "no such section"),
+    ('provider = "none"', 'provider = "none"\nstations = [108, 99999]', "weather.stations[1]", "unknown KMA station"),
+    ('provider = "none"', 'provider = "accuweather"', "weather.provider", "kma"),
+    ("[site]", '[site]\ntimezone = "Mars/Olympus"', "site.timezone", "unknown time zone"),
+    ('maildir = ', 'mode = "smtp"\nmaildir = ', "delivery.smtp", "needs a [delivery.smtp]"),
+    ('[database]\nurl = "sqlite:///', '[database]\nurl = "mysql:///', "database.url", "sqlite"),
+    ('slug = "space-sociology"', 'slug = "Space Sociology"', "sections[1].slug", "slug"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "key", "word"), BAD, ids=[b[2] for b in BAD])
+def test_bad_config_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, key: str, word: str
+) -> None:
+    path = _edit(tmp_path, old, new)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == key
+    assert main(["--config", str(path), "sources"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert str(path) in err and key in err and word in err
+    assert "Traceback" not in err
+
+
+def test_not_toml_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[site\nname = 1\n", encoding="utf-8")
+    assert main(["--config", str(broken), "sources"]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    assert main(["--config", str(tmp_path / "absent.toml"), "sources"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_bad_config_from_the_real_command_line(tmp_path: Path) -> None:
+    path = _edit(tmp_path, "[collect]", "[collect]\nconcurrency = 0")
+    proc = subprocess.run(
+        [sys.executable, "-m", "feedservice", "--config", str(path), "collect"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("feedservice: config error:")
+    assert "collect.concurrency" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_secrets_come_from_the_environment_or_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings(write_config(tmp_path))
+    monkeypatch.delenv("FS_TEST_SECRET")
+    assert s.secret("FS_TEST_SECRET") is None
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("from-a-file\n")
+    monkeypatch.setenv("FS_TEST_SECRET_FILE", str(secret_file))
+    value = s.secret("FS_TEST_SECRET")
+    assert isinstance(value, Secret) and value.reveal() == "from-a-file"
+    assert "from-a-file" not in repr(value)
+    monkeypatch.setenv("FS_TEST_SECRET", "from-env")
+    assert s.secret("FS_TEST_SECRET").reveal() == "from-env"  # type: ignore[union-attr]
+
+
+def test_a_secret_in_the_file_is_refused(tmp_path: Path) -> None:
+    path = _edit(tmp_path, "[web]", '[web]\nsecret = "hunter2"')
+    with pytest.raises(ConfigError, match="web.secret: unknown key"):
+        load_settings(path)

@@ -1,0 +1,139 @@
+"""The storage adapter on SQLite and PostgreSQL alike: schema, articles, ledger, observations."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from feedservice.adapters.store import open_store
+from feedservice.adapters.store.schema import LATEST
+from feedservice.model import Article, DeliveryStatus, Edition, Observation, Section, SubscriberStatus
+
+NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
+
+
+def _article(n: int, **kw: object) -> Article:
+    base = Article(
+        id=f"https://www.newsspace.kr/news/articleView.html?idxno={n}",
+        url=f"https://www.newsspace.kr/news/articleView.html?idxno={n}",
+        section="bigtech",
+        title=f"빅테크 기사 {n}",
+        summary_html=f"<p>요약 {n}</p>",
+        summary_text=f"요약 {n}",
+        author="김정영",
+        categories=("빅테크",),
+        published=NOW - timedelta(hours=n),
+        source_url="http://127.0.0.1/rss.xml",
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def test_open_migrates_once_and_reopens(db_url: str) -> None:
+    store = open_store(db_url)
+    assert store.schema_version() == LATEST
+    store.close()
+    again = open_store(db_url)  # a second open applies nothing and keeps data
+    assert again.schema_version() == LATEST
+    with again.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == LATEST
+    again.close()
+
+
+def test_articles_new_unchanged_and_updated(db_url: str) -> None:
+    store = open_store(db_url)
+    store.sync_sections([Section("bigtech", "빅테크"), Section("space-sociology", "공간사회학")])
+    store.sync_sources([("http://127.0.0.1/rss.xml", "bigtech", "테스트")])
+    arts = [_article(n) for n in range(1, 4)]
+    assert store.record_fetch_success("http://127.0.0.1/rss.xml", NOW, NOW, etag='"a"', last_modified=None,
+                                      articles=arts) == (3, 0)
+    # The same entries again: nothing rewritten.
+    later = NOW + timedelta(minutes=15)
+    assert store.record_fetch_success("http://127.0.0.1/rss.xml", later, later, etag='"a"', last_modified=None,
+                                      articles=arts) == (0, 0)
+    # A corrected title updates in place and bumps `updated`; never a second article.
+    fixed = [replace(arts[0], title="빅테크 기사 1 (수정)"), *arts[1:]]
+    assert store.record_fetch_success("http://127.0.0.1/rss.xml", later, later, etag='"b"', last_modified=None,
+                                      articles=fixed) == (0, 1)
+    assert store.count_articles() == 3
+    newest = store.recent_articles("bigtech", 10)
+    assert [a.title for a in newest] == ["빅테크 기사 1 (수정)", "빅테크 기사 2", "빅테크 기사 3"]
+    assert newest[0].updated == later and newest[0].published == NOW - timedelta(hours=1)
+    assert newest[0].published.tzinfo is not None
+    assert store.recent_articles("space-sociology", 10) == []
+    window = store.articles_between(NOW - timedelta(hours=2, minutes=30), NOW)
+    assert [a.title for a in window] == ["빅테크 기사 1 (수정)", "빅테크 기사 2"]
+    [src] = store.list_sources()
+    assert (src.etag, src.articles, src.failures, src.last_success) == ('"b"', 3, 0, later)
+    store.close()
+
+
+def test_fetch_failures_count_up_and_reset(db_url: str) -> None:
+    store = open_store(db_url)
+    store.sync_sources([("http://127.0.0.1/a.xml", "bigtech", None)])
+    store.record_fetch_failure("http://127.0.0.1/a.xml", "HTTP 500", NOW, NOW + timedelta(minutes=30))
+    store.record_fetch_failure("http://127.0.0.1/a.xml", "timed out", NOW, NOW + timedelta(hours=1))
+    [src] = store.list_sources()
+    assert (src.failures, src.last_error, src.next_attempt) == (2, "timed out", NOW + timedelta(hours=1))
+    store.record_fetch_success("http://127.0.0.1/a.xml", NOW, NOW, etag=None, last_modified="x")
+    [src] = store.list_sources()
+    assert (src.failures, src.last_error) == (0, None)
+    store.close()
+
+
+def test_delivery_ledger_is_unique_per_edition_and_subscriber(db_url: str) -> None:
+    store = open_store(db_url)
+    a, _ = store.add_subscriber("a@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
+    b, _ = store.add_subscriber("b@example.com", ("bigtech",), SubscriberStatus.SUBSCRIBED, NOW)
+    day = date(2026, 11, 28)
+    ed = Edition(day, NOW - timedelta(hours=24), NOW, "제목")
+    assert store.save_edition(ed, "<html>", "text", NOW) is True
+    assert store.save_edition(ed, "<html>other", "other", NOW) is False  # the first stays
+    rows = [(a.id, a.email, "<m1@x>"), (b.id, b.email, "<m2@x>")]
+    assert store.enqueue_deliveries(day, rows, NOW) == 2
+    assert store.enqueue_deliveries(day, rows, NOW) == 0  # re-running queues nobody twice
+    due = store.due_deliveries(day, NOW, 10)
+    assert [d.email for d in due] == ["a@example.com", "b@example.com"]
+    store.mark_delivery(due[0].id, DeliveryStatus.SENT, "250 OK", NOW)
+    store.mark_delivery(due[1].id, DeliveryStatus.DEFERRED, "451 try later", NOW, NOW + timedelta(minutes=5))
+    assert store.due_deliveries(day, NOW, 10) == []
+    assert [d.email for d in store.due_deliveries(day, NOW + timedelta(minutes=5), 10)] == ["b@example.com"]
+    assert store.delivery_counts(day) == {"queued": 0, "sent": 1, "deferred": 1, "failed": 0}
+    assert store.get_edition(day)[1] == "<html>"  # type: ignore[index]
+    store.close()
+
+
+def test_subscribers_stream_in_batches(db_url: str) -> None:
+    store = open_store(db_url)
+    for i in range(25):
+        store.add_subscriber(f"r{i:02d}@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
+    store.add_subscriber("gone@example.com", (), SubscriberStatus.UNSUBSCRIBED, NOW)
+    got = [s.email for s in store.iter_subscribers(SubscriberStatus.SUBSCRIBED, batch=7)]
+    assert got == [f"r{i:02d}@example.com" for i in range(25)]
+    assert len(list(store.iter_subscribers())) == 26
+    store.close()
+
+
+def test_latest_observation_per_station(db_url: str) -> None:
+    store = open_store(db_url)
+    old = Observation(108, "서울", NOW - timedelta(hours=1), 28.0, "맑음", provider="kma")
+    new = Observation(108, "서울", NOW, 29.1, "구름조금", provider="kma")
+    missing_temp = Observation(152, "울산", NOW, None, "연무", provider="kma")
+    store.save_observations([old, new, missing_temp], NOW)
+    store.save_observations([new], NOW)  # idempotent
+    latest = store.latest_observations([108, 152, 159])
+    assert latest[108].temperature == 29.1 and latest[108].condition == "구름조금"
+    assert latest[152].temperature is None
+    assert 159 not in latest
+    store.close()
+
+
+def test_naive_datetimes_are_refused(db_url: str) -> None:
+    from feedservice.errors import StorageError
+
+    store = open_store(db_url)
+    with pytest.raises((StorageError, ValueError)):
+        store.save_observations([Observation(108, "서울", datetime(2026, 1, 1), 1.0, None)], NOW)
+    store.close()
