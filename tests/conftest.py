@@ -51,9 +51,9 @@ class FeedServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 server.requests.append((self.path, dict(self.headers)))
-                item = server.files.get(self.path)
+                item = server.files.get(self.path.split("?", 1)[0])
                 if item is None:
                     self._send(404, b"not found", {"Content-Type": "text/plain"})
                     return
@@ -75,7 +75,7 @@ class FeedServer:
                 if status != 304:
                     self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -113,13 +113,13 @@ class SmtpSink:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.refuse: dict[str, str] = {}
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:  # noqa: N802
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
         if address in self.refuse:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content)))
         return "250 Message accepted for delivery"
 

@@ -47,16 +47,19 @@ def test_articles_new_unchanged_and_updated(db_url: str) -> None:
     store.sync_sections([Section("bigtech", "빅테크"), Section("space-sociology", "공간사회학")])
     store.sync_sources([("http://127.0.0.1/rss.xml", "bigtech", "테스트")])
     arts = [_article(n) for n in range(1, 4)]
-    assert store.record_fetch_success("http://127.0.0.1/rss.xml", NOW, NOW, etag='"a"', last_modified=None,
-                                      articles=arts) == (3, 0)
+    assert store.record_fetch_success(
+        "http://127.0.0.1/rss.xml", NOW, NOW, etag='"a"', last_modified=None, articles=arts
+    ) == (3, 0)
     # The same entries again: nothing rewritten.
     later = NOW + timedelta(minutes=15)
-    assert store.record_fetch_success("http://127.0.0.1/rss.xml", later, later, etag='"a"', last_modified=None,
-                                      articles=arts) == (0, 0)
+    assert store.record_fetch_success(
+        "http://127.0.0.1/rss.xml", later, later, etag='"a"', last_modified=None, articles=arts
+    ) == (0, 0)
     # A corrected title updates in place and bumps `updated`; never a second article.
     fixed = [replace(arts[0], title="빅테크 기사 1 (수정)"), *arts[1:]]
-    assert store.record_fetch_success("http://127.0.0.1/rss.xml", later, later, etag='"b"', last_modified=None,
-                                      articles=fixed) == (0, 1)
+    assert store.record_fetch_success(
+        "http://127.0.0.1/rss.xml", later, later, etag='"b"', last_modified=None, articles=fixed
+    ) == (0, 1)
     assert store.count_articles() == 3
     newest = store.recent_articles("bigtech", 10)
     assert [a.title for a in newest] == ["빅테크 기사 1 (수정)", "빅테크 기사 2", "빅테크 기사 3"]

@@ -227,13 +227,13 @@ def parse_feed(
     """Parse feed bytes into Articles; raise ``ParseError`` when they are not a usable feed."""
     result = feedparser.parse(content, response_headers=dict(headers or {}), sanitize_html=True)
     bozo = result.get("bozo_exception")
-    if bozo is not None and not isinstance(bozo, _SURVIVABLE) and not result.entries:
-        raise ParseError(url, f"not a feed: {bozo.__class__.__name__}: {str(bozo)[:200]}")
-    if not result.get("version") and not result.entries:
-        raise ParseError(url, "not a feed: no RSS or Atom document found")
     articles = []
     for entry in result.entries:
         art = entry_to_article(entry, section=section, source_url=url, tz=tz, now=now)
         if art is not None:
             articles.append(art)
+    if bozo is not None and not isinstance(bozo, _SURVIVABLE) and not articles:
+        raise ParseError(url, f"not a feed: {bozo.__class__.__name__}: {str(bozo)[:200]}")
+    if not result.get("version") and not articles:
+        raise ParseError(url, "not a feed: no RSS or Atom document found")
     return articles

@@ -7,8 +7,11 @@ in the site timezone. A failing job logs one line and the service keeps running.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 
 import uvicorn
@@ -72,13 +75,31 @@ def build_scheduler(app: App) -> AsyncIOScheduler:
     return scheduler
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, but a SIGTERM/SIGINT ends in a clean exit (status 0) instead of being re-raised."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+        if self._captured_signals:
+            log.info("stopped by %s", signal.Signals(self._captured_signals[-1]).name)
+
+
 async def serve(app: App, *, with_scheduler: bool) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn handles both), with the scheduler when asked."""
     web = app.settings.web
     config = uvicorn.Config(
         create_app(app), host=web.host, port=web.port, log_config=None, access_log=False, lifespan="off"
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     scheduler = build_scheduler(app) if with_scheduler else None
     if scheduler is not None:
         scheduler.start()

@@ -62,6 +62,9 @@ def _generator(site: FeedSite, section: Section, articles: Sequence[Article], se
         fe.id(a.id)
         fe.guid(a.id, permalink=a.id == a.url)
         fe.title(clean_text(a.title))
+        if a.image_url:
+            # Before the alternate link: feedgen makes the entry's last link its RSS <link>.
+            fe.enclosure(a.image_url, str(a.image_length or 0), a.image_type or "image/jpeg")
         if a.url:
             fe.link(href=a.url, rel="alternate")
         published = (a.published or EPOCH).astimezone(site.tz)
@@ -76,8 +79,6 @@ def _generator(site: FeedSite, section: Section, articles: Sequence[Article], se
             fe.author(name=a.author)
         for term in a.categories:
             fe.category(term=term)
-        if a.image_url:
-            fe.enclosure(a.image_url, str(a.image_length or 0), a.image_type or "image/jpeg")
     return fg
 
 

@@ -1,0 +1,169 @@
+"""The digest: its structure in HTML and text, the MIME message and its headers."""
+
+from __future__ import annotations
+
+import email
+from datetime import UTC, date, datetime, timedelta
+from email import policy
+from zoneinfo import ZoneInfo
+
+import lxml.html
+import pytest
+
+from feedservice.entry.bootstrap import BUNDLED_TEMPLATES
+from feedservice.errors import TemplateError
+from feedservice.model import Article, Edition, Observation, Section, WeatherBlock
+from feedservice.services.digest import (
+    DigestRenderer,
+    DigestSite,
+    compose,
+    date_label,
+    edition_for,
+    message_id,
+    pick_sections,
+)
+
+KST = ZoneInfo("Asia/Seoul")
+NOW = datetime(2025, 7, 1, 21, 0, tzinfo=UTC)  # 2025-07-02 06:00 KST
+SITE = DigestSite(
+    name="뉴스스페이스",
+    url="https://www.newsspace.kr",
+    public_url="https://feeds.newsspace.kr",
+    language="ko",
+    tz=KST,
+    sender="뉴스스페이스 <newsletter@newsspace.kr>",
+    postal_address="서울특별시 중구 세종대로 000",
+)
+SECTIONS = [Section("bigtech", "빅테크"), Section("space-sociology", "공간사회학"), Section("economy", "경제")]
+
+
+def _art(n: int, section: str, title: str, hours: float) -> Article:
+    return Article(
+        id=f"urn:{n}",
+        url=f"https://www.newsspace.kr/news/{n}",
+        section=section,
+        title=title,
+        summary_text=f"[뉴스스페이스=김정영 기자] 기사 {n}의 요약입니다.",
+        author="김정영",
+        published=NOW - timedelta(hours=hours),
+        image_url="https://www.newsspace.kr/p.jpg" if n == 1 else None,
+    )
+
+
+ARTICLES = [
+    _art(1, "bigtech", "AI 데이터센터 <script>alert(1)</script> 경쟁", 1),
+    _art(2, "space-sociology", "걷는 도시", 2),
+    _art(3, "bigtech", "클라우드 & 요금", 3),
+    _art(4, "economy", "경제 기사", 30),  # outside the window
+]
+WEATHER = WeatherBlock(
+    (
+        Observation(108, "서울", NOW, 29.1, "구름조금"),
+        Observation(152, "울산", NOW, 29.4, "연무"),
+        Observation(98, "동두천", NOW, None, None),
+    )
+)
+
+
+def _render(chosen: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    ed = edition_for(date(2025, 7, 2), datetime.strptime("07:00", "%H:%M").time(), KST, None)
+    window = [a for a in ARTICLES if a.published and ed.window_start <= a.published < ed.window_end]
+    secs = [s for s in SECTIONS if not chosen or s.slug in chosen]
+    picked = pick_sections(secs, window, 5)
+    renderer = DigestRenderer([BUNDLED_TEMPLATES])
+    return ed, renderer.render(SITE, ed, picked, WEATHER, web_url="https://feeds.newsspace.kr/digest/2025-07-02")
+
+
+def test_date_label_is_korean() -> None:
+    assert date_label(date(2025, 7, 2)) == "2025.07.02 (수)"
+
+
+def test_edition_window_follows_the_previous_edition() -> None:
+    t = datetime.strptime("07:00", "%H:%M").time()
+    first = edition_for(date(2025, 7, 2), t, KST, None)
+    assert first.window_end == datetime(2025, 7, 2, 7, 0, tzinfo=KST)
+    assert first.window_end - first.window_start == timedelta(hours=24)
+    prev = Edition(date(2025, 7, 1), datetime(2025, 6, 30, 7, tzinfo=KST), datetime(2025, 7, 1, 9, tzinfo=KST))
+    assert edition_for(date(2025, 7, 2), t, KST, prev).window_start == datetime(2025, 7, 1, 9, tzinfo=KST)
+
+
+def test_html_structure() -> None:
+    _, r = _render()
+    doc = lxml.html.fromstring(r.html)
+    assert doc.xpath("//script") == []
+    assert not doc.xpath("//link[@rel='stylesheet']")
+    assert "2025.07.02 (수)" in doc.text_content()
+    titles = [e.text_content() for e in doc.xpath("//*[contains(@class,'section-title')]")]
+    assert titles == ["빅테크", "공간사회학"]  # config order; 경제 has nothing in the window
+    headlines = [(a.text_content(), a.get("href")) for a in doc.xpath("//a[contains(@class,'headline')]")]
+    assert headlines == [
+        ("AI 데이터센터 <script>alert(1)</script> 경쟁", "https://www.newsspace.kr/news/1"),
+        ("클라우드 & 요금", "https://www.newsspace.kr/news/3"),
+        ("걷는 도시", "https://www.newsspace.kr/news/2"),
+    ]
+    weather = doc.xpath("//*[contains(@class,'weather-line')]")
+    assert [w.text_content() for w in weather] == ["구름조금 서울 29.1℃", "연무 울산 29.4℃", "동두천 관측 없음"]
+    assert "기상청 제공" in doc.text_content()
+    assert all(img.get("alt") for img in doc.xpath("//img"))
+    assert 'style="' in r.html  # CSS inlined
+    footer_links = {a.text_content(): a.get("href") for a in doc.xpath("//td[contains(@class,'footer')]//a")}
+    assert footer_links["웹에서 보기"] == "https://feeds.newsspace.kr/digest/2025-07-02"
+    assert set(footer_links) == {"웹에서 보기", "구독 설정", "수신 거부"}
+    assert "서울특별시 중구 세종대로 000" in doc.text_content()
+    assert "기사 1의 요약입니다." in r.html and "[뉴스스페이스=김정영 기자]" not in r.html
+
+
+def test_text_part_has_the_same_headlines() -> None:
+    _, r = _render()
+    for title in ("AI 데이터센터 <script>alert(1)</script> 경쟁", "클라우드 & 요금", "걷는 도시"):
+        assert title in r.text
+    assert "https://www.newsspace.kr/news/3" in r.text
+    assert "&amp;" not in r.text and "<table" not in r.text
+    assert "  구름조금  서울      29.1℃" in r.text
+
+
+def test_section_choice() -> None:
+    _, r = _render(("space-sociology",))
+    assert "걷는 도시" in r.html and "클라우드" not in r.html
+
+
+def test_message_headers_and_parts() -> None:
+    ed, r = _render()
+    mid = message_id(SITE, ed.day, 42)
+    assert mid == message_id(SITE, ed.day, 42) and mid.endswith("@newsspace.kr>")
+    raw = compose(
+        SITE,
+        r,
+        day=ed.day,
+        to="reader@example.com",
+        msg_id=mid,
+        unsubscribe_url="https://feeds.newsspace.kr/unsubscribe/42.0.sig",
+        preferences_url="https://feeds.newsspace.kr/preferences/42.0.sig",
+        now=NOW,
+    )
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert str(msg["Subject"]) == "뉴스스페이스 아침 브리핑 2025.07.02 (수)"
+    assert msg["From"].addresses[0].display_name == "뉴스스페이스"
+    assert msg["From"].addresses[0].addr_spec == "newsletter@newsspace.kr"
+    assert msg["Message-ID"] == mid
+    assert msg["List-Id"].endswith("<digest.newsspace.kr>")
+    assert msg["List-Unsubscribe"] == (
+        "<https://feeds.newsspace.kr/unsubscribe/42.0.sig>, <mailto:newsletter@newsspace.kr?subject=unsubscribe>"
+    )
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Date"].datetime == NOW
+    assert msg.get_content_type() == "multipart/alternative"
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "수신 거부: https://feeds.newsspace.kr/unsubscribe/42.0.sig" in text
+    assert 'href="https://feeds.newsspace.kr/preferences/42.0.sig"' in html
+    assert "%%" not in text and "%%" not in html
+
+
+def test_broken_template_names_file_and_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "digest.html.j2").write_text("<html>\n<p>\n{% for x in %}\n</html>\n", encoding="utf-8")
+    renderer = DigestRenderer([tmp_path, BUNDLED_TEMPLATES])
+    with pytest.raises(TemplateError) as info:
+        renderer.check()
+    assert info.value.name == "digest.html.j2" and info.value.line == 3

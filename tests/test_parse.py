@@ -1,0 +1,97 @@
+"""Feed bytes → Articles: the real Korean feeds, dates, bylines, ids and hostile text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from feedservice.adapters.parse import canonical_url, parse_feed, sanitize_html
+from feedservice.errors import ParseError
+from tests.conftest import shared_fixture
+
+KST = ZoneInfo("Asia/Seoul")
+NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
+
+
+def _parse(name: str) -> list:  # type: ignore[type-arg]
+    data = shared_fixture("feeds", "real", name).read_bytes()
+    return parse_feed(data, url=f"http://127.0.0.1/{name}", section="s", tz=KST, now=NOW)
+
+
+def test_khan_feed_with_dc_date_only() -> None:
+    arts = _parse("khan_total_news_2018-04-06.xml")
+    assert len(arts) == 324
+    first = arts[0]
+    assert first.title == "당정청 “정시·수시 적절 수준으로 조정해야”"
+    # dc:date "2018-04-06T19:32:01+09:00" → UTC, from the updated field feedparser sets.
+    assert first.published == datetime(2018, 4, 6, 10, 32, 1, tzinfo=UTC)
+    assert first.author == "박순봉 기자"  # the e-mail address is dropped
+    assert all(a.published and a.published.tzinfo is UTC for a in arts)
+
+
+def test_zoneless_dates_are_site_local_time() -> None:
+    arts = _parse("hanion_clicktop_ndsoft_2026-08-29.xml")
+    assert len(arts) == 5
+    # "2026-08-28 14:57:04" has no zone: it is KST, i.e. 05:57:04 UTC (feedparser alone says 14:57 UTC).
+    assert arts[0].published == datetime(2026, 8, 28, 14, 57, 4, tzinfo=KST)
+    assert arts[0].author == "한창섭 주주"
+    assert arts[0].id == "http://www.hanion.co.kr/news/articleView.html?idxno=38809"
+
+
+def test_site_root_guid_is_not_an_identity() -> None:
+    arts = _parse("knews-rss_derived_chosun_all_2022-07-23.xml")
+    assert len(arts) == 100
+    ids = [a.id for a in arts]
+    assert "https://www.chosun.com" not in ids and "https://www.chosun.com/" not in ids
+    assert len(set(ids)) == len(ids)
+    # "[OSEN=대전, 이상학 기자]" → the reporter's name.
+    assert arts[0].author == "이상학"
+
+
+def test_hani_content_and_lead_image() -> None:
+    arts = _parse("knews-rss_derived_hani_all_2022-07-23.xml")
+    assert len(arts) == 30
+    assert arts[0].image_url and arts[0].image_url.startswith("https://flexible.img.hani.co.kr/")
+    assert all("<script" not in a.content_html for a in arts)
+
+
+def test_hostile_text_is_made_safe() -> None:
+    feed = b"""<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel><title>t</title><link>http://127.0.0.1/</link><description>d</description>
+<item><title>\xec\x86\x8d\xeb\xb3\xb4 &lt;script&gt;alert(1)&lt;/script&gt;  \x08\x1b  title</title>
+<link>javascript:alert(1)</link><guid isPermaLink="false">hostile-1</guid>
+<description><![CDATA[<p onclick="x()">hi <a href="javascript:alert(2)">x</a><script>alert(3)</script>
+<img src="http://127.0.0.1/a.jpg"></p>]]></description>
+<pubDate>Mon, 01 Jan 2999 00:00:00 +0000</pubDate></item>
+</channel></rss>"""
+    [a] = parse_feed(feed, url="http://127.0.0.1/h.xml", section="s", tz=KST, now=NOW)
+    assert "\x08" not in a.title and "\x1b" not in a.title and "  " not in a.title
+    assert a.title.startswith("속보 ")
+    assert a.url == ""  # a javascript: link is no link
+    assert "script" not in a.summary_html and "onclick" not in a.summary_html
+    assert "javascript:" not in a.summary_html
+    assert a.published is None  # year 2999 is a feed bug: first-seen time is used instead
+    assert a.image_url == "http://127.0.0.1/a.jpg"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html><body><h1>Not a feed</h1></body></html>", b"", b"\x00\x01\x02garbage", b"<rss><channel><item>"],
+)
+def test_not_a_feed_is_a_parse_error(body: bytes) -> None:
+    with pytest.raises(ParseError):
+        parse_feed(body, url="http://127.0.0.1/x", section="s", tz=KST, now=NOW)
+
+
+def test_canonical_url_drops_tracking_and_fragment() -> None:
+    assert (
+        canonical_url("HTTPS://WWW.Example.COM/a?b=1&utm_source=rss&utm_medium=x#top")
+        == "https://www.example.com/a?b=1"
+    )
+
+
+def test_sanitizer_keeps_structure() -> None:
+    html = sanitize_html('<p>본문 <b>굵게</b> <a href="https://x.kr/a" style="color:red">링크</a></p>')
+    assert "<b>굵게</b>" in html and 'href="https://x.kr/a"' in html and "style" not in html
