@@ -23,7 +23,7 @@ run: $(BIN)/feedservice
 
 ## make test: the whole suite (installs what it needs first).
 test: $(VENV)/.test-deps
-	$(BIN)/ruff check feedservice tests bench
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make demo: one offline cycle with sample feeds and weather into a temporary directory.
@@ -31,8 +31,8 @@ demo: $(BIN)/feedservice
 	$(BIN)/feedservice demo
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check feedservice tests bench
-	$(BIN)/ruff format --check feedservice tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
