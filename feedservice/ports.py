@@ -6,11 +6,21 @@ them together. Services import only this module, ``model`` and ``errors``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import date, datetime
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
-from feedservice.model import FetchResult, Observation
+from feedservice.model import (
+    Article,
+    Delivery,
+    DeliveryStatus,
+    FetchResult,
+    Observation,
+    SourceState,
+    Subscriber,
+    SubscriberStatus,
+)
 
 
 class Fetcher(Protocol):
@@ -19,6 +29,21 @@ class Fetcher(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class FeedParser(Protocol):
+    def __call__(
+        self,
+        content: bytes,
+        *,
+        url: str,
+        section: str,
+        tz: ZoneInfo,
+        now: datetime,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[Article]:
+        """Feed bytes → Articles; raise ``ParseError`` when they are not a usable feed."""
+        ...
 
 
 class WeatherProvider(Protocol):
@@ -41,3 +66,57 @@ class Clock(Protocol):
     def __call__(self) -> datetime:
         """The current time, timezone-aware."""
         ...
+
+
+class SourceStore(Protocol):
+    """What the collector needs from storage."""
+
+    def list_sources(self) -> list[SourceState]: ...
+
+    def record_fetch_failure(self, url: str, error: str, now: datetime, next_attempt: datetime) -> None: ...
+
+    def record_fetch_success(
+        self,
+        url: str,
+        now: datetime,
+        next_attempt: datetime,
+        *,
+        etag: str | None,
+        last_modified: str | None,
+        articles: Sequence[Article] = (),
+    ) -> tuple[int, int]: ...
+
+
+class WeatherStore(Protocol):
+    def save_observations(self, observations: Sequence[Observation], fetched_at: datetime) -> None: ...
+
+    def latest_observations(self, station_ids: Sequence[int]) -> dict[int, Observation]: ...
+
+
+class SubscriberStore(Protocol):
+    def get_subscriber(self, email: str) -> Subscriber | None: ...
+
+    def add_subscriber(
+        self, email: str, sections: Sequence[str], status: SubscriberStatus, now: datetime
+    ) -> tuple[Subscriber, bool]: ...
+
+    def set_subscriber_status(self, email: str, status: SubscriberStatus) -> bool: ...
+
+    def iter_subscribers(self, status: SubscriberStatus | None = None, batch: int = 1000) -> Iterator[Subscriber]: ...
+
+
+class DeliveryStore(SubscriberStore, Protocol):
+    """The delivery ledger, plus the subscriber look-ups sending needs."""
+
+    def enqueue_deliveries(self, day: date, rows: Sequence[tuple[int, str, str]], now: datetime) -> int: ...
+
+    def due_deliveries(self, day: date, now: datetime, limit: int) -> list[Delivery]: ...
+
+    def mark_delivery(
+        self,
+        delivery_id: int,
+        status: DeliveryStatus,
+        reply: str | None,
+        now: datetime,
+        next_attempt: datetime | None = None,
+    ) -> None: ...

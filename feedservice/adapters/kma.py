@@ -24,53 +24,10 @@ DEFAULT_URL = "https://apihub.kma.go.kr/api/typ01/url/kma_sfctm2.php"
 KST = ZoneInfo("Asia/Seoul")
 
 COLUMNS = (
-    "TM",
-    "STN",
-    "WD",
-    "WS",
-    "GST_WD",
-    "GST_WS",
-    "GST_TM",
-    "PA",
-    "PS",
-    "PT",
-    "PR",
-    "TA",
-    "TD",
-    "HM",
-    "PV",
-    "RN",
-    "RN_DAY",
-    "RN_JUN",
-    "RN_INT",
-    "SD_HR3",
-    "SD_DAY",
-    "SD_TOT",
-    "WC",
-    "WP",
-    "WW",
-    "CA_TOT",
-    "CA_MID",
-    "CH_MIN",
-    "CT",
-    "CT_TOP",
-    "CT_MID",
-    "CT_LOW",
-    "VS",
-    "SS",
-    "SI",
-    "ST_GD",
-    "TS",
-    "TE_005",
-    "TE_01",
-    "TE_02",
-    "TE_03",
-    "ST_SEA",
-    "WH",
-    "BF",
-    "IR",
-    "IX",
-)
+    "TM STN WD WS GST_WD GST_WS GST_TM PA PS PT PR TA TD HM PV RN RN_DAY RN_JUN RN_INT SD_HR3 SD_DAY SD_TOT "
+    "WC WP WW CA_TOT CA_MID CH_MIN CT CT_TOP CT_MID CT_LOW VS SS SI ST_GD TS TE_005 TE_01 TE_02 TE_03 ST_SEA "
+    "WH BF IR IX"
+).split()
 
 
 def _number(value: str) -> float | None:

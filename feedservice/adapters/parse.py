@@ -17,90 +17,19 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import feedparser
-import nh3
 
 from feedservice.errors import ParseError
 from feedservice.model import Article
+from feedservice.text import clean_text, html_to_text, sanitize_html
 
 # bozo exceptions after which the parse result is still fine (see reader's _parser/feedparser.py).
 _SURVIVABLE = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SPACE = re.compile(r"\s+")
 _ZONE = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2}|\b(?:GMT|UTC?|[ECMP][SD]T|KST|JST)\b)\s*$")
 # "[뉴스스페이스=김정영 기자]", "[OSEN=대전, 이상학 기자]": the name is the last word before 기자.
 _BYLINE = re.compile(r"\[[^\]\n=]{1,30}=[^\]\n]*?([가-힣]{2,4})\s*(?:기자|특파원|객원기자|통신원)\s*\]")
 _EMAIL = re.compile(r"\S+@\S+")
 _IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 _FUTURE_SLACK = timedelta(days=1)
-
-ALLOWED_TAGS = {
-    "a",
-    "abbr",
-    "b",
-    "blockquote",
-    "br",
-    "caption",
-    "cite",
-    "code",
-    "dd",
-    "div",
-    "dl",
-    "dt",
-    "em",
-    "figcaption",
-    "figure",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "hr",
-    "i",
-    "img",
-    "li",
-    "ol",
-    "p",
-    "pre",
-    "q",
-    "s",
-    "small",
-    "span",
-    "strong",
-    "sub",
-    "sup",
-    "table",
-    "tbody",
-    "td",
-    "tfoot",
-    "th",
-    "thead",
-    "tr",
-    "u",
-    "ul",
-}
-ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "width", "height"}, "*": {"lang"}}
-
-
-def clean_text(value: str) -> str:
-    """Plain text: no control characters, whitespace collapsed."""
-    return _SPACE.sub(" ", _CONTROL.sub("", value)).strip()
-
-
-def sanitize_html(value: str) -> str:
-    """An allow-list sanitiser (nh3): no scripts, handlers, styles or javascript: URLs."""
-    return nh3.clean(
-        _CONTROL.sub("", value),
-        tags=ALLOWED_TAGS,
-        attributes=ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
-        link_rel="noopener noreferrer",
-    )
-
-
-def html_to_text(value: str) -> str:
-    text = nh3.clean(re.sub(r"(?i)<br\s*/?>|</p>", " ", value), tags=set())
-    return clean_text(html.unescape(text))
 
 
 def canonical_url(url: str) -> str:

@@ -18,6 +18,7 @@ from feedservice.adapters.http import HttpFetcher, user_agent
 from feedservice.adapters.kma import KmaSurfaceProvider
 from feedservice.adapters.maildir import MaildirMailer
 from feedservice.adapters.openmeteo import OpenMeteoProvider
+from feedservice.adapters.parse import parse_feed
 from feedservice.adapters.smtp import SmtpMailer
 from feedservice.adapters.store import Store, open_store
 from feedservice.config import Settings
@@ -152,6 +153,7 @@ class App:
             return await collect_service.collect(
                 self.store,
                 fetcher,
+                parse_feed,
                 tz=self.settings.site.tz,
                 now=self.clock(),
                 interval=timedelta(minutes=c.interval_minutes),

@@ -14,11 +14,9 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from feedservice.adapters.parse import parse_feed
-from feedservice.adapters.store import Store
 from feedservice.errors import FeedServiceError, FetchError
 from feedservice.model import SourceState
-from feedservice.ports import Fetcher
+from feedservice.ports import FeedParser, Fetcher, SourceStore
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +59,9 @@ def is_due(source: SourceState, now: datetime) -> bool:
 
 
 async def collect(
-    store: Store,
+    store: SourceStore,
     fetcher: Fetcher,
+    parse_feed: FeedParser,
     *,
     tz: ZoneInfo,
     now: datetime,
@@ -140,7 +139,7 @@ async def collect(
 
 
 def _fail(
-    store: Store,
+    store: SourceStore,
     report: CollectReport,
     src: SourceState,
     message: str,

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 
-from feedservice.adapters.store import Store
 from feedservice.errors import DeliveryError, DeliveryFatal
 from feedservice.model import DeliveryStatus, Edition, Subscriber, SubscriberStatus
-from feedservice.ports import Mailer
+from feedservice.ports import DeliveryStore, Mailer
 from feedservice.services.digest import DigestSite, RenderedDigest, compose, message_id
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ def retry_time(now: datetime, attempts: int) -> datetime:
 
 
 def enqueue_edition(
-    store: Store,
+    store: DeliveryStore,
     site: DigestSite,
     edition: Edition,
     has_content: Callable[[tuple[str, ...]], bool],
@@ -67,7 +66,7 @@ def enqueue_edition(
 
 
 async def drain_edition(
-    store: Store,
+    store: DeliveryStore,
     mailer: Mailer,
     site: DigestSite,
     edition: Edition,

@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 from feedgen.feed import FeedGenerator
 
-from feedservice.adapters.parse import clean_text
 from feedservice.model import Article, Section
+from feedservice.text import clean_text
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 from email_validator import EmailNotValidError, validate_email
 
-from feedservice.adapters.store import Store
 from feedservice.model import Subscriber, SubscriberStatus
+from feedservice.ports import SubscriberStore
 
 CSV_FIELDS = ("email", "sections", "status", "created")
 
@@ -56,7 +56,9 @@ def export_csv(subscribers: Iterable[Subscriber]) -> str:
     return out.getvalue()
 
 
-def import_csv(store: Store, text: str, known_sections: Sequence[str], now: datetime | None = None) -> ImportReport:
+def import_csv(
+    store: SubscriberStore, text: str, known_sections: Sequence[str], now: datetime | None = None
+) -> ImportReport:
     """Idempotent: an identical row changes nothing; bad rows are reported by line and skipped."""
     now = now or datetime.now(UTC)
     report = ImportReport()

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from feedservice.adapters.store import Store
 from feedservice.errors import WeatherError
 from feedservice.model import Observation, WeatherBlock
-from feedservice.ports import WeatherProvider
+from feedservice.ports import WeatherProvider, WeatherStore
 from feedservice.stations import STATIONS
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ class RefreshReport:
 
 
 async def refresh_weather(
-    store: Store,
+    store: WeatherStore,
     providers: Sequence[WeatherProvider],
     station_ids: Sequence[int],
     now: datetime,
@@ -61,7 +60,7 @@ async def refresh_weather(
     return RefreshReport(None, 0, errors)
 
 
-def weather_block(store: Store, station_ids: Sequence[int], now: datetime, max_age: timedelta) -> WeatherBlock:
+def weather_block(store: WeatherStore, station_ids: Sequence[int], now: datetime, max_age: timedelta) -> WeatherBlock:
     """The stored observations in configured order; stale ones keep their time for display."""
     latest = store.latest_observations(station_ids)
     obs = tuple(latest[i] for i in station_ids if i in latest)
