@@ -112,11 +112,20 @@ class SectionConfig(_Table):
     description: str = ""
 
 
+class RouteConfig(_Table):
+    """An entry whose category is ``category``, or whose URL path matches the glob ``path``, goes to ``section``."""
+
+    section: str
+    category: str | None = Field(default=None, min_length=1)
+    path: str | None = Field(default=None, min_length=1)
+
+
 class SourceConfig(_Table):
     url: HttpUrl
     section: str
     name: str | None = None
     interval_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
+    routes: tuple[RouteConfig, ...] = ()
 
 
 class CollectConfig(_Table):
@@ -285,6 +294,12 @@ def _check_references(s: Settings) -> None:
             raise ConfigError(
                 s.source_path, f"sources[{i}].section", f"no such section {src.section!r} in [[sections]]"
             )
+        for j, r in enumerate(src.routes):
+            key = f"sources[{i}].routes[{j}]"
+            if r.section not in seen:
+                raise ConfigError(s.source_path, key + ".section", f"no such section {r.section!r} in [[sections]]")
+            if (r.category is None) == (r.path is None):
+                raise ConfigError(s.source_path, key, "give exactly one of category or path")
         if src.url in urls:
             raise ConfigError(s.source_path, f"sources[{i}].url", f"duplicate source {src.url!r}")
         urls.add(src.url)

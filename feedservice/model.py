@@ -7,8 +7,10 @@ world (feeds, KMA text, database rows) into them and back.
 from __future__ import annotations
 
 import enum
+import fnmatch
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,11 @@ class SourceState:
     next_attempt: datetime | None = None
     articles: int = 0
     enabled: bool = True
+    fetch_url: str | None = None  # where the source moved to (301/308); ``url`` stays the configured one
+
+    @property
+    def current_url(self) -> str:
+        return self.fetch_url or self.url
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +72,42 @@ class Article:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """Send a source's entries with a given category, or a URL path matching a glob, to another section."""
+
+    section: str
+    category: str | None = None
+    path: str | None = None
+
+    def matches(self, article: Article) -> bool:
+        if self.category is not None and self.category.casefold() in (c.casefold() for c in article.categories):
+            return True
+        return self.path is not None and fnmatch.fnmatchcase(urlsplit(article.url).path, self.path)
+
+
+@dataclass(frozen=True, slots=True)
 class FetchResult:
     """One HTTP fetch: either new bytes, or "not modified" (status 304)."""
 
     url: str
     status: int
     content: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     final_url: str | None = None
+    permanent_redirect: str | None = None  # the new URL when every hop was a 301/308
 
     @property
     def not_modified(self) -> bool:
         return self.status == 304
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """What one fetched document holds: its articles and the polling interval it asks for."""
+
+    articles: tuple[Article, ...]
+    title: str = ""
+    ttl_minutes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

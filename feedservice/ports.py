@@ -17,6 +17,7 @@ from feedservice.model import (
     DeliveryStatus,
     FetchResult,
     Observation,
+    ParsedFeed,
     SourceState,
     Subscriber,
     SubscriberStatus,
@@ -41,7 +42,7 @@ class FeedParser(Protocol):
         tz: ZoneInfo,
         now: datetime,
         headers: Mapping[str, str] | None = None,
-    ) -> list[Article]:
+    ) -> ParsedFeed:
         """Feed bytes → Articles; raise ``ParseError`` when they are not a usable feed."""
         ...
 
@@ -84,7 +85,10 @@ class SourceStore(Protocol):
         etag: str | None,
         last_modified: str | None,
         articles: Sequence[Article] = (),
+        fetch_url: str | None = None,
     ) -> tuple[int, int]: ...
+
+    def disable_source(self, url: str, error: str, now: datetime) -> None: ...
 
 
 class WeatherStore(Protocol):

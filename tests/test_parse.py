@@ -17,7 +17,7 @@ NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 
 def _parse(name: str) -> list:  # type: ignore[type-arg]
     data = shared_fixture("feeds", "real", name).read_bytes()
-    return parse_feed(data, url=f"http://127.0.0.1/{name}", section="s", tz=KST, now=NOW)
+    return list(parse_feed(data, url=f"http://127.0.0.1/{name}", section="s", tz=KST, now=NOW).articles)
 
 
 def test_khan_feed_with_dc_date_only() -> None:
@@ -66,7 +66,7 @@ def test_hostile_text_is_made_safe() -> None:
 <img src="http://127.0.0.1/a.jpg"></p>]]></description>
 <pubDate>Mon, 01 Jan 2999 00:00:00 +0000</pubDate></item>
 </channel></rss>"""
-    [a] = parse_feed(feed, url="http://127.0.0.1/h.xml", section="s", tz=KST, now=NOW)
+    [a] = parse_feed(feed, url="http://127.0.0.1/h.xml", section="s", tz=KST, now=NOW).articles
     assert "\x08" not in a.title and "\x1b" not in a.title and "  " not in a.title
     assert a.title.startswith("속보 ")
     assert a.url == ""  # a javascript: link is no link

@@ -1,23 +1,44 @@
-"""Async HTTP GET with conditional headers, a decoded-size cap and bounded redirects (httpx).
+"""Fetching feeds over HTTP (aiohttp): polite, bounded, and safe against hostile servers.
 
-Tests and callers may inject their own ``httpx.AsyncClient`` (e.g. with a MockTransport).
+- Conditional GET with the stored ETag / Last-Modified; a 304 costs no body.
+- SSRF guard: a host must resolve to public addresses only, checked by the connector's
+  resolver when it connects (so on every redirect hop, and DNS rebinding cannot slip a
+  private address in between check and connect); IP literals are checked per hop.
+  ``allow_hosts`` (names, addresses or CIDR ranges) admits internal hosts.
+- Redirects are followed by hand (at most ``MAX_REDIRECTS``) so each hop is checked and a
+  chain of only 301/308 is reported as a permanent move.
+- The body is capped while streaming *after* gzip/deflate/brotli decoding (a compression
+  bomb stops at the cap), and the whole request has a total deadline (a server that
+  trickles a byte a second cannot hold a worker).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
-import logging
+import ipaddress
+import os
+import socket
+import zlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
 
-import httpx
+import aiohttp
+import brotli
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from feedservice import __version__
 from feedservice.errors import FetchError
 from feedservice.model import FetchResult
 
-log = logging.getLogger(__name__)
-
 MAX_REDIRECTS = 5
+REDIRECTS = {301, 302, 303, 307, 308}
+PERMANENT = {301, 308}
+ACCEPT = "application/rss+xml, application/atom+xml, application/feed+json, application/xml;q=0.9, */*;q=0.5"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def user_agent(site_url: str) -> str:
@@ -40,8 +61,112 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def is_public_address(ip: IPAddress) -> bool:
+    """Globally routable unicast: not loopback, private, link-local, CGNAT, multicast or reserved."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class HostPolicy:
+    """Which hosts we may connect to: public addresses, plus what ``allow_hosts`` admits."""
+
+    def __init__(self, allow_hosts: Sequence[str] = ()) -> None:
+        self.names: set[str] = set()
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for entry in allow_hosts:
+            try:
+                self.networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                self.names.add(entry.strip().lower().rstrip("."))
+
+    def host_allowed(self, host: str) -> bool:
+        return host.lower().rstrip(".") in self.names
+
+    def address_allowed(self, ip: IPAddress) -> bool:
+        return is_public_address(ip) or any(ip in net for net in self.networks)
+
+
+class BlockedAddressError(OSError):
+    """A host resolved to an address the policy refuses."""
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves like aiohttp's default resolver, then refuses non-public answers."""
+
+    def __init__(self, policy: HostPolicy) -> None:
+        self.policy = policy
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if self.policy.host_allowed(host):
+            return results
+        for r in results:
+            ip = ipaddress.ip_address(r["host"])
+            if not self.policy.address_allowed(ip):
+                raise BlockedAddressError(f"refused: {host} resolves to the non-public address {ip}")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class BoundedDecoder:
+    """Content-Encoding decoding that never produces more than ``limit`` bytes."""
+
+    def __init__(self, url: str, encoding: str | None, limit: int) -> None:
+        self.url, self.limit, self.size = url, limit, 0
+        enc = (encoding or "identity").strip().lower()
+        self.encoding = enc
+        self._zlib: Any = None
+        self._brotli: Any = None
+        if enc in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif enc == "deflate":
+            pass  # zlib-wrapped or raw: decided by the first bytes
+        elif enc == "br":
+            self._brotli = brotli.Decompressor()
+        elif enc != "identity":
+            raise FetchError(url, f"unsupported Content-Encoding {encoding!r}")
+
+    def feed(self, chunk: bytes) -> bytes:
+        room = self.limit - self.size + 1  # one byte more than allowed tells "over the limit"
+        try:
+            if self.encoding == "deflate" and self._zlib is None and chunk:
+                # "deflate" is zlib-wrapped by the spec, raw DEFLATE in practice: look at the header.
+                wrapped = len(chunk) >= 2 and chunk[0] & 0x0F == 8 and int.from_bytes(chunk[:2], "big") % 31 == 0
+                self._zlib = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+            if self._zlib is not None:
+                out = self._zlib.decompress(chunk, room)
+            elif self._brotli is not None:
+                out = self._brotli.process(chunk, output_buffer_limit=room)
+            else:
+                out = chunk
+        except (zlib.error, brotli.error) as exc:
+            raise FetchError(self.url, f"cannot decode the {self.encoding} body: {exc}") from None
+        self.size += len(out)
+        if self.size > self.limit:
+            raise FetchError(self.url, f"body is over the {self.limit}-byte limit (after decoding)")
+        return out
+
+    def flush(self) -> bytes:
+        if self._zlib is not None:
+            try:
+                out: bytes = self._zlib.flush()
+            except zlib.error as exc:
+                raise FetchError(self.url, f"cannot decode the {self.encoding} body: {exc}") from None
+            self.size += len(out)
+            if self.size > self.limit:
+                raise FetchError(self.url, f"body is over the {self.limit}-byte limit (after decoding)")
+            return out
+        return b""
+
+
 class HttpFetcher:
-    """Fetch feeds: conditional GET, at most ``max_bytes`` after decoding, ``MAX_REDIRECTS`` hops."""
+    """The collector's HTTP client. One instance per collect run; ``aclose`` when done."""
 
     def __init__(
         self,
@@ -50,56 +175,111 @@ class HttpFetcher:
         connect_timeout: float = 5.0,
         timeout: float = 30.0,
         max_bytes: int = 10 * 1024 * 1024,
-        client: httpx.AsyncClient | None = None,
+        allow_hosts: Sequence[str] = (),
+        concurrency: int = 100,
+        per_host: int = 0,
     ) -> None:
         self.max_bytes = max_bytes
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
-            headers={"User-Agent": user_agent},
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            trust_env=False,
-        )
+        self.timeout = timeout
+        self.policy = HostPolicy(allow_hosts)
+        self._connect_timeout = connect_timeout
+        self._user_agent = user_agent
+        self._limits = (concurrency, per_host)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                resolver=GuardedResolver(self.policy),
+                limit=self._limits[0],
+                limit_per_host=self._limits[1],
+                ttl_dns_cache=300,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+                auto_decompress=False,
+                headers={"User-Agent": self._user_agent, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate, br"},
+                trust_env=False,
+            )
+        return self._session
+
+    def _check_url(self, url: str, original: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchError(original, f"refused: not an http(s) URL: {url[:200]}")
+        try:
+            ip = ipaddress.ip_address(parts.hostname)
+        except ValueError:
+            return  # a name: the resolver checks what it resolves to
+        if not self.policy.host_allowed(parts.hostname) and not self.policy.address_allowed(ip):
+            raise FetchError(original, f"refused: {parts.hostname} is not a public address")
 
     async def fetch(self, url: str, *, etag: str | None = None, last_modified: str | None = None) -> FetchResult:
-        headers = {"Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"}
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._fetch(url, etag, last_modified)
+        except TimeoutError:
+            raise FetchError(url, f"no complete answer within {self.timeout:g} s") from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, BlockedAddressError):
+                raise FetchError(url, str(exc.os_error)) from None
+            err = exc.os_error
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            raise FetchError(url, f"cannot connect to {exc.host}:{exc.port}: {reason}") from None
+        except aiohttp.ClientError as exc:
+            raise FetchError(url, f"{exc.__class__.__name__}: {exc}") from None
+        except OSError as exc:
+            raise FetchError(url, f"{exc.__class__.__name__}: {exc}") from None
+
+    async def _fetch(self, url: str, etag: str | None, last_modified: str | None) -> FetchResult:
+        headers = {}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        try:
-            async with self._client.stream("GET", url, headers=headers) as resp:
-                if resp.status_code == 304:
-                    return FetchResult(url, 304, headers=dict(resp.headers), final_url=str(resp.url))
-                if resp.status_code >= 400:
+        current, permanent, seen = url, True, [url]
+        session = self._client()
+        for _ in range(MAX_REDIRECTS + 1):
+            self._check_url(current, url)
+            async with session.get(current, headers=headers, allow_redirects=False) as resp:
+                if resp.status in REDIRECTS:
+                    location = resp.headers.get("Location")
+                    if not location:
+                        raise FetchError(url, f"HTTP {resp.status} without a Location header")
+                    permanent = permanent and resp.status in PERMANENT
+                    current = urljoin(current, location.strip())
+                    if current in seen:
+                        raise FetchError(url, f"redirect loop at {current}")
+                    seen.append(current)
+                    continue
+                moved = current if permanent and current != url else None
+                resp_headers = {k.lower(): v for k, v in resp.headers.items()}
+                if resp.status == 304:
+                    return FetchResult(url, 304, headers=resp_headers, final_url=current, permanent_redirect=moved)
+                if resp.status >= 400 or resp.status < 200 or resp.status >= 300:
                     raise FetchError(
                         url,
-                        f"HTTP {resp.status_code} {resp.reason_phrase}".strip(),
+                        f"HTTP {resp.status} {resp.reason or ''}".strip(),
                         retry_after=parse_retry_after(resp.headers.get("Retry-After")),
-                        gone=resp.status_code == 410,
+                        gone=resp.status == 410,
                     )
-                declared = resp.headers.get("Content-Length")
-                if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                    raise FetchError(url, f"body of {declared} bytes is over the {self.max_bytes}-byte limit")
-                body = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > self.max_bytes:
-                        raise FetchError(url, f"body is over the {self.max_bytes}-byte limit")
-                return FetchResult(
-                    url, resp.status_code, bytes(body), headers=dict(resp.headers), final_url=str(resp.url)
-                )
-        except FetchError:
-            raise
-        except httpx.TooManyRedirects:
-            raise FetchError(url, f"more than {MAX_REDIRECTS} redirects") from None
-        except httpx.TimeoutException as exc:
-            raise FetchError(url, f"timed out ({exc.__class__.__name__})") from None
-        except httpx.DecodingError as exc:
-            raise FetchError(url, f"cannot decode the response body: {exc}") from None
-        except httpx.HTTPError as exc:
-            raise FetchError(url, f"{exc.__class__.__name__}: {exc or 'connection failed'}") from None
+                body = await self._read(url, resp)
+                return FetchResult(url, resp.status, body, resp_headers, final_url=current, permanent_redirect=moved)
+        raise FetchError(url, f"more than {MAX_REDIRECTS} redirects")
+
+    async def _read(self, url: str, resp: aiohttp.ClientResponse) -> bytes:
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            raise FetchError(url, f"body of {declared} bytes is over the {self.max_bytes}-byte limit")
+        decoder = BoundedDecoder(url, resp.headers.get("Content-Encoding"), self.max_bytes)
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(65536):
+            body += decoder.feed(chunk)
+        body += decoder.flush()
+        return bytes(body)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -18,8 +18,10 @@ from zoneinfo import ZoneInfo
 
 import feedparser
 
+from feedservice.adapters.encoding import decode_feed
+from feedservice.adapters.jsonfeed import looks_like_json, parse_json_feed
 from feedservice.errors import ParseError
-from feedservice.model import Article
+from feedservice.model import Article, ParsedFeed
 from feedservice.text import clean_text, html_to_text, sanitize_html
 
 # bozo exceptions after which the parse result is still fine (see reader's _parser/feedparser.py).
@@ -30,6 +32,7 @@ _BYLINE = re.compile(r"\[[^\]\n=]{1,30}=[^\]\n]*?([가-힣]{2,4})\s*(?:기자|�
 _EMAIL = re.compile(r"\S+@\S+")
 _IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 _FUTURE_SLACK = timedelta(days=1)
+_DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
 
 
 def canonical_url(url: str) -> str:
@@ -144,6 +147,20 @@ def _is_site_root(url: str) -> bool:
     return bool(parts.scheme in ("http", "https") and parts.path in ("", "/") and not parts.query)
 
 
+_ROOT = re.compile(rb"<[A-Za-z_]")
+
+
+def _refuse_entities(data: bytes, url: str) -> None:
+    """Refuse documents that declare their own entities (billion laughs, quadratic blowup, XXE).
+
+    Feeds have no need for them; expat's amplification limit is the second line of defence.
+    """
+    root = _ROOT.search(data)
+    prolog = data[: root.start()] if root else data
+    if b"<!ENTITY" in prolog:
+        raise ParseError(url, "refused: the document declares its own XML entities")
+
+
 def parse_feed(
     content: bytes,
     *,
@@ -152,17 +169,36 @@ def parse_feed(
     tz: ZoneInfo,
     now: datetime,
     headers: Mapping[str, str] | None = None,
-) -> list[Article]:
-    """Parse feed bytes into Articles; raise ``ParseError`` when they are not a usable feed."""
-    result = feedparser.parse(content, response_headers=dict(headers or {}), sanitize_html=True)
-    bozo = result.get("bozo_exception")
+) -> ParsedFeed:
+    """Parse feed bytes (RSS 0.9x/1.0/2.0, Atom 0.3/1.0, JSON Feed 1.x) into Articles.
+
+    Raises ``ParseError`` when they are not a usable feed.
+    """
+    hdrs = dict(headers or {})
+    text, _ = decode_feed(content, hdrs)
+    ttl: int | None = None
+    if looks_like_json(text, hdrs):
+        feed, entries = parse_json_feed(text, url)
+        title = str(feed.get("title") or "")
+    else:
+        data = _DECL.sub('<?xml version="1.0" encoding="utf-8"?>', text, count=1).encode("utf-8")
+        _refuse_entities(data, url)
+        result = feedparser.parse(
+            data, response_headers={"content-type": "application/xml; charset=utf-8"}, sanitize_html=True
+        )
+        bozo = result.get("bozo_exception")
+        entries = list(result.entries)
+        usable = [e for e in entries if e.get("title") or e.get("link")]
+        if bozo is not None and not isinstance(bozo, _SURVIVABLE) and not usable:
+            raise ParseError(url, f"not a feed: {bozo.__class__.__name__}: {str(bozo)[:200]}")
+        if not result.get("version") and not usable:
+            raise ParseError(url, "not a feed: no RSS, Atom or JSON Feed document found")
+        title = clean_text(str(result.feed.get("title") or ""))
+        raw_ttl = str(result.feed.get("ttl") or "").strip()
+        ttl = int(raw_ttl) if raw_ttl.isdigit() and 0 < int(raw_ttl) <= 7 * 24 * 60 else None
     articles = []
-    for entry in result.entries:
+    for entry in entries:
         art = entry_to_article(entry, section=section, source_url=url, tz=tz, now=now)
         if art is not None:
             articles.append(art)
-    if bozo is not None and not isinstance(bozo, _SURVIVABLE) and not articles:
-        raise ParseError(url, f"not a feed: {bozo.__class__.__name__}: {str(bozo)[:200]}")
-    if not result.get("version") and not articles:
-        raise ParseError(url, "not a feed: no RSS or Atom document found")
-    return articles
+    return ParsedFeed(tuple(articles), title=title, ttl_minutes=ttl)

@@ -22,7 +22,7 @@ from feedservice.adapters.parse import parse_feed
 from feedservice.adapters.smtp import SmtpMailer
 from feedservice.adapters.store import Store, open_store
 from feedservice.config import Settings
-from feedservice.model import Edition, Section, Subscriber, WeatherBlock
+from feedservice.model import Edition, Route, Section, Subscriber, WeatherBlock
 from feedservice.ports import Mailer, WeatherProvider
 from feedservice.services import collect as collect_service
 from feedservice.services import deliver, digest, feeds, weather
@@ -106,6 +106,9 @@ class App:
             connect_timeout=c.connect_timeout,
             timeout=c.timeout,
             max_bytes=c.max_bytes,
+            allow_hosts=c.allow_hosts,
+            concurrency=c.concurrency,
+            per_host=c.per_host,
         )
 
     def weather_providers(self) -> list[WeatherProvider]:
@@ -159,6 +162,11 @@ class App:
                 interval=timedelta(minutes=c.interval_minutes),
                 intervals={
                     s.url: timedelta(minutes=s.interval_minutes) for s in self.settings.sources if s.interval_minutes
+                },
+                routes={
+                    s.url: [Route(r.section, r.category, r.path) for r in s.routes]
+                    for s in self.settings.sources
+                    if s.routes
                 },
                 concurrency=c.concurrency,
                 per_host=c.per_host,

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -64,8 +65,11 @@ class FeedStoreMixin(StoreBase):
                 )
 
     def sync_sources(self, configured: Iterable[tuple[str, str, str | None]]) -> None:
-        """Add configured sources (url, section, name), update their section/name, keep fetch state."""
+        """Make the sources match the config: add new ones, update section/name, keep fetch state,
+        drop the ones no longer configured (their articles stay)."""
+        configured = list(configured)
         with self._tx("saving sources") as conn:
+            conn.execute(t.sources.delete().where(t.sources.c.url.not_in([u for u, _, _ in configured])))
             for url, section, name in configured:
                 stmt = self._insert(t.sources).values(url=url, section=section, name=name, failures=0, enabled=True)
                 conn.execute(
@@ -96,6 +100,7 @@ class FeedStoreMixin(StoreBase):
                     next_attempt=r.next_attempt,
                     articles=r.n,
                     enabled=r.enabled,
+                    fetch_url=r.fetch_url,
                 )
                 for r in conn.execute(q)
             ]
@@ -113,6 +118,14 @@ class FeedStoreMixin(StoreBase):
                 )
             )
 
+    def disable_source(self, url: str, error: str, now: datetime) -> None:
+        with self._tx("disabling a source") as conn:
+            conn.execute(
+                t.sources.update()
+                .where(t.sources.c.url == url)
+                .values(enabled=False, last_attempt=now, last_error=error, failures=t.sources.c.failures + 1)
+            )
+
     def record_fetch_success(
         self,
         url: str,
@@ -122,6 +135,7 @@ class FeedStoreMixin(StoreBase):
         etag: str | None,
         last_modified: str | None,
         articles: Sequence[Article] = (),
+        fetch_url: str | None = None,
     ) -> tuple[int, int]:
         """Store a source's articles and its new fetch state in one transaction.
 
@@ -130,30 +144,30 @@ class FeedStoreMixin(StoreBase):
         """
         new = changed = 0
         with self._tx(f"storing articles of {url}") as conn:
-            ids = [a.id for a in articles]
-            existing = {}
-            for chunk in range(0, len(ids), 500):
-                rows = conn.execute(
-                    sa.select(t.articles.c.id, t.articles.c.content_hash).where(
-                        t.articles.c.id.in_(ids[chunk : chunk + 500])
-                    )
-                )
-                existing.update({r.id: r.content_hash for r in rows})
-            inserts: list[dict[str, Any]] = []
+            known = self._known_articles(conn, articles)
+            inserts: dict[str, dict[str, Any]] = {}
             for a in articles:
+                have = known.get(a.id) or (known.get("url:" + a.url) if _dedupable(a.url) else None)
+                if have is None:
+                    if a.id not in inserts and not any(
+                        r["url"] == a.url and _dedupable(a.url) for r in inserts.values()
+                    ):
+                        inserts[a.id] = _row(a, article_hash(a), now)
+                        new += 1
+                    continue  # else: the same entry twice in one feed; the first wins
+                stored_id, stored_hash, owner = have
+                a = replace(a, id=stored_id)
                 h = article_hash(a)
-                if a.id not in existing:
-                    if any(row["id"] == a.id for row in inserts):
-                        continue  # the same entry twice in one feed: keep the first
-                    inserts.append(_row(a, h, now))
-                    new += 1
-                elif existing[a.id] != h:
-                    row = _row(replace(a, updated=now), h, now)
-                    del row["first_seen"]
-                    conn.execute(t.articles.update().where(t.articles.c.id == a.id).values(**row))
-                    changed += 1
+                if owner != url or stored_hash == h:
+                    continue  # unchanged, or first collected from another source, which owns it
+                row = _row(replace(a, updated=now), h, now)
+                del row["first_seen"]
+                if a.published is None:
+                    del row["published"]  # keep the first-seen time it was given
+                conn.execute(t.articles.update().where(t.articles.c.id == stored_id).values(**row))
+                changed += 1
             if inserts:
-                conn.execute(t.articles.insert(), inserts)
+                conn.execute(t.articles.insert(), list(inserts.values()))
             conn.execute(
                 t.sources.update()
                 .where(t.sources.c.url == url)
@@ -165,9 +179,23 @@ class FeedStoreMixin(StoreBase):
                     last_error=None,
                     failures=0,
                     next_attempt=next_attempt,
+                    **({"fetch_url": fetch_url} if fetch_url else {}),
                 )
             )
         return new, changed
+
+    @staticmethod
+    def _known_articles(conn: Any, articles: Sequence[Article]) -> dict[str, tuple[str, str, str]]:
+        """Stored (id, content hash, source) by id, and by "url:<url>" for articles matched by link."""
+        known: dict[str, tuple[str, str, str]] = {}
+        cols = (t.articles.c.id, t.articles.c.url, t.articles.c.content_hash, t.articles.c.source_url)
+        ids = [a.id for a in articles]
+        urls = [a.url for a in articles if _dedupable(a.url)]
+        for column, values in ((t.articles.c.id, ids), (t.articles.c.url, urls)):
+            for start in range(0, len(values), 500):
+                for r in conn.execute(sa.select(*cols).where(column.in_(values[start : start + 500]))):
+                    known[r.id] = known["url:" + r.url] = (r.id, r.content_hash, r.source_url)
+        return known
 
     def recent_articles(self, section: str | None, limit: int) -> list[Article]:
         """The newest articles of a section (or of all sections), newest first."""
@@ -191,6 +219,14 @@ class FeedStoreMixin(StoreBase):
     def count_articles(self) -> int:
         with self._tx("counting articles") as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(t.articles)).scalar() or 0)
+
+
+def _dedupable(url: str) -> bool:
+    """Whether a link identifies one article (a site's home page, as some feeds give, does not)."""
+    if not url:
+        return False
+    parts = urlsplit(url)
+    return bool(parts.path.strip("/") or parts.query)
 
 
 def _row(a: Article, content_hash: str, now: datetime) -> dict[str, Any]:

@@ -65,6 +65,7 @@ sources = sa.Table(
     sa.Column("failures", sa.Integer, nullable=False, default=0),
     sa.Column("next_attempt", UTCDateTime),
     sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("fetch_url", sa.Text),  # where a 301/308 moved the source; `url` stays the configured one
 )
 
 articles = sa.Table(
@@ -153,6 +154,7 @@ def _v1(conn: Connection) -> None:
         table.create(conn)
 
 
+# Append (number, step) pairs; never edit a step once it has been released.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1)]
 LATEST = MIGRATIONS[-1][0]
 

@@ -1,0 +1,93 @@
+"""Feed bytes in any charset → UTF-8 bytes. Pure.
+
+Korean sites often serve EUC-KR/CP949 and sometimes declare the wrong charset or none.
+Order: a byte-order mark (definitive), the HTTP charset, the XML declaration, UTF-8,
+then detection (charset-normalizer). EUC-KR and its aliases are decoded as CP949, its
+superset, so the extension syllables (e.g. 똠, 햏) survive. A candidate is used only when
+the bytes decode under it without error.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Mapping
+
+from charset_normalizer import from_bytes
+
+_KOREAN = {
+    "euc-kr",
+    "euc_kr",
+    "euckr",
+    "ks_c_5601-1987",
+    "ks_c_5601",
+    "ksc5601",
+    "ksc_5601",
+    "korean",
+    "x-windows-949",
+    "windows-949",
+    "cp949",
+    "ms949",
+    "uhc",
+    "x-euc-kr",
+}
+_XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._:-]+)[\"'][^>]*\?>", re.IGNORECASE)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def normalize_charset(name: str | None) -> str | None:
+    """A Python codec name for a declared charset; EUC-KR and friends → cp949; unknown → None."""
+    if not name:
+        return None
+    name = name.strip().strip("\"'").lower()
+    if name in _KOREAN:
+        return "cp949"
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def http_charset(headers: Mapping[str, str] | None) -> str | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == "content-type":
+            m = re.search(r"charset\s*=\s*([^;\s]+)", value, re.IGNORECASE)
+            return m.group(1) if m else None
+    return None
+
+
+def decode_feed(content: bytes, headers: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(text, the encoding used). Never raises: the last resort decodes CP949 with replacement."""
+    for bom, enc in _BOMS:
+        if content.startswith(bom):
+            try:
+                return content[len(bom) :].decode(enc), enc
+            except UnicodeDecodeError:
+                break
+    decl = _XML_DECL.match(content[:512])
+    candidates = [
+        normalize_charset(http_charset(headers)),
+        normalize_charset(decl.group(1).decode("ascii")) if decl else None,
+        "utf-8",
+    ]
+    for enc in dict.fromkeys(c for c in candidates if c):
+        try:
+            return content.decode(enc), enc
+        except (UnicodeDecodeError, LookupError):
+            continue
+    best = from_bytes(content[:200_000]).best()
+    guess = normalize_charset(best.encoding) if best is not None else None
+    if guess and guess.replace("_", "-") in ("euc-kr", "johab", "cp949"):
+        guess = "cp949"
+    for enc in dict.fromkeys(c for c in (guess, "cp949") if c):
+        try:
+            return content.decode(enc), enc
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return content.decode("cp949", errors="replace"), "cp949"
