@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class Served:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     mtime: float = 1_700_000_000.0
+    trickle: float | None = None  # seconds between single bytes of the body
 
 
 class FeedServer:
@@ -46,6 +48,7 @@ class FeedServer:
     def __init__(self) -> None:
         self.files: dict[str, Served] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.closing = False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,17 +66,29 @@ class FeedServer:
                     self._send(304, b"", validators)
                     return
                 headers = {"Content-Type": item.content_type, **validators, **item.headers}
-                self._send(item.status, item.body, headers)
+                self._send(item.status, item.body, headers, item.trickle)
 
-            def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            def _send(self, status: int, body: bytes, headers: dict[str, str], trickle: float | None = None) -> None:
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
                 if status != 304:
                     self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if status != 304:
+                if status == 304:
+                    return
+                if trickle is None:
                     self.wfile.write(body)
+                    return
+                try:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(trickle)
+                        if server.closing:
+                            return
+                except OSError:
+                    return
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -81,13 +96,14 @@ class FeedServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def url(self, path: str) -> str:
         return self.base + path
 
     def close(self) -> None:
+        self.closing = True
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -95,6 +111,43 @@ class FeedServer:
 @pytest.fixture
 def feed_server() -> Iterator[FeedServer]:
     server = FeedServer()
+    yield server
+    server.close()
+
+
+class SilentServer:
+    """Accepts TCP connections and never answers (a server that hangs)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self._stop = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+                self.conns.append(conn)
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join()
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
     yield server
     server.close()
 
@@ -193,8 +246,8 @@ title = "공간사회학"
 
 {sources}
 [collect]
-allow_hosts = ["127.0.0.1"]
-timeout = 5.0
+allow_hosts = {allow_hosts}
+{collect_extra}
 
 [feeds]
 output_dir = "{dir}/feeds"
@@ -225,6 +278,8 @@ def write_config(
     weather_provider: str = "none",
     weather_extra: str = "",
     delivery_extra: str = "",
+    collect_extra: str = "timeout = 5.0",
+    allow_hosts: tuple[str, ...] = ("127.0.0.1",),
 ) -> Path:
     src = "\n".join(f'[[sources]]\nurl = "{u}"\nsection = "{s}"\n' for u, s in sources)
     text = BASE_CONFIG.format(
@@ -234,6 +289,8 @@ def write_config(
         weather_provider=weather_provider,
         weather_extra=weather_extra,
         delivery_extra=delivery_extra,
+        collect_extra=collect_extra,
+        allow_hosts="[" + ", ".join(f'"{h}"' for h in allow_hosts) + "]",
     )
     path = folder / "config.toml"
     path.write_text(text, encoding="utf-8")

@@ -109,6 +109,8 @@ async def collect(
     limit = asyncio.Semaphore(concurrency)
     hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
     intervals, routes = intervals or {}, routes or {}
+    # One writer at a time: deduplication reads what is stored before it writes.
+    writing = asyncio.Lock()
 
     async def one(src: SourceState) -> None:
         every = intervals.get(src.url, interval)
@@ -146,16 +148,17 @@ async def collect(
             parse_feed, result.content, url=src.url, section=src.section, tz=tz, now=now, headers=result.headers
         )
         articles = [route(a, routes.get(src.url, ())) for a in parsed.articles]
-        new, updated = await asyncio.to_thread(
-            store.record_fetch_success,
-            src.url,
-            now,
-            now + poll_interval(every, result.headers, parsed.ttl_minutes),
-            etag=result.headers.get("etag"),
-            last_modified=result.headers.get("last-modified"),
-            articles=articles,
-            fetch_url=moved,
-        )
+        async with writing:
+            new, updated = await asyncio.to_thread(
+                store.record_fetch_success,
+                src.url,
+                now,
+                now + poll_interval(every, result.headers, parsed.ttl_minutes),
+                etag=result.headers.get("etag"),
+                last_modified=result.headers.get("last-modified"),
+                articles=articles,
+                fetch_url=moved,
+            )
         report.fetched += 1
         report.new_articles += new
         report.updated_articles += updated
