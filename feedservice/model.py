@@ -106,7 +106,6 @@ class ParsedFeed:
     """What one fetched document holds: its articles and the polling interval it asks for."""
 
     articles: tuple[Article, ...]
-    title: str = ""
     ttl_minutes: int | None = None
 
 

@@ -31,6 +31,7 @@ _KOREAN = {
     "uhc",
     "x-euc-kr",
 }
+_LATIN1 = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "iso_8859-1", "cp819"}
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._:-]+)[\"'][^>]*\?>", re.IGNORECASE)
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
@@ -48,10 +49,20 @@ def normalize_charset(name: str | None) -> str | None:
     name = name.strip().strip("\"'").lower()
     if name in _KOREAN:
         return "cp949"
+    if name in _LATIN1:
+        return "cp1252"  # as browsers (WHATWG) and feedparser read it: “smart quotes” in 0x80–0x9F
     try:
         return codecs.lookup(name).name
     except LookupError:
         return None
+
+
+def _valid_utf8(content: bytes) -> bool:
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def http_charset(headers: Mapping[str, str] | None) -> str | None:
@@ -77,6 +88,8 @@ def decode_feed(content: bytes, headers: Mapping[str, str] | None = None) -> tup
         "utf-8",
     ]
     for enc in dict.fromkeys(c for c in candidates if c):
+        if enc == "cp1252" and _valid_utf8(content):
+            enc = "utf-8"  # a server default of Latin-1 over UTF-8 text: real Latin-1 is never valid UTF-8
         try:
             return content.decode(enc), enc
         except (UnicodeDecodeError, LookupError):

@@ -1,0 +1,130 @@
+"""Helpers shared by the benchmark scripts: nginx from Debian, child processes, results files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "benchmarks.md"
+
+
+def ensure_nginx() -> str:
+    """Debian's nginx binary, installed with apt-get when missing (the service itself is not started)."""
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if path:
+        return path
+    print("installing Debian's nginx (apt-get) …", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nginx-light"], check=False, env=env)
+    path = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(path).exists():
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nginx"], check=True, env=env)
+    # Debian starts the packaged service on install; the benchmarks run their own instance.
+    subprocess.run(["service", "nginx", "stop"], check=False, capture_output=True)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Nginx:
+    """An nginx serving ``root`` on 127.0.0.1 (ETag and Last-Modified on, as it does by default)."""
+
+    def __init__(self, root: Path, workdir: Path, workers: int = 1) -> None:
+        self.port = free_port()
+        workdir = workdir.resolve()
+        root = root.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "nginx.conf"
+        conf.write_text(
+            f"""
+worker_processes {workers};
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    etag on;
+    types {{ application/rss+xml xml; application/atom+xml atom; }}
+    client_body_temp_path {workdir}/tmp;
+    proxy_temp_path {workdir}/tmp;
+    fastcgi_temp_path {workdir}/tmp;
+    uwsgi_temp_path {workdir}/tmp;
+    scgi_temp_path {workdir}/tmp;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {root};
+    }}
+}}
+"""
+        )
+        (workdir / "tmp").mkdir(exist_ok=True)
+        self.proc = subprocess.Popen([ensure_nginx(), "-c", str(conf), "-p", str(workdir)])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("nginx did not start") from None
+                time.sleep(0.05)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def run_child(argv: list[str], env: dict[str, str] | None = None, timeout: float = 1800) -> dict:  # type: ignore[type-arg]
+    """Run a measurement in its own process (so peak memory is its own); it prints one JSON line."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:3])} … failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def write_section(name: str, markdown: str) -> None:
+    """Replace (or add) the section between ``<!-- bench:NAME -->`` markers in docs/benchmarks.md."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{markdown.rstrip()}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text, encoding="utf-8")

@@ -1,0 +1,124 @@
+"""The lxml fast path stores exactly what the feedparser path stores, wherever it does not decline.
+
+Corpora: the real Korean feeds in ../shared/fixtures, feedparser's own test corpus from its
+source distribution (downloaded from PyPI at test time, never vendored), and the benchmark's
+generated feeds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from feedservice.adapters.encoding import decode_feed
+from feedservice.adapters.fastparse import fast_entries
+from feedservice.adapters.parse import parse_feed
+from feedservice.errors import ParseError
+from tests.conftest import ROOT, shared_fixture
+
+KST = ZoneInfo("Asia/Seoul")
+NOW = datetime(2026, 11, 28, tzinfo=UTC)
+CACHE = ROOT / "var" / "test-corpus"
+FEEDPARSER_SDIST = "feedparser==6.0.12"
+
+
+def _both(data: bytes):  # type: ignore[no-untyped-def]
+    def run(fast: bool):  # type: ignore[no-untyped-def]
+        try:
+            return parse_feed(data, url="http://127.0.0.1/feed.xml", section="s", tz=KST, now=NOW, fast=fast)
+        except ParseError as exc:
+            return ("error", str(exc))
+
+    return run(True), run(False)
+
+
+def _accepted(data: bytes) -> bool:
+    return fast_entries(decode_feed(data)[0].encode("utf-8")) is not None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "khan_total_news_2018-04-06.xml",
+        "hanion_clicktop_ndsoft_2026-08-29.xml",
+        "knews-rss_derived_chosun_all_2022-07-23.xml",
+        "knews-rss_derived_hani_all_2022-07-23.xml",
+    ],
+)
+def test_real_feeds_take_the_fast_path_and_match(name: str) -> None:
+    data = shared_fixture("feeds", "real", name).read_bytes()
+    assert _accepted(data)
+    fast, reference = _both(data)
+    assert fast == reference
+
+
+def test_benchmark_feeds_take_the_fast_path_and_match() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from collect import make_feed  # type: ignore[import-not-found]
+
+    data = make_feed(7, "https://www.newsspace.kr", NOW)
+    assert _accepted(data)
+    fast, reference = _both(data)
+    assert fast == reference and len(fast.articles) == 50
+
+
+@pytest.fixture(scope="module")
+def feedparser_corpus() -> list[Path]:
+    target = CACHE / "feedparser-6.0.12" / "tests"
+    if not target.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                FEEDPARSER_SDIST,
+                "-d",
+                str(CACHE),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot download the {FEEDPARSER_SDIST} sdist from the package registry: {proc.stderr[-300:]}")
+        with tarfile.open(CACHE / "feedparser-6.0.12.tar.gz") as tar:
+            tar.extractall(CACHE, filter="data")
+    return sorted(target.rglob("*.xml"))
+
+
+def test_feedparser_corpus_differential(feedparser_corpus: list[Path]) -> None:
+    assert len(feedparser_corpus) > 2000
+    accepted, mismatched = 0, []
+    for path in feedparser_corpus:
+        data = path.read_bytes()
+        if not _accepted(data):
+            continue
+        accepted += 1
+        fast, reference = _both(data)
+        if fast != reference:
+            mismatched.append(str(path.relative_to(path.parents[2])))
+    assert mismatched == []
+    assert accepted >= 150  # the fast path really is exercised on the corpus
+
+
+def test_fast_path_declines_what_it_cannot_match() -> None:
+    relative = b"""<rss version="2.0"><channel><title>t</title><item><title>x</title><link>http://x/1</link>
+<description>&lt;img src="/a.jpg"&gt;</description></item></channel></rss>"""
+    based = b"""<feed xmlns="http://www.w3.org/2005/Atom" xml:base="http://x/"><entry><title>t</title>
+<link href="http://x/1"/><id>1</id></entry></feed>"""
+    rdf = b"""<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://purl.org/rss/1.0/">
+<item><title>t</title><link>http://x/1</link></item></rdf:RDF>"""
+    for doc in (relative, based, rdf, b"<rss version='2.0'><channel><item><title>a</title>"):
+        assert not _accepted(doc)
