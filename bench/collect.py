@@ -47,7 +47,15 @@ def make_feed(i: int, base: str, now: datetime) -> bytes:
     items = []
     for n in range(50):
         idx = i * 1000 + n
-        body = "".join(f"<p>{' '.join(_sentence(rng) for _ in range(4))}</p>" for _ in range(3))
+        # Shaped like the newsroom CMS's feeds: a byline lead, paragraphs with &nbsp;, now and then
+        # a photo or a related link (absolute URLs, as the CMS writes them).
+        paras = [f"<p>{'&nbsp;'.join(_sentence(rng) for _ in range(4))}</p>" for _ in range(4)]
+        if n % 3 == 0:
+            paras.insert(1, f'<figure><img src="{base}/news/photo/{idx}.jpg" alt="{idx}"><figcaption>'
+                         f"{_sentence(rng)}</figcaption></figure>")
+        if n % 5 == 0:
+            paras.append(f'<p>관련 기사: <a href="{base}/news/articleView.html?idxno={idx - 7}">{_sentence(rng)}</a></p>')
+        body = "".join(paras)
         items.append(
             f"""    <item>
       <title>{escape(" ".join(rng.choice(WORDS) for _ in range(6)))} {idx}</title>

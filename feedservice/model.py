@@ -102,6 +102,18 @@ class FetchResult:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchRecord:
+    """A successful fetch of one source, to be stored: its articles, or None when not modified."""
+
+    url: str
+    next_attempt: datetime
+    etag: str | None = None
+    last_modified: str | None = None
+    articles: tuple[Article, ...] | None = None
+    fetch_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedFeed:
     """What one fetched document holds: its articles and the polling interval it asks for."""
 

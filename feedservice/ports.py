@@ -15,6 +15,7 @@ from feedservice.model import (
     Article,
     Delivery,
     DeliveryStatus,
+    FetchRecord,
     FetchResult,
     Observation,
     ParsedFeed,
@@ -87,6 +88,8 @@ class SourceStore(Protocol):
         articles: Sequence[Article] = (),
         fetch_url: str | None = None,
     ) -> tuple[int, int]: ...
+
+    def record_fetches(self, records: Sequence[FetchRecord], now: datetime) -> list[tuple[int, int]]: ...
 
     def disable_source(self, url: str, error: str, now: datetime) -> None: ...
 

@@ -11,8 +11,10 @@ import re
 
 import nh3
 
+# C0 controls except TAB, LF and CR, and DEL: lxml refuses them and mail clients choke on them.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SPACE = re.compile(r"\s+")
+_BLOCK_TAG = re.compile(r"(?i)<(?:br|/?p|/?div|/?li|/?tr|/?td|/?th|/?h[1-6]|/?blockquote|/?table|hr)\b[^>]*>")
+_TAG = re.compile(r"<[^>]*>")
 
 ALLOWED_TAGS = frozenset(
     "a abbr b blockquote br caption cite code dd div dl dt em figcaption figure h1 h2 h3 h4 h5 "
@@ -21,22 +23,37 @@ ALLOWED_TAGS = frozenset(
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "width", "height"}, "*": {"lang"}}
 
 
+def strip_controls(value: str) -> str:
+    return _CONTROL.sub("", value) if _CONTROL.search(value) else value
+
+
 def clean_text(value: str) -> str:
     """Plain text: no control characters, whitespace collapsed."""
-    return _SPACE.sub(" ", _CONTROL.sub("", value)).strip()
+    return " ".join(strip_controls(value).split())
 
 
-def sanitize_html(value: str) -> str:
-    """An allow-list sanitiser (nh3): no scripts, handlers, styles or javascript: URLs."""
+def sanitize_html(value: str, base: str | None = None) -> str:
+    """An allow-list sanitiser (nh3): no scripts, handlers, styles or javascript: URLs.
+
+    Relative links and image sources are resolved against ``base`` when one is given.
+    """
+    if not value:
+        return ""
     return nh3.clean(
-        _CONTROL.sub("", value),
+        strip_controls(value),
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer",
+        url_relative=("rewrite_with_base", base) if base else None,
     )
 
 
+def sanitized_to_text(value: str) -> str:
+    """Plain text of HTML that ``sanitize_html`` produced (well-formed, no scripts left)."""
+    return clean_text(html.unescape(_TAG.sub("", _BLOCK_TAG.sub(" ", value))))
+
+
 def html_to_text(value: str) -> str:
-    text = nh3.clean(re.sub(r"(?i)<br\s*/?>|</p>", " ", value), tags=set())
-    return clean_text(html.unescape(text))
+    """Plain text of any HTML (sanitised first, so script and style contents go too)."""
+    return sanitized_to_text(sanitize_html(value))

@@ -114,11 +114,11 @@ def test_feedparser_corpus_differential(feedparser_corpus: list[Path]) -> None:
 
 
 def test_fast_path_declines_what_it_cannot_match() -> None:
-    relative = b"""<rss version="2.0"><channel><title>t</title><item><title>x</title><link>http://x/1</link>
-<description>&lt;img src="/a.jpg"&gt;</description></item></channel></rss>"""
+    no_link = b"""<rss version="2.0"><channel><title>t</title><item><title>x</title>
+<description>d</description></item></channel></rss>"""
     based = b"""<feed xmlns="http://www.w3.org/2005/Atom" xml:base="http://x/"><entry><title>t</title>
 <link href="http://x/1"/><id>1</id></entry></feed>"""
     rdf = b"""<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://purl.org/rss/1.0/">
 <item><title>t</title><link>http://x/1</link></item></rdf:RDF>"""
-    for doc in (relative, based, rdf, b"<rss version='2.0'><channel><item><title>a</title>"):
+    for doc in (no_link, based, rdf, b"<rss version='2.0'><channel><item><title>a</title>"):
         assert not _accepted(doc)

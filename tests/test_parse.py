@@ -95,3 +95,18 @@ def test_canonical_url_drops_tracking_and_fragment() -> None:
 def test_sanitizer_keeps_structure() -> None:
     html = sanitize_html('<p>본문 <b>굵게</b> <a href="https://x.kr/a" style="color:red">링크</a></p>')
     assert "<b>굵게</b>" in html and 'href="https://x.kr/a"' in html and "style" not in html
+
+
+def test_relative_links_resolve_against_the_entry() -> None:
+    feed = b"""<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel><title>t</title><link>https://www.newsspace.kr/</link><description>d</description>
+<item><title>a</title><link>/news/articleView.html?idxno=7</link>
+<description><![CDATA[<p><img src="/photo/7.jpg"> <a href="../related/8">related</a></p>]]></description></item>
+</channel></rss>"""
+    for fast in (True, False):
+        [a] = parse_feed(feed, url="https://www.newsspace.kr/rss/S1N1.xml", section="s", tz=KST, now=NOW,
+                         fast=fast).articles
+        assert a.url == "https://www.newsspace.kr/news/articleView.html?idxno=7"
+        assert a.image_url == "https://www.newsspace.kr/photo/7.jpg"
+        assert 'src="https://www.newsspace.kr/photo/7.jpg"' in a.summary_html
+        assert 'href="https://www.newsspace.kr/related/8"' in a.summary_html

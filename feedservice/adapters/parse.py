@@ -7,13 +7,14 @@ response headers it uses to pick the encoding.
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import html
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 import feedparser
@@ -23,7 +24,7 @@ from feedservice.adapters.fastparse import fast_entries
 from feedservice.adapters.jsonfeed import looks_like_json, parse_json_feed
 from feedservice.errors import ParseError
 from feedservice.model import Article, ParsedFeed
-from feedservice.text import clean_text, html_to_text, sanitize_html
+from feedservice.text import clean_text, sanitize_html, sanitized_to_text
 
 # bozo exceptions after which the parse result is still fine (see reader's _parser/feedparser.py).
 _SURVIVABLE = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
@@ -37,16 +38,26 @@ _DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
 
 
 def canonical_url(url: str) -> str:
-    """Lower-case scheme and host, no fragment, no utm_* tracking parameters."""
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return url.strip()
-    query = urlencode(
-        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not k.lower().startswith("utm_")]
-    )
-    netloc = parts.netloc.lower()
-    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", query, ""))
+    """Lower-case scheme and host, no fragment, no utm_* tracking parameters; the rest as it was.
+
+    Works on the text, without decoding and re-encoding the query, so a link keeps working.
+    """
+    url = url.strip()
+    base, _, query = url.partition("#")[0].partition("?")
+    sep = base.find("://")
+    if sep > 0:
+        rest = base[sep + 3 :]
+        slash = rest.find("/")
+        host, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+        base = base[:sep].lower() + "://" + host.lower() + path
+    if query:
+        query = "&".join(p for p in query.split("&") if p and p[:4].lower() != "utm_")
+    return f"{base}?{query}" if query else base
+
+
+@functools.lru_cache(maxsize=4096)
+def _source_root(source_url: str) -> str:
+    return canonical_url(source_url).rstrip("/")
 
 
 def _when(entry: Mapping[str, Any], key: str, tz: ZoneInfo) -> datetime | None:
@@ -88,8 +99,10 @@ def entry_to_article(
     entry: Mapping[str, Any], *, section: str, source_url: str, tz: ZoneInfo, now: datetime
 ) -> Article | None:
     """Normalise one feedparser entry; None when it has neither a title nor a link."""
-    link = _safe_url(entry.get("link")) or ""
+    raw_link = (entry.get("link") or "").strip()
+    link = _safe_url(urljoin(source_url, raw_link)) if raw_link else None
     url = canonical_url(link) if link else ""
+    base = link or source_url
     title = clean_text(html.unescape(entry.get("title", "") or "")) if entry.get("title") else ""
     content_raw = ""
     for c in entry.get("content", ()):
@@ -98,9 +111,9 @@ def entry_to_article(
             break
     # No summary: the content stands in (feedparser's dict does the same on its own).
     summary_raw = entry.get("summary", "") or content_raw
-    summary_html = sanitize_html(summary_raw)
-    content_html = sanitize_html(content_raw) if content_raw and content_raw != summary_raw else ""
-    summary_text = html_to_text(summary_raw or content_raw)
+    summary_html = sanitize_html(summary_raw, base)
+    content_html = sanitize_html(content_raw, base) if content_raw and content_raw != summary_raw else ""
+    summary_text = sanitized_to_text(summary_html)
     if not title and not url:
         return None
     if not title:
@@ -112,10 +125,12 @@ def entry_to_article(
     if updated and updated > now + _FUTURE_SLACK:
         updated = None
     author = clean_text(_EMAIL.sub("", entry.get("author", "") or "")).strip("()<> ").strip()
-    if not author and (m := _BYLINE.search(summary_text) or _BYLINE.search(html_to_text(content_raw))):
+    if not author and (
+        m := _BYLINE.search(summary_text) or (content_html and _BYLINE.search(sanitized_to_text(content_html)))
+    ):
         author = m.group(1)
     guid = clean_text(entry.get("id", "") or "")
-    if guid and (guid.rstrip("/") == canonical_url(source_url).rstrip("/") or _is_site_root(guid)):
+    if guid and (guid.rstrip("/") == _source_root(source_url) or _is_site_root(guid)):
         guid = ""  # e.g. a guid that is just the site's home page: not an identity
     ident = guid or (url if url and not _is_site_root(url) else "")
     if not ident:
@@ -136,7 +151,7 @@ def entry_to_article(
                 clean_text(t.get("term") or "") for t in entry.get("tags", ()) if (t.get("term") or "").strip()
             )
         ),
-        image_url=_safe_url(image_url),
+        image_url=_safe_url(urljoin(base, image_url.strip())) if image_url else None,
         image_type=image_type,
         image_length=image_length,
         published=published,
@@ -195,7 +210,11 @@ def parse_feed(
             ttl = int(raw_ttl) if raw_ttl.isdigit() and 0 < int(raw_ttl) <= 7 * 24 * 60 else None
             return _articles(entries, ttl, section, url, tz, now)
         result = feedparser.parse(
-            data, response_headers={"content-type": "application/xml; charset=utf-8"}, sanitize_html=True
+            data,
+            response_headers={"content-type": "application/xml; charset=utf-8"},
+            # nh3 sanitises and resolves links in the normaliser, the same for every path.
+            sanitize_html=False,
+            resolve_relative_uris=False,
         )
         bozo = result.get("bozo_exception")
         entries = list(result.entries)

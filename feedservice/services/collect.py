@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from feedservice.errors import FeedServiceError, FetchError
-from feedservice.model import Article, FetchResult, Route, SourceState
+from feedservice.model import Article, FetchRecord, Route, SourceState
 from feedservice.ports import FeedParser, Fetcher, SourceStore
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,14 @@ def route(article: Article, routes: Sequence[Route]) -> Article:
     return article
 
 
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    url: str
+    message: str
+    next_attempt: datetime
+    gone: bool = False
+
+
 async def collect(
     store: SourceStore,
     fetcher: Fetcher,
@@ -100,8 +108,14 @@ async def collect(
     concurrency: int = 20,
     per_host: int = 4,
     force: bool = False,
+    batch: int = 50,
 ) -> CollectReport:
-    """Fetch every due source once and store what changed; never raises for one source's failure."""
+    """Fetch every due source once and store what changed; never raises for one source's failure.
+
+    Fetching and parsing run concurrently; one writer stores the results in batches (one
+    transaction each, so a crash never leaves half a feed) and is the only one writing, which
+    also keeps deduplication by link free of races.
+    """
     report = CollectReport()
     sources = store.list_sources()
     due = [s for s in sources if (force and s.enabled) or is_due(s, now)]
@@ -109,8 +123,7 @@ async def collect(
     limit = asyncio.Semaphore(concurrency)
     hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
     intervals, routes = intervals or {}, routes or {}
-    # One writer at a time: deduplication reads what is stored before it writes.
-    writing = asyncio.Lock()
+    queue: asyncio.Queue[FetchRecord | _Failure | None] = asyncio.Queue()
 
     async def one(src: SourceState) -> None:
         every = intervals.get(src.url, interval)
@@ -118,87 +131,98 @@ async def collect(
             try:
                 result = await fetcher.fetch(src.current_url, etag=src.etag, last_modified=src.last_modified)
             except FetchError as exc:
-                if exc.gone:
-                    _gone(store, report, src, exc.message, now)
-                else:
-                    _fail(store, report, src, exc.message, now, every, exc.retry_after)
+                retry = next_attempt_after_failure(now, every, src.failures, exc.retry_after)
+                await queue.put(_Failure(src.url, exc.message, retry, gone=exc.gone))
                 return
-        try:
-            await _store(src, result, every)
-        except FeedServiceError as exc:
-            _fail(store, report, src, str(getattr(exc, "message", exc)), now, every, None)
-
-    async def _store(src: SourceState, result: FetchResult, every: timedelta) -> None:
-        moved = result.permanent_redirect
-        if moved:
-            log.info("source moved permanently: %s → %s", src.current_url, moved, extra={"source": src.url})
+        if result.permanent_redirect:
+            log.info(
+                "source moved permanently: %s → %s",
+                src.current_url,
+                result.permanent_redirect,
+                extra={"source": src.url},
+            )
         if result.not_modified:
-            await asyncio.to_thread(
-                store.record_fetch_success,
-                src.url,
-                now,
-                now + poll_interval(every, result.headers),
-                etag=result.headers.get("etag") or src.etag,
-                last_modified=result.headers.get("last-modified") or src.last_modified,
-                fetch_url=moved,
-            )
-            report.not_modified += 1
+            await queue.put(FetchRecord(
+                src.url, now + poll_interval(every, result.headers),
+                result.headers.get("etag") or src.etag, result.headers.get("last-modified") or src.last_modified,
+                None, result.permanent_redirect,
+            ))  # fmt: skip
             return
-        parsed = await asyncio.to_thread(
-            parse_feed, result.content, url=src.url, section=src.section, tz=tz, now=now, headers=result.headers
-        )
-        articles = [route(a, routes.get(src.url, ())) for a in parsed.articles]
-        async with writing:
-            new, updated = await asyncio.to_thread(
-                store.record_fetch_success,
-                src.url,
-                now,
-                now + poll_interval(every, result.headers, parsed.ttl_minutes),
-                etag=result.headers.get("etag"),
-                last_modified=result.headers.get("last-modified"),
-                articles=articles,
-                fetch_url=moved,
+        try:
+            parsed = await asyncio.to_thread(
+                parse_feed, result.content, url=src.url, section=src.section, tz=tz, now=now, headers=result.headers
             )
+        except FeedServiceError as exc:
+            retry = next_attempt_after_failure(now, every, src.failures)
+            await queue.put(_Failure(src.url, str(getattr(exc, "message", exc)), retry))
+            return
+        articles = tuple(route(a, routes.get(src.url, ())) for a in parsed.articles)
+        await queue.put(FetchRecord(
+            src.url, now + poll_interval(every, result.headers, parsed.ttl_minutes),
+            result.headers.get("etag"), result.headers.get("last-modified"), articles, result.permanent_redirect,
+        ))  # fmt: skip
+
+    async def writer() -> None:
+        done = False
+        while not done:
+            items = [await queue.get()]
+            while len(items) < batch and not queue.empty():
+                items.append(queue.get_nowait())
+            done = items[-1] is None
+            records = [x for x in items if isinstance(x, FetchRecord)]
+            failures = [x for x in items if isinstance(x, _Failure)]
+            if records:
+                await asyncio.to_thread(_store_records, store, records, now, report)
+            for f in failures:
+                await asyncio.to_thread(_record_failure, store, f, now, report)
+
+    writing = asyncio.create_task(writer())
+    try:
+        await asyncio.gather(*(one(s) for s in due))
+    finally:
+        await queue.put(None)
+        await writing
+    return report
+
+
+def _store_records(store: SourceStore, records: list[FetchRecord], now: datetime, report: CollectReport) -> None:
+    try:
+        counts = store.record_fetches(records, now)
+    except FeedServiceError as exc:
+        # The batch failed as a whole (a database problem): record it per source, keep going.
+        for r in records:
+            _record_failure(store, _Failure(r.url, f"storing failed: {exc}", r.next_attempt), now, report)
+        return
+    for record, (new, updated) in zip(records, counts, strict=True):
+        if record.articles is None:
+            report.not_modified += 1
+            continue
         report.fetched += 1
         report.new_articles += new
         report.updated_articles += updated
         log.info(
-            "collected %s: %d entries, %d new, %d updated",
-            src.url,
-            len(articles),
-            new,
-            updated,
-            extra={"source": src.url, "new": new, "updated": updated},
+            "collected %s: %d entries, %d new, %d updated", record.url, len(record.articles), new, updated,
+            extra={"source": record.url, "new": new, "updated": updated},
+        )  # fmt: skip
+
+
+def _record_failure(store: SourceStore, failure: _Failure, now: datetime, report: CollectReport) -> None:
+    report.failed += 1
+    if failure.gone:
+        report.errors[failure.url] = f"{failure.message}: disabled"
+        log.warning(
+            "source gone, disabled: %s: %s",
+            failure.url,
+            failure.message,
+            extra={"source": failure.url, "error": failure.message},
         )
-
-    await asyncio.gather(*(one(s) for s in due))
-    return report
-
-
-def _fail(
-    store: SourceStore,
-    report: CollectReport,
-    src: SourceState,
-    message: str,
-    now: datetime,
-    every: timedelta,
-    retry_after: float | None,
-) -> None:
-    report.failed += 1
-    report.errors[src.url] = message
-    retry = next_attempt_after_failure(now, every, src.failures, retry_after)
+        store.disable_source(
+            failure.url, f"{failure.message} (disabled; change its URL in the config to enable it again)", now
+        )
+        return
+    report.errors[failure.url] = failure.message
     log.warning(
-        "source failed: %s: %s (retry at %s)",
-        src.url,
-        message,
-        retry.isoformat(timespec="seconds"),
-        extra={"source": src.url, "error": message},
-    )
-    store.record_fetch_failure(src.url, message, now, retry)
-
-
-def _gone(store: SourceStore, report: CollectReport, src: SourceState, message: str, now: datetime) -> None:
-    report.failed += 1
-    report.errors[src.url] = f"{message}: disabled"
-    log.warning("source gone, disabled: %s: %s", src.url, message, extra={"source": src.url, "error": message})
-    store.disable_source(src.url, f"{message} (disabled; change its URL in the config to enable it again)", now)
+        "source failed: %s: %s (retry at %s)", failure.url, failure.message,
+        failure.next_attempt.isoformat(timespec="seconds"), extra={"source": failure.url, "error": failure.message},
+    )  # fmt: skip
+    store.record_fetch_failure(failure.url, failure.message, now, failure.next_attempt)

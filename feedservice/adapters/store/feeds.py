@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
 from feedservice.adapters.store import schema as t
 from feedservice.adapters.store._base import StoreBase
-from feedservice.model import Article, Section, SourceState
+from feedservice.model import Article, FetchRecord, Section, SourceState
 
 
 def article_hash(a: Article) -> str:
     """A digest of everything a reader would see change; an equal hash means "not modified"."""
-    payload = [
-        a.url,
-        a.section,
-        a.title,
-        a.summary_html,
-        a.content_html,
-        a.author,
-        list(a.categories),
-        a.image_url,
-        a.published.isoformat() if a.published else None,
-    ]
-    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
+    fields = (
+        a.url, a.section, a.title, a.summary_html, a.content_html, a.author, "\x1e".join(a.categories),
+        a.image_url or "", a.published.isoformat() if a.published else "",
+    )  # fmt: skip
+    return hashlib.blake2b("\x1f".join(fields).encode(), digest_size=16).hexdigest()
 
 
 def _article(row: Any) -> Article:
@@ -134,55 +125,75 @@ class FeedStoreMixin(StoreBase):
         *,
         etag: str | None,
         last_modified: str | None,
-        articles: Sequence[Article] = (),
+        articles: Sequence[Article] | None = (),
         fetch_url: str | None = None,
     ) -> tuple[int, int]:
-        """Store a source's articles and its new fetch state in one transaction.
+        """One source's fetch; see ``record_fetches``."""
+        arts = None if articles is None else tuple(articles)
+        [counts] = self.record_fetches([FetchRecord(url, next_attempt, etag, last_modified, arts, fetch_url)], now)
+        return counts
 
-        Returns (new, updated) article counts. An unchanged article is not rewritten;
-        a changed one is updated in place with ``updated`` moved to ``now``.
+    def record_fetches(self, records: Sequence[FetchRecord], now: datetime) -> list[tuple[int, int]]:
+        """Store several sources' articles and fetch state in one transaction (none is half-stored).
+
+        Returns (new, updated) article counts per record. An unchanged article is not rewritten;
+        a changed one is updated in place with ``updated`` moved to ``now``, but only by the
+        source it was first collected from; an article already stored (same id, or same link)
+        is never stored twice.
         """
-        new = changed = 0
-        with self._tx(f"storing articles of {url}") as conn:
-            known = self._known_articles(conn, articles)
-            inserts: dict[str, dict[str, Any]] = {}
-            for a in articles:
-                have = known.get(a.id) or (known.get("url:" + a.url) if _dedupable(a.url) else None)
-                if have is None:
-                    if a.id not in inserts and not any(
-                        r["url"] == a.url and _dedupable(a.url) for r in inserts.values()
-                    ):
-                        inserts[a.id] = _row(a, article_hash(a), now)
+        counts: list[tuple[int, int]] = []
+        with self._tx("storing fetched sources") as conn:
+            known = self._known_articles(conn, [a for r in records for a in (r.articles or ())])
+            inserts: list[dict[str, Any]] = []
+            for record in records:
+                new = changed = 0
+                for a in record.articles or ():
+                    have = known.get(a.id) or (known.get("url:" + a.url) if _dedupable(a.url) else None)
+                    h = article_hash(a) if have is None or have[0] == a.id else None
+                    if have is None:
+                        inserts.append(_row(a, h or article_hash(a), now))
+                        known[a.id] = (a.id, inserts[-1]["content_hash"], record.url)
+                        if _dedupable(a.url):
+                            known["url:" + a.url] = known[a.id]
                         new += 1
-                    continue  # else: the same entry twice in one feed; the first wins
-                stored_id, stored_hash, owner = have
-                a = replace(a, id=stored_id)
-                h = article_hash(a)
-                if owner != url or stored_hash == h:
-                    continue  # unchanged, or first collected from another source, which owns it
-                row = _row(replace(a, updated=now), h, now)
-                del row["first_seen"]
-                if a.published is None:
-                    del row["published"]  # keep the first-seen time it was given
-                conn.execute(t.articles.update().where(t.articles.c.id == stored_id).values(**row))
-                changed += 1
+                        continue
+                    stored_id, stored_hash, owner = have
+                    if stored_id != a.id:
+                        a = replace(a, id=stored_id)
+                        h = article_hash(a)
+                    if owner != record.url or stored_hash == h:
+                        continue  # unchanged, or owned by the source it was first collected from
+                    row = _row(replace(a, updated=now), h or article_hash(a), now)
+                    del row["first_seen"]
+                    if a.published is None:
+                        del row["published"]  # keep the first-seen time it was given
+                    conn.execute(t.articles.update().where(t.articles.c.id == stored_id).values(**row))
+                    known[stored_id] = (stored_id, row["content_hash"], owner)
+                    changed += 1
+                counts.append((new, changed))
             if inserts:
-                conn.execute(t.articles.insert(), list(inserts.values()))
+                conn.execute(t.articles.insert(), inserts)
+            src = t.sources.c
             conn.execute(
                 t.sources.update()
-                .where(t.sources.c.url == url)
+                .where(src.url == sa.bindparam("b_url"))
                 .values(
-                    etag=etag,
-                    last_modified=last_modified,
+                    etag=sa.bindparam("b_etag"),
+                    last_modified=sa.bindparam("b_modified"),
                     last_attempt=now,
                     last_success=now,
                     last_error=None,
                     failures=0,
-                    next_attempt=next_attempt,
-                    **({"fetch_url": fetch_url} if fetch_url else {}),
-                )
-            )
-        return new, changed
+                    next_attempt=sa.bindparam("b_next", type_=t.UTCDateTime),
+                    fetch_url=sa.func.coalesce(sa.bindparam("b_fetch", type_=sa.Text), src.fetch_url),
+                ),
+                [
+                    {"b_url": r.url, "b_etag": r.etag, "b_modified": r.last_modified, "b_next": r.next_attempt,
+                     "b_fetch": r.fetch_url}
+                    for r in records
+                ],
+            )  # fmt: skip
+        return counts
 
     @staticmethod
     def _known_articles(conn: Any, articles: Sequence[Article]) -> dict[str, tuple[str, str, str]]:
@@ -225,8 +236,10 @@ def _dedupable(url: str) -> bool:
     """Whether a link identifies one article (a site's home page, as some feeds give, does not)."""
     if not url:
         return False
-    parts = urlsplit(url)
-    return bool(parts.path.strip("/") or parts.query)
+    sep = url.find("://")
+    rest = url[sep + 3 :] if sep >= 0 else url
+    slash = rest.find("/")
+    return slash >= 0 and bool(rest[slash:].strip("/"))
 
 
 def _row(a: Article, content_hash: str, now: datetime) -> dict[str, Any]:
