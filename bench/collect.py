@@ -51,10 +51,14 @@ def make_feed(i: int, base: str, now: datetime) -> bytes:
         # a photo or a related link (absolute URLs, as the CMS writes them).
         paras = [f"<p>{'&nbsp;'.join(_sentence(rng) for _ in range(4))}</p>" for _ in range(4)]
         if n % 3 == 0:
-            paras.insert(1, f'<figure><img src="{base}/news/photo/{idx}.jpg" alt="{idx}"><figcaption>'
-                         f"{_sentence(rng)}</figcaption></figure>")
+            paras.insert(
+                1,
+                f'<figure><img src="{base}/news/photo/{idx}.jpg" alt="{idx}"><figcaption>'
+                f"{_sentence(rng)}</figcaption></figure>",
+            )
         if n % 5 == 0:
-            paras.append(f'<p>관련 기사: <a href="{base}/news/articleView.html?idxno={idx - 7}">{_sentence(rng)}</a></p>')
+            related = f"{base}/news/articleView.html?idxno={idx - 7}"
+            paras.append(f'<p>관련 기사: <a href="{related}">{_sentence(rng)}</a></p>')
         body = "".join(paras)
         items.append(
             f"""    <item>

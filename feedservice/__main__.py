@@ -1,3 +1,4 @@
 from feedservice.entry.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # process pools re-import the main module: run nothing then
+    raise SystemExit(main())

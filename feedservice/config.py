@@ -136,6 +136,7 @@ class CollectConfig(_Table):
     timeout: float = Field(default=30.0, gt=0, le=600)
     max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     allow_hosts: tuple[str, ...] = ()
+    parse_processes: int = Field(default=0, ge=0, le=64)
 
 
 class FeedsConfig(_Table):

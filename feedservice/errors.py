@@ -25,6 +25,9 @@ class ConfigError(FeedServiceError):
         self.path, self.key, self.message = path, key, message
         super().__init__(f"{path}: {key}: {message}" if key else f"{path}: {message}")
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]  # pickles across process pools
+        return (type(self), (self.path, self.key, self.message))
+
 
 class StorageError(FeedServiceError):
     pass
@@ -35,17 +38,26 @@ class FetchError(FeedServiceError):
         self.url, self.message, self.retry_after, self.gone = url, message, retry_after, gone
         super().__init__(f"{url}: {message}")
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild_fetch_error, (self.url, self.message, self.retry_after, self.gone))
+
 
 class ParseError(FeedServiceError):
     def __init__(self, url: str, message: str) -> None:
         self.url, self.message = url, message
         super().__init__(f"{url}: {message}")
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.url, self.message))
+
 
 class WeatherError(FeedServiceError):
     def __init__(self, provider: str, message: str) -> None:
         self.provider, self.message = provider, message
         super().__init__(f"weather provider {provider}: {message}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.provider, self.message))
 
 
 class TemplateError(FeedServiceError):
@@ -63,3 +75,7 @@ class DeliveryError(FeedServiceError):
 
 class DeliveryFatal(DeliveryError):
     """Not about one recipient: the server refuses us (auth, TLS); stop the whole run."""
+
+
+def _rebuild_fetch_error(url: str, message: str, retry_after: float | None, gone: bool) -> FetchError:
+    return FetchError(url, message, retry_after=retry_after, gone=gone)

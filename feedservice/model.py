@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from urllib.parse import urlsplit
 
+from feedservice.text import sanitized_to_text
+
 
 @dataclass(frozen=True, slots=True)
 class Section:
@@ -56,7 +58,6 @@ class Article:
     section: str
     title: str
     summary_html: str = ""
-    summary_text: str = ""
     content_html: str = ""
     author: str = ""
     categories: tuple[str, ...] = ()
@@ -66,6 +67,11 @@ class Article:
     published: datetime | None = None
     updated: datetime | None = None
     source_url: str = ""
+
+    @property
+    def summary_text(self) -> str:
+        """The summary as plain text (derived from the sanitised HTML, not stored)."""
+        return sanitized_to_text(self.summary_html)
 
     def sort_key(self) -> datetime:
         return self.published or self.updated or datetime.min

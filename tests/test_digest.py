@@ -43,7 +43,7 @@ def _art(n: int, section: str, title: str, hours: float) -> Article:
         url=f"https://www.newsspace.kr/news/{n}",
         section=section,
         title=title,
-        summary_text=f"[뉴스스페이스=김정영 기자] 기사 {n}의 요약입니다.",
+        summary_html=f"<p>[뉴스스페이스=김정영 기자] 기사 {n}의 요약입니다.</p>",
         author="김정영",
         published=NOW - timedelta(hours=hours),
         image_url="https://www.newsspace.kr/p.jpg" if n == 1 else None,

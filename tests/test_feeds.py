@@ -32,7 +32,6 @@ def _store_with_articles(tmp_path: Path):  # type: ignore[no-untyped-def]
             section="bigtech",
             title=f'빅테크 <기사> & "{n}"',
             summary_html=f"<p>요약 <b>{n}</b></p>",
-            summary_text=f"요약 {n}",
             author="김정영",
             categories=("빅테크", "AI"),
             image_url=f"https://www.newsspace.kr/photo/{n}.jpg",

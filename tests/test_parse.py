@@ -104,8 +104,9 @@ def test_relative_links_resolve_against_the_entry() -> None:
 <description><![CDATA[<p><img src="/photo/7.jpg"> <a href="../related/8">related</a></p>]]></description></item>
 </channel></rss>"""
     for fast in (True, False):
-        [a] = parse_feed(feed, url="https://www.newsspace.kr/rss/S1N1.xml", section="s", tz=KST, now=NOW,
-                         fast=fast).articles
+        [a] = parse_feed(
+            feed, url="https://www.newsspace.kr/rss/S1N1.xml", section="s", tz=KST, now=NOW, fast=fast
+        ).articles
         assert a.url == "https://www.newsspace.kr/news/articleView.html?idxno=7"
         assert a.image_url == "https://www.newsspace.kr/photo/7.jpg"
         assert 'src="https://www.newsspace.kr/photo/7.jpg"' in a.summary_html

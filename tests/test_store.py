@@ -22,7 +22,6 @@ def _article(n: int, **kw: object) -> Article:
         section="bigtech",
         title=f"빅테크 기사 {n}",
         summary_html=f"<p>요약 {n}</p>",
-        summary_text=f"요약 {n}",
         author="김정영",
         categories=("빅테크",),
         published=NOW - timedelta(hours=n),

@@ -100,7 +100,7 @@ def entry_to_article(
 ) -> Article | None:
     """Normalise one feedparser entry; None when it has neither a title nor a link."""
     raw_link = (entry.get("link") or "").strip()
-    link = _safe_url(urljoin(source_url, raw_link)) if raw_link else None
+    link = raw_link if raw_link.startswith(("http://", "https://")) else _absolute(source_url, raw_link)
     url = canonical_url(link) if link else ""
     base = link or source_url
     title = clean_text(html.unescape(entry.get("title", "") or "")) if entry.get("title") else ""
@@ -113,10 +113,11 @@ def entry_to_article(
     summary_raw = entry.get("summary", "") or content_raw
     summary_html = sanitize_html(summary_raw, base)
     content_html = sanitize_html(content_raw, base) if content_raw and content_raw != summary_raw else ""
-    summary_text = sanitized_to_text(summary_html)
     if not title and not url:
         return None
+    summary_text = ""
     if not title:
+        summary_text = sanitized_to_text(summary_html)
         title = summary_text[:80] or url
     published = _when(entry, "published", tz) or _when(entry, "updated", tz)
     updated = _when(entry, "updated", tz)
@@ -125,10 +126,11 @@ def entry_to_article(
     if updated and updated > now + _FUTURE_SLACK:
         updated = None
     author = clean_text(_EMAIL.sub("", entry.get("author", "") or "")).strip("()<> ").strip()
-    if not author and (
-        m := _BYLINE.search(summary_text) or (content_html and _BYLINE.search(sanitized_to_text(content_html)))
-    ):
-        author = m.group(1)
+    if not author:
+        m = _BYLINE.search(summary_text or sanitized_to_text(summary_html))
+        if m is None and content_html:
+            m = _BYLINE.search(sanitized_to_text(content_html))
+        author = m.group(1) if m else ""
     guid = clean_text(entry.get("id", "") or "")
     if guid and (guid.rstrip("/") == _source_root(source_url) or _is_site_root(guid)):
         guid = ""  # e.g. a guid that is just the site's home page: not an identity
@@ -143,7 +145,6 @@ def entry_to_article(
         section=section,
         title=title,
         summary_html=summary_html,
-        summary_text=summary_text,
         content_html=content_html,
         author=author,
         categories=tuple(
@@ -151,7 +152,7 @@ def entry_to_article(
                 clean_text(t.get("term") or "") for t in entry.get("tags", ()) if (t.get("term") or "").strip()
             )
         ),
-        image_url=_safe_url(urljoin(base, image_url.strip())) if image_url else None,
+        image_url=_absolute(base, image_url.strip()) if image_url else None,
         image_type=image_type,
         image_length=image_length,
         published=published,
@@ -161,8 +162,19 @@ def entry_to_article(
 
 
 def _is_site_root(url: str) -> bool:
-    parts = urlsplit(url)
-    return bool(parts.scheme in ("http", "https") and parts.path in ("", "/") and not parts.query)
+    """http(s)://host or http(s)://host/ (nothing after the host)."""
+    if not url.startswith(("http://", "https://")):
+        return False
+    rest = url.split("://", 1)[1]
+    slash = rest.find("/")
+    return slash < 0 or rest[slash:] == "/"
+
+
+def _absolute(base: str, url: str) -> str | None:
+    """``url`` resolved against ``base``, if the result is an http(s) URL."""
+    if url.startswith(("http://", "https://")):
+        return url
+    return _safe_url(urljoin(base, url)) if url else None
 
 
 _ROOT = re.compile(rb"<[A-Za-z_]")

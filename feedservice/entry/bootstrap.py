@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import secrets
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -50,6 +53,7 @@ class App:
     store: Store
     clock: Callable[[], datetime] = utcnow
     _secret: bytes | None = field(default=None, repr=False)
+    _parser_pool: ProcessPoolExecutor | None = field(default=None, repr=False)
 
     # -- parts -------------------------------------------------------------------------------
     @property
@@ -149,6 +153,20 @@ class App:
         self.store.sync_sections(self.sections)
         self.store.sync_sources((s.url, s.section, s.name) for s in self.settings.sources)
 
+    def parser_pool(self) -> ProcessPoolExecutor | None:
+        """Worker processes for feed parsing (CPU-bound), or None to parse in threads.
+
+        ``collect.parse_processes`` = 0 means one per CPU core when there are several.
+        """
+        wanted = self.settings.collect.parse_processes or (os.cpu_count() or 1)
+        if wanted < 2:
+            return None
+        if self._parser_pool is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["feedservice.adapters.parse"])
+            self._parser_pool = ProcessPoolExecutor(max_workers=wanted, mp_context=ctx)
+        return self._parser_pool
+
     async def collect(self, *, force: bool = False) -> collect_service.CollectReport:
         fetcher = self.make_fetcher()
         try:
@@ -171,6 +189,7 @@ class App:
                 concurrency=c.concurrency,
                 per_host=c.per_host,
                 force=force,
+                executor=self.parser_pool(),
             )
         finally:
             await fetcher.aclose()
@@ -271,6 +290,9 @@ class App:
             await asyncio.to_thread(self.build_feeds)
 
     def close(self) -> None:
+        if self._parser_pool is not None:
+            self._parser_pool.shutdown(wait=True, cancel_futures=True)
+            self._parser_pool = None
         self.store.close()
 
 

@@ -9,10 +9,13 @@ source; 410 Gone disables it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -109,12 +112,15 @@ async def collect(
     per_host: int = 4,
     force: bool = False,
     batch: int = 50,
+    executor: Executor | None = None,
 ) -> CollectReport:
     """Fetch every due source once and store what changed; never raises for one source's failure.
 
-    Fetching and parsing run concurrently; one writer stores the results in batches (one
-    transaction each, so a crash never leaves half a feed) and is the only one writing, which
-    also keeps deduplication by link free of races.
+    Fetching and parsing run concurrently (parsing in ``executor``, e.g. a process pool, or
+    in threads); one writer stores the results in batches (one transaction each, so a crash
+    never leaves half a feed) and is the only one writing, which also keeps deduplication by
+    link free of races. At most ``concurrency`` sources are in flight, from request to queued
+    result, and the queue is bounded, so memory does not grow with the number of sources.
     """
     report = CollectReport()
     sources = store.list_sources()
@@ -123,17 +129,20 @@ async def collect(
     limit = asyncio.Semaphore(concurrency)
     hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
     intervals, routes = intervals or {}, routes or {}
-    queue: asyncio.Queue[FetchRecord | _Failure | None] = asyncio.Queue()
+    queue: asyncio.Queue[FetchRecord | _Failure | None] = asyncio.Queue(maxsize=2 * batch)
+    loop = asyncio.get_running_loop()
 
     async def one(src: SourceState) -> None:
-        every = intervals.get(src.url, interval)
         async with limit, hosts[urlsplit(src.current_url).hostname or ""]:
-            try:
-                result = await fetcher.fetch(src.current_url, etag=src.etag, last_modified=src.last_modified)
-            except FetchError as exc:
-                retry = next_attempt_after_failure(now, every, src.failures, exc.retry_after)
-                await queue.put(_Failure(src.url, exc.message, retry, gone=exc.gone))
-                return
+            await queue.put(await _fetch_and_parse(src))
+
+    async def _fetch_and_parse(src: SourceState) -> FetchRecord | _Failure:
+        every = intervals.get(src.url, interval)
+        try:
+            result = await fetcher.fetch(src.current_url, etag=src.etag, last_modified=src.last_modified)
+        except FetchError as exc:
+            retry = next_attempt_after_failure(now, every, src.failures, exc.retry_after)
+            return _Failure(src.url, exc.message, retry, gone=exc.gone)
         if result.permanent_redirect:
             log.info(
                 "source moved permanently: %s → %s",
@@ -142,25 +151,34 @@ async def collect(
                 extra={"source": src.url},
             )
         if result.not_modified:
-            await queue.put(FetchRecord(
+            return FetchRecord(
                 src.url, now + poll_interval(every, result.headers),
                 result.headers.get("etag") or src.etag, result.headers.get("last-modified") or src.last_modified,
                 None, result.permanent_redirect,
-            ))  # fmt: skip
-            return
+            )  # fmt: skip
+        nonlocal executor
+        job = functools.partial(
+            parse_feed, result.content, url=src.url, section=src.section, tz=tz, now=now, headers=result.headers
+        )
         try:
-            parsed = await asyncio.to_thread(
-                parse_feed, result.content, url=src.url, section=src.section, tz=tz, now=now, headers=result.headers
-            )
+            parsed = await loop.run_in_executor(executor, job)
         except FeedServiceError as exc:
             retry = next_attempt_after_failure(now, every, src.failures)
-            await queue.put(_Failure(src.url, str(getattr(exc, "message", exc)), retry))
-            return
+            return _Failure(src.url, str(getattr(exc, "message", exc)), retry)
+        except BrokenProcessPool:
+            log.error("the parser process died on %s; parsing in threads for the rest of this run", src.url)
+            executor = None
+            return _Failure(src.url, "the parser process died on this feed", next_attempt_after_failure(
+                now, every, src.failures))  # fmt: skip
+        except Exception as exc:  # a bug must not stop the other sources
+            log.exception("parsing %s failed unexpectedly", src.url, extra={"source": src.url})
+            retry = next_attempt_after_failure(now, every, src.failures)
+            return _Failure(src.url, f"internal error while parsing: {exc.__class__.__name__}: {exc}", retry)
         articles = tuple(route(a, routes.get(src.url, ())) for a in parsed.articles)
-        await queue.put(FetchRecord(
+        return FetchRecord(
             src.url, now + poll_interval(every, result.headers, parsed.ttl_minutes),
             result.headers.get("etag"), result.headers.get("last-modified"), articles, result.permanent_redirect,
-        ))  # fmt: skip
+        )  # fmt: skip
 
     async def writer() -> None:
         done = False

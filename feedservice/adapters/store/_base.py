@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from feedservice.adapters.store.schema import UTCDateTime
 from feedservice.errors import StorageError
 
 
@@ -56,8 +59,49 @@ class StoreBase:
         with wrap_errors(what), self.engine.begin() as conn:
             yield conn
 
+    def _bulk_insert(self, conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """INSERT many rows with the driver's executemany, skipping SQLAlchemy's per-row work.
+
+        The collector stores thousands of articles a second; the Core insert spent more time
+        preparing parameters than SQLite spent writing them. Values are converted here as the
+        column types would: aware datetimes to UTC (naive text on SQLite), JSON to text.
+        """
+        if not rows:
+            return
+        names = list(rows[0])
+        sqlite = self.engine.dialect.name == "sqlite"
+        mark = "?" if sqlite else "%s"
+        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+        converters = []
+        for name in names:
+            col_type = table.c[name].type
+            if isinstance(col_type, UTCDateTime):
+                converters.append(_sqlite_time if sqlite else _utc)
+            elif isinstance(col_type, sa.JSON):
+                converters.append(_json)
+            else:
+                converters.append(None)
+        params = [
+            tuple(v if (f is None or v is None) else f(v) for f, v in zip(converters, row.values(), strict=True))
+            for row in rows
+        ]
+        conn.exec_driver_sql(sql, params)
+
     def _insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ON CONFLICT for the engine's dialect."""
         if self.engine.dialect.name == "postgresql":
             return postgresql.insert(table)
         return sqlite.insert(table)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _sqlite_time(value: datetime) -> str:
+    # The text form SQLAlchemy's SQLite DateTime type writes and reads.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)

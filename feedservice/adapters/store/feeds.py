@@ -31,7 +31,6 @@ def _article(row: Any) -> Article:
         section=row.section,
         title=row.title,
         summary_html=row.summary_html,
-        summary_text=row.summary_text,
         content_html=row.content_html,
         author=row.author,
         categories=tuple(row.categories or ()),
@@ -171,8 +170,7 @@ class FeedStoreMixin(StoreBase):
                     known[stored_id] = (stored_id, row["content_hash"], owner)
                     changed += 1
                 counts.append((new, changed))
-            if inserts:
-                conn.execute(t.articles.insert(), inserts)
+            self._bulk_insert(conn, t.articles, inserts)
             src = t.sources.c
             conn.execute(
                 t.sources.update()
@@ -249,7 +247,6 @@ def _row(a: Article, content_hash: str, now: datetime) -> dict[str, Any]:
         "section": a.section,
         "title": a.title,
         "summary_html": a.summary_html,
-        "summary_text": a.summary_text,
         "content_html": a.content_html,
         "author": a.author,
         "categories": list(a.categories),

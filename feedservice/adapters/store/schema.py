@@ -76,7 +76,6 @@ articles = sa.Table(
     sa.Column("section", sa.String(64), nullable=False),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("summary_html", sa.Text, nullable=False, default=""),
-    sa.Column("summary_text", sa.Text, nullable=False, default=""),
     sa.Column("content_html", sa.Text, nullable=False, default=""),
     sa.Column("author", sa.Text, nullable=False, default=""),
     sa.Column("categories", sa.JSON, nullable=False, default=list),
