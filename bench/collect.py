@@ -28,7 +28,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, Nginx, median, peak_rss_mb, run_child, write_section
+from _common import ROOT, Nginx, TreeMemory, median, run_child, write_section
 
 WORK = ROOT / "var" / "bench"
 WORDS = (
@@ -105,6 +105,7 @@ def child_feedservice(urls: list[str], reps: int) -> None:
     from feedservice.entry.bootstrap import make_app
 
     cold, warm, articles = [], [], 0
+    memory = TreeMemory().__enter__()
     for _ in range(reps):
         with tempfile.TemporaryDirectory() as tmp:
             data = {
@@ -127,7 +128,9 @@ def child_feedservice(urls: list[str], reps: int) -> None:
             assert report2.not_modified == len(urls), report2.summary()
             articles = app.store.count_articles()
             app.close()
-    print(json.dumps({"cold": cold, "warm": warm, "entries": articles, "peak_mb": peak_rss_mb()}))
+    memory.__exit__()
+    # Peak resident memory of the whole process tree (the parser pool included).
+    print(json.dumps({"cold": cold, "warm": warm, "entries": articles, "peak_mb": memory.peak_mb}))
 
 
 def reader_python() -> str:
@@ -209,11 +212,12 @@ def _markdown(rows: list[dict], args: argparse.Namespace) -> str:  # type: ignor
     out = [
         "## Collect (issue 3)",
         "",
-        f"`.venv/bin/python bench/collect.py --n {' '.join(map(str, args.n))} --reps {args.reps} "
-        f"--reader-reps {args.reader_reps}` on {datetime.now(UTC):%Y-%m-%d}, 2 cores. N RSS feeds of 50 entries "
+        f"`.venv/bin/python bench/collect.py {' '.join(a for a in sys.argv[1:] if a != '--write')}` on "
+        f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores. N RSS feeds of 50 entries "
         "(Korean text, ~100 KB each) served by Debian's nginx on 127.0.0.1; cold = empty database, warm = "
-        "nothing changed (all 304). Medians; each side in its own process; reader 3.26 `update_feeds()` "
-        "as the baseline.",
+        "nothing changed (all 304). Medians; each side in its own process; reader 3.26 "
+        "`update_feeds(scheduled=False)` as the baseline. Peak memory is the resident memory of the whole "
+        "process tree (feedservice's parser pool included), sampled every 20 ms.",
         "",
         "| N | feedservice cold (feeds/s) | reader cold | ratio | feedservice warm (feeds/s) | reader warm | ratio "
         "| feedservice peak MB | reader peak MB |",

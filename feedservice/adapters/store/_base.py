@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -72,11 +73,11 @@ class StoreBase:
         sqlite = self.engine.dialect.name == "sqlite"
         mark = "?" if sqlite else "%s"
         sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
-        converters = []
+        converters: list[Any] = []
         for name in names:
             col_type = table.c[name].type
             if isinstance(col_type, UTCDateTime):
-                converters.append(_sqlite_time if sqlite else _utc)
+                converters.append(functools.lru_cache(maxsize=256)(_sqlite_time) if sqlite else _utc)
             elif isinstance(col_type, sa.JSON):
                 converters.append(_json)
             else:
@@ -99,8 +100,8 @@ def _utc(value: datetime) -> datetime:
 
 
 def _sqlite_time(value: datetime) -> str:
-    # The text form SQLAlchemy's SQLite DateTime type writes and reads.
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # The text form SQLAlchemy's SQLite DateTime type writes and reads: "YYYY-MM-DD HH:MM:SS.ffffff".
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _json(value: Any) -> str:

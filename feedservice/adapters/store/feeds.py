@@ -147,12 +147,13 @@ class FeedStoreMixin(StoreBase):
             for record in records:
                 new = changed = 0
                 for a in record.articles or ():
-                    have = known.get(a.id) or (known.get("url:" + a.url) if _dedupable(a.url) else None)
+                    by_link = _dedupable(a.url)
+                    have = known.get(a.id) or (known.get("url:" + a.url) if by_link else None)
                     h = article_hash(a) if have is None or have[0] == a.id else None
                     if have is None:
                         inserts.append(_row(a, h or article_hash(a), now))
                         known[a.id] = (a.id, inserts[-1]["content_hash"], record.url)
-                        if _dedupable(a.url):
+                        if by_link:
                             known["url:" + a.url] = known[a.id]
                         new += 1
                         continue
