@@ -146,9 +146,12 @@ class FeedsConfig(_Table):
 
 
 class WeatherConfig(_Table):
-    provider: Literal["kma", "open-meteo", "none"] = "kma"
+    provider: Literal["kma", "asos", "open-meteo", "none"] = "kma"
     stations: tuple[int, ...] = DEFAULT_STATION_IDS
     api_key_env: EnvName = "KMA_API_KEY"
+    data_go_kr_key_env: EnvName = "DATA_GO_KR_KEY"
+    forecast: bool = False
+    forecast_base_url: HttpUrl | None = None
     base_url: HttpUrl | None = None
     fallback: Literal["open-meteo", "none"] = "open-meteo"
     fallback_base_url: HttpUrl | None = None

@@ -142,12 +142,24 @@ class Observation:
 
 
 @dataclass(frozen=True, slots=True)
+class Forecast:
+    """Today's forecast for a station's grid cell (KMA 단기예보)."""
+
+    station_id: int
+    day: date
+    low: float | None
+    high: float | None
+    rain_chance: int | None  # the highest POP between 06 and 21 h, in %
+
+
+@dataclass(frozen=True, slots=True)
 class WeatherBlock:
     """The weather lines shown in the digest, in station order, plus a notice when degraded."""
 
     observations: tuple[Observation, ...]
     notice: str | None = None
     stale_before: datetime | None = None
+    forecasts: tuple[Forecast, ...] = ()
 
 
 class SubscriberStatus(enum.StrEnum):

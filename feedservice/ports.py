@@ -17,6 +17,7 @@ from feedservice.model import (
     DeliveryStatus,
     FetchRecord,
     FetchResult,
+    Forecast,
     Observation,
     ParsedFeed,
     SourceState,
@@ -53,6 +54,14 @@ class WeatherProvider(Protocol):
 
     async def observe(self, station_ids: Sequence[int], now: datetime) -> list[Observation]:
         """The latest observation per station; raise ``WeatherError`` when the provider fails."""
+        ...
+
+
+class ForecastProvider(Protocol):
+    name: str
+
+    async def forecast(self, station_ids: Sequence[int], now: datetime) -> list[Forecast]:
+        """Today's forecast per station; raise ``WeatherError`` when the provider fails."""
         ...
 
 

@@ -7,8 +7,9 @@ import os
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +48,8 @@ class FeedServer:
 
     def __init__(self) -> None:
         self.files: dict[str, Served] = {}
+        # path → function of the query parameters, for servers that answer by query (APIs)
+        self.dynamic: dict[str, Callable[[dict[str, str]], Served]] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.closing = False
         server = self
@@ -56,7 +59,10 @@ class FeedServer:
 
             def do_GET(self) -> None:
                 server.requests.append((self.path, dict(self.headers)))
-                item = server.files.get(self.path.split("?", 1)[0])
+                path, _, query = self.path.partition("?")
+                item = server.files.get(path)
+                if path in server.dynamic:
+                    item = server.dynamic[path](dict(urllib.parse.parse_qsl(query)))
                 if item is None:
                     self._send(404, b"not found", {"Content-Type": "text/plain"})
                     return
@@ -255,7 +261,8 @@ output_dir = "{dir}/feeds"
 [weather]
 provider = "{weather_provider}"
 api_key_env = "FS_TEST_KMA_KEY"
-fallback = "none"
+data_go_kr_key_env = "FS_TEST_KMA_KEY"
+fallback = "{fallback}"
 {weather_extra}
 
 [digest]
@@ -277,6 +284,7 @@ def write_config(
     sources: list[tuple[str, str]] = (),  # type: ignore[assignment]
     weather_provider: str = "none",
     weather_extra: str = "",
+    fallback: str = "none",
     delivery_extra: str = "",
     collect_extra: str = "timeout = 5.0",
     allow_hosts: tuple[str, ...] = ("127.0.0.1",),
@@ -288,6 +296,7 @@ def write_config(
         dir=folder,
         weather_provider=weather_provider,
         weather_extra=weather_extra,
+        fallback=fallback,
         delivery_extra=delivery_extra,
         collect_extra=collect_extra,
         allow_hosts="[" + ", ".join(f'"{h}"' for h in allow_hosts) + "]",

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from feedservice.adapters.asos import AsosHourlyProvider
+from feedservice.adapters.forecast import VilageForecastProvider, to_grid
 from feedservice.adapters.kma import KmaSurfaceProvider, parse_sfctm2
 from feedservice.adapters.openmeteo import OpenMeteoProvider
 from feedservice.adapters.store import open_store
 from feedservice.conditions import condition_word, sky_word
 from feedservice.config import Secret
 from feedservice.errors import WeatherError
-from feedservice.services.weather import format_observation, national_summary, refresh_weather, weather_block
+from feedservice.services.weather import (
+    format_forecast,
+    format_observation,
+    national_summary,
+    refresh_weather,
+    weather_block,
+)
 from feedservice.stations import DEFAULT_STATION_IDS
 from tests.conftest import FeedServer, Served, shared_fixture
 
@@ -150,3 +159,130 @@ def test_fallback_to_stored_then_notice(tmp_path: Path) -> None:
     assert len(block.observations) == 16 and block.stale_before is not None
     assert national_summary(block) == "최고 경주시 32.9℃ · 최저 부산 26.6℃"
     store.close()
+
+
+def _asos_by_station() -> dict[str, bytes]:
+    lines = shared_fixture("weather", "asos_hourly_getWthrDataList_16stations.jsonl").read_text(encoding="utf-8")
+    out = {}
+    for line in lines.splitlines():
+        doc = json.loads(line)
+        out[doc["response"]["body"]["items"]["item"][0]["stnId"]] = line.encode()
+    return out
+
+
+def test_asos_provider_gives_the_widget_line(feed_server: FeedServer) -> None:
+    by_station = _asos_by_station()
+    feed_server.dynamic["/asos"] = lambda q: Served(by_station[q["stnIds"]], "application/json")
+    provider = AsosHourlyProvider(Secret("k"), base_url=feed_server.url("/asos"))
+    obs = asyncio.run(provider.observe(DEFAULT_STATION_IDS, datetime(2025, 8, 2, 0, 0, tzinfo=UTC)))
+    by_id = {o.station_id: o for o in obs}
+    assert " / ".join(format_observation(by_id[i]) for i in DEFAULT_STATION_IDS) == WIDGET
+    paths = [p for p, _ in feed_server.requests]
+    assert len(paths) == 16
+    # It serves up to the previous day only: it is asked for 23:00 of the day before.
+    assert all("startDt=20250801" in p and "startHh=23" in p and "dataType=JSON" in p for p in paths)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "status", "message"),
+    [
+        ("asos_error_key_not_registered_http403_sample.json", 403, "SERVICE_KEY_IS_NOT_REGISTERED_ERROR"),
+        ("asos_error_sample.xml", 200, "SERVICE_KEY_IS_NOT_REGISTERED_ERROR (code 30)"),
+        ("asos_error_nodata_sample.json", 200, "service error 03: NO_DATA"),
+    ],
+)
+def test_asos_error_envelopes(feed_server: FeedServer, fixture: str, status: int, message: str) -> None:
+    body = shared_fixture("weather", fixture).read_bytes()
+    feed_server.files["/asos"] = Served(body, "application/json", status=status)
+    provider = AsosHourlyProvider(Secret("k"), base_url=feed_server.url("/asos"))
+    with pytest.raises(WeatherError, match=re.escape(message)):
+        asyncio.run(provider.observe([108], datetime(2025, 8, 2, tzinfo=UTC)))
+
+
+def test_kma_grid_conversion() -> None:
+    assert to_grid(37.57142, 126.9658) == (60, 127)  # 서울, as in KMA's examples
+    assert to_grid(33.51411, 126.52969) == (53, 38)  # 제주
+
+
+def test_forecast_low_high_and_rain_chance(feed_server: FeedServer) -> None:
+    sample = shared_fixture("weather", "vilagefcst_getVilageFcst_sample.json").read_bytes()
+    feed_server.files["/fcst"] = Served(sample, "application/json")
+    provider = VilageForecastProvider(Secret("k"), base_url=feed_server.url("/fcst"))
+    [f] = asyncio.run(provider.forecast([108], datetime(2025, 7, 31, 22, 0, tzinfo=UTC)))  # 07:00 KST
+    assert (f.low, f.high, f.rain_chance) == (25.0, 32.0, 20)
+    path, _ = feed_server.requests[-1]
+    assert "nx=60" in path and "ny=127" in path and "base_date=20250801" in path and "base_time=0200" in path
+    assert format_forecast(f) == "최저 25℃ · 최고 32℃ · 강수확률 20%"
+
+
+def _app(tmp_path: Path, feed_server: FeedServer, extra: str, now: datetime, fallback: str = "none"):  # type: ignore[no-untyped-def]
+    from feedservice.config import load_settings
+    from feedservice.entry.bootstrap import make_app
+    from tests.conftest import write_config
+
+    cfg = write_config(tmp_path, weather_provider="kma", weather_extra=extra, fallback=fallback)
+    return make_app(load_settings(cfg), clock=lambda: now)
+
+
+def test_chain_kma_then_open_meteo_then_stored_then_notice(tmp_path: Path, feed_server: FeedServer) -> None:
+    now = datetime(2025, 8, 1, 6, 10, tzinfo=UTC)
+    one = json.loads(shared_fixture("weather", "openmeteo_current_sample.json").read_text(encoding="utf-8"))
+    feed_server.files["/kma"] = Served(b"upstream error", "text/plain", status=500)
+    feed_server.files["/om"] = Served(json.dumps([one] * 16).encode(), "application/json")
+    extra = f'base_url = "{feed_server.url("/kma")}"\nfallback_base_url = "{feed_server.url("/om")}"\n'
+    app = _app(tmp_path, feed_server, extra, now, fallback="open-meteo")
+    try:
+        report = asyncio.run(app.refresh_weather())
+        assert report.provider == "open-meteo" and "HTTP 500" in report.errors[0]
+        # Everything fails now: the stored observations are used (and marked when old) ...
+        feed_server.files["/om"] = Served(b"{}", "application/json", status=503)
+        later = now + timedelta(hours=5)
+        app.clock = lambda: later
+        block = asyncio.run(app.weather_for_digest())
+        assert len(block.observations) == 16 and block.stale_before is not None
+    finally:
+        app.close()
+    # ... and with nothing stored, the digest gets a one-line notice instead of the block.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    app = _app(fresh, feed_server, f'base_url = "{feed_server.url("/kma")}"', now)
+    try:
+        block = asyncio.run(app.weather_for_digest())
+        assert block.observations == () and block.notice == "날씨 정보를 가져오지 못했습니다."
+    finally:
+        app.close()
+
+
+def test_missing_station_is_named(tmp_path: Path, feed_server: FeedServer) -> None:
+    text = shared_fixture("weather", "apihub_kma_sfctm2_sample.txt").read_text(encoding="utf-8")
+    without_ulsan = "\n".join(line for line in text.splitlines() if " 152 " not in line[:20])
+    feed_server.files["/kma"] = Served(without_ulsan.encode("cp949"), "text/plain")
+    app = _app(
+        tmp_path, feed_server, f'base_url = "{feed_server.url("/kma")}"', datetime(2025, 8, 1, 6, 10, tzinfo=UTC)
+    )
+    try:
+        block = asyncio.run(app.weather_for_digest())
+        assert len(block.observations) == 15 and block.notice == "일부 지점 관측 없음: 울산"
+    finally:
+        app.close()
+
+
+def test_digest_block_carries_the_forecast(tmp_path: Path, feed_server: FeedServer) -> None:
+    text = shared_fixture("weather", "apihub_kma_sfctm2_sample.txt").read_bytes()
+    feed_server.files["/kma"] = Served(text, "text/plain")
+    feed_server.files["/fcst"] = Served(
+        shared_fixture("weather", "vilagefcst_getVilageFcst_sample.json").read_bytes(), "application/json"
+    )
+    extra = (
+        f'base_url = "{feed_server.url("/kma")}"\nforecast = true\nforecast_base_url = "{feed_server.url("/fcst")}"\n'
+    )
+    app = _app(tmp_path, feed_server, extra, datetime(2025, 8, 1, 6, 10, tzinfo=UTC))
+    try:
+        from feedservice.services.digest import weather_context
+
+        block = asyncio.run(app.weather_for_digest())
+        ctx = weather_context(block, app.settings.site.tz)
+        seoul = next(line for line in ctx["lines"] if "서울" in line["text"])
+        assert seoul["text"] == "구름조금 서울 29.1℃" and seoul["forecast"] == "최저 25℃ · 최고 32℃ · 강수확률 20%"
+    finally:
+        app.close()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from feedservice.adapters.asos import AsosHourlyProvider
+from feedservice.adapters.forecast import VilageForecastProvider
 from feedservice.adapters.http import HttpFetcher, user_agent
 from feedservice.adapters.kma import KmaSurfaceProvider
 from feedservice.adapters.maildir import MaildirMailer
@@ -121,9 +123,14 @@ class App:
             return []
         if w.provider == "open-meteo":
             return [OpenMeteoProvider(base_url=w.base_url, timeout=w.timeout)]
-        providers: list[WeatherProvider] = [
-            KmaSurfaceProvider(self.settings.secret(w.api_key_env), base_url=w.base_url, timeout=w.timeout)
-        ]
+        providers: list[WeatherProvider]
+        if w.provider == "asos":
+            key = self.settings.secret(w.data_go_kr_key_env)
+            providers = [AsosHourlyProvider(key, base_url=w.base_url, timeout=w.timeout)]
+        else:
+            providers = [
+                KmaSurfaceProvider(self.settings.secret(w.api_key_env), base_url=w.base_url, timeout=w.timeout)
+            ]
         if w.fallback == "open-meteo":
             providers.append(OpenMeteoProvider(base_url=w.fallback_base_url, timeout=w.timeout))
         return providers
@@ -216,8 +223,17 @@ class App:
         max_age = timedelta(minutes=w.max_age_minutes)
         block = weather.weather_block(self.store, w.stations, self.clock(), max_age)
         if not block.observations or block.stale_before is not None:
-            await self.refresh_weather()
+            try:
+                # Bounded as a whole: a weather problem never holds the digest up for long.
+                await asyncio.wait_for(self.refresh_weather(), w.timeout * 2)
+            except TimeoutError:
+                log.warning("weather refresh gave no answer within %g s; using what is stored", w.timeout * 2)
             block = weather.weather_block(self.store, w.stations, self.clock(), max_age)
+        if w.forecast:
+            provider = VilageForecastProvider(
+                self.settings.secret(w.data_go_kr_key_env), base_url=w.forecast_base_url, timeout=w.timeout
+            )
+            block = await weather.with_forecast(block, provider, w.stations, self.clock(), timeout=w.timeout * 2)
         return block
 
     def edition(self, day: date) -> Edition:

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--all", action="store_true", help="fetch every source, due or not")
     sub.add_parser("sources", help="show each source's state: status, last success, articles, last error")
     sub.add_parser("build-feeds", help="write the RSS and Atom files of every section (only those that changed)")
-    sub.add_parser("weather", help="refresh the weather observations and print the digest's weather block")
+    w = sub.add_parser("weather", help="print the digest's weather block (refreshed when the stored one is stale)")
+    w.add_argument("--refresh", action="store_true", help="ask the providers now, even if what is stored is fresh")
 
     d = sub.add_parser("digest", help="preview, send or inspect the daily digest")
     dsub = d.add_subparsers(dest="digest_command", metavar="ACTION", required=True)

@@ -64,19 +64,24 @@ def cmd_build_feeds(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_weather(app: App, args: argparse.Namespace) -> int:
-    report = asyncio.run(app.refresh_weather())
-    for e in report.errors:
+    errors: list[str] = []
+    if args.refresh:
+        report = asyncio.run(app.refresh_weather())
+        errors = report.errors
+        out.print(f"weather: {report.stations} stations from {report.provider or '(no provider answered)'}")
+    block = asyncio.run(app.weather_for_digest())  # a fresh stored observation is reused
+    for e in errors:
         out.print(f"  {e}")
-    block = asyncio.run(app.weather_for_digest())
     for o in block.observations:
-        out.print(format_observation(o))
-    if line := national_summary(block):
+        line = format_observation(o)
+        if block.stale_before is not None and o.observed_at < block.stale_before:
+            line += f" ({_local(app, o.observed_at)} 관측)"
         out.print(line)
+    if summary := national_summary(block):
+        out.print(summary)
     if block.notice:
         out.print(block.notice)
-    src = report.provider or "(stored observations)"
-    out.print(f"weather: {report.stations} stations from {src}")
-    return OK if report.provider and not report.errors else FAILED
+    return OK if block.observations and not errors else FAILED
 
 
 def _next_edition_day(app: App) -> date:

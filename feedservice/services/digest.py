@@ -28,6 +28,7 @@ from feedservice.errors import TemplateError
 from feedservice.model import Article, Edition, Section, WeatherBlock
 from feedservice.services.weather import (
     CREDIT,
+    format_forecast,
     format_observation,
     is_stale,
     national_summary,
@@ -119,6 +120,7 @@ def _pad(text: str, width: int) -> str:
 def weather_context(block: WeatherBlock, tz: ZoneInfo) -> dict[str, Any]:
     """Lines in the widget's form for HTML, and aligned columns (word, place, temperature) for text."""
     obs = block.observations
+    forecasts = {f.station_id: format_forecast(f) for f in block.forecasts}
     word_w = max((_width(o.condition or "") for o in obs), default=0)
     name_w = max((_width(o.station_name) for o in obs), default=0)
     lines = []
@@ -126,7 +128,14 @@ def weather_context(block: WeatherBlock, tz: ZoneInfo) -> dict[str, Any]:
         stale = o.observed_at.astimezone(tz).strftime("%m/%d %H:%M 관측") if is_stale(block, o) else None
         temp = f"{o.temperature:.1f}℃" if o.temperature is not None else "관측 없음"
         columns = f"{_pad(o.condition or '', word_w)}  {_pad(o.station_name, name_w)}  {temp:>7}"
-        lines.append({"text": format_observation(o), "padded": columns.rstrip(), "stale": stale})
+        lines.append(
+            {
+                "text": format_observation(o),
+                "padded": columns.rstrip(),
+                "stale": stale,
+                "forecast": forecasts.get(o.station_id) or None,
+            }
+        )
     return {
         "lines": lines,
         "summary": national_summary(block),

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from feedservice.errors import WeatherError
-from feedservice.model import Observation, WeatherBlock
-from feedservice.ports import WeatherProvider, WeatherStore
+from feedservice.model import Forecast, Observation, WeatherBlock
+from feedservice.ports import ForecastProvider, WeatherProvider, WeatherStore
 from feedservice.stations import STATIONS
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,30 @@ def weather_block(store: WeatherStore, station_ids: Sequence[int], now: datetime
         names = ", ".join(STATIONS[i].name if i in STATIONS else str(i) for i in station_ids if i not in latest)
         notice = f"일부 지점 관측 없음: {names}"
     return WeatherBlock(obs, notice=notice, stale_before=now - max_age if stale else None)
+
+
+async def with_forecast(
+    block: WeatherBlock, provider: ForecastProvider, station_ids: Sequence[int], now: datetime, *, timeout: float
+) -> WeatherBlock:
+    """The block with today's forecasts added; on any failure the block as it was (logged)."""
+    try:
+        forecasts = await asyncio.wait_for(provider.forecast(station_ids, now), timeout)
+    except (WeatherError, TimeoutError) as exc:
+        log.warning("forecast skipped: %s", exc or f"no answer within {timeout:g} s")
+        return block
+    return replace(block, forecasts=tuple(forecasts))
+
+
+def format_forecast(f: Forecast) -> str:
+    """ "최저 25℃ · 최고 32℃ · 강수확률 20%", leaving out what the forecast did not give."""
+    parts = []
+    if f.low is not None:
+        parts.append(f"최저 {f.low:.0f}℃")
+    if f.high is not None:
+        parts.append(f"최고 {f.high:.0f}℃")
+    if f.rain_chance is not None:
+        parts.append(f"강수확률 {f.rain_chance}%")
+    return " · ".join(parts)
 
 
 def format_observation(o: Observation) -> str:
