@@ -67,9 +67,9 @@ OPEN_METEO: dict[int, str] = {
     82: "소나기",
     85: "눈",
     86: "눈",
-    95: "뇌우",
-    96: "뇌우",
-    99: "뇌우",
+    95: "뇌전",
+    96: "뇌전",
+    99: "뇌전",
 }
 
 # Upper bound (inclusive) of each sky class in tenths of total cloud.
