@@ -143,6 +143,7 @@ class FeedsConfig(_Table):
     output_dir: str = "var/feeds"
     max_entries: int = Field(default=50, ge=1, le=1000)
     cache_max_age: int = Field(default=300, ge=0)
+    websub_hub: HttpUrl | None = None
 
 
 class WeatherConfig(_Table):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from urllib.parse import urlsplit
 
 from feedservice.text import sanitized_to_text
@@ -74,7 +74,7 @@ class Article:
         return sanitized_to_text(self.summary_html)
 
     def sort_key(self) -> datetime:
-        return self.published or self.updated or datetime.min
+        return self.published or self.updated or datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

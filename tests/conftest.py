@@ -52,6 +52,7 @@ class FeedServer:
         self.dynamic: dict[str, Callable[[dict[str, str]], Served]] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.closing = False
+        self.posts: list[tuple[str, dict[str, str], bytes]] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -74,14 +75,22 @@ class FeedServer:
                 headers = {"Content-Type": item.content_type, **validators, **item.headers}
                 self._send(item.status, item.body, headers, item.trickle)
 
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                server.posts.append((self.path, dict(self.headers), body))
+                item = server.files.get(self.path.partition("?")[0])
+                status = item.status if item else 404
+                self._send(status, b"" if status == 204 else b"ok", {"Content-Type": "text/plain"})
+
             def _send(self, status: int, body: bytes, headers: dict[str, str], trickle: float | None = None) -> None:
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                if status != 304:
+                if status not in (204, 304):
                     self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if status == 304:
+                if status in (204, 304):
                     return
                 if trickle is None:
                     self.wfile.write(body)

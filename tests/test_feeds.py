@@ -1,7 +1,11 @@
-"""Built feeds: parse cleanly, carry what readers need, and are rewritten only when they change."""
+"""Built feeds: parse cleanly in more than one consumer, carry what readers need, are rewritten only
+when they change, archive into immutable RFC 5005 pages, and announce themselves over WebSub."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import urllib.parse
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,33 +21,37 @@ from feedservice.services.feeds import FeedSite, build_feeds
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 SITE = FeedSite("뉴스스페이스", "https://www.newsspace.kr", "http://127.0.0.1:8080", "ko", ZoneInfo("Asia/Seoul"), 15)
 SECTIONS = [Section("bigtech", "빅테크"), Section("space-sociology", "공간사회학")]
+ATOM = "{http://www.w3.org/2005/Atom}"
 
 
-def _store_with_articles(tmp_path: Path):  # type: ignore[no-untyped-def]
+def _article(n: int, **kw: object) -> Article:
+    base = Article(
+        id=f"https://www.newsspace.kr/news/articleView.html?idxno={n}",
+        url=f"https://www.newsspace.kr/news/articleView.html?idxno={n}",
+        section="bigtech",
+        title=f'빅테크 <기사> & "{n}"',
+        summary_html=f"<p>요약 <b>{n}</b></p>",
+        content_html=f"<p>본문 {n}</p>" if n == 1 else "",
+        author="김정영",
+        categories=("빅테크", "AI"),
+        image_url=f"https://www.newsspace.kr/photo/{n}.jpg",
+        image_type="image/jpeg",
+        image_length=12345,
+        published=NOW - timedelta(hours=n),
+        source_url="http://127.0.0.1/a.xml",
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def _store(tmp_path: Path, bigtech: list[Article]):  # type: ignore[no-untyped-def]
     store = open_store(f"sqlite:///{tmp_path / 'f.db'}")
     store.sync_sections(SECTIONS)
     store.sync_sources(
         [("http://127.0.0.1/a.xml", "bigtech", None), ("http://127.0.0.1/b.xml", "space-sociology", None)]
     )
-    bigtech = [
-        Article(
-            id=f"https://www.newsspace.kr/news/articleView.html?idxno={n}",
-            url=f"https://www.newsspace.kr/news/articleView.html?idxno={n}",
-            section="bigtech",
-            title=f'빅테크 <기사> & "{n}"',
-            summary_html=f"<p>요약 <b>{n}</b></p>",
-            author="김정영",
-            categories=("빅테크", "AI"),
-            image_url=f"https://www.newsspace.kr/photo/{n}.jpg",
-            image_type="image/jpeg",
-            published=NOW - timedelta(hours=n),
-            source_url="http://127.0.0.1/a.xml",
-        )
-        for n in range(1, 4)
-    ]
     space = [
-        replace(
-            bigtech[0],
+        _article(
+            900,
             id="urn:x:space-1",
             url="https://www.newsspace.kr/s1",
             section="space-sociology",
@@ -53,49 +61,89 @@ def _store_with_articles(tmp_path: Path):  # type: ignore[no-untyped-def]
     ]
     store.record_fetch_success("http://127.0.0.1/a.xml", NOW, NOW, etag=None, last_modified=None, articles=bigtech)
     store.record_fetch_success("http://127.0.0.1/b.xml", NOW, NOW, etag=None, last_modified=None, articles=space)
-    return store, bigtech
+    return store
 
 
-def test_feeds_parse_and_round_trip(tmp_path: Path) -> None:
-    store, bigtech = _store_with_articles(tmp_path)
+def _check_rss_structure(data: bytes) -> None:
+    """An independent consumer: lxml, checking what RSS 2.0 requires of channel and items."""
+    root = etree.fromstring(data)
+    assert root.tag == "rss" and root.get("version") == "2.0"
+    channel = root.find("channel")
+    for required in ("title", "link", "description"):
+        assert (channel.findtext(required) or "").strip(), required
+    for item in channel.iterfind("item"):
+        assert item.findtext("title") and item.findtext("link") and item.findtext("guid")
+        datetime.strptime(item.findtext("pubDate"), "%a, %d %b %Y %H:%M:%S %z")
+
+
+def _check_atom_structure(data: bytes) -> None:
+    root = etree.fromstring(data)
+    assert root.tag == ATOM + "feed"
+    for required in ("id", "title", "updated"):
+        assert root.findtext(ATOM + required), required
+    assert root.find(f"{ATOM}link[@rel='self']") is not None
+    for entry in root.iterfind(ATOM + "entry"):
+        for required in ("id", "title", "updated"):
+            assert entry.findtext(ATOM + required), required
+        datetime.fromisoformat(entry.findtext(ATOM + "updated"))  # RFC 3339
+
+
+def test_feeds_parse_in_two_consumers_and_round_trip(tmp_path: Path) -> None:
+    bigtech = [_article(n) for n in range(1, 4)]
+    store = _store(tmp_path, bigtech)
     out = tmp_path / "feeds"
-    written = build_feeds(SITE, SECTIONS, store.recent_articles, out, 50)
-    assert sorted(p.name for p in written) == sorted(
-        ["bigtech.xml", "bigtech.atom", "space-sociology.xml", "space-sociology.atom", "all.xml", "all.atom"]
-    )
+    report = build_feeds(SITE, SECTIONS, store, out, 50)
+    names = sorted(p.name for p in report.changed)
+    for slug in ("bigtech", "space-sociology", "all"):
+        assert {f"{slug}.xml", f"{slug}.atom", f"{slug}.json"} <= set(names)
     for name in ("bigtech.xml", "bigtech.atom"):
         data = (out / name).read_bytes()
-        etree.fromstring(data)  # strict XML
+        (_check_rss_structure if name.endswith(".xml") else _check_atom_structure)(data)
         parsed = feedparser.parse(data)
         assert not parsed.bozo, parsed.bozo_exception
         assert parsed.feed.title == "뉴스스페이스 - 빅테크"
-        assert parsed.feed.language == "ko" if name.endswith(".xml") else True
-        titles = [e.title for e in parsed.entries]
-        assert titles == [a.title for a in bigtech]  # newest first, hostile characters intact
+        assert [e.title for e in parsed.entries] == [a.title for a in bigtech]  # newest first, characters intact
         first = parsed.entries[0]
-        assert first.link == bigtech[0].url
-        assert first.id == bigtech[0].id
+        assert first.link == bigtech[0].url and first.id == bigtech[0].id
         assert first.published_parsed[:5] == (2026, 11, 28, 4, 0)
         assert [t.term for t in first.tags] == ["빅테크", "AI"]
+        assert first.author == "김정영"
         assert any(link.get("href") == bigtech[0].image_url for link in first.links + first.get("enclosures", []))
     rss = (out / "bigtech.xml").read_text(encoding="utf-8")
-    assert "+0900</pubDate>" in rss and "<ttl>15</ttl>" in rss
+    assert "+0900</pubDate>" in rss and "<ttl>15</ttl>" in rss and "<language>ko</language>" in rss
     assert '<atom:link href="http://127.0.0.1:8080/feeds/bigtech.xml" rel="self"/>' in rss
-    assert "<link>https://www.newsspace.kr</link>" in rss
-    assert 'isPermaLink="true"' in rss
-    everything = feedparser.parse((out / "all.xml").read_bytes())
-    assert len(everything.entries) == 4
+    assert "<link>https://www.newsspace.kr</link>" in rss and 'isPermaLink="true"' in rss
+    assert 'length="12345"' in rss and 'type="image/jpeg"' in rss
+    media = etree.fromstring(rss.encode()).find(".//{http://search.yahoo.com/mrss/}content")
+    assert (media.get("url"), media.get("type")) == ("https://www.newsspace.kr/photo/1.jpg", "image/jpeg")
+    assert "<content:encoded><![CDATA[<p>본문 1</p>]]></content:encoded>" in rss
+    atom = (out / "bigtech.atom").read_text(encoding="utf-8")
+    assert 'rel="alternate"' in atom and "2026-11-28T13:00:00+09:00" in atom
+    feed = json.loads((out / "bigtech.json").read_bytes())
+    assert feed["version"] == "https://jsonfeed.org/version/1.1"
+    assert feed["feed_url"] == "http://127.0.0.1:8080/feeds/bigtech.json"
+    assert [i["title"] for i in feed["items"]] == [a.title for a in bigtech]
+    assert feed["items"][0]["date_published"] == "2026-11-28T13:00:00+09:00"
+    assert feed["items"][0]["content_html"] == "<p>본문 1</p>" and feed["items"][0]["summary"] == "요약 1"
+    assert len(feedparser.parse((out / "all.xml").read_bytes()).entries) == 4
+    opml = etree.fromstring((out / "index.opml").read_bytes())
+    assert [o.get("xmlUrl") for o in opml.iter("outline")] == [
+        "http://127.0.0.1:8080/feeds/bigtech.xml",
+        "http://127.0.0.1:8080/feeds/space-sociology.xml",
+        "http://127.0.0.1:8080/feeds/all.xml",
+    ]
     store.close()
 
 
 def test_rebuild_without_change_keeps_bytes_and_mtime(tmp_path: Path) -> None:
-    store, bigtech = _store_with_articles(tmp_path)
+    bigtech = [_article(n) for n in range(1, 4)]
+    store = _store(tmp_path, bigtech)
     out = tmp_path / "feeds"
-    build_feeds(SITE, SECTIONS, store.recent_articles, out, 50)
-    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
-    assert build_feeds(SITE, SECTIONS, store.recent_articles, out, 50) == []
-    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
-    # One bigtech article corrected: only bigtech and all change.
+    build_feeds(SITE, SECTIONS, store, out, 50)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    assert build_feeds(SITE, SECTIONS, store, out, 50).changed == []
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == before
+    # One bigtech article corrected: only bigtech and all change, in each format.
     later = NOW + timedelta(minutes=30)
     store.record_fetch_success(
         "http://127.0.0.1/a.xml",
@@ -105,7 +153,85 @@ def test_rebuild_without_change_keeps_bytes_and_mtime(tmp_path: Path) -> None:
         last_modified=None,
         articles=[replace(bigtech[1], title="빅테크 정정 기사")],
     )
-    changed = build_feeds(SITE, SECTIONS, store.recent_articles, out, 50)
-    assert sorted(p.name for p in changed) == ["all.atom", "all.xml", "bigtech.atom", "bigtech.xml"]
+    report = build_feeds(SITE, SECTIONS, store, out, 50)
+    assert sorted(p.name for p in report.changed) == [
+        "all.atom",
+        "all.json",
+        "all.xml",
+        "bigtech.atom",
+        "bigtech.json",
+        "bigtech.xml",
+    ]
+    assert "http://127.0.0.1:8080/feeds/bigtech.xml" in report.changed_urls
     assert not list(out.glob(".*.tmp"))  # no temporary files left behind
     store.close()
+
+
+def test_archives_walk_back_to_the_oldest_article(tmp_path: Path) -> None:
+    store = _store(tmp_path, [_article(n, published=NOW - timedelta(minutes=n)) for n in range(1, 24)])
+    out = tmp_path / "feeds"
+    build_feeds(SITE, SECTIONS, store, out, 5)  # 23 bigtech articles: 4 full pages of 5
+    seen: list[str] = []
+    data = (out / "bigtech.atom").read_bytes()
+    seen += [e.id for e in feedparser.parse(data).entries]
+    hops = 0
+    while True:
+        root = etree.fromstring(data)
+        prev = root.find(f"{ATOM}link[@rel='prev-archive']")
+        if prev is None:
+            break
+        path = out / prev.get("href").split("/feeds/", 1)[1]
+        data = path.read_bytes()
+        archive = etree.fromstring(data)
+        assert archive.find("{http://purl.org/syndication/history/1.0}archive") is not None
+        assert archive.find(f"{ATOM}link[@rel='current']").get("href") == "http://127.0.0.1:8080/feeds/bigtech.atom"
+        assert not feedparser.parse(data).bozo
+        seen += [e.id for e in feedparser.parse(data).entries]
+        hops += 1
+    assert hops == 4
+    assert {f"https://www.newsspace.kr/news/articleView.html?idxno={n}" for n in range(1, 24)} <= set(seen)
+    rss_archive = (out / "archive" / "bigtech" / "2.xml").read_text(encoding="utf-8")
+    assert "<fh:archive/>" in rss_archive and 'rel="prev-archive"' in rss_archive
+    # Full pages never change: a correction to an archived article leaves them alone.
+    page1 = (out / "archive" / "bigtech" / "1.xml").read_bytes()
+    later = NOW + timedelta(hours=1)
+    store.record_fetch_success(
+        "http://127.0.0.1/a.xml",
+        later,
+        later,
+        etag=None,
+        last_modified=None,
+        articles=[_article(23, title="고친 제목", published=NOW - timedelta(minutes=23))],
+    )
+    build_feeds(SITE, SECTIONS, store, out, 5)
+    assert (out / "archive" / "bigtech" / "1.xml").read_bytes() == page1
+    store.close()
+
+
+def test_websub_hub_link_and_ping(tmp_path: Path, feed_server) -> None:  # type: ignore[no-untyped-def]
+    from feedservice.config import load_settings
+    from feedservice.entry.bootstrap import make_app
+    from tests.conftest import Served, write_config
+
+    feed_server.files["/hub"] = Served(b"", "text/plain", status=204)
+    cfg = write_config(tmp_path, sources=[("http://127.0.0.1/a.xml", "bigtech")])
+    text = cfg.read_text(encoding="utf-8").replace("[feeds]", f'[feeds]\nwebsub_hub = "{feed_server.url("/hub")}"')
+    cfg.write_text(text, encoding="utf-8")
+    app = make_app(load_settings(cfg), clock=lambda: NOW)
+    try:
+        app.store.record_fetch_success(
+            "http://127.0.0.1/a.xml", NOW, NOW, etag=None, last_modified=None, articles=[_article(1)]
+        )
+        report = asyncio.run(app.publish_feeds())
+        assert report.changed_urls
+        rss = (app.feeds_dir / "bigtech.xml").read_text(encoding="utf-8")
+        assert f'<atom:link href="{feed_server.url("/hub")}" rel="hub"/>' in rss
+        [(path, _, body)] = feed_server.posts
+        form = urllib.parse.parse_qs(body.decode())
+        assert path == "/hub" and form["hub.mode"] == ["publish"]
+        assert "http://127.0.0.1:8080/feeds/bigtech.xml" in form["hub.url"]
+        assert "http://127.0.0.1:8080/feeds/all.json" in form["hub.url"]
+        asyncio.run(app.publish_feeds())  # nothing changed: no second ping
+        assert len(feed_server.posts) == 1
+    finally:
+        app.close()

@@ -132,3 +132,36 @@ def test_tampered_tokens_change_nothing(app: App, client: TestClient) -> None:
 
 def test_healthz(client: TestClient) -> None:
     assert client.get("/healthz").text == "ok\n"
+
+
+def test_json_feed_opml_and_archive_pages(app: App, client: TestClient) -> None:
+    r = client.get("/feeds/bigtech.json")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/feed+json; charset=utf-8"
+    assert r.json()["items"][0]["title"] == "빅테크 첫 기사"
+    assert client.get("/feeds/bigtech.json", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    opml = client.get("/feeds/index.opml")
+    assert opml.status_code == 200 and opml.headers["content-type"] == "text/x-opml; charset=utf-8"
+    assert "http://127.0.0.1:8080/feeds/bigtech.xml" in opml.text
+    # 50 more articles make one full archive page, served as immutable.
+    arts = [
+        Article(
+            id=f"urn:b{i}",
+            url=f"https://www.newsspace.kr/b{i}",
+            section="bigtech",
+            title=f"기사 {i}",
+            published=NOW + timedelta(minutes=i),
+            source_url="http://127.0.0.1/a.xml",
+        )
+        for i in range(50)
+    ]
+    later = NOW + timedelta(hours=2)
+    app.store.record_fetch_success("http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None, articles=arts)
+    app.build_feeds()
+    current = client.get("/feeds/bigtech.atom").text
+    assert 'href="http://127.0.0.1:8080/feeds/archive/bigtech/1.atom" rel="prev-archive"' in current
+    page = client.get("/feeds/archive/bigtech/1.atom")
+    assert page.status_code == 200 and "immutable" in page.headers["cache-control"]
+    assert "fh:archive" in page.text
+    assert client.get("/feeds/archive/bigtech/2.atom").status_code == 404
+    assert client.get("/feeds/archive/nosuch/1.atom").status_code == 404
+    assert client.get("/feeds/archive/bigtech/..%2f..%2fconfig.toml").status_code == 404

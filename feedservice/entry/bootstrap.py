@@ -26,6 +26,7 @@ from feedservice.adapters.openmeteo import OpenMeteoProvider
 from feedservice.adapters.parse import parse_feed
 from feedservice.adapters.smtp import SmtpMailer
 from feedservice.adapters.store import Store, open_store
+from feedservice.adapters.websub import WebSubPublisher
 from feedservice.config import Settings
 from feedservice.model import Edition, Route, Section, Subscriber, WeatherBlock
 from feedservice.ports import Mailer, WeatherProvider
@@ -66,7 +67,13 @@ class App:
     def feed_site(self) -> feeds.FeedSite:
         s = self.settings
         return feeds.FeedSite(
-            s.site.name, s.site.url, s.site.public_url, s.site.language, s.site.tz, s.collect.interval_minutes
+            s.site.name,
+            s.site.url,
+            s.site.public_url,
+            s.site.language,
+            s.site.tz,
+            s.collect.interval_minutes,
+            s.feeds.websub_hub,
         )
 
     @property
@@ -201,10 +208,18 @@ class App:
         finally:
             await fetcher.aclose()
 
-    def build_feeds(self) -> list[Path]:
+    def build_feeds(self) -> feeds.BuildReport:
         return feeds.build_feeds(
-            self.feed_site, self.sections, self.store.recent_articles, self.feeds_dir, self.settings.feeds.max_entries
+            self.feed_site, self.sections, self.store, self.feeds_dir, self.settings.feeds.max_entries
         )
+
+    async def publish_feeds(self) -> feeds.BuildReport:
+        """Rebuild what changed and, when a WebSub hub is configured, tell it which feeds moved."""
+        report = await asyncio.to_thread(self.build_feeds)
+        hub = self.settings.feeds.websub_hub
+        if hub and report.changed_urls:
+            await WebSubPublisher(hub).publish(report.changed_urls)
+        return report
 
     async def refresh_weather(self) -> weather.RefreshReport:
         return await weather.refresh_weather(
@@ -303,7 +318,7 @@ class App:
         """collect → feeds (when anything changed or a feed file is missing)."""
         report = await self.collect()
         if report.changed or not (self.feeds_dir / "all.xml").exists():
-            await asyncio.to_thread(self.build_feeds)
+            await self.publish_feeds()
 
     def close(self) -> None:
         if self._parser_pool is not None:

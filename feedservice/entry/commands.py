@@ -29,7 +29,7 @@ def _local(app: App, when: datetime | None) -> str:
 
 def cmd_collect(app: App, args: argparse.Namespace) -> int:
     report = asyncio.run(app.collect(force=args.all))
-    changed = app.build_feeds() if report.changed else []
+    changed = asyncio.run(app.publish_feeds()).changed if report.changed else []
     out.print(f"collect: {report.summary()}; {len(changed)} feed files rewritten")
     for url, error in report.errors.items():
         out.print(f"  failed: {url}: {error}")
@@ -56,7 +56,7 @@ def cmd_sources(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_build_feeds(app: App, args: argparse.Namespace) -> int:
-    changed = app.build_feeds()
+    changed = asyncio.run(app.publish_feeds()).changed
     out.print(f"build-feeds: {len(changed)} files rewritten in {app.feeds_dir}")
     for p in changed:
         out.print(f"  {p}")

@@ -319,8 +319,8 @@ def run_demo(folder: Path | None = None) -> int:
 async def _cycle(app, folder: Path, day) -> int:  # type: ignore[no-untyped-def]
     collected = await app.collect()
     print(f"collect: {collected.summary()}")
-    changed = app.build_feeds()
-    print(f"feeds: {len(changed)} files in {app.feeds_dir}")
+    built = await app.publish_feeds()
+    print(f"feeds: {len(built.changed)} files in {app.feeds_dir}")
     weather = await app.refresh_weather()
     print(f"weather: {weather.stations} stations from {weather.provider}")
     now = app.clock()

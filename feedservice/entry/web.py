@@ -29,11 +29,15 @@ from feedservice.tokens import token_subscriber, verify_token
 
 log = logging.getLogger(__name__)
 
-FEED_NAME = re.compile(r"(?P<slug>[a-z0-9][a-z0-9_-]{0,63})\.(?P<ext>xml|atom)")
+FEED_NAME = re.compile(r"(?P<slug>[a-z0-9][a-z0-9_-]{0,63})\.(?P<ext>xml|atom|json)")
+ARCHIVE_NAME = re.compile(r"(?P<n>[1-9][0-9]{0,8})\.(?P<ext>xml|atom|json)")
 CONTENT_TYPES = {
     "xml": "application/rss+xml; charset=utf-8",
     "atom": "application/atom+xml; charset=utf-8",
+    "json": "application/feed+json; charset=utf-8",
+    "opml": "text/x-opml; charset=utf-8",
 }
+IMMUTABLE = "public, max-age=31536000, immutable"
 MAX_FORM_BYTES = 4096
 
 
@@ -108,6 +112,7 @@ def create_app(app: App) -> Starlette:
             for slug, t in [(s.slug, s.title) for s in settings.sections] + [(ALL, "전체 기사")]
         ],
         digest_url=f"{base}/digest/",
+        opml_url=f"{base}/feeds/index.opml",
     )
 
     def page(title: str, status: int = 200, **kw: object) -> HTMLResponse:
@@ -117,11 +122,8 @@ def create_app(app: App) -> Starlette:
     async def index(request: Request) -> Response:
         return HTMLResponse(index_html)
 
-    async def feed(request: Request) -> Response:
-        m = FEED_NAME.fullmatch(request.path_params["name"])
-        if not m or m["slug"] not in slugs:
-            return PlainTextResponse("unknown feed\n", status_code=404)
-        hit = files.get(m.group(0))
+    def serve_file(request: Request, name: str, media_type: str, cache_control: str) -> Response:
+        hit = files.get(name)
         if hit is None:
             return PlainTextResponse("this feed has not been built yet\n", status_code=404)
         gz = "gzip" in request.headers.get("accept-encoding", "")
@@ -130,14 +132,30 @@ def create_app(app: App) -> Starlette:
             "ETag": etag,
             "Last-Modified": hit.last_modified,
             "Vary": "Accept-Encoding",
-            "Cache-Control": f"public, max-age={max_age}",
+            "Cache-Control": cache_control,
         }
         if not_modified(request, (hit.etag, hit.etag[:-1] + '-gz"'), hit.mtime):
             return Response(status_code=304, headers=headers)
         body = hit.gz if gz else hit.data
         if gz:
             headers["Content-Encoding"] = "gzip"
-        return Response(body, headers=headers, media_type=CONTENT_TYPES[m["ext"]])
+        return Response(body, headers=headers, media_type=media_type)
+
+    async def feed(request: Request) -> Response:
+        m = FEED_NAME.fullmatch(request.path_params["name"])
+        if not m or m["slug"] not in slugs:
+            return PlainTextResponse("unknown feed\n", status_code=404)
+        return serve_file(request, m.group(0), CONTENT_TYPES[m["ext"]], f"public, max-age={max_age}")
+
+    async def archive(request: Request) -> Response:
+        m = ARCHIVE_NAME.fullmatch(request.path_params["name"])
+        if not m or request.path_params["slug"] not in slugs:
+            return PlainTextResponse("unknown archive page\n", status_code=404)
+        name = f"archive/{request.path_params['slug']}/{m.group(0)}"
+        return serve_file(request, name, CONTENT_TYPES[m["ext"]], IMMUTABLE)
+
+    async def opml(request: Request) -> Response:
+        return serve_file(request, "index.opml", CONTENT_TYPES["opml"], f"public, max-age={max_age}")
 
     async def digest_list(request: Request) -> Response:
         editions = app.store.list_editions()
@@ -204,6 +222,8 @@ def create_app(app: App) -> Starlette:
 
     routes = [
         Route("/", index, methods=["GET", "HEAD"]),
+        Route("/feeds/index.opml", opml, methods=["GET", "HEAD"]),
+        Route("/feeds/archive/{slug}/{name}", archive, methods=["GET", "HEAD"]),
         Route("/feeds/{name}", feed, methods=["GET", "HEAD"]),
         Route("/digest/", digest_list, methods=["GET", "HEAD"]),
         Route("/digest/{day}", digest_page, methods=["GET", "HEAD"]),

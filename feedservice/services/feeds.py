@@ -1,8 +1,10 @@
-"""Build per-section RSS 2.0 and Atom 1.0 files with feedgen; rewrite only what changed.
+"""Build every section's feeds (and "all"): RSS 2.0, Atom 1.0 and JSON Feed 1.1, RFC 5005 archive
+pages, and the OPML list. Only what changed is rewritten, atomically.
 
-The bytes depend only on the articles and the settings (lastBuildDate/updated is the
-newest article time, not the build time), so a rebuild with nothing new yields the
-same bytes and the file is left alone. Files are replaced atomically.
+Archives: a section's articles in the order they were first stored, cut into pages of
+``max_entries``; a page is written once, when it is full, and never again (so links to it
+stay valid and readers can cache it forever). The current feed links to the newest full
+page with rel="prev-archive", each page to the one before it, back to the oldest.
 """
 
 from __future__ import annotations
@@ -10,84 +12,45 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from zoneinfo import ZoneInfo
-
-from feedgen.feed import FeedGenerator
+from typing import Protocol
 
 from feedservice.model import Article, Section
-from feedservice.text import clean_text
+from feedservice.services.feed_formats import FeedPage, FeedSite, render_atom, render_json, render_opml, render_rss
 
 log = logging.getLogger(__name__)
 
 ALL = "all"
-EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+EVERYTHING = Section(ALL, "전체 기사")
+RENDERERS = {"xml": ("rss", render_rss), "atom": ("atom", render_atom), "json": ("json", render_json)}
+
+__all__ = ["ALL", "FeedSite", "FeedStore", "build_feeds", "feed_urls", "write_if_changed"]
 
 
-@dataclass(frozen=True)
-class FeedSite:
-    name: str
-    url: str
-    public_url: str
-    language: str
-    tz: ZoneInfo
-    ttl_minutes: int
+class FeedStore(Protocol):
+    def recent_articles(self, section: str | None, limit: int) -> list[Article]: ...
+
+    def count_section_articles(self, section: str | None) -> int: ...
+
+    def archive_articles(self, section: str | None, offset: int, limit: int) -> list[Article]: ...
+
+
+@dataclass
+class BuildReport:
+    changed: list[Path] = field(default_factory=list)
+    changed_urls: list[str] = field(default_factory=list)  # current feeds whose content moved (for WebSub)
 
 
 def feed_urls(site: FeedSite, slug: str) -> dict[str, str]:
     base = site.public_url.rstrip("/")
-    return {"rss": f"{base}/feeds/{slug}.xml", "atom": f"{base}/feeds/{slug}.atom"}
+    return {"rss": f"{base}/feeds/{slug}.xml", "atom": f"{base}/feeds/{slug}.atom", "json": f"{base}/feeds/{slug}.json"}
 
 
-def _generator(site: FeedSite, section: Section, articles: Sequence[Article], self_url: str) -> FeedGenerator:
-    urls = feed_urls(site, section.slug)
-    fg = FeedGenerator()
-    fg.id(urls["atom"])
-    fg.link(href=self_url, rel="self")
-    fg.title(f"{site.name} - {section.title}")
-    fg.subtitle(f"{site.name} {section.title} 최신 기사")
-    fg.link(href=site.url, rel="alternate")  # last: feedgen uses the last link as RSS <link>
-    fg.language(site.language)
-    fg.ttl(site.ttl_minutes)
-    fg.generator("feedservice")
-    newest = max((a.updated or a.published or EPOCH for a in articles), default=EPOCH)
-    fg.updated(newest.astimezone(site.tz))
-    fg.lastBuildDate(newest.astimezone(site.tz))
-    # feedgen emits entries in reverse order of addition; add oldest first so the newest leads.
-    for a in reversed(articles):
-        fe = fg.add_entry()
-        fe.id(a.id)
-        fe.guid(a.id, permalink=a.id == a.url)
-        fe.title(clean_text(a.title))
-        if a.image_url:
-            # Before the alternate link: feedgen makes the entry's last link its RSS <link>.
-            fe.enclosure(a.image_url, str(a.image_length or 0), a.image_type or "image/jpeg")
-        if a.url:
-            fe.link(href=a.url, rel="alternate")
-        published = (a.published or EPOCH).astimezone(site.tz)
-        fe.published(published)
-        fe.updated((a.updated or a.published or EPOCH).astimezone(site.tz))
-        if a.summary_html:
-            fe.description(a.summary_html)
-            fe.summary(a.summary_html, type="html")
-        if a.content_html:
-            fe.content(a.content_html, type="CDATA")
-        if a.author:
-            fe.author(name=a.author)
-        for term in a.categories:
-            fe.category(term=term)
-    return fg
-
-
-def render_section_feeds(site: FeedSite, section: Section, articles: Sequence[Article]) -> dict[str, bytes]:
-    """RSS and Atom bytes for one section's articles (already newest first)."""
-    urls = feed_urls(site, section.slug)
-    rss = _generator(site, section, articles, urls["rss"]).rss_str(pretty=True)
-    atom = _generator(site, section, articles, urls["atom"]).atom_str(pretty=True)
-    return {f"{section.slug}.xml": rss, f"{section.slug}.atom": atom}
+def archive_urls(site: FeedSite, slug: str, page: int) -> dict[str, str]:
+    base = site.public_url.rstrip("/")
+    return {fmt: f"{base}/feeds/archive/{slug}/{page}.{ext}" for ext, (fmt, _) in RENDERERS.items()}
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
@@ -112,22 +75,62 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
+def _write_page(site: FeedSite, page: FeedPage, folder: Path, stem: str, report: BuildReport) -> bool:
+    moved = False
+    for ext, (_, render) in RENDERERS.items():
+        path = folder / f"{stem}.{ext}"
+        if write_if_changed(path, render(site, page)):
+            report.changed.append(path)
+            moved = True
+    return moved
+
+
+def _build_archives(site: FeedSite, store: FeedStore, section: Section, output_dir: Path, size: int) -> int:
+    """Write the full archive pages that do not exist yet; return the number of full pages."""
+    key = None if section.slug == ALL else section.slug
+    pages = store.count_section_articles(key) // size
+    folder = output_dir / "archive" / section.slug
+    current = feed_urls(site, section.slug)
+    for n in range(1, pages + 1):
+        if all((folder / f"{n}.{ext}").exists() for ext in RENDERERS):
+            continue  # immutable once written
+        articles = store.archive_articles(key, (n - 1) * size, size)
+        page = FeedPage(
+            section=section,
+            articles=list(reversed(articles)),  # newest first within the page
+            urls=archive_urls(site, section.slug, n),
+            current=current,
+            prev_archive=archive_urls(site, section.slug, n - 1) if n > 1 else None,
+            archive=True,
+        )
+        for ext, (_, render) in RENDERERS.items():
+            write_if_changed(folder / f"{n}.{ext}", render(site, page))
+    return pages
+
+
 def build_feeds(
-    site: FeedSite,
-    sections: Sequence[Section],
-    recent: Callable[[str | None, int], list[Article]],
-    output_dir: Path,
-    max_entries: int,
-) -> list[Path]:
-    """Write every section's feeds plus the "all" feed; return the files that changed."""
-    changed: list[Path] = []
-    everything = Section(ALL, "전체 기사")
-    for section in [*sections, everything]:
-        articles = recent(None if section.slug == ALL else section.slug, max_entries)
-        for name, data in render_section_feeds(site, section, articles).items():
-            path = output_dir / name
-            if write_if_changed(path, data):
-                changed.append(path)
-    if changed:
-        log.info("feeds rebuilt: %s", ", ".join(p.name for p in changed))
-    return changed
+    site: FeedSite, sections: Sequence[Section], store: FeedStore, output_dir: Path, max_entries: int
+) -> BuildReport:
+    """Write every section's current feeds, new archive pages and the OPML list."""
+    report = BuildReport()
+    for section in [*sections, EVERYTHING]:
+        pages = _build_archives(site, store, section, output_dir, max_entries)
+        key = None if section.slug == ALL else section.slug
+        # The newest articles, plus any not yet on a full archive page, so that the current
+        # feed and its archives together hold every article.
+        newest = {a.id: a for a in store.recent_articles(key, max_entries)}
+        newest.update((a.id, a) for a in store.archive_articles(key, pages * max_entries, max_entries))
+        page = FeedPage(
+            section=section,
+            articles=sorted(newest.values(), key=lambda a: (a.sort_key(), a.id), reverse=True),
+            urls=feed_urls(site, section.slug),
+            prev_archive=archive_urls(site, section.slug, pages) if pages else None,
+        )
+        if _write_page(site, page, output_dir, section.slug, report):
+            report.changed_urls.extend(page.urls[f] for f in ("rss", "atom", "json"))
+    opml = render_opml(site, [(s, feed_urls(site, s.slug)) for s in [*sections, EVERYTHING]])
+    if write_if_changed(output_dir / "index.opml", opml):
+        report.changed.append(output_dir / "index.opml")
+    if report.changed:
+        log.info("feeds rebuilt: %d files", len(report.changed), extra={"files": [p.name for p in report.changed]})
+    return report

@@ -216,6 +216,22 @@ class FeedStoreMixin(StoreBase):
         with self._tx("reading articles") as conn:
             return [_article(r) for r in conn.execute(q)]
 
+    def count_section_articles(self, section: str | None) -> int:
+        q = sa.select(sa.func.count()).select_from(t.articles)
+        if section is not None:
+            q = q.where(t.articles.c.section == section)
+        with self._tx("counting articles") as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    def archive_articles(self, section: str | None, offset: int, limit: int) -> list[Article]:
+        """Articles in the order they were first stored (stable: later ones only ever come after)."""
+        q = sa.select(t.articles)
+        if section is not None:
+            q = q.where(t.articles.c.section == section)
+        q = q.order_by(t.articles.c.first_seen, t.articles.c.id).offset(offset).limit(limit)
+        with self._tx("reading archived articles") as conn:
+            return [_article(r) for r in conn.execute(q)]
+
     def articles_between(self, start: datetime, end: datetime) -> list[Article]:
         """Articles first published in [start, end), newest first."""
         q = (

@@ -89,6 +89,7 @@ articles = sa.Table(
     sa.Column("content_hash", sa.String(64), nullable=False),
     sa.Index("ix_articles_section_published", "section", "published"),
     sa.Index("ix_articles_url", "url"),
+    sa.Index("ix_articles_section_first_seen", "section", "first_seen"),
 )
 
 subscribers = sa.Table(
