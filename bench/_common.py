@@ -44,7 +44,7 @@ def free_port() -> int:
 class Nginx:
     """An nginx serving ``root`` on 127.0.0.1 (ETag and Last-Modified on, as it does by default)."""
 
-    def __init__(self, root: Path, workdir: Path, workers: int = 1) -> None:
+    def __init__(self, root: Path, workdir: Path, workers: int | str = 1, access_log: bool = False) -> None:
         self.port = free_port()
         workdir = workdir.resolve()
         root = root.resolve()
@@ -58,7 +58,7 @@ pid {workdir}/nginx.pid;
 error_log {workdir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    access_log {f"{workdir}/access.log" if access_log else "off"};
     sendfile on;
     tcp_nopush on;
     keepalive_requests 100000;

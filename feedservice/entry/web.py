@@ -1,19 +1,10 @@
-"""The web app (Starlette): prebuilt feeds with validators, the index, digest web copies, unsubscribe.
-
-Feed requests never touch the database or rebuild anything: they serve the files the
-build wrote, cached in memory with their ETag and gzip form until the file changes.
-"""
+"""The web app: prebuilt feeds (``feedserver``), and through Starlette the index, digest web copies,
+unsubscribe and preferences pages, and health checks."""
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
-import re
-from dataclasses import dataclass
 from datetime import date
-from email.utils import formatdate, parsedate_to_datetime
-from pathlib import Path
 
 import jinja2
 from starlette.applications import Starlette
@@ -22,6 +13,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from feedservice.entry.bootstrap import BUNDLED_TEMPLATES, App
+from feedservice.entry.feedserver import FeedFiles, FeedServer
 from feedservice.model import SubscriberStatus
 from feedservice.services.digest import PREFERENCES, UNSUBSCRIBE
 from feedservice.services.feeds import ALL, feed_urls
@@ -29,77 +21,12 @@ from feedservice.tokens import token_subscriber, verify_token
 
 log = logging.getLogger(__name__)
 
-FEED_NAME = re.compile(r"(?P<slug>[a-z0-9][a-z0-9_-]{0,63})\.(?P<ext>xml|atom|json)")
-ARCHIVE_NAME = re.compile(r"(?P<n>[1-9][0-9]{0,8})\.(?P<ext>xml|atom|json)")
-CONTENT_TYPES = {
-    "xml": "application/rss+xml; charset=utf-8",
-    "atom": "application/atom+xml; charset=utf-8",
-    "json": "application/feed+json; charset=utf-8",
-    "opml": "text/x-opml; charset=utf-8",
-}
-IMMUTABLE = "public, max-age=31536000, immutable"
 MAX_FORM_BYTES = 4096
 
 
-@dataclass(frozen=True)
-class _Cached:
-    key: tuple[int, int]
-    data: bytes
-    gz: bytes
-    etag: str
-    last_modified: str
-    mtime: int
-
-
-class FeedFiles:
-    """Built feed files, held in memory and re-read only when their mtime or size changes."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._cache: dict[str, _Cached] = {}
-
-    def get(self, name: str) -> _Cached | None:
-        path = self.directory / name
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        key = (st.st_mtime_ns, st.st_size)
-        hit = self._cache.get(name)
-        if hit is not None and hit.key == key:
-            return hit
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()[:32]
-        hit = _Cached(
-            key,
-            data,
-            gzip.compress(data, 6, mtime=0),
-            f'"{digest}"',
-            formatdate(int(st.st_mtime), usegmt=True),
-            int(st.st_mtime),
-        )
-        self._cache[name] = hit
-        return hit
-
-
-def not_modified(request: Request, etags: tuple[str, ...], mtime: int) -> bool:
-    """RFC 9110 §13.2.2: If-None-Match decides when present; otherwise If-Modified-Since."""
-    inm = request.headers.get("if-none-match")
-    if inm is not None:
-        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
-        return "*" in tags or any(e in tags for e in etags)
-    ims = request.headers.get("if-modified-since")
-    if ims:
-        try:
-            return int(parsedate_to_datetime(ims).timestamp()) >= mtime
-        except (TypeError, ValueError):
-            return False
-    return False
-
-
-def create_app(app: App) -> Starlette:
+def create_app(app: App) -> FeedServer:
+    """The whole web app: feed files served directly, the pages through Starlette."""
     settings = app.settings
-    files = FeedFiles(app.feeds_dir)
     slugs = {s.slug for s in settings.sections} | {ALL}
     max_age = settings.feeds.cache_max_age
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(BUNDLED_TEMPLATES)), autoescape=True)
@@ -121,41 +48,6 @@ def create_app(app: App) -> Starlette:
 
     async def index(request: Request) -> Response:
         return HTMLResponse(index_html)
-
-    def serve_file(request: Request, name: str, media_type: str, cache_control: str) -> Response:
-        hit = files.get(name)
-        if hit is None:
-            return PlainTextResponse("this feed has not been built yet\n", status_code=404)
-        gz = "gzip" in request.headers.get("accept-encoding", "")
-        etag = hit.etag[:-1] + '-gz"' if gz else hit.etag
-        headers = {
-            "ETag": etag,
-            "Last-Modified": hit.last_modified,
-            "Vary": "Accept-Encoding",
-            "Cache-Control": cache_control,
-        }
-        if not_modified(request, (hit.etag, hit.etag[:-1] + '-gz"'), hit.mtime):
-            return Response(status_code=304, headers=headers)
-        body = hit.gz if gz else hit.data
-        if gz:
-            headers["Content-Encoding"] = "gzip"
-        return Response(body, headers=headers, media_type=media_type)
-
-    async def feed(request: Request) -> Response:
-        m = FEED_NAME.fullmatch(request.path_params["name"])
-        if not m or m["slug"] not in slugs:
-            return PlainTextResponse("unknown feed\n", status_code=404)
-        return serve_file(request, m.group(0), CONTENT_TYPES[m["ext"]], f"public, max-age={max_age}")
-
-    async def archive(request: Request) -> Response:
-        m = ARCHIVE_NAME.fullmatch(request.path_params["name"])
-        if not m or request.path_params["slug"] not in slugs:
-            return PlainTextResponse("unknown archive page\n", status_code=404)
-        name = f"archive/{request.path_params['slug']}/{m.group(0)}"
-        return serve_file(request, name, CONTENT_TYPES[m["ext"]], IMMUTABLE)
-
-    async def opml(request: Request) -> Response:
-        return serve_file(request, "index.opml", CONTENT_TYPES["opml"], f"public, max-age={max_age}")
 
     async def digest_list(request: Request) -> Response:
         editions = app.store.list_editions()
@@ -222,9 +114,6 @@ def create_app(app: App) -> Starlette:
 
     routes = [
         Route("/", index, methods=["GET", "HEAD"]),
-        Route("/feeds/index.opml", opml, methods=["GET", "HEAD"]),
-        Route("/feeds/archive/{slug}/{name}", archive, methods=["GET", "HEAD"]),
-        Route("/feeds/{name}", feed, methods=["GET", "HEAD"]),
         Route("/digest/", digest_list, methods=["GET", "HEAD"]),
         Route("/digest/{day}", digest_page, methods=["GET", "HEAD"]),
         Route("/unsubscribe", unsubscribe_help, methods=["GET"]),
@@ -232,4 +121,4 @@ def create_app(app: App) -> Starlette:
         Route("/preferences/{token}", preferences, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
     ]
-    return Starlette(routes=routes)
+    return FeedServer(FeedFiles(app.feeds_dir), slugs, max_age, Starlette(routes=routes))

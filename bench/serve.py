@@ -1,0 +1,170 @@
+"""Feed serving benchmark: `feedservice serve` against nginx serving the same file, same run.
+
+    .venv/bin/python bench/serve.py [--duration 10] [--reps 3] [--connections 50] [--write]
+
+Builds a 50-entry section feed with feedservice itself (Korean articles like bench/collect.py's),
+then measures requests/s with wrk (Debian's package, installed when missing) on 127.0.0.1 for
+the 200 path and the 304 path (If-None-Match with the server's own ETag), for feedservice and for
+Debian's nginx serving the built file from disk. Medians of --reps alternating runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, Nginx, free_port, median, write_section
+from collect import make_feed
+
+WORK = ROOT / "var" / "bench"
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    print("installing Debian's wrk (apt-get) …", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
+    return shutil.which("wrk") or "/usr/bin/wrk"
+
+
+def build_site(folder: Path, port: int) -> Path:
+    """A config and a database with one 50-entry section, its feeds built; returns the config."""
+    from feedservice.adapters.parse import parse_feed
+    from feedservice.config import load_settings
+    from feedservice.entry.bootstrap import make_app
+
+    cfg = folder / "config.toml"
+    cfg.write_text(
+        f"""[site]
+name = "뉴스스페이스"
+url = "https://www.newsspace.kr"
+public_url = "http://127.0.0.1:{port}"
+[database]
+url = "sqlite:///{folder}/fs.db"
+[[sections]]
+slug = "bigtech"
+title = "빅테크"
+[[sources]]
+url = "https://www.newsspace.kr/rss/S1N1.xml"
+section = "bigtech"
+[weather]
+provider = "none"
+[digest]
+from = "bench <b@example.com>"
+[feeds]
+output_dir = "{folder}/feeds"
+[web]
+port = {port}
+[logging]
+level = "WARNING"
+""",
+        encoding="utf-8",
+    )
+    app = make_app(load_settings(cfg))
+    now = datetime.now(UTC)
+    parsed = parse_feed(make_feed(1, "https://www.newsspace.kr", now), url="https://www.newsspace.kr/rss/S1N1.xml",
+                        section="bigtech", tz=app.settings.site.tz, now=now)
+    app.store.record_fetch_success("https://www.newsspace.kr/rss/S1N1.xml", now, now, etag=None, last_modified=None,
+                                   articles=parsed.articles)
+    asyncio.run(app.publish_feeds())
+    app.close()
+    return cfg
+
+
+def wrk(url: str, seconds: int, connections: int, etag: str | None) -> float:
+    cmd = [ensure_wrk(), "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if etag:
+        cmd[1:1] = ["-H", f"If-None-Match: {etag}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if not m or non2xx:
+        raise RuntimeError(f"wrk failed or saw errors:\n{out}")
+    return float(m.group(1))
+
+
+def etag_and_status(url: str) -> tuple[str, int, int]:
+    with urllib.request.urlopen(url) as resp:
+        body = resp.read()
+        return resp.headers["ETag"], resp.status, len(body)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="bench-serve-", dir=WORK))
+    folder.chmod(0o755)  # nginx workers run as an unprivileged user
+    port = free_port()
+    cfg = build_site(folder, port)
+    # The reference as Debian ships it: a worker per core and the access log on.
+    nginx = Nginx(folder / "feeds", WORK / "nginx-serve", workers="auto", access_log=True)
+    server = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        ours = f"http://127.0.0.1:{port}/feeds/bigtech.xml"
+        theirs = nginx.url("/bigtech.xml")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                etag_and_status(ours)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("feedservice serve did not start") from None
+                time.sleep(0.2)
+        our_etag, _, size = etag_and_status(ours)
+        their_etag, _, their_size = etag_and_status(theirs)
+        assert size == their_size, (size, their_size)
+        results: dict[str, list[float]] = {k: [] for k in ("fs200", "fs304", "ng200", "ng304")}
+        for _ in range(args.reps):
+            results["ng200"].append(wrk(theirs, args.duration, args.connections, None))
+            results["fs200"].append(wrk(ours, args.duration, args.connections, None))
+            results["ng304"].append(wrk(theirs, args.duration, args.connections, their_etag))
+            results["fs304"].append(wrk(ours, args.duration, args.connections, our_etag))
+            print({k: round(v[-1]) for k, v in results.items()}, file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait(30)
+        nginx.stop()
+    med = {k: median(v) for k, v in results.items()}
+    md = "\n".join([
+        "## Serving feeds (issue 4)",
+        "",
+        f"`.venv/bin/python bench/serve.py {' '.join(a for a in sys.argv[1:] if a != '--write')}` on "
+        f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores: wrk -t2 -c{args.connections} for {args.duration} s "
+        f"against one 50-entry section feed ({size:,} bytes) on 127.0.0.1, served by `feedservice serve` (one "
+        "process, uvicorn with uvloop and httptools) and by Debian's nginx as packaged (a worker per core, access "
+        f"log on) from the file the build wrote; 304 = If-None-Match with the server's own ETag. Medians of {args.reps} alternating runs.",
+        "",
+        "| path | feedservice (req/s) | nginx (req/s) | feedservice / nginx |",
+        "|---|---|---|---|",
+        f"| 200 | {med['fs200']:,.0f} | {med['ng200']:,.0f} | {med['fs200'] / med['ng200']:.0%} |",
+        f"| 304 | {med['fs304']:,.0f} | {med['ng304']:,.0f} | {med['fs304'] / med['ng304']:.0%} |",
+    ])
+    print(md)
+    if args.write:
+        write_section("serve", md)
+
+
+if __name__ == "__main__":
+    main()
