@@ -69,6 +69,7 @@ from = "bench <b@example.com>"
 output_dir = "{folder}/feeds"
 [web]
 port = {port}
+workers = 1
 [logging]
 level = "WARNING"
 """,
@@ -76,10 +77,16 @@ level = "WARNING"
     )
     app = make_app(load_settings(cfg))
     now = datetime.now(UTC)
-    parsed = parse_feed(make_feed(1, "https://www.newsspace.kr", now), url="https://www.newsspace.kr/rss/S1N1.xml",
-                        section="bigtech", tz=app.settings.site.tz, now=now)
-    app.store.record_fetch_success("https://www.newsspace.kr/rss/S1N1.xml", now, now, etag=None, last_modified=None,
-                                   articles=parsed.articles)
+    parsed = parse_feed(
+        make_feed(1, "https://www.newsspace.kr", now),
+        url="https://www.newsspace.kr/rss/S1N1.xml",
+        section="bigtech",
+        tz=app.settings.site.tz,
+        now=now,
+    )
+    app.store.record_fetch_success(
+        "https://www.newsspace.kr/rss/S1N1.xml", now, now, etag=None, last_modified=None, articles=parsed.articles
+    )
     asyncio.run(app.publish_feeds())
     app.close()
     return cfg
@@ -108,6 +115,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="feedservice web worker processes")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
 
@@ -116,51 +124,68 @@ def main() -> None:
     folder.chmod(0o755)  # nginx workers run as an unprivileged user
     port = free_port()
     cfg = build_site(folder, port)
+    size = 0
     # The reference as Debian ships it: a worker per core and the access log on.
     nginx = Nginx(folder / "feeds", WORK / "nginx-serve", workers="auto", access_log=True)
-    server = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    template = cfg.read_text(encoding="utf-8")
+    results: dict[str, list[float]] = {"ng200": [], "ng304": []}
     try:
-        ours = f"http://127.0.0.1:{port}/feeds/bigtech.xml"
         theirs = nginx.url("/bigtech.xml")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                etag_and_status(ours)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("feedservice serve did not start") from None
-                time.sleep(0.2)
-        our_etag, _, size = etag_and_status(ours)
         their_etag, _, their_size = etag_and_status(theirs)
-        assert size == their_size, (size, their_size)
-        results: dict[str, list[float]] = {k: [] for k in ("fs200", "fs304", "ng200", "ng304")}
-        for _ in range(args.reps):
-            results["ng200"].append(wrk(theirs, args.duration, args.connections, None))
-            results["fs200"].append(wrk(ours, args.duration, args.connections, None))
-            results["ng304"].append(wrk(theirs, args.duration, args.connections, their_etag))
-            results["fs304"].append(wrk(ours, args.duration, args.connections, our_etag))
-            print({k: round(v[-1]) for k, v in results.items()}, file=sys.stderr)
+        for workers in args.workers:
+            cfg.write_text(template.replace("workers = 1\n", f"workers = {workers}\n"), encoding="utf-8")
+            server = subprocess.Popen(
+                [sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            try:
+                ours = f"http://127.0.0.1:{port}/feeds/bigtech.xml"
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        our_etag, _, size = etag_and_status(ours)
+                        break
+                    except OSError:
+                        if time.monotonic() > deadline or server.poll() is not None:
+                            raise RuntimeError("feedservice serve did not start") from None
+                        time.sleep(0.2)
+                assert size == their_size, (size, their_size)
+                for key in (f"fs200-{workers}", f"fs304-{workers}"):
+                    results[key] = []
+                for _ in range(args.reps):
+                    results["ng200"].append(wrk(theirs, args.duration, args.connections, None))
+                    results[f"fs200-{workers}"].append(wrk(ours, args.duration, args.connections, None))
+                    results["ng304"].append(wrk(theirs, args.duration, args.connections, their_etag))
+                    results[f"fs304-{workers}"].append(wrk(ours, args.duration, args.connections, our_etag))
+                    print({k: round(v[-1]) for k, v in results.items() if v}, file=sys.stderr)
+            finally:
+                server.terminate()
+                server.wait(30)
     finally:
-        server.terminate()
-        server.wait(30)
         nginx.stop()
     med = {k: median(v) for k, v in results.items()}
-    md = "\n".join([
-        "## Serving feeds (issue 4)",
-        "",
-        f"`.venv/bin/python bench/serve.py {' '.join(a for a in sys.argv[1:] if a != '--write')}` on "
-        f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores: wrk -t2 -c{args.connections} for {args.duration} s "
-        f"against one 50-entry section feed ({size:,} bytes) on 127.0.0.1, served by `feedservice serve` (one "
-        "process, uvicorn with uvloop and httptools) and by Debian's nginx as packaged (a worker per core, access "
-        f"log on) from the file the build wrote; 304 = If-None-Match with the server's own ETag. Medians of {args.reps} alternating runs.",
-        "",
-        "| path | feedservice (req/s) | nginx (req/s) | feedservice / nginx |",
-        "|---|---|---|---|",
-        f"| 200 | {med['fs200']:,.0f} | {med['ng200']:,.0f} | {med['fs200'] / med['ng200']:.0%} |",
-        f"| 304 | {med['fs304']:,.0f} | {med['ng304']:,.0f} | {med['fs304'] / med['ng304']:.0%} |",
-    ])
+    md = "\n".join(
+        [
+            "## Serving feeds (issue 4)",
+            "",
+            f"`.venv/bin/python bench/serve.py {' '.join(a for a in sys.argv[1:] if a != '--write')}` on "
+            f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores: wrk -t2 -c{args.connections} for {args.duration} s "
+            f"against one 50-entry section feed ({size:,} bytes) on 127.0.0.1, served by `feedservice serve` "
+            "(uvicorn with uvloop and httptools; `[web] workers` processes) and by Debian's nginx as packaged (a "
+            "worker per core, access log on) from the file the build wrote; 304 = If-None-Match with the server's "
+            f"own ETag. Medians of {args.reps} alternating runs; nginx's figure is the median over all its runs.",
+            "",
+            "| path | feedservice workers | feedservice (req/s) | nginx (req/s) | feedservice / nginx |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {code} | {w} | {med[f'fs{code}-{w}']:,.0f} | {med[f'ng{code}']:,.0f} | "
+                f"{med[f'fs{code}-{w}'] / med[f'ng{code}']:.0%} |"
+                for code in ("200", "304")
+                for w in args.workers
+            ],
+        ]
+    )
     print(md)
     if args.write:
         write_section("serve", md)

@@ -199,6 +199,7 @@ class DeliveryConfig(_Table):
 class WebConfig(_Table):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
     secret_env: EnvName = "FEEDSERVICE_SECRET"
 
 

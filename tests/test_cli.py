@@ -78,8 +78,8 @@ def test_demo_runs_offline_and_its_outputs_open(tmp_path: Path) -> None:
     assert len(delivered) == 2
 
 
-@pytest.mark.parametrize("command", ["run", "serve"])
-def test_service_starts_serves_and_survives_unreachable_sources(tmp_path: Path, command: str) -> None:
+@pytest.mark.parametrize(("command", "workers"), [("run", 1), ("serve", 1), ("run", 2), ("serve", 2)])
+def test_service_starts_serves_and_survives_unreachable_sources(tmp_path: Path, command: str, workers: int) -> None:
     dead = free_port()  # nothing listens here
     cfg = write_config(
         tmp_path,
@@ -89,7 +89,7 @@ def test_service_starts_serves_and_survives_unreachable_sources(tmp_path: Path, 
         ],
     )
     port = free_port()
-    text = cfg.read_text(encoding="utf-8").replace("[web]\n", f"[web]\nport = {port}\n")
+    text = cfg.read_text(encoding="utf-8").replace("[web]\n", f"[web]\nport = {port}\nworkers = {workers}\n")
     cfg.write_text(text, encoding="utf-8")
     proc = subprocess.Popen(
         [sys.executable, "-m", "feedservice", "--config", str(cfg), command],

@@ -218,16 +218,22 @@ def cmd_subscribers_export(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(app: App, args: argparse.Namespace) -> int:
-    from feedservice.entry.scheduler import serve
+    from feedservice.entry.scheduler import serve, serve_workers
 
-    asyncio.run(serve(app, with_scheduler=False))
+    if app.settings.web.workers > 1:
+        serve_workers(app, with_scheduler=False)
+    else:
+        asyncio.run(serve(app, with_scheduler=False))
     return OK
 
 
 def cmd_run(app: App, args: argparse.Namespace) -> int:
-    from feedservice.entry.scheduler import serve
+    from feedservice.entry.scheduler import serve, serve_workers
 
-    asyncio.run(serve(app, with_scheduler=True))
+    if app.settings.web.workers > 1:
+        serve_workers(app, with_scheduler=True)
+    else:
+        asyncio.run(serve(app, with_scheduler=True))
     return OK
 
 

@@ -7,12 +7,15 @@ in the site timezone. A failing job logs one line and the service keeps running.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -115,3 +118,38 @@ async def serve(app: App, *, with_scheduler: bool) -> None:
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
+
+
+def serve_workers(app: App, *, with_scheduler: bool) -> None:
+    """Serve from ``web.workers`` processes (uvicorn's supervisor), for sites one process cannot carry.
+
+    Each worker builds its own app from the config file; the scheduler, when asked, runs in
+    this supervising process, on an event loop of its own in a thread.
+    """
+    web = app.settings.web
+    os.environ["FEEDSERVICE_CONFIG"] = str(Path(app.settings.source_path).resolve())
+    stop = threading.Event()
+    thread = None
+    if with_scheduler:
+
+        async def schedule() -> None:
+            scheduler = build_scheduler(app)
+            scheduler.start()
+            try:
+                while not stop.is_set():
+                    await asyncio.sleep(0.5)
+            finally:
+                scheduler.shutdown(wait=False)
+
+        thread = threading.Thread(target=asyncio.run, args=(schedule(),), name="scheduler", daemon=True)
+        thread.start()
+    log.info("serving on http://%s:%d/ with %d worker processes", web.host, web.port, web.workers)
+    try:
+        uvicorn.run(
+            "feedservice.entry.web:app_from_environment", factory=True, host=web.host, port=web.port,
+            workers=web.workers, log_config=None, access_log=False, lifespan="off",
+        )  # fmt: skip
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=30)

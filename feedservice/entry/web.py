@@ -122,3 +122,16 @@ def create_app(app: App) -> FeedServer:
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
     ]
     return FeedServer(FeedFiles(app.feeds_dir), slugs, max_age, Starlette(routes=routes))
+
+
+def app_from_environment() -> FeedServer:
+    """The app for one of several web worker processes: the config comes from FEEDSERVICE_CONFIG."""
+    import os
+
+    from feedservice.config import load_settings
+    from feedservice.entry.bootstrap import make_app
+    from feedservice.entry.logs import setup_logging
+
+    settings = load_settings(os.environ["FEEDSERVICE_CONFIG"])
+    setup_logging(settings.logging.level, json_lines=settings.logging.format == "json")
+    return create_app(make_app(settings))
