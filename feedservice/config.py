@@ -168,6 +168,10 @@ class DigestConfig(_Table):
     max_per_section: int = Field(default=5, ge=1, le=50)
     templates_dir: str | None = None
     list_id: str | None = None
+    when_empty: Literal["skip", "note"] = "skip"
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_key_env: EnvName = "FEEDSERVICE_DKIM_KEY"
 
     @property
     def send_time(self) -> time:

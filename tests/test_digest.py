@@ -167,3 +167,114 @@ def test_broken_template_names_file_and_line(tmp_path) -> None:  # type: ignore[
     with pytest.raises(TemplateError) as info:
         renderer.check()
     assert info.value.name == "digest.html.j2" and info.value.line == 3
+
+
+def test_message_lines_fit_smtp_and_bodies_are_8bit() -> None:
+    ed, r = _render()
+    long_html = r.html.replace("</body>", "<p>" + "가나다라 " * 2000 + "</p></body>")
+    r2 = type(r)(long_html, r.text + "\n" + "마바사 " * 1000, r.sections, r.article_count)
+    raw = compose(
+        SITE,
+        r2,
+        day=ed.day,
+        to="a@example.com",
+        msg_id="<m@newsspace.kr>",
+        unsubscribe_url="https://x/u",
+        preferences_url="https://x/p",
+        now=NOW,
+    )
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert msg.get_body(("plain",))["Content-Transfer-Encoding"] == "8bit"
+    assert "가나다라 가나다라" in msg.get_body(("html",)).get_content()
+
+
+def test_dkim_signature_covers_unsubscribe_headers_and_verifies(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import base64
+    import shutil
+    import subprocess
+
+    import dkim
+
+    from feedservice.adapters.dkim import DkimSigner
+
+    if not shutil.which("openssl"):
+        pytest.skip("the openssl command is needed to make a test key")
+    key = tmp_path / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    pub = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"], check=True, capture_output=True
+    ).stdout
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(pub)
+    signer = DkimSigner(selector="news", domain="newsspace.kr", private_key_pem=key.read_bytes())
+    ed, r = _render()
+    raw = signer.sign(
+        compose(
+            SITE,
+            r,
+            day=ed.day,
+            to="reader@example.com",
+            msg_id="<m@newsspace.kr>",
+            unsubscribe_url="https://feeds.newsspace.kr/unsubscribe/1.0.sig",
+            preferences_url="https://feeds.newsspace.kr/preferences/1.0.sig",
+            now=NOW,
+        )
+    )
+    header = email.message_from_bytes(raw, policy=policy.default)["DKIM-Signature"]
+    signed = header.split("h=", 1)[1].split(";", 1)[0].replace(" ", "").lower().split(":")
+    assert {"list-unsubscribe", "list-unsubscribe-post", "from", "subject"} <= set(signed)
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"news._domainkey.newsspace.kr."
+        return record
+
+    assert dkim.verify(raw, dnsfunc=dns)
+    tampered = raw.replace(
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"List-Unsubscribe-Post: List-Unsubscribe=Two-Clicks"
+    )
+    assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+@pytest.mark.parametrize("width", [375, 640])
+def test_preview_renders_without_horizontal_scrolling(tmp_path, width: int) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    import os
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("FEEDSERVICE_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is required here but not installed")
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it; or: apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test extra")
+    from tests.conftest import ROOT
+
+    _, r = _render()
+    page_file = tmp_path / "index.html"
+    page_file.write_text(r.html, encoding="utf-8")
+    shots = ROOT / "var" / "test-artifacts"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.goto(page_file.as_uri())
+            scroll, client = page.evaluate(
+                "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+            )
+            assert scroll <= client, f"horizontal scrolling at {width} px: {scroll} > {client}"
+            assert page.locator("a.headline").count() == 3
+            page.screenshot(path=str(shots / f"digest-{width}.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (shots / f"digest-{width}.png").stat().st_size > 10_000

@@ -175,3 +175,58 @@ def test_real_korean_feed_over_http(tmp_path: Path, feed_server: FeedServer) -> 
     parsed = feedparser.parse((tmp_path / "feeds" / "bigtech.xml").read_bytes())
     assert not parsed.bozo and len(parsed.entries) == 50
     assert parsed.entries[0].title == "당정청 “정시·수시 적절 수준으로 조정해야”"
+
+
+def _maildir_messages(folder: Path) -> list:  # type: ignore[type-arg]
+    box = mailbox.Maildir(str(folder), create=False)
+    return [email.message_from_bytes(m.as_bytes(), policy=policy.default) for m in box]
+
+
+def test_corrected_article_is_not_news_again(tmp_path: Path, feed_server: FeedServer) -> None:
+    feed_server.files["/rss/bigtech.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", BIGTECH))
+    cfg = write_config(tmp_path, sources=[(feed_server.url("/rss/bigtech.xml"), "bigtech")])
+    c = ["--config", str(cfg)]
+    assert main([*c, "collect"]) == 0
+    assert main([*c, "subscribers", "add", "reader@example.com"]) == 0
+    assert main([*c, "digest", "send", "--date", DAY]) == 0
+    # The CMS corrects the first article and moves its date into the next edition's window;
+    # a genuinely new article comes too.
+    corrected = [
+        (
+            "빅테크 5사, AI 데이터센터 투자 경쟁 (수정)",
+            "고친 요약.",
+            "김정영",
+            datetime(2026, 11, 20, 9, 0, tzinfo=KST),
+            101,
+        ),
+        ("새 기사", "새 요약.", "이서준", datetime(2026, 11, 20, 10, 0, tzinfo=KST), 104),
+    ]
+    feed_server.files["/rss/bigtech.xml"] = Served(
+        sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", corrected)
+    )
+    assert main([*c, "collect", "--all"]) == 0
+    assert main([*c, "digest", "send", "--date", "2026-11-21"]) == 0
+    second = max(_maildir_messages(tmp_path / "mail"), key=lambda m: m["Date"].datetime)
+    text = second.get_body(("plain",)).get_content()
+    assert "새 기사" in text and "수정" not in text
+
+
+@pytest.mark.parametrize("when_empty", ["skip", "note"])
+def test_reader_whose_sections_have_nothing_new(tmp_path: Path, feed_server: FeedServer, when_empty: str) -> None:
+    feed_server.files["/rss/bigtech.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", BIGTECH))
+    cfg = write_config(tmp_path, sources=[(feed_server.url("/rss/bigtech.xml"), "bigtech")])
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace("[digest]", f'[digest]\nwhen_empty = "{when_empty}"'), encoding="utf-8"
+    )
+    c = ["--config", str(cfg)]
+    assert main([*c, "collect"]) == 0
+    assert main([*c, "subscribers", "add", "space@example.com", "--sections", "space-sociology"]) == 0
+    assert main([*c, "subscribers", "add", "all@example.com"]) == 0
+    assert main([*c, "digest", "send", "--date", DAY]) == 0
+    by_rcpt = {m["To"]: m for m in _maildir_messages(tmp_path / "mail")}
+    assert "all@example.com" in by_rcpt
+    if when_empty == "skip":
+        assert "space@example.com" not in by_rcpt
+    else:
+        note = by_rcpt["space@example.com"].get_body(("plain",)).get_content()
+        assert "새 기사가 없습니다" in note and "빅테크 5사" not in note

@@ -66,7 +66,9 @@ class SmtpMailer:
             if self._client is None or not self._client.is_connected:
                 self._client = await self._connect()
             try:
-                _, reply = await self._client.sendmail(sender, [recipient], message)
+                # The bodies are 8bit UTF-8: declare it where the server offers 8BITMIME (RFC 6152).
+                options = ["BODY=8BITMIME"] if self._client.supports_extension("8bitmime") else []
+                _, reply = await self._client.sendmail(sender, [recipient], message, mail_options=options)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 r = exc.recipients[0]
                 raise DeliveryError(f"{r.code} {r.message}", code=r.code, permanent=r.code >= 500) from exc

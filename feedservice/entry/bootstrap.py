@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from feedservice.adapters.asos import AsosHourlyProvider
+from feedservice.adapters.dkim import DkimSigner
 from feedservice.adapters.forecast import VilageForecastProvider
 from feedservice.adapters.http import HttpFetcher, user_agent
 from feedservice.adapters.kma import KmaSurfaceProvider
@@ -28,6 +29,7 @@ from feedservice.adapters.smtp import SmtpMailer
 from feedservice.adapters.store import Store, open_store
 from feedservice.adapters.websub import WebSubPublisher
 from feedservice.config import Settings
+from feedservice.errors import ConfigError
 from feedservice.model import Edition, Route, Section, Subscriber, WeatherBlock
 from feedservice.ports import Mailer, WeatherProvider
 from feedservice.services import collect as collect_service
@@ -155,6 +157,23 @@ class App:
             )
         return MaildirMailer(self.settings.path(d.maildir))
 
+    def signer(self) -> Callable[[bytes], bytes] | None:
+        """DKIM signing when ``[digest] dkim_selector`` is set (the key from ``dkim_key_env``)."""
+        d = self.settings.digest
+        if not d.dkim_selector:
+            return None
+        key = self.settings.secret(d.dkim_key_env)
+        if not key:
+            raise ConfigError(
+                self.settings.source_path,
+                "digest.dkim_key_env",
+                f"dkim_selector is set but the environment variable {d.dkim_key_env} is empty",
+            )
+        domain = d.dkim_domain or self.digest_site.sender_domain
+        signer = DkimSigner(selector=d.dkim_selector, domain=domain, private_key_pem=key.reveal().encode(),
+                            source=self.settings.source_path)  # fmt: skip
+        return signer.sign
+
     def renderer(self) -> digest.DigestRenderer:
         dirs = []
         if self.settings.digest.templates_dir:
@@ -272,9 +291,12 @@ class App:
         renderer = self.renderer()
         renderer.check()
         ed = self.edition(day)
-        articles = self.store.articles_between(ed.window_start, ed.window_end)
+        # An article an earlier edition carried is not news again, even when a correction moved it.
+        carried = self.store.articles_carried(day - timedelta(days=14), day)
+        articles = [a for a in self.store.articles_between(ed.window_start, ed.window_end) if a.id not in carried]
         block = await self.weather_for_digest()
         site = self.digest_site
+        note = self.settings.digest.when_empty == "note"
         cache: dict[tuple[str, ...], digest.RenderedDigest | None] = {}
 
         def rendered_for(chosen: tuple[str, ...]) -> digest.RenderedDigest | None:
@@ -282,7 +304,11 @@ class App:
             if key not in cache:
                 secs = [s for s in self.sections if not key or s.slug in key]
                 picked = digest.pick_sections(secs, articles, site.max_per_section)
-                cache[key] = renderer.render(site, ed, picked, block, web_url=self.edition_url(day)) if picked else None
+                web_url = self.edition_url(day)
+                if picked or note:
+                    cache[key] = renderer.render(site, ed, picked, block, web_url=web_url)
+                else:
+                    cache[key] = None  # nothing new in the chosen sections: no mail today
             return cache[key]
 
         everything = digest.pick_sections(self.sections, articles, site.max_per_section)
@@ -299,7 +325,7 @@ class App:
     async def send_digest(self, day: date) -> deliver.SendReport:
         ed, rendered_for, preview = await self.prepare(day)
         now = self.clock()
-        self.store.save_edition(ed, preview.rendered.html, preview.rendered.text, now)
+        self.store.save_edition(ed, preview.rendered.html, preview.rendered.text, now, preview.rendered.article_ids)
         report = deliver.SendReport()
         report.queued, report.skipped_empty = deliver.enqueue_edition(
             self.store, self.digest_site, ed, lambda chosen: rendered_for(chosen) is not None, now
@@ -307,8 +333,9 @@ class App:
         mailer = self.make_mailer()
         try:
             await deliver.drain_edition(
-                self.store, mailer, self.digest_site, ed, rendered_for, self.links_for, self.clock, report=report
-            )
+                self.store, mailer, self.digest_site, ed, rendered_for, self.links_for, self.clock, report=report,
+                sign=self.signer(),
+            )  # fmt: skip
         finally:
             await mailer.aclose()
         log.info("digest %s: %s", day, report.summary())

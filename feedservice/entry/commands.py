@@ -102,6 +102,7 @@ def cmd_digest_preview(app: App, args: argparse.Namespace) -> int:
     unsub, prefs = app.links_for(sample) if sample else (f"{app.settings.site.public_url}/unsubscribe",) * 2
     to = sample.email if sample else "preview@example.invalid"
     rendered = (rendered_for(sample.sections) if sample else None) or preview.rendered
+    sign = app.signer()
     eml = compose(
         app.digest_site,
         rendered,
@@ -112,6 +113,8 @@ def cmd_digest_preview(app: App, args: argparse.Namespace) -> int:
         preferences_url=prefs,
         now=datetime.now(UTC),
     )
+    if sign is not None:
+        eml = sign(eml)
     paths = {
         "index.html": rendered.html.replace("%%unsubscribe_url%%", unsub).replace("%%preferences_url%%", prefs),
         "digest.txt": rendered.text.replace("%%unsubscribe_url%%", unsub).replace("%%preferences_url%%", prefs),

@@ -15,7 +15,7 @@ from email.utils import parseaddr
 from feedservice.errors import DeliveryError, DeliveryFatal
 from feedservice.model import DeliveryStatus, Edition, Subscriber, SubscriberStatus
 from feedservice.ports import DeliveryStore, Mailer
-from feedservice.services.digest import DigestSite, RenderedDigest, compose, message_id
+from feedservice.services.digest import DigestSite, RenderedDigest, message_id, personalize, prepare
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ async def drain_edition(
     expires: timedelta = timedelta(hours=6),
     batch: int = 200,
     report: SendReport | None = None,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> SendReport:
     """Send every due delivery of ``edition``; a ``DeliveryFatal`` stops the run and propagates."""
     report = report or SendReport()
@@ -100,16 +101,17 @@ async def drain_edition(
                 report.failed += 1
                 continue
             unsubscribe, preferences = links_for(sub)
-            data = compose(
+            data = personalize(
                 site,
-                rendered,
-                day=edition.day,
+                prepare(site, rendered, edition.day),
                 to=sub.email,
                 msg_id=d.message_id,
                 unsubscribe_url=unsubscribe,
                 preferences_url=preferences,
                 now=now,
             )
+            if sign is not None:
+                data = sign(data)
             try:
                 reply = await mailer.send(envelope_from, sub.email, data)
             except DeliveryFatal:

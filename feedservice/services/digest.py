@@ -7,14 +7,12 @@ replacement of marker strings, so no template runs per subscriber.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from email.header import Header
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from babel.dates import format_date
 
 from feedservice.errors import TemplateError
 from feedservice.model import Article, Edition, Section, WeatherBlock
+from feedservice.services.mime import MessageTemplate, prepare_message
 from feedservice.services.weather import (
     CREDIT,
     format_forecast,
@@ -69,6 +68,8 @@ class RenderedDigest:
     text: str
     sections: list[str] = field(default_factory=list)
     article_count: int = 0
+    article_ids: list[str] = field(default_factory=list)
+    template: MessageTemplate | None = None  # the encoded message, once ``prepare`` has made it
 
 
 def date_label(day: date, language: str = "ko") -> str:
@@ -218,7 +219,13 @@ class DigestRenderer:
         }
         html = self._inliner.inline(self._render("digest.html.j2", context))
         text = self._render("digest.txt.j2", context)
-        return RenderedDigest(html, text, [s.slug for s, _ in chosen], sum(len(a) for _, a in chosen))
+        return RenderedDigest(
+            html,
+            text,
+            [s.slug for s, _ in chosen],
+            sum(len(a) for _, a in chosen),
+            [a.id for _, arts in chosen for a in arts],
+        )
 
 
 def _template_line(exc: BaseException, name: str) -> int | None:
@@ -241,20 +248,29 @@ def message_id(site: DigestSite, day: date, subscriber_id: int) -> str:
     return f"<digest.{day:%Y%m%d}.{subscriber_id}.{h}@{site.sender_domain}>"
 
 
-def _encode_words(text: str) -> str:
-    """RFC 2047 encoded words (folded, each at most 75 characters) when ``text`` is not plain ASCII."""
-    if text.isascii():
-        return text
-    return Header(text, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+def prepare(site: DigestSite, rendered: RenderedDigest, day: date) -> MessageTemplate:
+    """The edition's message for one section choice, encoded once for all its readers."""
+    if rendered.template is not None:
+        return rendered.template
+    rendered.template = prepare_message(
+        sender=site.sender,
+        subject=subject_for(site, day),
+        list_id=site.list_id_header,
+        text=rendered.text,
+        html=rendered.html,
+        markers={"unsubscribe": UNSUBSCRIBE, "preferences": PREFERENCES},
+    )
+    return rendered.template
 
 
-def _address(display: str, addr: str) -> str:
-    return f"{_encode_words(display)} <{addr}>" if display else addr
-
-
-def _b64_body(text: str) -> str:
-    raw = base64.b64encode(text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")).decode("ascii")
-    return "\r\n".join(raw[i : i + 76] for i in range(0, len(raw), 76))
+def personalize(
+    site: DigestSite, template: MessageTemplate, *, to: str, msg_id: str, unsubscribe_url: str,
+    preferences_url: str, now: datetime,
+) -> bytes:  # fmt: skip
+    return template.personalize(
+        to=to, msg_id=msg_id, links={"unsubscribe": unsubscribe_url, "preferences": preferences_url},
+        date_header=format_datetime(now.astimezone(site.tz)),
+    )  # fmt: skip
 
 
 def compose(
@@ -268,44 +284,6 @@ def compose(
     preferences_url: str,
     now: datetime,
 ) -> bytes:
-    """One subscriber's complete message (multipart/alternative, UTF-8, RFC 8058 headers).
-
-    Assembled by hand rather than with ``EmailMessage``: the stdlib folder RFC 2047-encodes
-    a long ``List-Unsubscribe`` URL, which breaks one-click unsubscribe at mail providers.
-    """
-    name, addr = parseaddr(site.sender)
-    list_name, _, list_ident = site.list_id_header.rpartition(" ")
-    boundary = "=_fs_" + hashlib.sha256(msg_id.encode()).hexdigest()[:24]
-    text = rendered.text.replace(UNSUBSCRIBE, unsubscribe_url).replace(PREFERENCES, preferences_url)
-    html = rendered.html.replace(UNSUBSCRIBE, unsubscribe_url).replace(PREFERENCES, preferences_url)
-    headers = [
-        f"From: {_address(name, addr)}",
-        f"To: {to}",
-        f"Subject: {_encode_words(subject_for(site, day))}",
-        f"Date: {format_datetime(now.astimezone(site.tz))}",
-        f"Message-ID: {msg_id}",
-        f"List-Id: {_encode_words(list_name)} {list_ident}",
-        f"List-Unsubscribe: <{unsubscribe_url}>,\r\n <mailto:{addr}?subject=unsubscribe>",
-        "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-        "Auto-Submitted: auto-generated",
-        "Precedence: bulk",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
-    ]
-    parts = [
-        "\r\n".join(headers),
-        "",
-        f"--{boundary}",
-        'Content-Type: text/plain; charset="utf-8"',
-        "Content-Transfer-Encoding: base64",
-        "",
-        _b64_body(text),
-        f"--{boundary}",
-        'Content-Type: text/html; charset="utf-8"',
-        "Content-Transfer-Encoding: base64",
-        "",
-        _b64_body(html),
-        f"--{boundary}--",
-        "",
-    ]
-    return "\r\n".join(parts).encode("ascii")
+    """One reader's complete message (multipart/alternative, UTF-8, RFC 8058 headers)."""
+    return personalize(site, prepare(site, rendered, day), to=to, msg_id=msg_id, unsubscribe_url=unsubscribe_url,
+                       preferences_url=preferences_url, now=now)  # fmt: skip

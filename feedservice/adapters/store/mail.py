@@ -97,8 +97,10 @@ class MailStoreMixin(StoreBase):
             last = rows[-1].id
 
     # -- editions ----------------------------------------------------------------------------
-    def save_edition(self, edition: Edition, html: str, text: str, now: datetime) -> bool:
-        """Store an edition once; returns False if that day's edition already existed (kept as is)."""
+    def save_edition(
+        self, edition: Edition, html: str, text: str, now: datetime, article_ids: Sequence[str] = ()
+    ) -> bool:
+        """Store an edition (and which articles it carried) once; False if it existed (kept as is)."""
         with self._tx("saving an edition") as conn:
             stmt = self._insert(t.editions).values(
                 day=edition.day,
@@ -111,7 +113,20 @@ class MailStoreMixin(StoreBase):
             )
             # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING.
             res = conn.execute(stmt.on_conflict_do_nothing(index_elements=["day"]).returning(t.editions.c.day))
-            return res.first() is not None
+            created = res.first() is not None
+            if created and article_ids:
+                conn.execute(
+                    t.edition_articles.insert(),
+                    [{"edition": edition.day, "article_id": a} for a in dict.fromkeys(article_ids)],
+                )
+            return created
+
+    def articles_carried(self, since: date, before: date) -> set[str]:
+        """Ids of the articles that editions from ``since`` up to (not including) ``before`` carried."""
+        ea = t.edition_articles
+        q = sa.select(ea.c.article_id).where(ea.c.edition >= since, ea.c.edition < before)
+        with self._tx("reading edition articles") as conn:
+            return set(conn.execute(q).scalars())
 
     def get_edition(self, day: date) -> tuple[Edition, str, str] | None:
         with self._tx("reading an edition") as conn:

@@ -129,6 +129,13 @@ editions = sa.Table(
     sa.Column("created", UTCDateTime, nullable=False),
 )
 
+edition_articles = sa.Table(
+    "edition_articles",
+    metadata,
+    sa.Column("edition", sa.Date, sa.ForeignKey("editions.day"), primary_key=True),
+    sa.Column("article_id", sa.Text, primary_key=True),
+)
+
 deliveries = sa.Table(
     "deliveries",
     metadata,
@@ -146,7 +153,7 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_edition_status", "edition", "status"),
 )
 
-_V1_TABLES = [sections, sources, articles, subscribers, weather_observations, editions, deliveries]
+_V1_TABLES = [sections, sources, articles, subscribers, weather_observations, editions, edition_articles, deliveries]
 
 
 def _v1(conn: Connection) -> None:
