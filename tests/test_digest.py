@@ -237,9 +237,8 @@ def test_dkim_signature_covers_unsubscribe_headers_and_verifies(tmp_path) -> Non
 
 @pytest.mark.parametrize("width", [375, 640])
 def test_preview_renders_without_horizontal_scrolling(tmp_path, width: int) -> None:  # type: ignore[no-untyped-def]
-    import shutil
-
     import os
+    import shutil
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
