@@ -206,7 +206,7 @@ def test_corrected_article_is_not_news_again(tmp_path: Path, feed_server: FeedSe
     )
     assert main([*c, "collect", "--all"]) == 0
     assert main([*c, "digest", "send", "--date", "2026-11-21"]) == 0
-    second = max(_maildir_messages(tmp_path / "mail"), key=lambda m: m["Date"].datetime)
+    [second] = [m for m in _maildir_messages(tmp_path / "mail") if "2026.11.21" in str(m["Subject"])]
     text = second.get_body(("plain",)).get_content()
     assert "새 기사" in text and "수정" not in text
 
