@@ -187,12 +187,16 @@ class SmtpConfig(_Table):
     password_env: EnvName | None = None
     timeout: float = Field(default=30.0, gt=0)
     pool_size: int = Field(default=4, ge=1, le=200)
+    messages_per_connection: int = Field(default=100, ge=1)
+    rate_limit: float = Field(default=0.0, ge=0)
 
 
 class DeliveryConfig(_Table):
     mode: Literal["maildir", "smtp"] | None = None
     maildir: str = "var/mail"
     smtp: SmtpConfig | None = None
+    expire_hours: float = Field(default=6.0, gt=0, le=72)
+    lease_seconds: float = Field(default=60.0, ge=1, le=3600)
 
     @property
     def effective_mode(self) -> str:

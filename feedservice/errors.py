@@ -68,8 +68,12 @@ class TemplateError(FeedServiceError):
 
 
 class DeliveryError(FeedServiceError):
-    def __init__(self, message: str, *, code: int | None = None, permanent: bool = False) -> None:
-        self.code, self.permanent = code, permanent
+    """One message could not be handed over; ``enhanced`` is the RFC 3463 code ("5.1.1") if given."""
+
+    def __init__(
+        self, message: str, *, code: int | None = None, permanent: bool = False, enhanced: str | None = None
+    ) -> None:
+        self.code, self.permanent, self.enhanced = code, permanent, enhanced
         super().__init__(message)
 
 

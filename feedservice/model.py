@@ -180,6 +180,7 @@ class Subscriber:
 
 class DeliveryStatus(enum.StrEnum):
     QUEUED = "queued"
+    SENDING = "sending"  # claimed by a worker, which sends it now
     SENT = "sent"
     DEFERRED = "deferred"
     FAILED = "failed"

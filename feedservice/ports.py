@@ -7,7 +7,7 @@ them together. Services import only this module, ``model`` and ``errors``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -126,7 +126,13 @@ class DeliveryStore(SubscriberStore, Protocol):
 
     def enqueue_deliveries(self, day: date, rows: Sequence[tuple[int, str, str]], now: datetime) -> int: ...
 
-    def due_deliveries(self, day: date, now: datetime, limit: int) -> list[Delivery]: ...
+    def claim_deliveries(
+        self, day: date, now: datetime, limit: int, worker: str, lease: timedelta
+    ) -> list[tuple[Delivery, Subscriber | None]]: ...
+
+    def release_deliveries(self, ids: Sequence[int], worker: str, now: datetime) -> None: ...
+
+    def next_reclaim(self, day: date, lease: timedelta) -> datetime | None: ...
 
     def mark_delivery(
         self,

@@ -96,13 +96,22 @@ def test_delivery_ledger_is_unique_per_edition_and_subscriber(db_url: str) -> No
     rows = [(a.id, a.email, "<m1@x>"), (b.id, b.email, "<m2@x>")]
     assert store.enqueue_deliveries(day, rows, NOW) == 2
     assert store.enqueue_deliveries(day, rows, NOW) == 0  # re-running queues nobody twice
-    due = store.due_deliveries(day, NOW, 10)
-    assert [d.email for d in due] == ["a@example.com", "b@example.com"]
-    store.mark_delivery(due[0].id, DeliveryStatus.SENT, "250 OK", NOW)
-    store.mark_delivery(due[1].id, DeliveryStatus.DEFERRED, "451 try later", NOW, NOW + timedelta(minutes=5))
-    assert store.due_deliveries(day, NOW, 10) == []
-    assert [d.email for d in store.due_deliveries(day, NOW + timedelta(minutes=5), 10)] == ["b@example.com"]
-    assert store.delivery_counts(day) == {"queued": 0, "sent": 1, "deferred": 1, "failed": 0}
+    lease = timedelta(seconds=60)
+    due = store.claim_deliveries(day, NOW, 10, "w1", lease)
+    assert [(d.email, s.sections) for d, s in due] == [("a@example.com", ()), ("b@example.com", ("bigtech",))]
+    assert store.claim_deliveries(day, NOW, 10, "w2", lease) == []  # claimed: nobody else gets them
+    store.mark_delivery(due[0][0].id, DeliveryStatus.SENT, "250 OK", NOW)
+    store.mark_delivery(due[1][0].id, DeliveryStatus.DEFERRED, "451 try later", NOW, NOW + timedelta(minutes=5))
+    assert store.claim_deliveries(day, NOW, 10, "w2", lease) == []
+    assert store.editions_with_work(NOW) == []
+    [(again, _)] = store.claim_deliveries(day, NOW + timedelta(minutes=5), 10, "w2", lease)
+    assert again.email == "b@example.com" and again.attempts == 1
+    assert store.delivery_counts(day) == {"queued": 0, "sending": 1, "sent": 1, "deferred": 0, "failed": 0}
+    # A worker that dies keeps its rows only until the lease runs out; one that stops hands them back.
+    assert store.claim_deliveries(day, NOW + timedelta(minutes=5, seconds=30), 10, "w3", lease) == []
+    [(taken, _)] = store.claim_deliveries(day, NOW + timedelta(minutes=6, seconds=1), 10, "w3", lease)
+    store.release_deliveries([taken.id], "w3", NOW)
+    assert store.delivery_counts(day)["queued"] == 1 and store.editions_with_work(NOW) == [day]
     assert store.get_edition(day)[1] == "<html>"  # type: ignore[index]
     store.close()
 

@@ -11,6 +11,8 @@ import logging
 import multiprocessing
 import os
 import secrets
+import socket
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -154,6 +156,8 @@ class App:
                 username=d.smtp.username,
                 password=self.settings.secret(d.smtp.password_env),
                 timeout=d.smtp.timeout,
+                pool_size=d.smtp.pool_size,
+                messages_per_connection=d.smtp.messages_per_connection,
             )
         return MaildirMailer(self.settings.path(d.maildir))
 
@@ -322,7 +326,21 @@ class App:
         prefs = make_token(secret, "preferences", sub.id, sub.email)
         return f"{base}/unsubscribe/{unsub}", f"{base}/preferences/{prefs}"
 
-    async def send_digest(self, day: date) -> deliver.SendReport:
+    def drain_settings(self) -> deliver.DrainSettings:
+        d = self.settings.delivery
+        smtp = d.smtp if d.effective_mode == "smtp" else None
+        return deliver.DrainSettings(
+            worker=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+            pool_size=smtp.pool_size if smtp else 2,
+            rate=smtp.rate_limit if smtp else 0.0,
+            lease=timedelta(seconds=d.lease_seconds),
+            expires=timedelta(hours=d.expire_hours),
+        )
+
+    async def send_digest(
+        self, day: date, *, progress: Callable[[deliver.SendReport], None] | None = None
+    ) -> deliver.SendReport:
+        """Record the edition and its deliveries, then send what is due (resuming a previous run)."""
         ed, rendered_for, preview = await self.prepare(day)
         now = self.clock()
         self.store.save_edition(ed, preview.rendered.html, preview.rendered.text, now, preview.rendered.article_ids)
@@ -330,15 +348,27 @@ class App:
         report.queued, report.skipped_empty = deliver.enqueue_edition(
             self.store, self.digest_site, ed, lambda chosen: rendered_for(chosen) is not None, now
         )
+        return await self._drain(ed, rendered_for, report, progress)
+
+    async def drain(
+        self, day: date, *, progress: Callable[[deliver.SendReport], None] | None = None
+    ) -> deliver.SendReport:
+        """Send what is due of an edition that was already recorded (``feedservice worker``)."""
+        ed, rendered_for, _ = await self.prepare(day)
+        return await self._drain(ed, rendered_for, deliver.SendReport(), progress)
+
+    async def _drain(self, ed: Edition, rendered_for: Callable[[tuple[str, ...]], digest.RenderedDigest | None],
+                     report: deliver.SendReport, progress: Callable[[deliver.SendReport], None] | None
+                     ) -> deliver.SendReport:  # fmt: skip
         mailer = self.make_mailer()
         try:
             await deliver.drain_edition(
-                self.store, mailer, self.digest_site, ed, rendered_for, self.links_for, self.clock, report=report,
-                sign=self.signer(),
+                self.store, mailer, self.digest_site, ed, rendered_for, self.links_for, self.clock,
+                self.drain_settings(), report=report, sign=self.signer(), progress=progress,
             )  # fmt: skip
         finally:
             await mailer.aclose()
-        log.info("digest %s: %s", day, report.summary())
+        log.info("digest %s: %s", ed.day, report.summary())
         return report
 
     async def cycle(self) -> None:

@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     se = ssub.add_parser("export", help="export every subscriber as CSV (re-importable)")
     se.add_argument("--out", default="-", help="file to write (default: standard output)")
 
+    wk = sub.add_parser("worker", help="send the due deliveries of recorded editions (several may run at once)")
+    wk.add_argument("--date", type=_date, help="only this edition (default: every edition with work to do)")
+    wk.add_argument("--once", action="store_true", help="one pass, then exit (default: keep going until stopped)")
+    wk.add_argument("--interval", type=float, default=30.0, help="seconds between passes (default: 30)")
     sub.add_parser("serve", help="serve the web app only (feeds, digest pages, unsubscribe)")
     sub.add_parser("run", help="serve the web app and run the scheduler (collect, weather, daily digest)")
     dm = sub.add_parser("demo", help="offline showcase: sample feeds and weather on 127.0.0.1, one full cycle")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -14,11 +16,13 @@ from rich.table import Table
 
 from feedservice.entry.bootstrap import App
 from feedservice.model import SubscriberStatus
+from feedservice.services import deliver
 from feedservice.services import subscribers as subs
 from feedservice.services.digest import compose, message_id
 from feedservice.services.weather import format_observation, national_summary
 
 OK, FAILED, USAGE = 0, 1, 2
+log = logging.getLogger("feedservice")
 # On a terminal rich fits its width; piped output gets wide rows instead of wrapped cells.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
@@ -132,13 +136,71 @@ def cmd_digest_preview(app: App, args: argparse.Namespace) -> int:
     return OK
 
 
-def cmd_digest_send(app: App, args: argparse.Namespace) -> int:
-    day = args.date or app.today()
-    report = asyncio.run(app.send_digest(day))
-    out.print(f"digest send {day}: {report.summary()}")
+class _Progress:
+    """A rich progress bar on a terminal; a log line every few seconds otherwise."""
+
+    def __init__(self, app: App, day: date) -> None:
+        counts = app.store.delivery_counts(day)
+        self.total = sum(counts.values()) - counts.get("sent", 0) - counts.get("failed", 0)
+        self.tty = sys.stdout.isatty()
+        self._last = 0.0
+        self._bar = None
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("[bold]digest {task.fields[day]}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[detail]}"), TimeRemainingColumn(), console=out)  # fmt: skip
+            self._task = self._bar.add_task("send", total=max(self.total, 1), day=str(day), detail="")
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, report: deliver.SendReport) -> None:
+        done = report.sent + report.failed + report.deferred
+        detail = f"{report.sent} sent · {report.deferred} deferred · {report.failed} failed · {report.rate:.0f}/s"
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, detail=detail)
+        elif time.monotonic() - self._last >= 5:
+            self._last = time.monotonic()
+            log.info("sending: %d of %d done: %s", done, self.total, detail)
+
+
+def _send_result(day: date, report: deliver.SendReport, verb: str) -> int:
+    out.print(f"{verb} {day}: {report.summary()}")
     for e in report.errors[:10]:
         out.print(f"  {e}")
     return FAILED if report.failed or report.deferred else OK
+
+
+def cmd_digest_send(app: App, args: argparse.Namespace) -> int:
+    day = args.date or app.today()
+    progress = _Progress(app, day) if app.store.get_edition(day) else None
+    if progress is None:  # a new edition: the bar starts once the deliveries are recorded
+        report = asyncio.run(app.send_digest(day))
+    else:
+        with progress:
+            report = asyncio.run(app.send_digest(day, progress=progress))
+    return _send_result(day, report, "digest send")
+
+
+def cmd_worker(app: App, args: argparse.Namespace) -> int:
+    """Drain due deliveries of recorded editions; with --once, one pass; otherwise until stopped."""
+    status = OK
+    while True:
+        days = [args.date] if args.date else app.store.editions_with_work(app.clock())
+        for day in days:
+            with _Progress(app, day) as progress:
+                report = asyncio.run(app.drain(day, progress=progress))
+            status = max(status, _send_result(day, report, "worker"))
+        if args.once:
+            return status
+        time.sleep(args.interval)
 
 
 def cmd_digest_status(app: App, args: argparse.Namespace) -> int:
@@ -253,6 +315,7 @@ HANDLERS: dict[str, Callable[[App, argparse.Namespace], int]] = {
     "subscribers remove": cmd_subscribers_remove,
     "subscribers import": cmd_subscribers_import,
     "subscribers export": cmd_subscribers_export,
+    "worker": cmd_worker,
     "serve": cmd_serve,
     "run": cmd_run,
 }

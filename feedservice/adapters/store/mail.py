@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -178,23 +178,78 @@ class MailStoreMixin(StoreBase):
             )
             return len(conn.execute(stmt).all())
 
-    def due_deliveries(self, day: date, now: datetime, limit: int) -> list[Delivery]:
-        """Queued, or deferred and due, deliveries of an edition, oldest first."""
+    def claim_deliveries(
+        self, day: date, now: datetime, limit: int, worker: str, lease: timedelta
+    ) -> list[tuple[Delivery, Subscriber | None]]:
+        """Claim up to ``limit`` deliveries that are due: queued, deferred and due, or claimed by a
+        worker whose lease ran out (it died). Claimed rows become "sending" for this worker.
+
+        On PostgreSQL the rows are picked with FOR UPDATE SKIP LOCKED, so any number of workers on
+        any number of machines claim disjoint rows; SQLite has one writer at a time anyway.
+        """
         c = t.deliveries.c
-        q = (
-            sa.select(t.deliveries)
+        due = (
+            sa.select(c.id)
             .where(
                 c.edition == day,
                 sa.or_(
                     c.status == DeliveryStatus.QUEUED.value,
                     sa.and_(c.status == DeliveryStatus.DEFERRED.value, c.next_attempt <= now),
+                    sa.and_(c.status == DeliveryStatus.SENDING.value, c.claimed_at <= now - lease),
                 ),
             )
             .order_by(c.id)
             .limit(limit)
         )
+        if self.engine.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            t.deliveries.update()
+            .where(c.id.in_(due.scalar_subquery()))
+            .values(status=DeliveryStatus.SENDING.value, claimed_at=now, worker=worker)
+            .returning(*t.deliveries.c)
+        )
+        with self._tx("claiming deliveries") as conn:
+            rows = sorted(conn.execute(stmt).all(), key=lambda r: r.id)
+            ids = [r.subscriber_id for r in rows]
+            subs = (
+                {
+                    r.id: _subscriber(r)
+                    for r in conn.execute(sa.select(t.subscribers).where(t.subscribers.c.id.in_(ids)))
+                }
+                if ids
+                else {}
+            )
+        return [(_delivery(r), subs.get(r.subscriber_id)) for r in rows]
+
+    def release_deliveries(self, ids: Sequence[int], worker: str, now: datetime) -> None:
+        """Hand claimed deliveries back (queued again) when a worker stops before sending them."""
+        if not ids:
+            return
+        c = t.deliveries.c
+        with self._tx("releasing deliveries") as conn:
+            conn.execute(
+                t.deliveries.update()
+                .where(c.id.in_(list(ids)), c.status == DeliveryStatus.SENDING.value, c.worker == worker)
+                .values(status=DeliveryStatus.QUEUED.value, claimed_at=None, worker=None, updated=now)
+            )
+
+    def next_reclaim(self, day: date, lease: timedelta) -> datetime | None:
+        """When the earliest delivery another worker holds would become claimable again, if any."""
+        c = t.deliveries.c
+        q = sa.select(sa.func.min(c.claimed_at)).where(c.edition == day, c.status == DeliveryStatus.SENDING.value)
         with self._tx("reading deliveries") as conn:
-            return [_delivery(r) for r in conn.execute(q)]
+            first = conn.execute(q).scalar()
+        if first is None:
+            return None
+        return schema_utc(first) + lease
+
+    def next_deferred(self, day: date) -> datetime | None:
+        c = t.deliveries.c
+        q = sa.select(sa.func.min(c.next_attempt)).where(c.edition == day, c.status == DeliveryStatus.DEFERRED.value)
+        with self._tx("reading deliveries") as conn:
+            first = conn.execute(q).scalar()
+        return schema_utc(first) if first is not None else None
 
     def mark_delivery(
         self,
@@ -214,8 +269,27 @@ class MailStoreMixin(StoreBase):
                     updated=now,
                     next_attempt=next_attempt,
                     attempts=t.deliveries.c.attempts + 1,
+                    claimed_at=None,
+                    worker=None,
                 )
             )
+
+    def editions_with_work(self, now: datetime) -> list[date]:
+        """Editions with deliveries queued, being sent, or deferred and due: what a worker drains."""
+        c = t.deliveries.c
+        q = (
+            sa.select(c.edition)
+            .where(
+                sa.or_(
+                    c.status.in_([DeliveryStatus.QUEUED.value, DeliveryStatus.SENDING.value]),
+                    sa.and_(c.status == DeliveryStatus.DEFERRED.value, c.next_attempt <= now),
+                )
+            )
+            .distinct()
+            .order_by(c.edition)
+        )
+        with self._tx("reading deliveries") as conn:
+            return list(conn.execute(q).scalars())
 
     def delivery_counts(self, day: date) -> dict[str, int]:
         c = t.deliveries.c
@@ -235,3 +309,10 @@ class MailStoreMixin(StoreBase):
         )
         with self._tx("reading deliveries") as conn:
             return [_delivery(r) for r in conn.execute(q)]
+
+
+def schema_utc(value: datetime) -> datetime:
+    """An aggregate (MIN) comes back without the column type's processing: make it aware UTC."""
+    if isinstance(value, str):  # SQLite returns the stored text for an aggregate
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -149,6 +149,8 @@ deliveries = sa.Table(
     sa.Column("last_reply", sa.Text),
     sa.Column("next_attempt", UTCDateTime),
     sa.Column("updated", UTCDateTime, nullable=False),
+    sa.Column("claimed_at", UTCDateTime),  # while status is "sending": when, and by which worker
+    sa.Column("worker", sa.Text),
     sa.UniqueConstraint("edition", "subscriber_id", name="uq_deliveries_edition_subscriber"),
     sa.Index("ix_deliveries_edition_status", "edition", "status"),
 )
