@@ -338,9 +338,12 @@ class App:
         )
 
     async def send_digest(
-        self, day: date, *, progress: Callable[[deliver.SendReport], None] | None = None
+        self, day: date, *, progress: Callable[[deliver.SendReport], None] | None = None, queue_only: bool = False
     ) -> deliver.SendReport:
-        """Record the edition and its deliveries, then send what is due (resuming a previous run)."""
+        """Record the edition and its deliveries, then send what is due (resuming a previous run).
+
+        With ``queue_only`` nothing is sent: ``feedservice worker`` processes do that.
+        """
         ed, rendered_for, preview = await self.prepare(day)
         now = self.clock()
         self.store.save_edition(ed, preview.rendered.html, preview.rendered.text, now, preview.rendered.article_ids)
@@ -348,6 +351,8 @@ class App:
         report.queued, report.skipped_empty = deliver.enqueue_edition(
             self.store, self.digest_site, ed, lambda chosen: rendered_for(chosen) is not None, now
         )
+        if queue_only:
+            return report
         return await self._drain(ed, rendered_for, report, progress)
 
     async def drain(

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--out", default="var/preview", help="output folder (default: var/preview)")
     ds = dsub.add_parser("send", help="send an edition to every confirmed subscriber (resumes, never re-sends)")
     ds.add_argument("--date", type=_date, help="edition date, YYYY-MM-DD (default: today in the site timezone)")
+    ds.add_argument("--queue-only", action="store_true", help="record the deliveries; leave sending to workers")
     dst = dsub.add_parser("status", help="delivery counts by status and the last errors of an edition")
     dst.add_argument("--date", type=_date, help="edition date (default: the latest edition)")
 

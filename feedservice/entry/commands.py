@@ -180,6 +180,10 @@ def _send_result(day: date, report: deliver.SendReport, verb: str) -> int:
 
 def cmd_digest_send(app: App, args: argparse.Namespace) -> int:
     day = args.date or app.today()
+    if args.queue_only:
+        report = asyncio.run(app.send_digest(day, queue_only=True))
+        out.print(f"digest send {day}: {report.queued} deliveries queued for the workers")
+        return OK
     progress = _Progress(app, day) if app.store.get_edition(day) else None
     if progress is None:  # a new edition: the bar starts once the deliveries are recorded
         report = asyncio.run(app.send_digest(day))

@@ -1,0 +1,231 @@
+"""Delivery against real SMTP servers on 127.0.0.1 (aiosmtpd): each fault and its outcome, a
+kill -9 in the middle of a run, and three workers draining one edition on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from feedservice.config import load_settings
+from feedservice.entry.bootstrap import App, make_app
+from feedservice.entry.demo import sample_rss
+from feedservice.errors import DeliveryFatal
+from feedservice.model import SubscriberStatus
+from tests.conftest import FeedServer, Served, free_port, write_config
+
+KST_DAY = "2026-11-20"
+ITEMS = [("빅테크 기사", "요약", "김정영", datetime(2026, 11, 19, 12, 0, tzinfo=UTC), 1)]
+
+
+class FaultySink:
+    """Accepts mail, except for addresses given a fault: a reply code, a drop, or a stall."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        self.rcpt_replies: dict[str, str] = {}
+        self.drop: set[str] = set()
+        self.stall: set[str] = set()
+        self.delay = delay
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        to = envelope.rcpt_tos[0]
+        if to in self.drop:
+            server.transport.close()  # the connection drops in the middle of DATA
+            return "250 never seen"
+        if to in self.stall:
+            await asyncio.sleep(5)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.received.append((to, bytes(envelope.original_content)))
+        return "250 2.0.0 Ok: queued"
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[FaultySink, int]]:
+    handler = FaultySink()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, port
+    controller.stop()
+
+
+SEND_TIME = datetime(2026, 11, 19, 22, 5, tzinfo=UTC)  # 07:05 KST on the edition's day
+
+
+def _app(tmp_path: Path, feed_server: FeedServer, port: int, db_url: str | None = None, smtp_extra: str = "",
+         delivery_extra: str = "", clock: Any = None) -> App:  # fmt: skip
+    feed_server.files["/rss.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", ITEMS))
+    cfg = write_config(
+        tmp_path, db_url=db_url, sources=[(feed_server.url("/rss.xml"), "bigtech")],
+        delivery_extra=f'{delivery_extra}\n[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"\n'
+                       f"timeout = 2.0\n{smtp_extra}",
+    )  # fmt: skip
+    app = make_app(load_settings(cfg), **({"clock": clock} if clock else {}))
+    asyncio.run(app.collect())
+    return app
+
+
+def _add(app: App, *emails: str) -> None:
+    for e in emails:
+        app.store.add_subscriber(e, (), SubscriberStatus.SUBSCRIBED, datetime.now(UTC))
+
+
+def test_faults_and_their_outcomes(tmp_path: Path, feed_server: FeedServer, sink: tuple[FaultySink, int]) -> None:
+    handler, port = sink
+    handler.rcpt_replies = {
+        "later@example.com": "451 4.2.2 Mailbox full, try later",
+        "gone@example.com": "550 5.1.1 No such user",
+        "policy@example.com": "550 5.7.1 Rejected by DMARC policy",
+    }
+    handler.drop = {"drop@example.com"}
+    handler.stall = {"stall@example.com"}
+    app = _app(tmp_path, feed_server, port, clock=lambda: SEND_TIME)
+    try:
+        _add(app, "ok@example.com", "later@example.com", "gone@example.com", "policy@example.com",
+             "drop@example.com", "stall@example.com", "ok2@example.com")  # fmt: skip
+        report = asyncio.run(app.send_digest(datetime.fromisoformat(KST_DAY).date()))
+        assert sorted(to for to, _ in handler.received) == ["ok2@example.com", "ok@example.com"]
+        assert (report.sent, report.failed, report.deferred) == (2, 2, 3)
+        assert report.suppressed == 1 and report.policy == 1
+        status = {d.email: (d.status.value, d.last_reply or "") for d in _deliveries(app)}
+        assert status["ok@example.com"][0] == "sent" and "2.0.0" in status["ok@example.com"][1]
+        assert status["later@example.com"][0] == "deferred" and "4.2.2" in status["later@example.com"][1]
+        assert status["gone@example.com"][0] == "failed"
+        assert status["policy@example.com"][0] == "failed"
+        assert status["drop@example.com"][0] == "deferred"
+        assert status["stall@example.com"][0] == "deferred"
+        assert app.store.get_subscriber("gone@example.com").status is SubscriberStatus.SUPPRESSED  # type: ignore[union-attr]
+        assert app.store.get_subscriber("policy@example.com").status is SubscriberStatus.SUBSCRIBED  # type: ignore[union-attr]
+        # Re-running sends nothing new to anyone already sent; deferred ones wait for their retry time.
+        again = asyncio.run(app.send_digest(datetime.fromisoformat(KST_DAY).date()))
+        assert again.sent == 0 and len(handler.received) == 2
+    finally:
+        app.close()
+
+
+def _deliveries(app: App) -> list[Any]:
+    import sqlalchemy as sa
+
+    from feedservice.adapters.store import schema as t
+    from feedservice.adapters.store.mail import _delivery
+
+    with app.store.engine.connect() as conn:
+        return [_delivery(r) for r in conn.execute(sa.select(t.deliveries))]
+
+
+class RefusingAuth:
+    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        return AuthResult(success=False, handled=False)
+
+
+def test_refused_login_stops_the_run_and_marks_nothing(tmp_path: Path, feed_server: FeedServer) -> None:
+    handler = FaultySink()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, authenticator=RefusingAuth(),
+                            auth_require_tls=False, auth_required=True)  # fmt: skip
+    controller.start()
+    os.environ["FS_TEST_SMTP_PASSWORD"] = "wrong"
+    app = _app(tmp_path, feed_server, port, smtp_extra='username = "news"\npassword_env = "FS_TEST_SMTP_PASSWORD"')
+    try:
+        _add(app, "a@example.com", "b@example.com")
+        with pytest.raises(DeliveryFatal, match="refused the login"):
+            asyncio.run(app.send_digest(datetime.fromisoformat(KST_DAY).date()))
+        assert handler.received == []
+        assert {d.status.value for d in _deliveries(app)} == {"queued"}  # handed back, ready for the next run
+    finally:
+        app.close()
+        controller.stop()
+        del os.environ["FS_TEST_SMTP_PASSWORD"]
+
+
+def _start_sink(delay: float) -> tuple[FaultySink, Controller, int]:
+    handler = FaultySink(delay=delay)
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    return handler, controller, port
+
+
+def _cli(cfg: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _run(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "feedservice", "--config", str(cfg), *args],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def _subscribers_csv(path: Path, n: int) -> Path:
+    path.write_text("email,sections,status\n" + "".join(f"r{i:04d}@example.com,,subscribed\n" for i in range(n)))
+    return path
+
+
+def test_kill_9_mid_run_then_restart(tmp_path: Path, feed_server: FeedServer) -> None:
+    handler, controller, port = _start_sink(delay=0.01)
+    try:
+        app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 4", delivery_extra="lease_seconds = 1")
+        cfg = Path(app.settings.source_path)
+        app.close()
+        n = 300
+        assert _run(cfg, "subscribers", "import", str(_subscribers_csv(tmp_path / "s.csv", n))).returncode == 0
+        first = _cli(cfg, "digest", "send", "--date", KST_DAY)
+        deadline = time.monotonic() + 30
+        while len(handler.received) < 60:
+            assert time.monotonic() < deadline and first.poll() is None, "the first run did not get going"
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=10)
+        at_kill = len(handler.received)
+        assert at_kill < n
+        second = _cli(cfg, "digest", "send", "--date", KST_DAY)
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err
+        counts = collections.Counter(to for to, _ in handler.received)
+        assert set(counts) == {f"r{i:04d}@example.com" for i in range(n)}  # nobody lost
+        duplicates = sum(c - 1 for c in counts.values())
+        assert duplicates <= 4, f"{duplicates} duplicates, more than the pool size"
+    finally:
+        controller.stop()
+
+
+@pytest.mark.postgres
+def test_three_workers_on_postgresql_send_each_once(tmp_path: Path, feed_server: FeedServer, postgres_url: str) -> None:
+    handler, controller, port = _start_sink(delay=0.005)
+    try:
+        app = _app(tmp_path, feed_server, port, db_url=postgres_url, smtp_extra="pool_size = 3")
+        cfg = Path(app.settings.source_path)
+        app.close()
+        n = 300
+        assert _run(cfg, "subscribers", "import", str(_subscribers_csv(tmp_path / "s.csv", n))).returncode == 0
+        queued = _run(cfg, "digest", "send", "--date", KST_DAY, "--queue-only")
+        assert queued.returncode == 0, queued.stderr
+        workers = [_cli(cfg, "worker", "--date", KST_DAY, "--once") for _ in range(3)]
+        results = [w.communicate(timeout=120) for w in workers]
+        assert all(w.returncode == 0 for w in workers), [r[1][-500:] for r in results]
+        counts = collections.Counter(to for to, _ in handler.received)
+        assert len(counts) == n and set(counts.values()) == {1}
+        sent_by = [int(r[0].split(" sent", 1)[0].rsplit(" ", 1)[1]) for r in results]
+        assert sum(sent_by) == n and sum(1 for s in sent_by if s > 0) >= 2, sent_by  # they really shared it
+    finally:
+        controller.stop()
