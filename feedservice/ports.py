@@ -134,6 +134,10 @@ class DeliveryStore(SubscriberStore, Protocol):
 
     def next_reclaim(self, day: date, lease: timedelta) -> datetime | None: ...
 
+    def mark_deliveries(
+        self, outcomes: Sequence[tuple[int, DeliveryStatus, str | None, datetime | None]], now: datetime
+    ) -> None: ...
+
     def mark_delivery(
         self,
         delivery_id: int,

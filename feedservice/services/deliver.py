@@ -88,6 +88,42 @@ class RateLimiter:
             await asyncio.sleep(wait)
 
 
+class _GroupCommit:
+    """Outcomes from all connections, committed together: one transaction for whatever is waiting."""
+
+    def __init__(self, store: DeliveryStore, clock: Callable[[], datetime]) -> None:
+        self.store, self.clock = store, clock
+        self.queue: asyncio.Queue[tuple[tuple[int, DeliveryStatus, str | None, datetime | None], asyncio.Future[None]]
+                                  | None] = asyncio.Queue()  # fmt: skip
+
+    async def record(self, outcome: tuple[int, DeliveryStatus, str | None, datetime | None]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self.queue.put((outcome, done))
+        await done
+
+    async def close(self) -> None:
+        await self.queue.put(None)
+
+    async def run(self) -> None:
+        closing = False
+        while not closing:
+            items = [await self.queue.get()]
+            while not self.queue.empty():
+                items.append(self.queue.get_nowait())
+            closing = items[-1] is None or None in items
+            batch = [x for x in items if x is not None]
+            if not batch:
+                continue
+            try:
+                await asyncio.to_thread(self.store.mark_deliveries, [o for o, _ in batch], self.clock())
+            except Exception as exc:  # handed to every waiting sender
+                for _, done in batch:
+                    done.set_exception(exc)
+                continue
+            for _, done in batch:
+                done.set_result(None)
+
+
 def enqueue_edition(
     store: DeliveryStore,
     site: DigestSite,
@@ -232,9 +268,13 @@ async def drain_edition(
             progress(report)
 
     async def _record(d: Delivery, status: DeliveryStatus, reply: str | None, retry: datetime | None = None) -> None:
-        await asyncio.to_thread(store.mark_delivery, d.id, status, reply, clock(), retry)
+        # Returns once the outcome is committed: a connection sends its next message only then,
+        # so at most one accepted-but-unrecorded message per connection exists at any moment.
+        await recorder.record((d.id, status, reply, retry))
         held.discard(d.id)
 
+    recorder = _GroupCommit(store, clock)
+    recording = asyncio.create_task(recorder.run())
     senders = [asyncio.create_task(sender()) for _ in range(settings.pool_size)]
     produce = asyncio.create_task(producer())
     try:
@@ -243,6 +283,8 @@ async def drain_edition(
         for _ in senders:
             await queue.put(None)
         await asyncio.gather(*senders, return_exceptions=True)
+        await recorder.close()
+        await recording
         if held:  # stopped early (fatal error or cancellation): hand our unsent claims back
             with contextlib.suppress(Exception):
                 store.release_deliveries(sorted(held), settings.worker, clock())

@@ -259,19 +259,29 @@ class MailStoreMixin(StoreBase):
         now: datetime,
         next_attempt: datetime | None = None,
     ) -> None:
-        with self._tx("recording a delivery") as conn:
+        self.mark_deliveries([(delivery_id, status, reply, next_attempt)], now)
+
+    def mark_deliveries(
+        self, outcomes: Sequence[tuple[int, DeliveryStatus, str | None, datetime | None]], now: datetime
+    ) -> None:
+        """Record several outcomes (id, status, reply, next attempt) in one transaction."""
+        if not outcomes:
+            return
+        c = t.deliveries.c
+        with self._tx("recording deliveries") as conn:
             conn.execute(
                 t.deliveries.update()
-                .where(t.deliveries.c.id == delivery_id)
+                .where(c.id == sa.bindparam("b_id"))
                 .values(
-                    status=status.value,
-                    last_reply=reply,
+                    status=sa.bindparam("b_status"),
+                    last_reply=sa.bindparam("b_reply"),
                     updated=now,
-                    next_attempt=next_attempt,
-                    attempts=t.deliveries.c.attempts + 1,
+                    next_attempt=sa.bindparam("b_next", type_=t.UTCDateTime),
+                    attempts=c.attempts + 1,
                     claimed_at=None,
                     worker=None,
-                )
+                ),
+                [{"b_id": i, "b_status": st.value, "b_reply": reply, "b_next": nxt} for i, st, reply, nxt in outcomes],
             )
 
     def editions_with_work(self, now: datetime) -> list[date]:
