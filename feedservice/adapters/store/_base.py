@@ -60,7 +60,9 @@ class StoreBase:
         with wrap_errors(what), self.engine.begin() as conn:
             yield conn
 
-    def _bulk_insert(self, conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    def _bulk_insert(
+        self, conn: Connection, table: sa.Table, rows: list[dict[str, Any]], *, ignore_conflicts: bool = False
+    ) -> None:
         """INSERT many rows with the driver's executemany, skipping SQLAlchemy's per-row work.
 
         The collector stores thousands of articles a second; the Core insert spent more time
@@ -73,6 +75,8 @@ class StoreBase:
         sqlite = self.engine.dialect.name == "sqlite"
         mark = "?" if sqlite else "%s"
         sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+        if ignore_conflicts:
+            sql += " ON CONFLICT DO NOTHING"
         converters: list[Any] = []
         for name in names:
             col_type = table.c[name].type
@@ -80,6 +84,8 @@ class StoreBase:
                 converters.append(functools.lru_cache(maxsize=256)(_sqlite_time) if sqlite else _utc)
             elif isinstance(col_type, sa.JSON):
                 converters.append(_json)
+            elif isinstance(col_type, sa.Date) and sqlite:
+                converters.append(_iso_date)
             else:
                 converters.append(None)
         params = [
@@ -106,3 +112,7 @@ def _sqlite_time(value: datetime) -> str:
 
 def _json(value: Any) -> str:
     return json.dumps(value)
+
+
+def _iso_date(value: Any) -> str:
+    return str(value.isoformat())

@@ -154,29 +154,26 @@ class MailStoreMixin(StoreBase):
 
     # -- deliveries --------------------------------------------------------------------------
     def enqueue_deliveries(self, day: date, rows: Sequence[tuple[int, str, str]], now: datetime) -> int:
-        """Record (subscriber_id, email, message_id) as queued; existing rows stay as they are."""
+        """Record (subscriber_id, email, message_id) as queued; existing rows stay as they are.
+
+        Returns how many were new. Written with the driver's executemany: this runs once per
+        subscriber per edition.
+        """
         if not rows:
             return 0
         values = [
             {
-                "edition": day,
-                "subscriber_id": sid,
-                "email": email,
-                "message_id": mid,
-                "status": DeliveryStatus.QUEUED.value,
-                "attempts": 0,
-                "updated": now,
+                "edition": day, "subscriber_id": sid, "email": email, "message_id": mid,
+                "status": DeliveryStatus.QUEUED.value, "attempts": 0, "updated": now,
             }
             for sid, email, mid in rows
-        ]
+        ]  # fmt: skip
+        c = t.deliveries.c
+        count = sa.select(sa.func.count()).select_from(t.deliveries).where(c.edition == day)
         with self._tx("queueing deliveries") as conn:
-            stmt = (
-                self._insert(t.deliveries)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=["edition", "subscriber_id"])
-                .returning(t.deliveries.c.id)
-            )
-            return len(conn.execute(stmt).all())
+            before = int(conn.execute(count).scalar() or 0)
+            self._bulk_insert(conn, t.deliveries, values, ignore_conflicts=True)
+            return int(conn.execute(count).scalar() or 0) - before
 
     def claim_deliveries(
         self, day: date, now: datetime, limit: int, worker: str, lease: timedelta

@@ -1,0 +1,236 @@
+"""Delivery benchmark: one edition to N subscribers into Postfix's smtp-sink, against the naive way.
+
+    .venv/bin/python bench/send.py [--n 10000 100000] [--pool 16] [--naive 2000] [--slow 500] [--write]
+
+The whole path is timed: recording the deliveries, rendering once per section choice,
+personalising, sending over a pool of SMTP connections and recording each outcome. Postfix's
+``smtp-sink`` (Debian's postfix package, installed for that tool only; postfix itself is not
+started) accepts everything on 127.0.0.1. The naive way, per subscriber: render the template,
+build an ``EmailMessage`` and send it with stdlib smtplib over one connection. The slow-relay
+run holds every DATA reply for 1 s (``smtp-sink -w 1``) and sends with a pool of 50.
+Each measurement runs in its own process; peak memory is that process tree's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, TreeMemory, free_port, run_child, write_section
+
+SECTIONS = ["bigtech", "space-sociology", "economy", "society"]
+CHOICES = [[], ["bigtech"], ["space-sociology"], ["economy"], ["society"], ["bigtech", "economy"],
+           ["space-sociology", "society"], ["bigtech", "space-sociology", "economy"]]  # fmt: skip
+DAY = datetime(2026, 11, 28).date()
+
+
+def ensure_smtp_sink() -> str:
+    if Path("/usr/sbin/smtp-sink").exists():
+        return "/usr/sbin/smtp-sink"
+    print("installing Debian's postfix for its smtp-sink (postfix is not started) …", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run("echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections",
+                   shell=True, check=True)  # fmt: skip
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postfix"], check=True, env=env)
+    subprocess.run(["service", "postfix", "stop"], check=False, capture_output=True)
+    return "/usr/sbin/smtp-sink"
+
+
+class Sink:
+    def __init__(self, wait: float = 0) -> None:
+        self.port = free_port()
+        args = [ensure_smtp_sink(), "-u", "nobody", *(["-w", str(int(wait))] if wait else []),
+                f"127.0.0.1:{self.port}", "1000"]  # fmt: skip
+        self.proc = subprocess.Popen(args)
+        time.sleep(0.5)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def setup(folder: Path, n: int, port: int, pool: int) -> Path:
+    """A config, 4 sections × 10 articles in the edition's window, n subscribers over 8 choices."""
+    from feedservice.adapters.store.schema import subscribers as subscribers_table
+    from feedservice.config import load_settings
+    from feedservice.entry.bootstrap import make_app
+    from feedservice.model import Article
+
+    cfg = folder / "config.toml"
+    sections = "\n".join(f'[[sections]]\nslug = "{s}"\ntitle = "{s}"\n' for s in SECTIONS)
+    cfg.write_text(
+        f"""[site]
+name = "뉴스스페이스"
+url = "https://www.newsspace.kr"
+[database]
+url = "sqlite:///{folder}/fs.db"
+{sections}
+[weather]
+provider = "none"
+[digest]
+from = "뉴스스페이스 <newsletter@newsspace.kr>"
+[delivery.smtp]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+pool_size = {pool}
+messages_per_connection = 1000
+[logging]
+level = "WARNING"
+""",
+        encoding="utf-8",
+    )
+    os.environ.setdefault("FEEDSERVICE_SECRET", "bench")
+    app = make_app(load_settings(cfg))
+    end = datetime(2026, 11, 27, 22, 0, tzinfo=UTC)  # 07:00 KST on DAY
+    arts = [
+        Article(id=f"urn:{s}:{i}", url=f"https://www.newsspace.kr/{s}/{i}", section=s, title=f"{s} 기사 {i}",
+                summary_html="<p>" + "오늘의 주요 소식을 전합니다. " * 8 + "</p>", author="김정영",
+                published=end - timedelta(hours=i + 1))
+        for s in SECTIONS
+        for i in range(10)
+    ]  # fmt: skip
+    app.store.sync_sources([("https://www.newsspace.kr/rss", "bigtech", None)])
+    app.store.record_fetch_success("https://www.newsspace.kr/rss", end, end, etag=None, last_modified=None,
+                                   articles=arts)  # fmt: skip
+    now = datetime.now(UTC)
+    with app.store.engine.begin() as conn:
+        for start in range(0, n, 5000):
+            rows = [{"email": f"reader{i:06d}@example.com", "status": "subscribed", "sections": CHOICES[i % 8],
+                     "created": now} for i in range(start, min(n, start + 5000))]  # fmt: skip
+            app.store._bulk_insert(conn, subscribers_table, rows)
+    app.close()
+    return cfg
+
+
+def child_ours(n: int, pool: int, wait: float) -> None:
+    sink = Sink(wait)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = setup(Path(tmp), n, sink.port, pool)
+            from feedservice.config import load_settings
+            from feedservice.entry.bootstrap import make_app
+
+            with TreeMemory() as memory:
+                app = make_app(load_settings(cfg))
+                started = time.perf_counter()
+                report = asyncio.run(app.send_digest(DAY))
+                seconds = time.perf_counter() - started
+                app.close()
+            assert report.sent == n and report.failed == 0, report.summary()
+    finally:
+        sink.stop()
+    print(json.dumps({"seconds": seconds, "sent": report.sent, "peak_mb": memory.peak_mb}))
+
+
+def child_naive(n: int) -> None:
+    """Per subscriber: render the templates, build an EmailMessage, send it with smtplib (one connection)."""
+    from feedservice.model import Article, Section, WeatherBlock
+    from feedservice.services import digest
+    from feedservice.tokens import make_token
+
+    sink = Sink()
+    try:
+        from zoneinfo import ZoneInfo
+
+        tz = ZoneInfo("Asia/Seoul")
+        site = digest.DigestSite(name="뉴스스페이스", url="https://www.newsspace.kr", public_url="https://f.kr",
+                                 language="ko", tz=tz, sender="뉴스스페이스 <newsletter@newsspace.kr>")  # fmt: skip
+        ed = digest.edition_for(DAY, datetime.strptime("07:00", "%H:%M").time(), tz, None)
+        arts = [
+            Article(id=f"urn:{s}:{i}", url=f"https://www.newsspace.kr/{s}/{i}", section=s, title=f"{s} 기사 {i}",
+                    summary_html="<p>" + "오늘의 주요 소식을 전합니다. " * 8 + "</p>", author="김정영",
+                    published=ed.window_end - timedelta(hours=i + 1))
+            for s in SECTIONS
+            for i in range(10)
+        ]  # fmt: skip
+        sections = [Section(s, s) for s in SECTIONS]
+        renderer = digest.DigestRenderer([ROOT / "templates"])
+        smtp = smtplib.SMTP("127.0.0.1", sink.port)
+        started = time.perf_counter()
+        for i in range(n):
+            addr = f"reader{i:06d}@example.com"
+            unsub = "https://f.kr/unsubscribe/" + make_token(b"bench", "unsubscribe", i, addr)
+            chosen = [s for s in sections if not CHOICES[i % 8] or s.slug in CHOICES[i % 8]]
+            rendered = renderer.render(site, ed, digest.pick_sections(chosen, arts, 5), WeatherBlock(()),
+                                       web_url="https://f.kr/d")  # fmt: skip
+            msg = EmailMessage(policy=policy.SMTP)
+            msg["From"], msg["To"], msg["Subject"] = site.sender, addr, digest.subject_for(site, DAY)
+            msg["List-Unsubscribe"] = f"<{unsub}>"
+            msg.set_content(rendered.text.replace(digest.UNSUBSCRIBE, unsub))
+            msg.add_alternative(rendered.html.replace(digest.UNSUBSCRIBE, unsub), subtype="html")
+            smtp.sendmail("newsletter@newsspace.kr", [addr], msg.as_bytes())
+        seconds = time.perf_counter() - started
+        smtp.quit()
+    finally:
+        sink.stop()
+    print(json.dumps({"seconds": seconds, "sent": n}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--pool", type=int, default=16)
+    ap.add_argument("--naive", type=int, default=2000)
+    ap.add_argument("--slow", type=int, default=500, help="messages for the slow-relay run (pool of 50)")
+    ap.add_argument("--write", action="store_true")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--wait", type=float, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child == "ours":
+        child_ours(args.n[0], args.pool, args.wait)
+        return
+    if args.child == "naive":
+        child_naive(args.n[0])
+        return
+    ensure_smtp_sink()
+    me = [sys.executable, __file__]
+    rows = []
+    for n in args.n:
+        r = run_child([*me, "--child", "ours", "--n", str(n), "--pool", str(args.pool)], timeout=3600)
+        rows.append((n, r))
+        print(f"N={n}: {n / r['seconds']:.0f} messages/s, peak {r['peak_mb']:.0f} MB", file=sys.stderr)
+    naive = run_child([*me, "--child", "naive", "--n", str(args.naive)])
+    naive_rate = naive["sent"] / naive["seconds"]
+    print(f"naive: {naive_rate:.0f} messages/s", file=sys.stderr)
+    slow = run_child([*me, "--child", "ours", "--n", str(args.slow), "--pool", "50", "--wait", "1"])
+    slow_rate = args.slow / slow["seconds"]
+    print(f"slow relay, pool 50: {slow_rate:.1f} messages/s", file=sys.stderr)
+    command = " ".join([".venv/bin/python bench/send.py", *(a for a in sys.argv[1:] if a != "--write")])
+    md = "\n".join([
+        "## Sending (issue 7)",
+        "",
+        f"`{command}` on {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores. One edition (4 sections, 8 section "
+        "choices) into Postfix's `smtp-sink` on 127.0.0.1, SQLite ledger; the whole path is timed (recording the "
+        "deliveries, rendering, personalising, sending, recording each outcome). Peak memory is the process "
+        "tree's.",
+        "",
+        "| run | messages/s | vs naive | peak MB |",
+        "|---|---|---|---|",
+        *[f"| feedservice, N = {n:,}, pool {args.pool} | {n / r['seconds']:,.0f} | "
+          f"{n / r['seconds'] / naive_rate:.1f}× | {r['peak_mb']:.0f} |" for n, r in rows],
+        f"| naive (render + `EmailMessage` + smtplib, one connection), {args.naive:,} messages | {naive_rate:,.0f} "
+        "| 1× | – |",
+        f"| feedservice, slow relay (`smtp-sink -w 1`), pool 50, {args.slow} messages | {slow_rate:,.1f} | – | "
+        f"{slow['peak_mb']:.0f} |",
+    ])  # fmt: skip
+    print(md)
+    if args.write:
+        write_section("send", md)
+
+
+if __name__ == "__main__":
+    main()
