@@ -209,6 +209,7 @@ class WebConfig(_Table):
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     secret_env: EnvName = "FEEDSERVICE_SECRET"
+    subscribe_per_hour: int = Field(default=10, ge=1, le=10000)
 
 
 class LoggingConfig(_Table):

@@ -165,6 +165,7 @@ class WeatherBlock:
 class SubscriberStatus(enum.StrEnum):
     UNCONFIRMED = "unconfirmed"
     SUBSCRIBED = "subscribed"
+    PAUSED = "paused"
     UNSUBSCRIBED = "unsubscribed"
     SUPPRESSED = "suppressed"
 
@@ -176,6 +177,9 @@ class Subscriber:
     status: SubscriberStatus
     sections: tuple[str, ...] = ()  # empty means "all sections"
     created: datetime | None = None
+    email_hash: str = ""
+    confirm_nonce: str | None = None
+    confirm_sent: datetime | None = None
 
 
 class DeliveryStatus(enum.StrEnum):

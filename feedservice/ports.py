@@ -113,12 +113,33 @@ class SubscriberStore(Protocol):
     def get_subscriber(self, email: str) -> Subscriber | None: ...
 
     def add_subscriber(
-        self, email: str, sections: Sequence[str], status: SubscriberStatus, now: datetime
+        self,
+        email: str,
+        sections: Sequence[str],
+        status: SubscriberStatus,
+        now: datetime,
+        created: datetime | None = None,
     ) -> tuple[Subscriber, bool]: ...
+
+    def keep_forgotten(
+        self, email_hash: str, status: SubscriberStatus, sections: Sequence[str], created: datetime
+    ) -> bool: ...
 
     def set_subscriber_status(self, email: str, status: SubscriberStatus) -> bool: ...
 
     def iter_subscribers(self, status: SubscriberStatus | None = None, batch: int = 1000) -> Iterator[Subscriber]: ...
+
+
+class SignupStore(SubscriberStore, Protocol):
+    def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None: ...
+
+    def set_status(
+        self, subscriber_id: int, status: SubscriberStatus, sections: Sequence[str] | None = None
+    ) -> bool: ...
+
+    def start_confirmation(self, subscriber_id: int, nonce: str, now: datetime) -> None: ...
+
+    def consume_confirmation(self, subscriber_id: int, nonce: str, now: datetime) -> bool: ...
 
 
 class DeliveryStore(SubscriberStore, Protocol):

@@ -110,11 +110,14 @@ def test_faults_and_their_outcomes(tmp_path: Path, feed_server: FeedServer, sink
         status = {d.email: (d.status.value, d.last_reply or "") for d in _deliveries(app)}
         assert status["ok@example.com"][0] == "sent" and "2.0.0" in status["ok@example.com"][1]
         assert status["later@example.com"][0] == "deferred" and "4.2.2" in status["later@example.com"][1]
-        assert status["gone@example.com"][0] == "failed"
+        # The suppressed address is forgotten: its ledger row keeps only the address's hash.
+        assert "gone@example.com" not in status
+        assert status[app.store.address_hash("gone@example.com")][0] == "failed"
         assert status["policy@example.com"][0] == "failed"
         assert status["drop@example.com"][0] == "deferred"
         assert status["stall@example.com"][0] == "deferred"
-        assert app.store.get_subscriber("gone@example.com").status is SubscriberStatus.SUPPRESSED  # type: ignore[union-attr]
+        gone = app.store.get_subscriber("gone@example.com")
+        assert gone is not None and gone.status is SubscriberStatus.SUPPRESSED and gone.email == ""
         assert app.store.get_subscriber("policy@example.com").status is SubscriberStatus.SUBSCRIBED  # type: ignore[union-attr]
         # Re-running sends nothing new to anyone already sent; deferred ones wait for their retry time.
         again = asyncio.run(app.send_digest(datetime.fromisoformat(KST_DAY).date()))

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from feedservice.entry.bootstrap import BUNDLED_TEMPLATES, App
 from feedservice.entry.feedserver import FeedFiles, FeedServer
+from feedservice.entry.subscribe import subscription_routes
 from feedservice.model import SubscriberStatus
 from feedservice.services.digest import PREFERENCES, UNSUBSCRIBE
 from feedservice.services.feeds import ALL, feed_urls
@@ -43,7 +44,7 @@ def create_app(app: App) -> FeedServer:
     )
 
     def page(title: str, status: int = 200, **kw: object) -> HTMLResponse:
-        html = env.get_template("page.html.j2").render(title=title, site_name=settings.site.name, **kw)
+        html = env.get_template("page.html.j2").render(title=title, site_name=settings.site.name, csrf="", **kw)
         return HTMLResponse(html, status_code=status)
 
     async def index(request: Request) -> Response:
@@ -68,7 +69,7 @@ def create_app(app: App) -> FeedServer:
     def _subscriber_for(token: str, purpose: str):  # type: ignore[no-untyped-def]
         sid = token_subscriber(token)
         sub = app.store.get_subscriber_by_id(sid) if sid is not None else None
-        if sub is None or not verify_token(app.secret(), token, purpose, sub.id, sub.email, app.clock()):
+        if sub is None or not verify_token(app.secret(), token, purpose, sub.id, sub.email_hash, app.clock()):
             return None
         return sub
 
@@ -97,17 +98,9 @@ def create_app(app: App) -> FeedServer:
         if len(body) > MAX_FORM_BYTES:
             return PlainTextResponse("request too large\n", status_code=413)
         if sub.status in (SubscriberStatus.SUBSCRIBED, SubscriberStatus.UNCONFIRMED):
-            app.store.set_subscriber_status(sub.email, SubscriberStatus.UNSUBSCRIBED)
+            app.store.set_status(sub.id, SubscriberStatus.UNSUBSCRIBED)
             log.info("unsubscribed subscriber %d", sub.id)
         return page("수신 거부 완료", message="더 이상 뉴스레터를 보내지 않습니다.")
-
-    async def preferences(request: Request) -> Response:
-        sub = _subscriber_for(request.path_params["token"], "preferences")
-        if sub is None:
-            return page("잘못된 링크", 400, message="링크가 올바르지 않거나 만료되었습니다.")
-        titles = {s.slug: s.title for s in settings.sections}
-        chosen = ", ".join(titles.get(s, s) for s in sub.sections) if sub.sections else "모든 분야"
-        return page("구독 설정", message=f"{sub.email}: {chosen} ({sub.status.value})")
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -118,7 +111,7 @@ def create_app(app: App) -> FeedServer:
         Route("/digest/{day}", digest_page, methods=["GET", "HEAD"]),
         Route("/unsubscribe", unsubscribe_help, methods=["GET"]),
         Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
-        Route("/preferences/{token}", preferences, methods=["GET"]),
+        *subscription_routes(app, env, page),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
     ]
     return FeedServer(FeedFiles(app.feeds_dir), slugs, max_age, Starlette(routes=routes))

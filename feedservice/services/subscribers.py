@@ -6,14 +6,14 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
 
 from feedservice.model import Subscriber, SubscriberStatus
-from feedservice.ports import SubscriberStore
+from feedservice.ports import SignupStore, SubscriberStore
 
-CSV_FIELDS = ("email", "sections", "status", "created")
+CSV_FIELDS = ("email", "sections", "status", "created", "email_hash")
 
 
 class InvalidAddress(ValueError):
@@ -52,7 +52,9 @@ def export_csv(subscribers: Iterable[Subscriber]) -> str:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CSV_FIELDS)
     for s in subscribers:
-        w.writerow([s.email, ",".join(s.sections), s.status.value, s.created.isoformat() if s.created else ""])
+        created = s.created.isoformat() if s.created else ""
+        # A forgotten address has only its hash: exported so that re-importing keeps suppressing it.
+        w.writerow([s.email, ",".join(s.sections), s.status.value, created, "" if s.email else s.email_hash])
     return out.getvalue()
 
 
@@ -69,9 +71,20 @@ def import_csv(
     for row in reader:
         line = reader.line_num
         try:
-            email = normalize_email(row.get("email") or "")
             sections = parse_sections(row.get("sections") or "", known_sections)
             status = SubscriberStatus((row.get("status") or "subscribed").strip())
+            since = datetime.fromisoformat(row["created"]) if (row.get("created") or "").strip() else None
+            if since is not None and since.tzinfo is None:
+                raise ValueError(f"created has no time zone: {row['created']!r}")
+            if not (row.get("email") or "").strip() and (row.get("email_hash") or "").startswith("h1:"):
+                if status not in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED):
+                    raise ValueError("a row with only an address hash must be unsubscribed or suppressed")
+                if store.keep_forgotten(row["email_hash"], status, sections, since or now):
+                    report.added += 1
+                else:
+                    report.unchanged += 1
+                continue
+            email = normalize_email(row.get("email") or "")
         except (InvalidAddress, ValueError) as exc:
             report.errors.append((line, str(exc)))
             continue
@@ -79,9 +92,40 @@ def import_csv(
         if existing and existing.status is status and existing.sections == sections:
             report.unchanged += 1
             continue
-        _, created = store.add_subscriber(email, sections, status, now)
+        _, created = store.add_subscriber(email, sections, status, now, created=since)
         if created:
             report.added += 1
         else:
             report.updated += 1
     return report
+
+
+CONFIRM_EVERY = timedelta(hours=1)  # at most one confirmation mail per address per hour
+
+
+@dataclass(frozen=True)
+class SignupOutcome:
+    """What a sign-up did. The page shows the same answer whatever this is (no enumeration)."""
+
+    subscriber: Subscriber
+    send_confirmation: bool
+
+
+def request_signup(store: SignupStore, email: str, sections: Sequence[str], now: datetime) -> SignupOutcome:
+    """A sign-up from the web form: double opt-in.
+
+    A new or returning address (unsubscribed, suppressed) becomes ``unconfirmed`` and gets a
+    confirmation mail; an unconfirmed one gets it again, but at most once an hour. A confirmed
+    or paused subscriber is left as they are: a third party cannot change anyone's subscription
+    by typing their address.
+    """
+    existing = store.get_subscriber(email)
+    if existing is not None and existing.status in (SubscriberStatus.SUBSCRIBED, SubscriberStatus.PAUSED):
+        return SignupOutcome(existing, send_confirmation=False)
+    if existing is not None and existing.status is SubscriberStatus.UNCONFIRMED:
+        recent = existing.confirm_sent is not None and now - existing.confirm_sent < CONFIRM_EVERY
+        return SignupOutcome(existing, send_confirmation=not recent)
+    if existing is not None and existing.confirm_sent is not None and now - existing.confirm_sent < CONFIRM_EVERY:
+        return SignupOutcome(existing, send_confirmation=False)
+    sub, _ = store.add_subscriber(email, sections, SubscriberStatus.UNCONFIRMED, now)
+    return SignupOutcome(sub, send_confirmation=True)

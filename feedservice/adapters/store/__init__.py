@@ -16,9 +16,10 @@ __all__ = ["Store", "open_store"]
 
 
 class Store(FeedStoreMixin, MailStoreMixin, WeatherStoreMixin):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, address_key: bytes = b"") -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.address_key = address_key  # keys the hashes that forgotten addresses are kept as
 
     @property
     def dialect(self) -> str:
@@ -40,9 +41,9 @@ class Store(FeedStoreMixin, MailStoreMixin, WeatherStoreMixin):
         self.engine.dispose()
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, address_key: bytes = b"") -> Store:
     """Connect to ``url`` and bring its schema up to date (``LATEST``)."""
-    store = Store(url)
+    store = Store(url, address_key=address_key)
     with wrap_errors(f"migrating {store.engine.url.render_as_string(hide_password=True)}"):
         migrate(store.engine)
     assert store.schema_version() == LATEST

@@ -96,11 +96,14 @@ subscribers = sa.Table(
     "subscribers",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("email", sa.Text, nullable=False, unique=True),
+    sa.Column("email", sa.Text, unique=True),  # NULL once unsubscribed or suppressed: only the hash stays
+    sa.Column("email_hash", sa.Text, nullable=False, unique=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("sections", sa.JSON, nullable=False, default=list),
     sa.Column("created", UTCDateTime, nullable=False),
     sa.Column("confirmed", UTCDateTime),
+    sa.Column("confirm_nonce", sa.Text),  # the open confirmation, single use
+    sa.Column("confirm_sent", UTCDateTime),
 )
 
 weather_observations = sa.Table(

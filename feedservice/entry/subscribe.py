@@ -1,0 +1,273 @@
+"""The subscription pages: sign up (double opt-in), confirm, preferences. Plain forms, no JavaScript.
+
+Every form carries a CSRF token (a signed double-submit cookie) and is refused from another
+site's Origin; bodies are capped; sign-ups are rate-limited per client address; the answer to
+a sign-up is the same whether the address is new, known or subscribed (no enumeration), and a
+confirmation mail goes to one address at most once an hour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jinja2
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from feedservice.entry.bootstrap import App
+from feedservice.model import Subscriber, SubscriberStatus
+from feedservice.services.subscribers import InvalidAddress, normalize_email, request_signup
+from feedservice.tokens import make_token, new_nonce, token_subscriber, verify_token
+
+log = logging.getLogger(__name__)
+
+MAX_FORM_BYTES = 8192
+CSRF_COOKIE = "fs_csrf"
+CONFIRM_HOURS = 48
+
+
+class RateLimit:
+    """At most ``limit`` events per client address in a sliding hour (in this process)."""
+
+    def __init__(self, limit: int, window: float = 3600.0) -> None:
+        self.limit, self.window = limit, window
+        self._events: defaultdict[str, deque[float]] = defaultdict(deque)
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        events = self._events[key]
+        while events and now - events[0] > self.window:
+            events.popleft()
+        if len(events) >= self.limit:
+            return False
+        events.append(now)
+        return True
+
+
+class FormError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+
+
+async def read_form(request: Request) -> dict[str, list[str]]:
+    """An urlencoded form body, at most ``MAX_FORM_BYTES``; 413 beyond, 415 for another type."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise FormError(413, "요청이 너무 큽니다.")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise FormError(413, "요청이 너무 큽니다.")
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if body and ctype != "application/x-www-form-urlencoded":
+        raise FormError(415, "지원하지 않는 형식입니다.")
+    try:
+        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
+    except (UnicodeDecodeError, ValueError):
+        raise FormError(400, "잘못된 요청입니다.") from None
+
+
+def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., HTMLResponse]) -> list[Route]:
+    settings = app.settings
+    base = settings.site.public_url.rstrip("/")
+    sections = [{"slug": s.slug, "title": s.title} for s in settings.sections]
+    known = {s.slug for s in settings.sections}
+    limiter = RateLimit(settings.web.subscribe_per_hour)
+    public_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.site.public_url))
+
+    def csrf_for(cookie: str) -> str:
+        return hmac.new(app.secret(), b"csrf\x00" + cookie.encode(), hashlib.sha256).hexdigest()
+
+    def render(template: str, request: Request, status: int = 200, **kw: Any) -> HTMLResponse:
+        cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        html = env.get_template(template).render(site_name=settings.site.name, csrf=csrf_for(cookie), **kw)
+        response = HTMLResponse(html, status_code=status)
+        if request.cookies.get(CSRF_COOKIE) != cookie:
+            response.set_cookie(
+                CSRF_COOKIE,
+                cookie,
+                httponly=True,
+                samesite="strict",
+                path="/",
+                secure=public_origin.startswith("https:"),
+            )
+        return response
+
+    def check_csrf(request: Request, form: dict[str, list[str]]) -> None:
+        origin = request.headers.get("origin")
+        if (
+            origin
+            and origin != "null"
+            and origin != public_origin
+            and origin != f"{request.url.scheme}://{request.url.netloc}"
+        ):
+            raise FormError(403, "다른 사이트에서 보낸 요청은 받지 않습니다.")
+        cookie = request.cookies.get(CSRF_COOKIE)
+        sent = (form.get("csrf") or [""])[0]
+        if not cookie or not hmac.compare_digest(sent, csrf_for(cookie)):
+            raise FormError(403, "페이지가 오래되었습니다. 새로 고친 뒤 다시 시도해 주세요.")
+
+    def subscriber_for(token: str, purpose: str) -> Subscriber | None:
+        sid = token_subscriber(token)
+        sub = app.store.get_subscriber_by_id(sid) if sid is not None else None
+        if sub is None or not verify_token(app.secret(), token, purpose, sub.id, sub.email_hash, app.clock()):
+            return None
+        return sub
+
+    def client(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    async def subscribe(request: Request) -> Response:
+        if request.method == "GET":
+            return render(
+                "subscribe.html.j2",
+                request,
+                title="구독",
+                action="/subscribe",
+                sections=sections,
+                chosen=[],
+                email="",
+                error=None,
+            )
+        try:
+            form = await read_form(request)
+            check_csrf(request, form)
+        except FormError as exc:
+            return page("요청을 처리할 수 없습니다", exc.status, message=exc.message)
+        chosen = [s for s in form.get("sections", []) if s in known]
+        raw = (form.get("email") or [""])[0]
+        try:
+            email = normalize_email(raw)
+        except InvalidAddress:
+            return render(
+                "subscribe.html.j2",
+                request,
+                400,
+                title="구독",
+                action="/subscribe",
+                sections=sections,
+                chosen=chosen,
+                email=raw[:254].replace("\r", "").replace("\n", ""),
+                error="올바른 이메일 주소를 입력해 주세요.",
+            )
+        if not limiter.allow(client(request)):
+            return page("잠시 후 다시 시도해 주세요", 429, message="짧은 시간에 너무 많은 신청이 있었습니다.")
+        outcome = request_signup(app.store, email, chosen, app.clock())
+        task = None
+        if outcome.send_confirmation:
+            nonce = new_nonce()
+            app.store.start_confirmation(outcome.subscriber.id, nonce, app.clock())
+            token = make_token(
+                app.secret(),
+                f"confirm:{nonce}",
+                outcome.subscriber.id,
+                outcome.subscriber.email_hash,
+                app.clock() + timedelta(hours=CONFIRM_HOURS),
+            )
+            task = BackgroundTask(app.send_confirmation, email, f"{base}/confirm/{token}", CONFIRM_HOURS)
+        response = page(
+            "메일을 확인해 주세요",
+            message=(
+                "입력하신 주소로 확인 메일을 보냈습니다. 메일의 링크를 눌러야 구독이 시작됩니다. "
+                "메일이 오지 않으면 스팸함을 확인해 주세요."
+            ),
+        )
+        response.background = task
+        return response
+
+    async def confirm(request: Request) -> Response:
+        token = request.path_params["token"]
+        sid = token_subscriber(token)
+        sub = app.store.get_subscriber_by_id(sid) if sid is not None else None
+        nonce = sub.confirm_nonce if sub else None
+        if (
+            sub is None
+            or nonce is None
+            or not verify_token(app.secret(), token, f"confirm:{nonce}", sub.id, sub.email_hash, app.clock())
+        ):
+            return page(
+                "링크를 쓸 수 없습니다",
+                400,
+                message="링크가 만료되었거나 이미 사용되었습니다. 아무것도 바뀌지 않았습니다.",
+                link=("다시 신청하기", "/subscribe"),
+            )
+        if request.method == "GET":  # link scanners open links: a GET confirms nothing
+            return render(
+                "page.html.j2",
+                request,
+                title="구독 확인",
+                message=f"{sub.email} 주소로 뉴스레터를 받으시겠습니까?",
+                form_action=f"/confirm/{token}",
+                form_fields=[("csrf", None)],
+                button="구독 확인",
+            )
+        try:
+            check_csrf(request, await read_form(request))
+        except FormError as exc:
+            return page("요청을 처리할 수 없습니다", exc.status, message=exc.message)
+        if not app.store.consume_confirmation(sub.id, nonce, app.clock()):
+            return page("링크를 쓸 수 없습니다", 400, message="링크가 만료되었거나 이미 사용되었습니다.")
+        log.info("subscriber %d confirmed", sub.id)
+        prefs = make_token(app.secret(), "preferences", sub.id, sub.email_hash)
+        return page(
+            "구독이 시작되었습니다",
+            message="내일 아침부터 뉴스레터를 보내 드립니다.",
+            link=("받을 분야 바꾸기", f"/preferences/{prefs}"),
+        )
+
+    async def preferences(request: Request) -> Response:
+        token = request.path_params["token"]
+        sub = subscriber_for(token, "preferences")
+        if sub is None:
+            return page(
+                "잘못된 링크", 400, message="링크가 올바르지 않거나 만료되었습니다. 아무것도 바뀌지 않았습니다."
+            )
+        if sub.status not in (SubscriberStatus.SUBSCRIBED, SubscriberStatus.PAUSED):
+            return page(
+                "구독 중이 아닙니다",
+                message="이 주소는 지금 뉴스레터를 받지 않습니다.",
+                link=("다시 구독하기", "/subscribe"),
+            )
+        message = None
+        if request.method == "POST":
+            try:
+                form = await read_form(request)
+                check_csrf(request, form)
+            except FormError as exc:
+                return page("요청을 처리할 수 없습니다", exc.status, message=exc.message)
+            chosen = [s for s in form.get("sections", []) if s in known]
+            status = SubscriberStatus.PAUSED if form.get("paused") else SubscriberStatus.SUBSCRIBED
+            app.store.set_status(sub.id, status, chosen)
+            sub = app.store.get_subscriber_by_id(sub.id) or sub
+            message = "저장했습니다."
+        unsubscribe = make_token(app.secret(), "unsubscribe", sub.id, sub.email_hash)
+        return render(
+            "preferences.html.j2",
+            request,
+            title="구독 설정",
+            email=sub.email,
+            sections=sections,
+            chosen=list(sub.sections),
+            paused=sub.status is SubscriberStatus.PAUSED,
+            message=message,
+            action=f"/preferences/{token}",
+            unsubscribe_url=f"/unsubscribe/{unsubscribe}",
+        )
+
+    return [
+        Route("/subscribe", subscribe, methods=["GET", "POST"]),
+        Route("/confirm/{token}", confirm, methods=["GET", "POST"]),
+        Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
+    ]

@@ -1,0 +1,235 @@
+"""Signing up, confirming, choosing sections and leaving: the pages, their guards, and the whole
+flow in a real browser (Debian's chromium) against the app on 127.0.0.1 and a real SMTP server."""
+
+from __future__ import annotations
+
+import email
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email import policy
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from starlette.testclient import TestClient
+
+from feedservice.config import load_settings
+from feedservice.entry.bootstrap import App, make_app
+from feedservice.entry.web import create_app
+from feedservice.model import SubscriberStatus
+from tests.conftest import SmtpSink, free_port, write_config
+
+BASE = "http://127.0.0.1:8080"
+
+
+@pytest.fixture
+def app(tmp_path: Path, smtp_server: tuple[SmtpSink, int]) -> Iterator[App]:
+    _, port = smtp_server
+    cfg = write_config(tmp_path, delivery_extra=f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"')
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", "[web]\nsubscribe_per_hour = 3\n"),
+                   encoding="utf-8")  # fmt: skip
+    a = make_app(load_settings(cfg))
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def client(app: App) -> TestClient:
+    return TestClient(create_app(app), base_url=BASE)
+
+
+def _csrf(client: TestClient, path: str) -> str:
+    page = client.get(path)
+    assert page.status_code == 200
+    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+
+
+def _signup(client: TestClient, address: str, *sections: str, **headers: str) -> httpx.Response:
+    token = _csrf(client, "/subscribe")
+    data = {"csrf": token, "email": address, "sections": list(sections)}
+    return client.post("/subscribe", data=data, headers=headers)
+
+
+def _mails(sink: SmtpSink, to: str) -> list[email.message.EmailMessage]:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        found = [email.message_from_bytes(raw, policy=policy.default) for _, rcpt, raw in sink.messages if rcpt == [to]]
+        if found:
+            return found  # type: ignore[return-value]
+        time.sleep(0.05)
+    return []
+
+
+def _confirm_link(mail: email.message.EmailMessage) -> str:
+    return re.search(r"(http://127\.0\.0\.1:8080/confirm/\S+)", mail.get_body(("plain",)).get_content()).group(1)  # type: ignore[union-attr]
+
+
+def test_double_opt_in(app: App, client: TestClient, smtp_server: tuple[SmtpSink, int]) -> None:
+    sink, _ = smtp_server
+    r = _signup(client, "New.Reader@Example.COM", "bigtech")
+    assert r.status_code == 200 and "메일을 확인해 주세요" in r.text
+    sub = app.store.get_subscriber("New.Reader@example.com")
+    assert sub is not None and sub.status is SubscriberStatus.UNCONFIRMED and sub.sections == ("bigtech",)
+    [mail] = _mails(sink, "New.Reader@example.com")
+    assert "구독을 확인해 주세요" in str(mail["Subject"])
+    link = _confirm_link(mail).removeprefix(BASE)
+    page = client.get(link)  # a GET (a link scanner) confirms nothing
+    assert (
+        page.status_code == 200
+        and app.store.get_subscriber("New.Reader@example.com").status is SubscriberStatus.UNCONFIRMED
+    )  # type: ignore[union-attr]
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    done = client.post(link, data={"csrf": token})
+    assert done.status_code == 200 and "구독이 시작되었습니다" in done.text
+    assert app.store.get_subscriber("New.Reader@example.com").status is SubscriberStatus.SUBSCRIBED  # type: ignore[union-attr]
+    again = client.post(link, data={"csrf": token})  # single use
+    assert again.status_code == 400
+
+
+def test_no_enumeration_and_one_mail_an_hour(app: App, client: TestClient, smtp_server: tuple[SmtpSink, int]) -> None:
+    sink, _ = smtp_server
+    app.store.add_subscriber("known@example.com", ("bigtech",), SubscriberStatus.SUBSCRIBED, datetime.now(UTC))
+    known = _signup(client, "known@example.com", "economy")
+    new = _signup(client, "fresh@example.com")
+    assert known.status_code == new.status_code == 200
+    strip = lambda t: re.sub(r'value="[^"]*"', "", t)  # noqa: E731
+    assert strip(known.text) == strip(new.text)  # the same answer for a known and a new address
+    assert app.store.get_subscriber("known@example.com").sections == ("bigtech",)  # type: ignore[union-attr]
+    _signup(client, "fresh@example.com")  # asked again within the hour: no second mail
+    time.sleep(0.3)
+    assert len(_mails(sink, "fresh@example.com")) == 1
+    assert _mails(sink, "known@example.com") == []
+
+
+def test_guards(app: App, client: TestClient) -> None:
+    token = _csrf(client, "/subscribe")
+    # No CSRF token, a wrong one, another site's Origin: refused, nothing stored.
+    assert client.post("/subscribe", data={"email": "a@example.com"}).status_code == 403
+    assert client.post("/subscribe", data={"email": "a@example.com", "csrf": "x" + token}).status_code == 403
+    cross = client.post("/subscribe", data={"email": "a@example.com", "csrf": token},
+                        headers={"Origin": "https://evil.example"})  # fmt: skip
+    assert cross.status_code == 403
+    # Header injection and bad addresses: refused with a clear page.
+    for bad in ("a@example.com\r\nBcc: victim@example.com", "not-an-address", "a@b", "x" * 300 + "@example.com"):
+        r = client.post("/subscribe", data={"email": bad, "csrf": token})
+        assert r.status_code == 400 and "올바른 이메일 주소" in r.text
+    big = client.post("/subscribe", content=b"email=" + b"a" * 10_000, headers={
+        "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert big.status_code == 413
+    assert app.store.get_subscriber("a@example.com") is None
+    # The rate limit: three sign-ups an hour from one address in this test config.
+    codes = [_signup(client, f"r{i}@example.com").status_code for i in range(4)]
+    assert codes == [200, 200, 200, 429]
+
+
+def test_expired_and_tampered_links(app: App, client: TestClient, smtp_server: tuple[SmtpSink, int]) -> None:
+    sink, _ = smtp_server
+    _signup(client, "late@example.com")
+    link = _confirm_link(_mails(sink, "late@example.com")[0]).removeprefix(BASE)
+    tampered = link[:-3] + ("aaa" if not link.endswith("aaa") else "bbb")
+    assert client.get(tampered).status_code == 400
+    app.clock = lambda: datetime.now(UTC) + timedelta(hours=49)  # type: ignore[method-assign]
+    assert client.get(link).status_code == 400
+    assert app.store.get_subscriber("late@example.com").status is SubscriberStatus.UNCONFIRMED  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def live_app(app: App) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port, log_config=None,
+                                           lifespan="off"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(5)
+
+
+def test_whole_flow_in_chromium(app: App, live_app: str, smtp_server: tuple[SmtpSink, int], tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("FEEDSERVICE_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is required here but not installed")
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it; or: apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test extra")
+    sink, _ = smtp_server
+    live = live_app
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])  # fmt: skip
+        try:
+            page = browser.new_page()
+            page.goto(f"{live}/subscribe")
+            page.fill("#email", "browser@example.com")
+            page.check("input[value='bigtech']")
+            page.check("input[value='space-sociology']")
+            with page.expect_navigation():
+                page.click("button[type=submit]")
+            assert "메일을 확인해 주세요" in page.content()
+            [mail] = _mails(sink, "browser@example.com")
+            page.goto(_confirm_link(mail).replace(BASE, live))
+            with page.expect_navigation():
+                page.click("button[type=submit]")
+            assert "구독이 시작되었습니다" in page.content()
+            with page.expect_navigation():
+                page.click("text=받을 분야 바꾸기")
+            page.uncheck("input[value='bigtech']")
+            with page.expect_navigation():
+                page.click("button[type=submit]")
+            assert "저장했습니다" in page.content()
+            assert app.store.get_subscriber("browser@example.com").sections == ("space-sociology",)  # type: ignore[union-attr]
+            with page.expect_navigation():
+                page.click("text=수신 거부")
+            with page.expect_navigation():
+                page.click("button[type=submit]")
+            assert "수신 거부 완료" in page.content()
+            page.screenshot(path=str(tmp_path / "unsubscribed.png"))
+        finally:
+            browser.close()
+    gone = app.store.get_subscriber("browser@example.com")
+    assert gone is not None and gone.status is SubscriberStatus.UNSUBSCRIBED and gone.email == ""
+
+
+def test_cli_import_export_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from feedservice.entry.cli import main
+
+    cfg = write_config(tmp_path)
+    c = ["--config", str(cfg)]
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "email,sections,status,created\n"
+        "kim@example.com,bigtech,subscribed,2025-01-02T03:04:05+00:00\n"
+        "lee@example.com,,paused,\n"
+        "bad-address,,subscribed,\n"
+        "park@example.com,nosuch,subscribed,\n"
+        "choi@example.com,space-sociology,unsubscribed,\n",
+        encoding="utf-8",
+    )
+    assert main([*c, "subscribers", "import", str(src)]) == 1  # bad rows: the job ran, something failed
+    out = capsys.readouterr().out
+    assert "3 added" in out and "line 4:" in out and "line 5:" in out
+    assert main([*c, "subscribers", "import", str(src)]) == 1
+    assert "0 added, 0 updated, 3 unchanged" in capsys.readouterr().out  # idempotent
+    first = tmp_path / "out1.csv"
+    assert main([*c, "subscribers", "export", "--out", str(first)]) == 0
+    exported = first.read_text(encoding="utf-8")
+    assert "kim@example.com,bigtech,subscribed,2025-01-02T03:04:05+00:00," in exported
+    assert "choi@example.com" not in exported and ",unsubscribed," in exported  # forgotten: hash only
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg2 = write_config(other)
+    assert main(["--config", str(cfg2), "subscribers", "import", str(first)]) == 0
+    second = tmp_path / "out2.csv"
+    assert main(["--config", str(cfg2), "subscribers", "export", "--out", str(second)]) == 0
+    assert second.read_text(encoding="utf-8") == exported  # lossless
