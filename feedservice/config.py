@@ -212,6 +212,16 @@ class WebConfig(_Table):
     subscribe_per_hour: int = Field(default=10, ge=1, le=10000)
 
 
+class RunConfig(_Table):
+    """`feedservice run`: scheduling, several instances, stopping."""
+
+    digest_grace_hours: float = Field(default=3.0, ge=0, le=23)
+    leader_retry_seconds: float = Field(default=15.0, ge=0.5, le=300)
+    helper_interval_seconds: float = Field(default=30.0, ge=1, le=3600)
+    shutdown_timeout: float = Field(default=30.0, ge=1, le=600)
+    ready_collect_age_minutes: int = Field(default=0, ge=0)  # 0: three collect intervals
+
+
 class LoggingConfig(_Table):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -230,6 +240,7 @@ class Settings(_Table):
     digest: DigestConfig
     delivery: DeliveryConfig = DeliveryConfig()
     web: WebConfig = WebConfig()
+    run: RunConfig = RunConfig()
     logging: LoggingConfig = LoggingConfig()
     base_dir: Path = Path(".")
     source_path: str = "config.toml"

@@ -106,7 +106,9 @@ class SourceStore(Protocol):
 class WeatherStore(Protocol):
     def save_observations(self, observations: Sequence[Observation], fetched_at: datetime) -> None: ...
 
-    def latest_observations(self, station_ids: Sequence[int]) -> dict[int, Observation]: ...
+    def latest_observations(
+        self, station_ids: Sequence[int], before: datetime | None = None
+    ) -> dict[int, Observation]: ...
 
 
 class SubscriberStore(Protocol):

@@ -48,7 +48,8 @@ def _serve(feed_server: FeedServer) -> None:
     feed_server.files["/rss/bigtech.xml"] = Served(sample_rss(base, "bigtech", "빅테크", BIGTECH))
     feed_server.files["/rss/space.xml"] = Served(sample_rss(base, "space-sociology", "공간사회학", SPACE))
     feed_server.files["/rss/broken.xml"] = Served(b"<html><body>502 Bad Gateway</body></html>", "text/html")
-    feed_server.files["/kma"] = Served(sample_sfctm2(datetime.now(UTC)), "text/plain; charset=euc-kr")
+    # The observation of the edition's own morning (06:00 KST on 2026-11-20): a late send shows that.
+    feed_server.files["/kma"] = Served(sample_sfctm2(datetime(2026, 11, 19, 21, 0, tzinfo=UTC)), "text/plain")
 
 
 def test_whole_cycle_into_smtp(
@@ -85,6 +86,7 @@ def test_whole_cycle_into_smtp(
     atom = feedparser.parse((tmp_path / "feeds" / "all.atom").read_bytes())
     assert not atom.bozo and len(atom.entries) == 4
 
+    assert main([*c, "weather", "--refresh"]) in (0, 1)  # stores the morning's observations
     assert main([*c, "subscribers", "add", "all@example.com"]) == 0
     assert main([*c, "subscribers", "add", "Space.Fan@Example.COM", "--sections", "space-sociology"]) == 0
     assert main([*c, "subscribers", "add", "x@example.com", "--sections", "nope"]) == 2

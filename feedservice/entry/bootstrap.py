@@ -254,12 +254,18 @@ class App:
             timeout=self.settings.weather.timeout * 2,
         )
 
-    async def weather_for_digest(self) -> WeatherBlock:
-        """A fresh stored observation if there is one, else one refresh, else the stale or empty block."""
+    async def weather_for_digest(self, edition_end: datetime | None = None) -> WeatherBlock:
+        """A fresh stored observation if there is one, else one refresh, else the stale or empty block.
+
+        An edition sent late (past its send time by more than half an hour) shows the weather of
+        its own morning: what was stored by then, without asking the providers.
+        """
         w = self.settings.weather
         if w.provider == "none":
             return WeatherBlock(())
         max_age = timedelta(minutes=w.max_age_minutes)
+        if edition_end is not None and self.clock() - edition_end > timedelta(minutes=30):
+            return weather.weather_block(self.store, w.stations, edition_end, max_age, as_of=True)
         block = weather.weather_block(self.store, w.stations, self.clock(), max_age)
         if not block.observations or block.stale_before is not None:
             try:
@@ -299,7 +305,7 @@ class App:
         # An article an earlier edition carried is not news again, even when a correction moved it.
         carried = self.store.articles_carried(day - timedelta(days=14), day)
         articles = [a for a in self.store.articles_between(ed.window_start, ed.window_end) if a.id not in carried]
-        block = await self.weather_for_digest()
+        block = await self.weather_for_digest(ed.window_end)
         site = self.digest_site
         note = self.settings.digest.when_empty == "note"
         cache: dict[tuple[str, ...], digest.RenderedDigest | None] = {}

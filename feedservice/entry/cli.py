@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--date", type=_date, help="only this edition (default: every edition with work to do)")
     wk.add_argument("--once", action="store_true", help="one pass, then exit (default: keep going until stopped)")
     wk.add_argument("--interval", type=float, default=30.0, help="seconds between passes (default: 30)")
+    sub.add_parser("status", help="jobs' last and next runs, failing sources, the last edition's deliveries")
     sub.add_parser("serve", help="serve the web app only (feeds, digest pages, unsubscribe)")
     sub.add_parser("run", help="serve the web app and run the scheduler (collect, weather, daily digest)")
     dm = sub.add_parser("demo", help="offline showcase: sample feeds and weather on 127.0.0.1, one full cycle")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -171,6 +173,23 @@ class _Progress:
             log.info("sending: %d of %d done: %s", done, self.total, detail)
 
 
+def run_stoppable(coro: Any) -> Any:
+    """Run a coroutine; SIGTERM or SIGINT cancels it (its unsent claims are handed back) and exits 0."""
+
+    async def main() -> Any:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            log.info("stopped: what was not sent is left for the next run")
+            raise SystemExit(0) from None
+
+    return asyncio.run(main())
+
+
 def _send_result(day: date, report: deliver.SendReport, verb: str) -> int:
     out.print(f"{verb} {day}: {report.summary()}")
     for e in report.errors[:10]:
@@ -186,10 +205,10 @@ def cmd_digest_send(app: App, args: argparse.Namespace) -> int:
         return OK
     progress = _Progress(app, day) if app.store.get_edition(day) else None
     if progress is None:  # a new edition: the bar starts once the deliveries are recorded
-        report = asyncio.run(app.send_digest(day))
+        report = run_stoppable(app.send_digest(day))
     else:
         with progress:
-            report = asyncio.run(app.send_digest(day, progress=progress))
+            report = run_stoppable(app.send_digest(day, progress=progress))
     return _send_result(day, report, "digest send")
 
 
@@ -200,7 +219,7 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
         days = [args.date] if args.date else app.store.editions_with_work(app.clock())
         for day in days:
             with _Progress(app, day) as progress:
-                report = asyncio.run(app.drain(day, progress=progress))
+                report = run_stoppable(app.drain(day, progress=progress))
             status = max(status, _send_result(day, report, "worker"))
         if args.once:
             return status
@@ -286,6 +305,51 @@ def cmd_subscribers_export(app: App, args: argparse.Namespace) -> int:
     return OK
 
 
+def _next_runs(app: App) -> dict[str, str]:
+    """Next run times from the scheduler's job store (written by whichever process schedules)."""
+    import sqlalchemy as sa
+
+    with app.store.engine.connect() as conn:
+        if not sa.inspect(conn).has_table("apscheduler_jobs"):
+            return {}
+        rows = conn.execute(sa.text("SELECT id, next_run_time FROM apscheduler_jobs")).all()
+    return {job: _local(app, datetime.fromtimestamp(t, UTC)) if t else "paused" for job, t in rows}
+
+
+def cmd_status(app: App, args: argparse.Namespace) -> int:
+    runs = app.store.last_job_runs()
+    nexts = _next_runs(app)
+    table = Table("job", "last run", "result", "last success", "next run", "detail")
+    for job in ("collect", "weather", "digest", "deliveries"):
+        run, ok = runs.get(job), runs.get(f"{job}:ok")
+        if run is None and job not in nexts:
+            continue
+        detail = ((run.detail if run else "") or "")[:70]
+        last = _local(app, run.started) if run else "-"
+        table.add_row(job, last, run.status if run else "-", _local(app, ok.started) if ok else "-",
+                      nexts.get(job, "-"), detail)  # fmt: skip
+    out.print(table)
+    failing = [s for s in app.store.list_sources() if s.failures or not s.enabled]
+    out.print(f"sources: {len(app.store.list_sources())}, failing: {len(failing)}")
+    for s in failing:
+        out.print(f"  {s.name or s.url}: {'disabled' if not s.enabled else f'failing ×{s.failures}'}: {s.last_error}")
+    editions = app.store.list_editions(limit=1)
+    if editions:
+        counts = app.store.delivery_counts(editions[0].day)
+        out.print(f"last edition {editions[0].day}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    else:
+        out.print("last edition: none yet")
+    ok, why = _readiness(app)
+    out.print(f"ready: {why}")
+    return OK if ok and not any(r.status == "failed" for k, r in runs.items() if ":" not in k) else FAILED
+
+
+def _readiness(app: App) -> tuple[bool, str]:
+    from feedservice.entry.ops import readiness
+
+    return readiness(app)
+
+
 def cmd_serve(app: App, args: argparse.Namespace) -> int:
     from feedservice.entry.scheduler import serve, serve_workers
 
@@ -320,6 +384,7 @@ HANDLERS: dict[str, Callable[[App, argparse.Namespace], int]] = {
     "subscribers import": cmd_subscribers_import,
     "subscribers export": cmd_subscribers_export,
     "worker": cmd_worker,
+    "status": cmd_status,
     "serve": cmd_serve,
     "run": cmd_run,
 }

@@ -235,7 +235,8 @@ def _build_files(base: str, now: datetime, window_end: datetime) -> dict[str, tu
                 sample_rss(base, section, titles[section], items),
                 "application/rss+xml; charset=utf-8",
             )
-    files["/kma_sfctm2.php"] = (sample_sfctm2(now), "text/plain; charset=euc-kr")
+    # The morning observation before the edition (a run later in the day shows the edition's own morning).
+    files["/kma_sfctm2.php"] = (sample_sfctm2(min(now, window_end - timedelta(hours=1))), "text/plain; charset=euc-kr")
     return files
 
 

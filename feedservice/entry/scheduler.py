@@ -1,8 +1,11 @@
-"""`feedservice run`: the web app and an apscheduler AsyncIOScheduler in one event loop.
+"""`feedservice run`: the web app, the scheduler (in the one process holding the scheduling lock)
+and a sending helper, in one event loop.
 
-Jobs: collect (+ feed rebuild when anything changed) every collect.interval_minutes,
-weather refresh every weather.refresh_minutes, and the digest daily at digest.send_at
-in the site timezone. A failing job logs one line and the service keeps running.
+Jobs: collect (+ feed rebuild when anything changed) every collect.interval_minutes, weather
+every weather.refresh_minutes, the digest daily at digest.send_at (site timezone), and delivery
+retries every 5 minutes. They persist in the database (apscheduler's SQLAlchemy job store): after
+a restart a missed digest runs once within its grace time, or is recorded as skipped. A failing
+job is recorded and logged, and the service keeps running.
 """
 
 from __future__ import annotations
@@ -14,68 +17,157 @@ import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from feedservice.adapters.leader import LeaderLock
 from feedservice.entry.bootstrap import App
 from feedservice.entry.web import create_app
 
 log = logging.getLogger(__name__)
 
-DIGEST_GRACE = timedelta(hours=3)
+# The jobs are stored in the database (apscheduler's SQLAlchemy job store) as references to these
+# module-level functions; they run against the app of this process.
+_APP: App | None = None
 
 
-def _guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
-    async def run() -> None:
-        try:
-            await job()
-        except Exception as exc:
-            log.error("job %s failed: %s: %s", name, exc.__class__.__name__, exc, exc_info=True, extra={"job": name})
+def _app() -> App:
+    assert _APP is not None, "the scheduler runs without an app"
+    return _APP
 
-    return run
+
+async def _run(name: str, job: Callable[[], Awaitable[object]]) -> None:
+    """Run a job, recording it (running → ok | failed) for `status`, `/readyz` and `/metrics`."""
+    app = _app()
+    run_id = await asyncio.to_thread(app.store.job_started, name, app.clock())
+    status, detail = "ok", None
+    try:
+        result = await job()
+        detail = getattr(result, "summary", lambda: None)() if result is not None else None
+    except Exception as exc:  # a job failure must never stop the service
+        status, detail = "failed", f"{exc.__class__.__name__}: {exc}"
+        log.error("job %s failed: %s", name, detail, exc_info=True, extra={"job": name})
+    finally:
+        await asyncio.to_thread(app.store.job_finished, run_id, status, app.clock(), detail)
+
+
+async def collect_job() -> None:
+    await _run("collect", _app().cycle)
+
+
+async def weather_job() -> None:
+    await _run("weather", _app().refresh_weather)
+
+
+async def digest_job() -> None:
+    app = _app()
+    await _run("digest", lambda: app.send_digest(app.today()))
+
+
+async def deliveries_job() -> None:
+    """Retries: send what is due (deferred and due, or abandoned by a dead worker) of every edition."""
+
+    async def drain_all() -> None:
+        app = _app()
+        for day in await asyncio.to_thread(app.store.editions_with_work, app.clock()):
+            await app.drain(day)
+
+    await _run("deliveries", drain_all)
+
+
+def _on_missed(event: JobExecutionEvent) -> None:
+    app = _app()
+    detail = f"missed its time ({event.scheduled_run_time:%Y-%m-%d %H:%M %Z}) by more than the grace time"
+    log.warning("job %s skipped: %s", event.job_id, detail, extra={"job": event.job_id})
+    app.store.job_skipped(event.job_id, app.clock(), detail)
 
 
 def build_scheduler(app: App) -> AsyncIOScheduler:
-    s = app.settings
-    tz = s.site.tz
-    scheduler = AsyncIOScheduler(timezone=tz)
-    now = app.clock()
-    scheduler.add_job(
-        _guarded("collect", app.cycle),
-        IntervalTrigger(minutes=s.collect.interval_minutes),
-        id="collect",
-        next_run_time=now,
-        coalesce=True,
-        max_instances=1,
+    global _APP
+    _APP = app
+    scheduler = AsyncIOScheduler(
+        jobstores={"default": SQLAlchemyJobStore(engine=app.store.engine, tablename="apscheduler_jobs")},
+        timezone=app.settings.site.tz,
+        job_defaults={"coalesce": True, "max_instances": 1},
     )
-    if s.weather.provider != "none":
-        scheduler.add_job(
-            _guarded("weather", app.refresh_weather),
-            IntervalTrigger(minutes=s.weather.refresh_minutes),
-            id="weather",
-            next_run_time=now,
-            coalesce=True,
-            max_instances=1,
-        )
-    send = s.digest.send_time
-
-    async def digest_job() -> None:
-        await app.send_digest(app.today())
-
-    scheduler.add_job(
-        _guarded("digest", digest_job),
-        CronTrigger(hour=send.hour, minute=send.minute, timezone=tz),
-        id="digest",
-        coalesce=True,
-        max_instances=1,
-        misfire_grace_time=int(DIGEST_GRACE.total_seconds()),
-    )
+    scheduler.add_listener(_on_missed, EVENT_JOB_MISSED)
     return scheduler
+
+
+def install_jobs(scheduler: AsyncIOScheduler, app: App) -> None:
+    """Add the configured jobs, or keep the stored ones (with their next run time, so a run missed
+    while the service was down is caught up once within its grace, or recorded as skipped)."""
+    s = app.settings
+    send = s.digest.send_time
+    wanted: dict[str, tuple[Callable[[], Awaitable[None]], Any, int, bool]] = {
+        "collect": (collect_job, IntervalTrigger(minutes=s.collect.interval_minutes), 3600, True),
+        "digest": (digest_job, CronTrigger(hour=send.hour, minute=send.minute, timezone=s.site.tz),
+                   int(s.run.digest_grace_hours * 3600) or 1, False),
+        "deliveries": (deliveries_job, IntervalTrigger(minutes=5), 3600, False),
+    }  # fmt: skip
+    if s.weather.provider != "none":
+        wanted["weather"] = (weather_job, IntervalTrigger(minutes=s.weather.refresh_minutes), 3600, True)
+    for job in scheduler.get_jobs():
+        if job.id not in wanted:
+            scheduler.remove_job(job.id)
+    for job_id, (func, trigger, grace, now) in wanted.items():
+        job = scheduler.get_job(job_id)
+        if job is None:
+            extra = {"next_run_time": app.clock()} if now else {}
+            scheduler.add_job(func, trigger, id=job_id, name=job_id, misfire_grace_time=grace, **extra)
+        elif str(job.trigger) != str(trigger) or job.misfire_grace_time != grace:
+            scheduler.modify_job(job_id, misfire_grace_time=grace)
+            scheduler.reschedule_job(job_id, trigger=trigger)
+
+
+async def lead(app: App, stop: asyncio.Event) -> None:
+    """Take the scheduling lock when it is free and schedule while holding it; keep trying."""
+    sqlite = app.store.dialect == "sqlite"
+    lock_file = Path(app.settings.database_url.removeprefix("sqlite:///") + ".scheduler.lock") if sqlite else None
+    lock = LeaderLock(app.store.engine, lock_file)
+    scheduler: AsyncIOScheduler | None = None
+    try:
+        while not stop.is_set():
+            held = await asyncio.to_thread(lock.try_acquire)
+            if held and scheduler is None:
+                scheduler = build_scheduler(app)
+                scheduler.start(paused=True)
+                install_jobs(scheduler, app)
+                scheduler.resume()
+                log.info("this process schedules the jobs (collect every %d min, digest at %s %s)",
+                         app.settings.collect.interval_minutes, app.settings.digest.send_at,
+                         app.settings.site.timezone)  # fmt: skip
+            elif not held and scheduler is not None:
+                log.warning("lost the scheduling lock: another process schedules now")
+                scheduler.shutdown(wait=False)
+                scheduler = None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), app.settings.run.leader_retry_seconds)
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+        lock.release()
+
+
+async def help_send(app: App, stop: asyncio.Event) -> None:
+    """Every process helps send: drain what is due of any edition, now and then."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), app.settings.run.helper_interval_seconds)
+        if stop.is_set():
+            return
+        try:
+            for day in await asyncio.to_thread(app.store.editions_with_work, app.clock()):
+                await app.drain(day)
+        except Exception as exc:  # keep helping next time
+            log.error("sending failed: %s: %s", exc.__class__.__name__, exc)
 
 
 class _Server(uvicorn.Server):
@@ -97,27 +189,26 @@ class _Server(uvicorn.Server):
 
 
 async def serve(app: App, *, with_scheduler: bool) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn handles both), with the scheduler when asked."""
+    """Serve until SIGINT/SIGTERM (uvicorn handles both); with the scheduler, also lead when this
+    process holds the scheduling lock, and help send. Stopping hands back unsent claims."""
     web = app.settings.web
     config = uvicorn.Config(
-        create_app(app), host=web.host, port=web.port, log_config=None, access_log=False, lifespan="off"
-    )
+        create_app(app), host=web.host, port=web.port, log_config=None, access_log=False, lifespan="off",
+        timeout_graceful_shutdown=int(app.settings.run.shutdown_timeout),
+    )  # fmt: skip
     server = _Server(config)
-    scheduler = build_scheduler(app) if with_scheduler else None
-    if scheduler is not None:
-        scheduler.start()
-        log.info(
-            "scheduler started: collect every %d min, digest at %s %s",
-            app.settings.collect.interval_minutes,
-            app.settings.digest.send_at,
-            app.settings.site.timezone,
-        )
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(lead(app, stop)), asyncio.create_task(help_send(app, stop))] if with_scheduler else []
     log.info("serving on http://%s:%d/", web.host, web.port)
     try:
         await server.serve()
     finally:
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
+        stop.set()
+        _, pending = await asyncio.wait(tasks, timeout=app.settings.run.shutdown_timeout) if tasks else ((), ())
+        for task in pending:  # a send still going: cancelled, its unsent claims handed back
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
 
 
 def serve_workers(app: App, *, with_scheduler: bool) -> None:
@@ -133,13 +224,12 @@ def serve_workers(app: App, *, with_scheduler: bool) -> None:
     if with_scheduler:
 
         async def schedule() -> None:
-            scheduler = build_scheduler(app)
-            scheduler.start()
-            try:
-                while not stop.is_set():
-                    await asyncio.sleep(0.5)
-            finally:
-                scheduler.shutdown(wait=False)
+            done = asyncio.Event()
+            tasks = [asyncio.create_task(lead(app, done)), asyncio.create_task(help_send(app, done))]
+            while not stop.is_set():
+                await asyncio.sleep(0.5)
+            done.set()
+            await asyncio.wait(tasks, timeout=app.settings.run.shutdown_timeout)
 
         thread = threading.Thread(target=asyncio.run, args=(schedule(),), name="scheduler", daemon=True)
         thread.start()

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from feedservice.entry.bootstrap import BUNDLED_TEMPLATES, App
 from feedservice.entry.feedserver import FeedFiles, FeedServer
+from feedservice.entry.ops import ops_handlers
 from feedservice.entry.subscribe import subscription_routes
 from feedservice.model import SubscriberStatus
 from feedservice.services.digest import PREFERENCES, UNSUBSCRIBE
@@ -102,6 +103,8 @@ def create_app(app: App) -> FeedServer:
             log.info("unsubscribed subscriber %d", sub.id)
         return page("수신 거부 완료", message="더 이상 뉴스레터를 보내지 않습니다.")
 
+    readyz, metrics = ops_handlers(app)
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -113,6 +116,8 @@ def create_app(app: App) -> FeedServer:
         Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
         *subscription_routes(app, env, page),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ]
     return FeedServer(FeedFiles(app.feeds_dir), slugs, max_age, Starlette(routes=routes))
 

@@ -60,9 +60,14 @@ async def refresh_weather(
     return RefreshReport(None, 0, errors)
 
 
-def weather_block(store: WeatherStore, station_ids: Sequence[int], now: datetime, max_age: timedelta) -> WeatherBlock:
-    """The stored observations in configured order; stale ones keep their time for display."""
-    latest = store.latest_observations(station_ids)
+def weather_block(
+    store: WeatherStore, station_ids: Sequence[int], now: datetime, max_age: timedelta, *, as_of: bool = False
+) -> WeatherBlock:
+    """The stored observations in configured order; stale ones keep their time for display.
+
+    With ``as_of``, only observations made by ``now`` count (a late edition shows its own morning).
+    """
+    latest = store.latest_observations(station_ids, before=now if as_of else None)
     obs = tuple(latest[i] for i in station_ids if i in latest)
     if not obs:
         return WeatherBlock((), notice="날씨 정보를 가져오지 못했습니다.")

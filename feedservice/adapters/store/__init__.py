@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from feedservice.adapters.store._base import make_engine, wrap_errors
 from feedservice.adapters.store.feeds import FeedStoreMixin
+from feedservice.adapters.store.jobs import JobStoreMixin
 from feedservice.adapters.store.mail import MailStoreMixin
 from feedservice.adapters.store.schema import LATEST, current_version, migrate
 from feedservice.adapters.store.weather import WeatherStoreMixin
@@ -15,7 +16,7 @@ from feedservice.adapters.store.weather import WeatherStoreMixin
 __all__ = ["Store", "open_store"]
 
 
-class Store(FeedStoreMixin, MailStoreMixin, WeatherStoreMixin):
+class Store(FeedStoreMixin, MailStoreMixin, WeatherStoreMixin, JobStoreMixin):
     def __init__(self, url: str, *, address_key: bytes = b"") -> None:
         self.url = url
         self.engine = make_engine(url)

@@ -158,7 +158,29 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_edition_status", "edition", "status"),
 )
 
-_V1_TABLES = [sections, sources, articles, subscribers, weather_observations, editions, edition_articles, deliveries]
+job_runs = sa.Table(
+    "job_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job", sa.String(32), nullable=False),
+    sa.Column("started", UTCDateTime, nullable=False),
+    sa.Column("finished", UTCDateTime),
+    sa.Column("status", sa.String(16), nullable=False),  # running, ok, failed, skipped
+    sa.Column("detail", sa.Text),
+    sa.Index("ix_job_runs_job_started", "job", "started"),
+)
+
+_V1_TABLES = [
+    sections,
+    sources,
+    articles,
+    subscribers,
+    weather_observations,
+    editions,
+    edition_articles,
+    deliveries,
+    job_runs,
+]
 
 
 def _v1(conn: Connection) -> None:

@@ -32,15 +32,15 @@ class WeatherStoreMixin(StoreBase):
                 )
                 conn.execute(stmt.on_conflict_do_update(index_elements=["station_id", "observed_at"], set_=values))
 
-    def latest_observations(self, station_ids: Sequence[int]) -> dict[int, Observation]:
-        """The newest stored observation per station (stations never observed are absent)."""
+    def latest_observations(self, station_ids: Sequence[int], before: datetime | None = None) -> dict[int, Observation]:
+        """The newest stored observation per station, at or before ``before`` when given."""
         w = t.weather_observations
-        newest = (
-            sa.select(w.c.station_id, sa.func.max(w.c.observed_at).label("at"))
-            .where(w.c.station_id.in_(list(station_ids)))
-            .group_by(w.c.station_id)
-            .subquery()
+        q = sa.select(w.c.station_id, sa.func.max(w.c.observed_at).label("at")).where(
+            w.c.station_id.in_(list(station_ids))
         )
+        if before is not None:
+            q = q.where(w.c.observed_at <= before)
+        newest = q.group_by(w.c.station_id).subquery()
         q = sa.select(w).join(newest, sa.and_(w.c.station_id == newest.c.station_id, w.c.observed_at == newest.c.at))
         with self._tx("reading observations") as conn:
             return {

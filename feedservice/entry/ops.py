@@ -1,0 +1,90 @@
+"""Operations endpoints: `/readyz` and `/metrics` (Prometheus), read from the database so that every
+process of a deployment answers the same."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from feedservice.entry.bootstrap import App
+
+
+def readiness(app: App) -> tuple[bool, str]:
+    """Ready: the database answers and the last successful collect is not too old."""
+    if not app.store.ping():
+        return False, "the database does not answer"
+    if not app.settings.sources:
+        return True, "ready (no sources configured)"
+    limit = timedelta(minutes=app.settings.run.ready_collect_age_minutes or 3 * app.settings.collect.interval_minutes)
+    last = max((s.last_success for s in app.store.list_sources() if s.last_success), default=None)
+    if last is None:
+        return False, "no source has been collected yet"
+    age = app.clock() - last
+    if age > limit:
+        return False, f"the last successful collect was {int(age.total_seconds() // 60)} minutes ago"
+    return True, "ready"
+
+
+class _Collector:
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def collect(self):  # type: ignore[no-untyped-def]  # prometheus_client's collector protocol
+        store = self.app.store
+        sources = GaugeMetricFamily("feedservice_sources", "Configured sources by state", labels=["state"])
+        states = {"ok": 0, "failing": 0, "disabled": 0, "never_fetched": 0}
+        for s in store.list_sources():
+            key = (
+                "disabled"
+                if not s.enabled
+                else "failing"
+                if s.failures
+                else "ok"
+                if s.last_success
+                else "never_fetched"
+            )
+            states[key] += 1
+        for state, n in states.items():
+            sources.add_metric([state], n)
+        yield sources
+        yield GaugeMetricFamily("feedservice_articles", "Articles stored", value=store.count_articles())
+        deliveries = GaugeMetricFamily("feedservice_deliveries", "Deliveries of the latest edition by status",
+                                       labels=["edition", "status"])  # fmt: skip
+        editions = store.list_editions(limit=1)
+        if editions:
+            for status, n in store.delivery_counts(editions[0].day).items():
+                deliveries.add_metric([editions[0].day.isoformat(), status], n)
+        yield deliveries
+        duration = GaugeMetricFamily("feedservice_job_last_duration_seconds", "How long each job's last run took",
+                                     labels=["job"])  # fmt: skip
+        success = GaugeMetricFamily("feedservice_job_last_success_timestamp_seconds",
+                                    "When each job last succeeded (Unix time)", labels=["job"])  # fmt: skip
+        failed = GaugeMetricFamily("feedservice_job_last_run_failed", "1 if the job's last run failed", labels=["job"])
+        for key, run in store.last_job_runs().items():
+            if key.endswith(":ok"):
+                success.add_metric([run.job], (run.finished or run.started).timestamp())
+                continue
+            if run.finished is not None:
+                duration.add_metric([key], (run.finished - run.started).total_seconds())
+            failed.add_metric([key], 1.0 if run.status == "failed" else 0.0)
+        yield duration
+        yield success
+        yield failed
+
+
+def ops_handlers(app: App):  # type: ignore[no-untyped-def]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(app))  # type: ignore[arg-type]
+
+    async def readyz(request: Request) -> Response:
+        ok, why = readiness(app)
+        return PlainTextResponse(why + "\n", status_code=200 if ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return readyz, metrics
