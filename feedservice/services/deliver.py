@@ -10,7 +10,6 @@ row whose worker died is claimable again once its lease has run out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -278,16 +277,28 @@ async def drain_edition(
     senders = [asyncio.create_task(sender()) for _ in range(settings.pool_size)]
     produce = asyncio.create_task(producer())
     try:
-        await produce
+        # Shielded: cancelling this run must not cancel a claim running in its thread (it would
+        # still commit, and its rows would wait for their lease to run out).
+        await asyncio.shield(produce)
+    except asyncio.CancelledError:
+        stop.set()  # stopping (SIGTERM): send nothing more; what is claimed but unsent is handed back
+        raise
     finally:
+        if not produce.done():
+            # Not cancelled: a claim under way in its thread would still commit. It sees ``stop``
+            # after its current claim, whose rows are then in ``held`` and handed back below.
+            await asyncio.wait([produce])
         for _ in senders:
             await queue.put(None)
         await asyncio.gather(*senders, return_exceptions=True)
         await recorder.close()
         await recording
         if held:  # stopped early (fatal error or cancellation): hand our unsent claims back
-            with contextlib.suppress(Exception):
+            log.info("handing back %d claimed, unsent deliveries", len(held))
+            try:
                 store.release_deliveries(sorted(held), settings.worker, clock())
+            except Exception as exc:  # their lease runs out instead
+                log.warning("could not hand back %d deliveries: %s", len(held), exc)
     if fatal:
         raise fatal[0]
     return report
