@@ -266,7 +266,39 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
             unsubscribe_url=f"/unsubscribe/{unsubscribe}",
         )
 
+    async def unsubscribe_help(request: Request) -> Response:
+        return page("수신 거부", message="받으신 뉴스레터 메일 아래의 ‘수신 거부’ 링크를 눌러 주세요.")
+
+    async def unsubscribe(request: Request) -> Response:
+        """RFC 8058: a POST (``List-Unsubscribe=One-Click``, no cookies) unsubscribes, idempotently;
+        a GET only asks (mail scanners prefetch links). The signed token is the authority."""
+        sub = subscriber_for(request.path_params["token"], "unsubscribe")
+        if sub is None:
+            return page(
+                "잘못된 링크", 400, message="링크가 올바르지 않거나 만료되었습니다. 아무것도 바뀌지 않았습니다."
+            )
+        if request.method == "GET":
+            if sub.status is SubscriberStatus.UNSUBSCRIBED:
+                return page("수신 거부", message="이미 수신 거부되어 있습니다.")
+            return page(
+                "수신 거부",
+                message=f"{sub.email} 주소로 보내는 뉴스레터를 그만 받으시겠습니까?",
+                form_action=str(request.url.path),
+                form_fields=[("List-Unsubscribe", "One-Click")],
+                button="수신 거부",
+            )
+        try:
+            await read_form(request)
+        except FormError as exc:
+            return page("요청을 처리할 수 없습니다", exc.status, message=exc.message)
+        if sub.status not in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED):
+            app.store.set_status(sub.id, SubscriberStatus.UNSUBSCRIBED)
+            log.info("unsubscribed subscriber %d", sub.id)
+        return page("수신 거부 완료", message="더 이상 뉴스레터를 보내지 않습니다.")
+
     return [
+        Route("/unsubscribe", unsubscribe_help, methods=["GET"]),
+        Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
         Route("/subscribe", subscribe, methods=["GET", "POST"]),
         Route("/confirm/{token}", confirm, methods=["GET", "POST"]),
         Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
