@@ -31,8 +31,12 @@ ITEMS = [("빅테크 기사", "요약", "김정영", datetime.now(UTC) - timedel
 
 
 def _config(tmp_path: Path, feed_server: FeedServer, *, db_url: str | None = None, extra: str = "") -> Path:
+    from feedservice.entry.demo import sample_sfctm2
+
     feed_server.files["/rss.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", ITEMS))
-    cfg = write_config(tmp_path, db_url=db_url, sources=[(feed_server.url("/rss.xml"), "bigtech")])
+    feed_server.files["/kma"] = Served(sample_sfctm2(datetime.now(UTC)), "text/plain")
+    cfg = write_config(tmp_path, db_url=db_url, sources=[(feed_server.url("/rss.xml"), "bigtech")],
+                       weather_provider="kma", weather_extra=f'base_url = "{feed_server.url("/kma")}"')  # fmt: skip
     port = free_port()
     text = cfg.read_text(encoding="utf-8")
     text = text.replace("[web]\n", f"[web]\nport = {port}\n").replace("[digest]", '[digest]\nwhen_empty = "note"')
@@ -146,9 +150,14 @@ def test_jobs_fire_persist_and_respect_the_digest_grace(tmp_path: Path, feed_ser
     cfg = _config(tmp_path, feed_server)
     assert _cli(cfg, "subscribers", "add", "reader@example.com").returncode == 0
     first = Running(cfg)
-    wait_for(lambda: ("collect", "ok") in _job_runs(cfg), 20, "collect did not run")
+    for job in ("collect", "feeds", "weather"):  # collect (and the feed build after it) and weather start at once
+        wait_for(lambda job=job: (job, "ok") in _job_runs(cfg), 20, f"{job} did not run")  # type: ignore[misc]
     code, err = first.stop()
     assert code == 0, err
+    _move_job(cfg, "deliveries", datetime.now(UTC) - timedelta(minutes=1))  # the retry job, when due
+    retries = Running(cfg)
+    wait_for(lambda: ("deliveries", "ok") in _job_runs(cfg), 20, "the deliveries job did not run")
+    assert retries.stop()[0] == 0
     status = _cli(cfg, "status")
     assert "collect" in status.stdout and "ok" in status.stdout and "digest" in status.stdout
 
@@ -238,5 +247,9 @@ def test_readyz_metrics_and_status(tmp_path: Path, feed_server: FeedServer) -> N
         assert families["feedservice_job_last_duration_seconds"].samples[0].value == pytest.approx(2, abs=0.5)
         assert {s.labels["job"] for s in families["feedservice_job_last_success_timestamp_seconds"].samples} == {
             "collect"}  # fmt: skip
+        asyncio.run(app.publish_feeds())
+        families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+        runs = {(s.labels["job"], s.labels["status"]): s.value for s in families["feedservice_job_runs"].samples}
+        assert runs[("feeds", "ok")] == 1 and runs[("collect", "ok")] == 1  # feed builds are counted
     finally:
         app.close()

@@ -238,8 +238,19 @@ class App:
         )
 
     async def publish_feeds(self) -> feeds.BuildReport:
-        """Rebuild what changed and, when a WebSub hub is configured, tell it which feeds moved."""
-        report = await asyncio.to_thread(self.build_feeds)
+        """Rebuild what changed and, when a WebSub hub is configured, tell it which feeds moved.
+
+        Each build is recorded as a run of the job "feeds" (for `/metrics` and `status`).
+        """
+        run_id = await asyncio.to_thread(self.store.job_started, "feeds", self.clock())
+        try:
+            report = await asyncio.to_thread(self.build_feeds)
+        except BaseException as exc:
+            await asyncio.to_thread(self.store.job_finished, run_id, "failed", self.clock(), str(exc))
+            raise
+        await asyncio.to_thread(
+            self.store.job_finished, run_id, "ok", self.clock(), f"{len(report.changed)} files rewritten"
+        )
         hub = self.settings.feeds.websub_hub
         if hub and report.changed_urls:
             await WebSubPublisher(hub).publish(report.changed_urls)

@@ -320,7 +320,7 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
     runs = app.store.last_job_runs()
     nexts = _next_runs(app)
     table = Table("job", "last run", "result", "last success", "next run", "detail")
-    for job in ("collect", "weather", "digest", "deliveries"):
+    for job in ("collect", "feeds", "weather", "digest", "deliveries"):
         run, ok = runs.get(job), runs.get(f"{job}:ok")
         if run is None and job not in nexts:
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -74,6 +74,11 @@ class _Collector:
         yield duration
         yield success
         yield failed
+        runs = CounterMetricFamily("feedservice_job_runs", "Job runs by result (feeds: feed builds)",
+                                   labels=["job", "status"])  # fmt: skip
+        for (job, status), n in store.job_run_counts().items():
+            runs.add_metric([job, status], n)
+        yield runs
 
 
 def ops_handlers(app: App):  # type: ignore[no-untyped-def]

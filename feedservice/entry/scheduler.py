@@ -203,12 +203,13 @@ async def serve(app: App, *, with_scheduler: bool) -> None:
     try:
         await server.serve()
     finally:
+        # Stop taking new work: a send under way stops after its messages in flight and hands
+        # back what it had claimed; then give everything up to shutdown_timeout to finish.
         stop.set()
-        _, pending = await asyncio.wait(tasks, timeout=app.settings.run.shutdown_timeout) if tasks else ((), ())
-        for task in pending:  # a send still going: cancelled, its unsent claims handed back
+        for task in tasks:
             task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5)
+        if tasks:
+            await asyncio.wait(tasks, timeout=app.settings.run.shutdown_timeout)
 
 
 def serve_workers(app: App, *, with_scheduler: bool) -> None:

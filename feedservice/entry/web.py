@@ -22,7 +22,6 @@ from feedservice.services.feeds import ALL, feed_urls
 log = logging.getLogger(__name__)
 
 
-
 def create_app(app: App) -> FeedServer:
     """The whole web app: feed files served directly, the pages through Starlette."""
     settings = app.settings

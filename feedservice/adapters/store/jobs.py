@@ -40,6 +40,13 @@ class JobStoreMixin(StoreBase):
                 t.job_runs.insert().values(job=job, started=now, finished=now, status="skipped", detail=detail)
             )
 
+    def job_run_counts(self) -> dict[tuple[str, str], int]:
+        """(job, status) → how many runs, since the database was made."""
+        r = t.job_runs
+        q = sa.select(r.c.job, r.c.status, sa.func.count()).group_by(r.c.job, r.c.status)
+        with self._tx("counting job runs") as conn:
+            return {(job, status): int(n) for job, status, n in conn.execute(q)}
+
     def last_job_runs(self) -> dict[str, JobRun]:
         """The newest run of each job, and the newest successful one under the key "<job>:ok"."""
         r = t.job_runs
