@@ -225,7 +225,10 @@ class HttpFetcher:
             if isinstance(exc.os_error, BlockedAddressError):
                 raise FetchError(url, str(exc.os_error)) from None
             err = exc.os_error
-            reason = os.strerror(err.errno) if err.errno else str(err)
+            # errno first ("Connection refused"); name-lookup errors have negative codes and their own text
+            reason = os.strerror(err.errno) if err.errno and err.errno > 0 else (err.strerror or str(err))
+            if isinstance(err, socket.gaierror):
+                raise FetchError(url, f"cannot resolve {exc.host}: {reason}") from None
             raise FetchError(url, f"cannot connect to {exc.host}:{exc.port}: {reason}") from None
         except aiohttp.ClientError as exc:
             raise FetchError(url, f"{exc.__class__.__name__}: {exc}") from None

@@ -424,11 +424,12 @@ class App:
         log.info("digest %s: %s", ed.day, report.summary())
         return report
 
-    async def cycle(self) -> None:
+    async def cycle(self) -> collect_service.CollectReport:
         """collect → feeds (when anything changed or a feed file is missing)."""
         report = await self.collect()
         if report.changed or not (self.feeds_dir / "all.xml").exists():
             await self.publish_feeds()
+        return report
 
     def close(self) -> None:
         if self._parser_pool is not None:

@@ -30,6 +30,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from feedservice.adapters.leader import LeaderLock
 from feedservice.entry.bootstrap import App
 from feedservice.entry.web import create_app
+from feedservice.errors import WeatherError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,13 @@ async def collect_job() -> None:
 
 
 async def weather_job() -> None:
-    await _run("weather", _app().refresh_weather)
+    async def refresh() -> object:
+        report = await _app().refresh_weather()
+        if report.provider is None:  # recorded as failed; the digest falls back to what is stored
+            raise WeatherError("all", report.summary())
+        return report
+
+    await _run("weather", refresh)
 
 
 async def digest_job() -> None:

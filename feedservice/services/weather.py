@@ -30,6 +30,13 @@ class RefreshReport:
     stations: int
     errors: list[str]
 
+    def summary(self) -> str:
+        if self.provider is None:
+            return "no provider answered: " + "; ".join(self.errors)
+        return f"{self.stations} stations from {self.provider}" + (
+            f" ({'; '.join(self.errors)})" if self.errors else ""
+        )
+
 
 async def refresh_weather(
     store: WeatherStore,
