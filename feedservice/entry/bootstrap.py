@@ -200,9 +200,11 @@ class App:
         if wanted < 2:
             return None
         if self._parser_pool is None:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["feedservice.adapters.parse"])
-            self._parser_pool = ProcessPoolExecutor(max_workers=wanted, mp_context=ctx)
+            # spawn: fresh interpreters, not forks of a process with threads.
+            ctx = multiprocessing.get_context("spawn")
+            self._parser_pool = ProcessPoolExecutor(
+                max_workers=wanted, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),)
+            )
         return self._parser_pool
 
     async def collect(self, *, force: bool = False) -> collect_service.CollectReport:
@@ -436,6 +438,20 @@ class App:
             self._parser_pool.shutdown(wait=True, cancel_futures=True)
             self._parser_pool = None
         self.store.close()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a parser worker: exit when the process that started it is gone (even after a SIGKILL,
+    which leaves the worker's queue open), instead of lingering as an orphan."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def make_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> App:
