@@ -38,6 +38,7 @@ from feedservice.ports import Mailer, WeatherProvider
 from feedservice.services import collect as collect_service
 from feedservice.services import deliver, digest, feeds, weather
 from feedservice.tokens import make_token
+from feedservice.workers import exit_with_parent
 
 log = logging.getLogger("feedservice")
 
@@ -203,7 +204,7 @@ class App:
             # spawn: fresh interpreters, not forks of a process with threads.
             ctx = multiprocessing.get_context("spawn")
             self._parser_pool = ProcessPoolExecutor(
-                max_workers=wanted, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),)
+                max_workers=wanted, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),)
             )
         return self._parser_pool
 
@@ -438,20 +439,6 @@ class App:
             self._parser_pool.shutdown(wait=True, cancel_futures=True)
             self._parser_pool = None
         self.store.close()
-
-
-def _exit_with_parent(parent: int) -> None:
-    """In a parser worker: exit when the process that started it is gone (even after a SIGKILL,
-    which leaves the worker's queue open), instead of lingering as an orphan."""
-    import threading
-    import time
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def make_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> App:
