@@ -319,3 +319,22 @@ def write_config(
 def _test_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FS_TEST_SECRET", "test-secret-for-signing")
     monkeypatch.setenv("FS_TEST_KMA_KEY", "test-kma-key")
+
+
+# -- a real browser -------------------------------------------------------------------------------
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+def chromium_or_skip() -> str:
+    """Debian's chromium; the test skips where it is not installed (CI installs it and requires it)."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("FEEDSERVICE_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is required here but not installed")
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it; or: apt-get install chromium)")
+    return chromium

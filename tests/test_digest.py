@@ -237,14 +237,9 @@ def test_dkim_signature_covers_unsubscribe_headers_and_verifies(tmp_path) -> Non
 
 @pytest.mark.parametrize("width", [375, 640])
 def test_preview_renders_without_horizontal_scrolling(tmp_path, width: int) -> None:  # type: ignore[no-untyped-def]
-    import os
-    import shutil
+    from tests.conftest import CHROMIUM_ARGS, chromium_or_skip
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("FEEDSERVICE_REQUIRE_CHROMIUM"):
-            pytest.fail("chromium is required here but not installed")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it; or: apt-get install chromium)")
+    chromium = chromium_or_skip()
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test extra")
     from tests.conftest import ROOT
 
@@ -256,14 +251,7 @@ def test_preview_renders_without_horizontal_scrolling(tmp_path, width: int) -> N
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=chromium,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+            args=CHROMIUM_ARGS,
         )
         try:
             page = browser.new_page(viewport={"width": width, "height": 900})

@@ -4,9 +4,7 @@ flow in a real browser (Debian's chromium) against the app on 127.0.0.1 and a re
 from __future__ import annotations
 
 import email
-import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from feedservice.config import load_settings
 from feedservice.entry.bootstrap import App, make_app
 from feedservice.entry.web import create_app
 from feedservice.model import SubscriberStatus
-from tests.conftest import SmtpSink, free_port, write_config
+from tests.conftest import CHROMIUM_ARGS, SmtpSink, chromium_or_skip, free_port, write_config
 
 BASE = "http://127.0.0.1:8080"
 
@@ -156,18 +154,12 @@ def live_app(app: App) -> Iterator[str]:
 
 
 def test_whole_flow_in_chromium(app: App, live_app: str, smtp_server: tuple[SmtpSink, int], tmp_path: Path) -> None:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("FEEDSERVICE_REQUIRE_CHROMIUM"):
-            pytest.fail("chromium is required here but not installed")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it; or: apt-get install chromium)")
+    chromium = chromium_or_skip()
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test extra")
     sink, _ = smtp_server
     live = live_app
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])  # fmt: skip
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.goto(f"{live}/subscribe")
