@@ -64,7 +64,7 @@ def parse_json_feed(text: str, url: str) -> tuple[dict[str, Any], list[dict[str,
             if raw is not None:
                 e[dst], e[f"{dst}_parsed"] = raw, parsed
         authors = item.get("authors") or ([item["author"]] if isinstance(item.get("author"), dict) else [])
-        names = [a.get("name") for a in authors if isinstance(a, dict) and isinstance(a.get("name"), str)]
+        names: list[str] = [a["name"] for a in authors if isinstance(a, dict) and isinstance(a.get("name"), str)]
         if names:
             e["author"] = ", ".join(names)
         tags = item.get("tags")

@@ -62,11 +62,12 @@ def _source_root(source_url: str) -> str:
 
 def _when(entry: Mapping[str, Any], key: str, tz: ZoneInfo) -> datetime | None:
     # dict.get, not entry.get: feedparser's dict answers "updated" with "published" when there is none.
-    parsed = dict.get(entry, f"{key}_parsed")  # type: ignore[arg-type]
+    plain: dict[str, Any] = entry if isinstance(entry, dict) else dict(entry)
+    parsed = dict.get(plain, f"{key}_parsed")
     if not parsed:
         return None
     value = datetime.fromtimestamp(calendar.timegm(parsed), UTC)
-    raw = str(dict.get(entry, key) or "")  # type: ignore[arg-type]
+    raw = str(dict.get(plain, key) or "")
     if raw and not _ZONE.search(raw):
         # "2026-08-28 14:57:04": feedparser reads a zone-less date as UTC; it is the site's local time.
         value = value.replace(tzinfo=None).replace(tzinfo=tz).astimezone(UTC)

@@ -339,9 +339,9 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
         out.print(f"last edition {editions[0].day}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     else:
         out.print("last edition: none yet")
-    ok, why = _readiness(app)
+    ready, why = _readiness(app)
     out.print(f"ready: {why}")
-    return OK if ok and not any(r.status == "failed" for k, r in runs.items() if ":" not in k) else FAILED
+    return OK if ready and not any(r.status == "failed" for k, r in runs.items() if ":" not in k) else FAILED
 
 
 def _readiness(app: App) -> tuple[bool, str]:
