@@ -119,6 +119,12 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         if not cookie or not hmac.compare_digest(sent, csrf_for(cookie)):
             raise FormError(403, "페이지가 오래되었습니다. 새로 고친 뒤 다시 시도해 주세요.")
 
+    async def checked_form(request: Request) -> dict[str, list[str]]:
+        """The form of a POST, size-checked and CSRF-checked; ``FormError`` otherwise."""
+        form = await read_form(request)
+        check_csrf(request, form)
+        return form
+
     def subscriber_for(token: str, purpose: str) -> Subscriber | None:
         sid = token_subscriber(token)
         sub = app.store.get_subscriber_by_id(sid) if sid is not None else None
@@ -142,8 +148,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
                 error=None,
             )
         try:
-            form = await read_form(request)
-            check_csrf(request, form)
+            form = await checked_form(request)
         except FormError as exc:
             return page("요청을 처리할 수 없습니다", exc.status, message=exc.message)
         chosen = [s for s in form.get("sections", []) if s in known]
@@ -214,7 +219,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
                 button="구독 확인",
             )
         try:
-            check_csrf(request, await read_form(request))
+            await checked_form(request)
         except FormError as exc:
             return page("요청을 처리할 수 없습니다", exc.status, message=exc.message)
         if not app.store.consume_confirmation(sub.id, nonce, app.clock()):
@@ -243,8 +248,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         message = None
         if request.method == "POST":
             try:
-                form = await read_form(request)
-                check_csrf(request, form)
+                form = await checked_form(request)
             except FormError as exc:
                 return page("요청을 처리할 수 없습니다", exc.status, message=exc.message)
             chosen = [s for s in form.get("sections", []) if s in known]
