@@ -148,3 +148,40 @@ def test_naive_datetimes_are_refused(db_url: str) -> None:
     with pytest.raises((StorageError, ValueError)):
         store.save_observations([Observation(108, "서울", datetime(2026, 1, 1), 1.0, None)], NOW)
     store.close()
+
+
+def test_several_processes_starting_at_once_all_open_and_sync(db_url: str) -> None:
+    """`run`/`worker` processes started together each migrate and sync the configured sections
+    and sources; none of them may fail on the others' rows (a delete-then-insert did, on PG)."""
+    import threading
+
+    sections = [Section("bigtech", "빅테크"), Section("space-sociology", "공간사회학")]
+    sources = [("http://127.0.0.1/a.xml", "bigtech", "가"), ("http://127.0.0.1/b.xml", "space-sociology", None)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        try:
+            barrier.wait()
+            store = open_store(db_url)
+            try:
+                for _ in range(20):
+                    store.sync_sections(sections)
+                    store.sync_sources(sources)
+            finally:
+                store.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    store = open_store(db_url)
+    with store.engine.connect() as conn:
+        slugs = conn.execute(sa.text("SELECT slug FROM sections ORDER BY position")).scalars().all()
+    assert slugs == ["bigtech", "space-sociology"]
+    assert sorted(s.url for s in store.list_sources()) == [u for u, _, _ in sources]
+    store.close()

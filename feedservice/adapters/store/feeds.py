@@ -46,12 +46,15 @@ def _article(row: Any) -> Article:
 class FeedStoreMixin(StoreBase):
     def sync_sections(self, sections: Sequence[Section]) -> None:
         """Make the stored sections match the configured ones (articles of dropped sections stay)."""
+        # Upserts, not delete-then-insert: processes started together (several `run`s, `worker`s)
+        # all sync at once, and on PostgreSQL a second delete sees nothing to delete and its
+        # insert then collides with the first one's rows.
         with self._tx("saving sections") as conn:
-            conn.execute(t.sections.delete())
-            if sections:
+            conn.execute(t.sections.delete().where(t.sections.c.slug.not_in([s.slug for s in sections])))
+            for i, s in enumerate(sections):
+                stmt = self._insert(t.sections).values(slug=s.slug, title=s.title, position=i)
                 conn.execute(
-                    t.sections.insert(),
-                    [{"slug": s.slug, "title": s.title, "position": i} for i, s in enumerate(sections)],
+                    stmt.on_conflict_do_update(index_elements=["slug"], set_={"title": s.title, "position": i})
                 )
 
     def sync_sources(self, configured: Iterable[tuple[str, str, str | None]]) -> None:

@@ -7,7 +7,8 @@ store always leaves it on the newest schema.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -201,15 +202,16 @@ def current_version(engine: Engine) -> int:
 
 
 def migrate(engine: Engine) -> list[int]:
-    """Apply every missing migration, one transaction each; return the numbers applied."""
-    with engine.begin() as conn:
-        schema_version.create(conn, checkfirst=True)
+    """Apply every missing migration, one transaction each; return the numbers applied.
+
+    Several processes may open a fresh database at once (``run`` instances, ``worker``s): each
+    step runs under a lock that lets one of them migrate while the others wait and then find
+    nothing left to do.
+    """
     applied: list[int] = []
     for number, step in MIGRATIONS:
-        with engine.begin() as conn:
-            if engine.dialect.name == "postgresql":
-                # Two processes opening a fresh database at once: let one migrate, the other wait.
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7270001)"))
+        with _exclusive(engine) as conn:
+            schema_version.create(conn, checkfirst=True)
             have = conn.execute(sa.select(schema_version.c.version).where(schema_version.c.version == number)).first()
             if have:
                 continue
@@ -217,3 +219,23 @@ def migrate(engine: Engine) -> list[int]:
             conn.execute(schema_version.insert().values(version=number, applied=datetime.now(UTC)))
             applied.append(number)
     return applied
+
+
+@contextlib.contextmanager
+def _exclusive(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the database's migration lock until it ends."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7270001)"))
+            yield conn
+        return
+    # SQLite: Python's sqlite3 runs DDL outside any transaction unless one was begun by hand;
+    # BEGIN IMMEDIATE takes the write lock up front, so a second process waits (busy timeout).
+    with engine.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
