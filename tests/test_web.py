@@ -1,19 +1,27 @@
-"""The web app through its ASGI test client: feeds with validators, index, digest pages, unsubscribe."""
+"""The web app, through its ASGI test client and over HTTP from uvicorn with feedservice's protocol
+(which answers feed requests itself): feeds with validators, index, digest pages, unsubscribe."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 from starlette.testclient import TestClient
 
 from feedservice.config import load_settings
 from feedservice.entry.bootstrap import App, make_app
+from feedservice.entry.feedproto import FeedProtocol
 from feedservice.entry.web import create_app
 from feedservice.model import Article, Edition, SubscriberStatus
-from tests.conftest import write_config
+from tests.conftest import free_port, write_config
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 
@@ -35,12 +43,37 @@ def app(tmp_path: Path) -> Iterator[App]:
     a.close()
 
 
-@pytest.fixture
-def client(app: App) -> TestClient:
-    return TestClient(create_app(app))
+@pytest.fixture(params=["asgi", "uvicorn"])
+def client(app: App, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    if request.param == "asgi":
+        yield TestClient(create_app(app))
+        return
+    with _served(app) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+        yield http
 
 
-def test_feed_200_then_304_with_each_validator(client: TestClient) -> None:
+@contextlib.contextmanager
+def _served(app: App) -> Iterator[int]:
+    """The app under uvicorn as `feedservice serve` runs it, on a free port, in a thread."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(app), host="127.0.0.1", port=port, http=FeedProtocol, lifespan="off", log_config=None
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_feed_200_then_304_with_each_validator(client: httpx.Client) -> None:
     r = client.get("/feeds/bigtech.xml", headers={"Accept-Encoding": "identity"})
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/rss+xml; charset=utf-8"
@@ -54,7 +87,7 @@ def test_feed_200_then_304_with_each_validator(client: TestClient) -> None:
     assert atom.headers["content-type"] == "application/atom+xml; charset=utf-8"
 
 
-def test_feed_changes_after_rebuild(app: App, client: TestClient) -> None:
+def test_feed_changes_after_rebuild(app: App, client: httpx.Client) -> None:
     etag = client.get("/feeds/all.xml").headers["etag"]
     later = NOW + timedelta(hours=1)
     art = Article(
@@ -73,7 +106,7 @@ def test_feed_changes_after_rebuild(app: App, client: TestClient) -> None:
     assert r.status_code == 200 and "두 번째 기사" in r.text
 
 
-def test_gzip_head_and_404(client: TestClient) -> None:
+def test_gzip_head_and_404(client: httpx.Client) -> None:
     r = client.get("/feeds/bigtech.xml", headers={"Accept-Encoding": "gzip"})
     assert r.headers["content-encoding"] == "gzip" and "빅테크 첫 기사" in r.text
     raw = client.get("/feeds/bigtech.xml", headers={"Accept-Encoding": "identity"})
@@ -86,14 +119,14 @@ def test_gzip_head_and_404(client: TestClient) -> None:
     assert client.get("/feeds/../config.toml").status_code == 404
 
 
-def test_index_has_autodiscovery(client: TestClient) -> None:
+def test_index_has_autodiscovery(client: httpx.Client) -> None:
     r = client.get("/")
     assert r.status_code == 200
     assert 'rel="alternate" type="application/rss+xml"' in r.text
     assert "http://127.0.0.1:8080/feeds/space-sociology.atom" in r.text
 
 
-def test_digest_pages(app: App, client: TestClient) -> None:
+def test_digest_pages(app: App, client: httpx.Client) -> None:
     ed = Edition(date(2026, 11, 28), NOW - timedelta(days=1), NOW, "뉴스스페이스 아침 브리핑")
     app.store.save_edition(ed, "<html><body>오늘의 기사 <a href='%%unsubscribe_url%%'>x</a></body></html>", "t", NOW)
     assert "2026-11-28" in client.get("/digest/").text
@@ -103,7 +136,7 @@ def test_digest_pages(app: App, client: TestClient) -> None:
     assert client.get("/digest/not-a-date").status_code == 404
 
 
-def test_unsubscribe_get_never_unsubscribes_post_does(app: App, client: TestClient) -> None:
+def test_unsubscribe_get_never_unsubscribes_post_does(app: App, client: httpx.Client) -> None:
     sub, _ = app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
     unsub_url, prefs_url = app.links_for(sub)
     path = unsub_url.removeprefix("http://127.0.0.1:8080")
@@ -120,7 +153,7 @@ def test_unsubscribe_get_never_unsubscribes_post_does(app: App, client: TestClie
     assert forgotten is not None and forgotten.email == "" and forgotten.email_hash.startswith("h1:")
 
 
-def test_tampered_tokens_change_nothing(app: App, client: TestClient) -> None:
+def test_tampered_tokens_change_nothing(app: App, client: httpx.Client) -> None:
     a, _ = app.store.add_subscriber("a@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
     b, _ = app.store.add_subscriber("b@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
     token = app.links_for(a)[0].rsplit("/", 1)[1]
@@ -132,11 +165,11 @@ def test_tampered_tokens_change_nothing(app: App, client: TestClient) -> None:
     assert {s.status for s in app.store.iter_subscribers()} == {SubscriberStatus.SUBSCRIBED}
 
 
-def test_healthz(client: TestClient) -> None:
+def test_healthz(client: httpx.Client) -> None:
     assert client.get("/healthz").text == "ok\n"
 
 
-def test_json_feed_opml_and_archive_pages(app: App, client: TestClient) -> None:
+def test_json_feed_opml_and_archive_pages(app: App, client: httpx.Client) -> None:
     r = client.get("/feeds/bigtech.json")
     assert r.status_code == 200 and r.headers["content-type"] == "application/feed+json; charset=utf-8"
     assert r.json()["items"][0]["title"] == "빅테크 첫 기사"
@@ -167,3 +200,68 @@ def test_json_feed_opml_and_archive_pages(app: App, client: TestClient) -> None:
     assert client.get("/feeds/archive/bigtech/2.atom").status_code == 404
     assert client.get("/feeds/archive/nosuch/1.atom").status_code == 404
     assert client.get("/feeds/archive/bigtech/..%2f..%2fconfig.toml").status_code == 404
+
+
+def _responses(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Split a stream of HTTP/1.1 responses to GETs (bodies framed by Content-Length)."""
+    out = []
+    while raw:
+        head, _, raw = raw.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+        status = int(status_line.split()[1])
+        n = 0 if status == 304 else int(headers.get("content-length", 0))
+        out.append((status, headers, raw[:n]))
+        raw = raw[n:]
+    return out
+
+
+def _exchange(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_pipelined_keep_alive_and_http10_over_the_wire(app: App) -> None:
+    """Feed requests answered in the parser callback keep HTTP's rules: pipelined answers in
+    order (also around a request that goes through the ASGI app), Date on every answer,
+    keep-alive by default, connection close for HTTP/1.0 and when asked."""
+    with _served(app) as port:
+        plain = {"Accept-Encoding": "identity"}
+        etag = httpx.get(f"http://127.0.0.1:{port}/feeds/bigtech.xml", headers=plain).headers["etag"]
+        h = b"Host: 127.0.0.1\r\n"
+        raw = _exchange(
+            port,
+            b"GET /feeds/bigtech.xml HTTP/1.1\r\n" + h + b"If-None-Match: " + etag.encode() + b"\r\n\r\n"
+            b"GET /feeds/bigtech.xml?utm=reader HTTP/1.1\r\n" + h + b"\r\n"
+            b"GET /healthz HTTP/1.1\r\n" + h + b"\r\n"
+            b"GET /feeds/bigtech.atom HTTP/1.1\r\n" + h + b"\r\n"
+            b"POST /feeds/bigtech.xml HTTP/1.1\r\n" + h + b"Content-Length: 0\r\n\r\n"
+            b"GET /feeds/nosuch.xml HTTP/1.1\r\n" + h + b"Connection: close\r\n\r\n",
+        )
+        answers = _responses(raw)
+        assert [a[0] for a in answers] == [304, 200, 200, 200, 405, 404]
+        assert all("date" in a[1] for a in answers)
+        assert answers[0][1]["etag"] == etag and answers[0][2] == b""
+        assert "빅테크 첫 기사".encode() in answers[1][2] and len(answers[1][2]) == int(answers[1][1]["content-length"])
+        assert answers[2][2] == b"ok\n"
+        assert answers[3][1]["content-type"] == "application/atom+xml; charset=utf-8"
+        assert answers[4][1]["allow"] == "GET, HEAD"
+        assert answers[5][1]["connection"] == "close" and answers[5][2] == b"unknown feed\n"
+        # HTTP/1.0 without keep-alive: one answer, then the server closes (recv returns b"").
+        old = _responses(_exchange(port, b"GET /feeds/bigtech.xml HTTP/1.0\r\n\r\n"))
+        assert [a[0] for a in old] == [200] and old[0][1]["connection"] == "close"
+        # HEAD: the GET's headers and length, no body (the next answer starts right after).
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"HEAD /feeds/bigtech.xml HTTP/1.1\r\n" + h + b"\r\n")
+            time.sleep(0.2)
+            sock.sendall(b"GET /feeds/nosuch.xml HTTP/1.1\r\n" + h + b"Connection: close\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"content-length: " in head.lower()
+        assert rest.startswith(b"HTTP/1.1 404 ")

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from feedservice.entry import aio
 from feedservice.entry.bootstrap import App
 from feedservice.model import SubscriberStatus
 from feedservice.services import deliver
@@ -34,8 +35,8 @@ def _local(app: App, when: datetime | None) -> str:
 
 
 def cmd_collect(app: App, args: argparse.Namespace) -> int:
-    report = asyncio.run(app.collect(force=args.all))
-    changed = asyncio.run(app.publish_feeds()).changed if report.changed else []
+    report = aio.run(app.collect(force=args.all))
+    changed = aio.run(app.publish_feeds()).changed if report.changed else []
     out.print(f"collect: {report.summary()}; {len(changed)} feed files rewritten")
     for url, error in report.errors.items():
         out.print(f"  failed: {url}: {error}")
@@ -62,7 +63,7 @@ def cmd_sources(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_build_feeds(app: App, args: argparse.Namespace) -> int:
-    changed = asyncio.run(app.publish_feeds()).changed
+    changed = aio.run(app.publish_feeds()).changed
     out.print(f"build-feeds: {len(changed)} files rewritten in {app.feeds_dir}")
     for p in changed:
         out.print(f"  {p}")
@@ -72,10 +73,10 @@ def cmd_build_feeds(app: App, args: argparse.Namespace) -> int:
 def cmd_weather(app: App, args: argparse.Namespace) -> int:
     errors: list[str] = []
     if args.refresh:
-        report = asyncio.run(app.refresh_weather())
+        report = aio.run(app.refresh_weather())
         errors = report.errors
         out.print(f"weather: {report.stations} stations from {report.provider or '(no provider answered)'}")
-    block = asyncio.run(app.weather_for_digest())  # a fresh stored observation is reused
+    block = aio.run(app.weather_for_digest())  # a fresh stored observation is reused
     for e in errors:
         out.print(f"  {e}")
     for o in block.observations:
@@ -101,7 +102,7 @@ def _next_edition_day(app: App) -> date:
 
 def cmd_digest_preview(app: App, args: argparse.Namespace) -> int:
     day = args.date or _next_edition_day(app)
-    ed, rendered_for, preview = asyncio.run(app.prepare(day))
+    ed, rendered_for, preview = aio.run(app.prepare(day))
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     sample = next(iter(app.store.iter_subscribers(SubscriberStatus.SUBSCRIBED, batch=1)), None)
@@ -187,7 +188,7 @@ def run_stoppable(coro: Any) -> Any:
             log.info("stopped: what was not sent is left for the next run")
             raise SystemExit(0) from None
 
-    return asyncio.run(main())
+    return aio.run(main())
 
 
 def _send_result(day: date, report: deliver.SendReport, verb: str) -> int:
@@ -200,7 +201,7 @@ def _send_result(day: date, report: deliver.SendReport, verb: str) -> int:
 def cmd_digest_send(app: App, args: argparse.Namespace) -> int:
     day = args.date or app.today()
     if args.queue_only:
-        report = asyncio.run(app.send_digest(day, queue_only=True))
+        report = aio.run(app.send_digest(day, queue_only=True))
         out.print(f"digest send {day}: {report.queued} deliveries queued for the workers")
         return OK
     progress = _Progress(app, day) if app.store.get_edition(day) else None
@@ -356,7 +357,7 @@ def cmd_serve(app: App, args: argparse.Namespace) -> int:
     if app.settings.web.workers > 1:
         serve_workers(app, with_scheduler=False)
     else:
-        asyncio.run(serve(app, with_scheduler=False))
+        aio.run(serve(app, with_scheduler=False))
     return OK
 
 
@@ -366,7 +367,7 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
     if app.settings.web.workers > 1:
         serve_workers(app, with_scheduler=True)
     else:
-        asyncio.run(serve(app, with_scheduler=True))
+        aio.run(serve(app, with_scheduler=True))
     return OK
 
 

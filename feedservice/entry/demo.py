@@ -8,7 +8,6 @@ the digest and delivers it to two sample subscribers, and prints where everythin
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import tempfile
@@ -22,6 +21,7 @@ from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 from feedservice.config import load_settings
+from feedservice.entry import aio
 from feedservice.entry.bootstrap import make_app
 from feedservice.model import SubscriberStatus
 from feedservice.services.digest import compose, message_id
@@ -309,7 +309,7 @@ def run_demo(folder: Path | None = None) -> int:
         os.environ.setdefault("FEEDSERVICE_SECRET", "demo-secret-" + idx_of(str(folder)))
         app = make_app(load_settings(cfg))
         try:
-            return asyncio.run(_cycle(app, folder, today))
+            return aio.run(_cycle(app, folder, today))
         finally:
             app.close()
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -36,16 +37,31 @@ CONTENT_TYPES = {
 IMMUTABLE = b"public, max-age=31536000, immutable"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One complete response, built once: as a header list for the ASGI path, and as serialised
+    header lines (no status line, no Date) for a server that writes to the socket itself."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    head: bytes
+    body: bytes
+
+    @classmethod
+    def of(cls, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> Reply:
+        return cls(status, headers, b"".join(b"%s: %s\r\n" % h for h in headers), body)
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
-    """One version of one file, ready to send."""
+    """One version of one file, ready to send: its replies, each indexed by [gzip]."""
 
     key: tuple[int, int]
-    data: bytes
-    gz: bytes
     etags: tuple[bytes, bytes]  # identity, gzip
     mtime: int
-    headers: tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]  # identity, gzip (without length)
+    full: tuple[Reply, Reply]  # 200
+    head: tuple[Reply, Reply]  # 200 to HEAD: the same headers, no body
+    not_modified: tuple[Reply, Reply]  # 304
 
 
 class FeedFiles:
@@ -54,11 +70,16 @@ class FeedFiles:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._cache: dict[tuple[str, bytes, bytes], Prepared] = {}
+        self._paths: dict[str, str] = {}
 
     def get(self, name: str, content_type: bytes, cache_control: bytes) -> Prepared | None:
-        path = self.directory / name
+        # One stat per request, so a rebuilt file is served at once; on a remembered path
+        # string, because pathlib's joining cost more than the system call.
+        path = self._paths.get(name)
+        if path is None:
+            path = self._paths[name] = os.path.join(self.directory, name)
         try:
-            st = path.stat()
+            st = os.stat(path)
         except OSError:
             return None
         key = (st.st_mtime_ns, st.st_size)
@@ -67,20 +88,34 @@ class FeedFiles:
         if hit is not None and hit.key == key:
             return hit
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError:
             return None
-        digest = hashlib.sha256(data).hexdigest()[:32].encode()
-        etags = (b'"' + digest + b'"', b'"' + digest + b'-gz"')
-        modified = formatdate(int(st.st_mtime), usegmt=True).encode()
-        common = [(b"last-modified", modified), (b"cache-control", cache_control), (b"vary", b"accept-encoding")]
-        headers = (
-            [(b"content-type", content_type), (b"etag", etags[0]), *common],
-            [(b"content-type", content_type), (b"etag", etags[1]), (b"content-encoding", b"gzip"), *common],
-        )
-        hit = Prepared(key, data, gzip.compress(data, 6, mtime=0), etags, int(st.st_mtime), headers)
+        hit = _prepare(key, data, int(st.st_mtime), content_type, cache_control)
         self._cache[cache_key] = hit
         return hit
+
+
+def _prepare(key: tuple[int, int], data: bytes, mtime: int, content_type: bytes, cache_control: bytes) -> Prepared:
+    digest = hashlib.sha256(data).hexdigest()[:32].encode()
+    etags = (b'"' + digest + b'"', b'"' + digest + b'-gz"')
+    modified = formatdate(mtime, usegmt=True).encode()
+    common = [(b"last-modified", modified), (b"cache-control", cache_control), (b"vary", b"accept-encoding")]
+    headers = (
+        [(b"content-type", content_type), (b"etag", etags[0]), *common],
+        [(b"content-type", content_type), (b"etag", etags[1]), (b"content-encoding", b"gzip"), *common],
+    )
+    bodies = (data, gzip.compress(data, 6, mtime=0))
+    full = [Reply.of(200, [*headers[gz], (b"content-length", b"%d" % len(bodies[gz]))], bodies[gz]) for gz in (0, 1)]
+    return Prepared(
+        key,
+        etags,
+        mtime,
+        full=(full[0], full[1]),
+        head=(Reply(200, full[0].headers, full[0].head, b""), Reply(200, full[1].headers, full[1].head, b"")),
+        not_modified=(Reply.of(304, headers[0]), Reply.of(304, headers[1])),
+    )
 
 
 def is_not_modified(headers: dict[bytes, bytes], prepared: Prepared) -> bool:
@@ -100,51 +135,62 @@ def is_not_modified(headers: dict[bytes, bytes], prepared: Prepared) -> bool:
     return False
 
 
+def _plain(status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> Reply:
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+    return Reply.of(status, headers + (extra or []), body)
+
+
+NOT_ALLOWED = _plain(405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
+UNKNOWN = _plain(404, b"unknown feed\n")
+NOT_BUILT = _plain(404, b"this feed has not been built yet\n")
+
+
 class FeedServer:
     """ASGI: /feeds/… from prepared bytes; everything else goes to ``fallback``."""
 
     def __init__(self, files: FeedFiles, slugs: set[str], max_age: int, fallback: ASGIApp) -> None:
         self.files, self.slugs, self.fallback = files, slugs, fallback
         self.max_age = f"public, max-age={max_age}".encode()
+        self._routes: dict[str, tuple[str, bytes, bytes]] = {}
+
+    def answer(self, method: str, path: str, request_headers: list[tuple[bytes, bytes]]) -> Reply:
+        """The whole response to a request under /feeds/, decided without awaiting anything.
+        (A HEAD gets the GET's headers; the caller sends no body for it.)"""
+        if method not in ("GET", "HEAD"):
+            return NOT_ALLOWED
+        route = self._routes.get(path) or self._route(path)
+        if route is None:
+            return UNKNOWN
+        prepared = self.files.get(*route)
+        if prepared is None:
+            return NOT_BUILT
+        headers = dict(request_headers)
+        gz = b"gzip" in headers.get(b"accept-encoding", b"")
+        if is_not_modified(headers, prepared):
+            return prepared.not_modified[gz]
+        return prepared.head[gz] if method == "HEAD" else prepared.full[gz]
+
+    def _route(self, path: str) -> tuple[str, bytes, bytes] | None:
+        """File name, content type and cache policy for a feed URL path (remembered once valid)."""
+        m = FEED_PATH.fullmatch(path)
+        if m is None or (m["slug"] or m["aslug"] or "all") not in self.slugs:
+            return None
+        if m["opml"]:
+            route = ("index.opml", CONTENT_TYPES["opml"], self.max_age)
+        elif m["n"]:
+            route = (f"archive/{m['aslug']}/{m['n']}.{m['aext']}", CONTENT_TYPES[m["aext"]], IMMUTABLE)
+        else:
+            route = (f"{m['slug']}.{m['ext']}", CONTENT_TYPES[m["ext"]], self.max_age)
+        if len(self._routes) >= 10_000:  # archive page numbers have no bound; this memory has one
+            self._routes.clear()
+        self._routes[path] = route
+        return route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or not path.startswith("/feeds/"):
             await self.fallback(scope, receive, send)
             return
-        if scope["method"] not in ("GET", "HEAD"):
-            await _plain(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
-            return
-        m = FEED_PATH.fullmatch(path)
-        if m is None or (m["slug"] or m["aslug"] or "all") not in self.slugs:
-            await _plain(send, 404, b"unknown feed\n")
-            return
-        if m["opml"]:
-            name, ctype, cache = "index.opml", CONTENT_TYPES["opml"], self.max_age
-        elif m["n"]:
-            name, ctype, cache = f"archive/{m['aslug']}/{m['n']}.{m['aext']}", CONTENT_TYPES[m["aext"]], IMMUTABLE
-        else:
-            name, ctype, cache = f"{m['slug']}.{m['ext']}", CONTENT_TYPES[m["ext"]], self.max_age
-        prepared = self.files.get(name, ctype, cache)
-        if prepared is None:
-            await _plain(send, 404, b"this feed has not been built yet\n")
-            return
-        headers = dict(scope["headers"])
-        gz = b"gzip" in headers.get(b"accept-encoding", b"")
-        response_headers = prepared.headers[gz]
-        if is_not_modified(headers, prepared):
-            await send({"type": "http.response.start", "status": 304, "headers": response_headers})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        body = prepared.gz if gz else prepared.data
-        await send({
-            "type": "http.response.start", "status": 200,
-            "headers": [*response_headers, (b"content-length", str(len(body)).encode())],
-        })  # fmt: skip
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-
-
-async def _plain(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
-    await send({"type": "http.response.body", "body": body})
+        reply = self.answer(scope["method"], path, scope["headers"])
+        await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else reply.body})

@@ -28,7 +28,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from feedservice.adapters.leader import LeaderLock
+from feedservice.entry import aio
 from feedservice.entry.bootstrap import App
+from feedservice.entry.feedproto import FeedProtocol
 from feedservice.entry.web import create_app
 from feedservice.errors import WeatherError
 
@@ -201,6 +203,7 @@ async def serve(app: App, *, with_scheduler: bool) -> None:
     web = app.settings.web
     config = uvicorn.Config(
         create_app(app), host=web.host, port=web.port, log_config=None, access_log=False, lifespan="off",
+        http=FeedProtocol,
         timeout_graceful_shutdown=int(app.settings.run.shutdown_timeout),
     )  # fmt: skip
     server = _Server(config)
@@ -239,13 +242,13 @@ def serve_workers(app: App, *, with_scheduler: bool) -> None:
             done.set()
             await asyncio.wait(tasks, timeout=app.settings.run.shutdown_timeout)
 
-        thread = threading.Thread(target=asyncio.run, args=(schedule(),), name="scheduler", daemon=True)
+        thread = threading.Thread(target=aio.run, args=(schedule(),), name="scheduler", daemon=True)
         thread.start()
     log.info("serving on http://%s:%d/ with %d worker processes", web.host, web.port, web.workers)
     try:
         uvicorn.run(
             "feedservice.entry.web:app_from_environment", factory=True, host=web.host, port=web.port,
-            workers=web.workers, log_config=None, access_log=False, lifespan="off",
+            workers=web.workers, log_config=None, access_log=False, lifespan="off", http=FeedProtocol,
         )  # fmt: skip
     finally:
         stop.set()
