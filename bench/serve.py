@@ -172,7 +172,8 @@ def main() -> None:
             f"`.venv/bin/python bench/serve.py {' '.join(a for a in sys.argv[1:] if a != '--write')}` on "
             f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores: wrk -t2 -c{args.connections} for {args.duration} s "
             f"against one 50-entry section feed ({size:,} bytes) on 127.0.0.1, served by `feedservice serve` "
-            "(uvicorn with uvloop and httptools; `[web] workers` processes) and by Debian's nginx as packaged (a "
+            "(uvicorn with uvloop and httptools, feed requests answered by feedservice's protocol in the parser "
+            "callback; `[web] workers` processes) and by Debian's nginx as packaged (a "
             "worker per core, access log on) from the file the build wrote; 304 = If-None-Match with the server's "
             f"own ETag. Medians of {args.reps} alternating runs; nginx's figure is the median over all its runs.",
             "",
