@@ -14,7 +14,6 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -29,6 +28,8 @@ from xml.sax.saxutils import escape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, Nginx, TreeMemory, median, run_child, write_section
+
+from feedservice.entry import aio
 
 WORK = ROOT / "var" / "bench"
 WORDS = (
@@ -119,11 +120,11 @@ def child_feedservice(urls: list[str], reps: int) -> None:
             }
             app = make_app(parse_settings(data, base_dir=Path(tmp)))
             t = time.perf_counter()
-            report = asyncio.run(app.collect(force=True))
+            report = aio.run(app.collect(force=True))
             cold.append(time.perf_counter() - t)
             assert report.failed == 0, report.errors
             t = time.perf_counter()
-            report2 = asyncio.run(app.collect(force=True))
+            report2 = aio.run(app.collect(force=True))
             warm.append(time.perf_counter() - t)
             assert report2.not_modified == len(urls), report2.summary()
             articles = app.store.count_articles()

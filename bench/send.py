@@ -14,7 +14,6 @@ Each measurement runs in its own process; peak memory is that process tree's.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import smtplib
@@ -29,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, TreeMemory, free_port, run_child, write_section
+
+from feedservice.entry import aio
 
 SECTIONS = ["bigtech", "space-sociology", "economy", "society"]
 CHOICES = [[], ["bigtech"], ["space-sociology"], ["economy"], ["society"], ["bigtech", "economy"],
@@ -110,7 +111,8 @@ level = "WARNING"
     with app.store.engine.begin() as conn:
         for start in range(0, n, 5000):
             rows = [{"email": f"reader{i:06d}@example.com", "status": "subscribed", "sections": CHOICES[i % 8],
-                     "created": now} for i in range(start, min(n, start + 5000))]  # fmt: skip
+                     "created": now, "email_hash": app.store.address_hash(f"reader{i:06d}@example.com")}
+                    for i in range(start, min(n, start + 5000))]  # fmt: skip
             app.store._bulk_insert(conn, subscribers_table, rows)
     app.close()
     return cfg
@@ -127,7 +129,7 @@ def child_ours(n: int, pool: int, wait: float) -> None:
             with TreeMemory() as memory:
                 app = make_app(load_settings(cfg))
                 started = time.perf_counter()
-                report = asyncio.run(app.send_digest(DAY))
+                report = aio.run(app.send_digest(DAY))
                 seconds = time.perf_counter() - started
                 app.close()
             assert report.sent == n and report.failed == 0, report.summary()

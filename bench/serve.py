@@ -11,7 +11,6 @@ Debian's nginx serving the built file from disk. Medians of --reps alternating r
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import shutil
@@ -26,6 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, Nginx, free_port, median, write_section
 from collect import make_feed
+
+from feedservice.entry import aio
 
 WORK = ROOT / "var" / "bench"
 
@@ -87,7 +88,7 @@ level = "WARNING"
     app.store.record_fetch_success(
         "https://www.newsspace.kr/rss/S1N1.xml", now, now, etag=None, last_modified=None, articles=parsed.articles
     )
-    asyncio.run(app.publish_feeds())
+    aio.run(app.publish_feeds())
     app.close()
     return cfg
 

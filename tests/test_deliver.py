@@ -19,12 +19,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from feedservice.adapters.smtp import SmtpMailer
 from feedservice.config import load_settings
 from feedservice.entry.bootstrap import App, make_app
 from feedservice.entry.demo import sample_rss
-from feedservice.errors import DeliveryFatal
+from feedservice.errors import DeliveryError, DeliveryFatal
 from feedservice.model import SubscriberStatus
-from tests.conftest import FeedServer, Served, free_port, write_config
+from tests.conftest import FeedServer, Served, SmtpSink, free_port, write_config
 
 KST_DAY = "2026-11-20"
 ITEMS = [("빅테크 기사", "요약", "김정영", datetime(2026, 11, 19, 12, 0, tzinfo=UTC), 1)]
@@ -232,3 +233,51 @@ def test_three_workers_on_postgresql_send_each_once(tmp_path: Path, feed_server:
         assert sum(sent_by) == n and sum(1 for s in sent_by if s > 0) >= 2, sent_by  # they really shared it
     finally:
         controller.stop()
+
+
+def test_message_bytes_and_addresses_on_the_wire(smtp_server: tuple[SmtpSink, int]) -> None:
+    """What the server stores is the message as composed: lines that start with a dot survive
+    (dot-stuffed on the wire), bare line ends become CRLF. A Korean address goes out with SMTPUTF8
+    where the server offers it and fails permanently where it does not; an address that would
+    break the command line fails permanently; neither costs the pool its connection."""
+    sink, port = smtp_server
+    plain = SmtpSink()
+    ascii_only = Controller(plain, hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=False)
+    ascii_only.start()
+    korean = ("Subject: 점검\r\n\r\n.첫 줄은 점으로\r\n..두 점\r\n끝.\r\n.\r\n").encode()
+    bare = b"Subject: x\n\nbare LF\n.dot\rlone CR"
+    sender = "newsletter@newsspace.kr"
+
+    async def go() -> tuple[str, list[DeliveryError]]:
+        mailer = SmtpMailer("127.0.0.1", port, tls="none", pool_size=1)
+        reply = await mailer.send(sender, "reader@example.com", korean)
+        await mailer.send(sender, "reader2@example.com", bare)
+        await mailer.send(sender, "독자@example.com", korean)
+        errors = []
+        with pytest.raises(DeliveryError) as info:
+            await mailer.send(sender, "evil@example.com>\r\nRCPT TO:<victim@example.com", korean)
+        errors.append(info.value)
+        await mailer.send(sender, "reader3@example.com", korean)  # the pool still works
+        await mailer.aclose()
+        strict = SmtpMailer("127.0.0.1", ascii_only.port, tls="none", pool_size=1)
+        with pytest.raises(DeliveryError) as info:
+            await strict.send(sender, "독자@example.com", korean)
+        errors.append(info.value)
+        await strict.send(sender, "reader@example.com", korean)
+        await strict.aclose()
+        return reply, errors
+
+    try:
+        reply, errors = asyncio.run(go())
+    finally:
+        ascii_only.stop()
+    assert reply.startswith("250 ")
+    got = [(m[1], m[2]) for m in sink.messages]
+    assert got == [
+        (["reader@example.com"], korean),
+        (["reader2@example.com"], b"Subject: x\r\n\r\nbare LF\r\n.dot\r\nlone CR\r\n"),
+        (["독자@example.com"], korean),
+        (["reader3@example.com"], korean),
+    ]
+    assert [m[1] for m in plain.messages] == [["reader@example.com"]]
+    assert all(e.permanent for e in errors) and "SMTPUTF8" in str(errors[1])

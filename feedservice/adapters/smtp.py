@@ -85,14 +85,13 @@ class SmtpMailer:
         return _Connection(client)
 
     async def send(self, sender: str, recipient: str, message: bytes) -> str:
+        from_, to = _address(sender), _address(recipient)
         async with self._slots:
             conn = self._idle.pop() if self._idle else None
             if conn is None or not conn.client.is_connected:
                 conn = await self._connect()
             try:
-                # The bodies are 8bit UTF-8: declare it where the server offers 8BITMIME (RFC 6152).
-                options = ["BODY=8BITMIME"] if conn.client.supports_extension("8bitmime") else []
-                _, reply = await conn.client.sendmail(sender, [recipient], message, mail_options=options)
+                reply = await _transaction(conn.client, from_, to, message)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 r = exc.recipients[0]
                 await self._reset(conn)  # a clean transaction for the next message
@@ -120,6 +119,72 @@ class SmtpMailer:
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
         await asyncio.gather(*(_quit(c.client) for c in idle))
+
+
+async def _transaction(client: aiosmtplib.SMTP, from_: bytes, to: bytes, message: bytes) -> str:
+    """MAIL, RCPT and DATA for one recipient, with aiosmtplib's commands and reply handling.
+
+    Not ``client.sendmail``: for every message that re-parses both addresses with the email
+    package and rewrites the whole body with two regular expressions (line endings, dot
+    stuffing) — a third of the sender's CPU on a 23 KB digest. Here the addresses come checked
+    (``_address``) and the body is put in wire form with a few scans in C, copied only when it
+    needs a change.
+    """
+    if client.is_ehlo_or_helo_needed:  # a new connection (or one just upgraded by STARTTLS)
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            await client.helo()
+    options = [b"BODY=8BITMIME"] if client.supports_extension("8bitmime") else []
+    recipient = to.decode("utf-8")
+    if not (from_ + to).isascii():
+        if not client.supports_extension("smtputf8"):
+            raise aiosmtplib.SMTPRecipientsRefused([
+                aiosmtplib.SMTPRecipientRefused(553, "5.6.7 the server does not offer SMTPUTF8", recipient)
+            ])  # fmt: skip
+        options.append(b"SMTPUTF8")
+    r = await client.execute_command(b"MAIL", b"FROM:<" + from_ + b">", *options)
+    if r.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(r.code, r.message, from_.decode("utf-8"))
+    r = await client.execute_command(b"RCPT", b"TO:<" + to + b">")
+    if r.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(r.code, r.message, recipient)])
+    r = await client.execute_command(b"DATA")
+    if r.code != 354:
+        raise aiosmtplib.SMTPDataError(r.code, r.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("connection lost before the message was sent")
+    protocol.write(wire_form(message))
+    r = await protocol.read_response(timeout=client.timeout)
+    if r.code != 250:
+        raise aiosmtplib.SMTPDataError(r.code, r.message)
+    return f"{r.code} {r.message}"
+
+
+def _address(address: str) -> bytes:
+    """An address as it goes between < and >: validated when stored, so only checked here for
+    what would break the command line."""
+    if not address or any(c in address for c in "\r\n<> \t\0"):
+        raise DeliveryError(f"not a deliverable address: {address!r}", permanent=True)
+    return address.encode("utf-8")
+
+
+_BARE_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+def wire_form(message: bytes) -> bytes:
+    """The DATA payload (RFC 5321 §4.5.2): CRLF line ends, leading dots doubled, ended by CRLF.CRLF."""
+    crlf = message.count(b"\r\n")
+    if message.count(b"\r") != crlf or message.count(b"\n") != crlf:
+        message = _BARE_EOL.sub(b"\r\n", message)
+    if message.startswith(b"."):
+        message = b"." + message
+    if b"\n." in message:
+        message = message.replace(b"\n.", b"\n..")
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    return message + b".\r\n"
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:
