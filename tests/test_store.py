@@ -185,3 +185,24 @@ def test_several_processes_starting_at_once_all_open_and_sync(db_url: str) -> No
     assert slugs == ["bigtech", "space-sociology"]
     assert sorted(s.url for s in store.list_sources()) == [u for u, _, _ in sources]
     store.close()
+
+
+def test_a_database_of_an_older_release_is_upgraded_in_place(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedservice.adapters.store import schema
+    from feedservice.adapters.store._base import make_engine
+
+    engine = make_engine(db_url)
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])  # what release 1 shipped
+    assert schema.migrate(engine) == [1]
+    monkeypatch.undo()
+    with engine.begin() as conn:
+        conn.execute(schema.subscribers.insert().values(email="a@example.com", email_hash="h1:a", status="subscribed",
+                                                        sections=[], created=NOW))  # fmt: skip
+    engine.dispose()
+    store = open_store(db_url)  # applies what is missing, keeps the data
+    assert store.schema_version() == LATEST
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM subscribers")).scalar() == 1
+        indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("deliveries")}
+    assert "ix_deliveries_claim" in indexes and "ix_deliveries_edition_status" not in indexes
+    store.close()

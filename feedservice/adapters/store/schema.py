@@ -156,7 +156,7 @@ deliveries = sa.Table(
     sa.Column("claimed_at", UTCDateTime),  # while status is "sending": when, and by which worker
     sa.Column("worker", sa.Text),
     sa.UniqueConstraint("edition", "subscriber_id", name="uq_deliveries_edition_subscriber"),
-    sa.Index("ix_deliveries_edition_status", "edition", "status"),
+    sa.Index("ix_deliveries_edition_status", "edition", "status"),  # migration 2 replaces it: ix_deliveries_claim
 )
 
 job_runs = sa.Table(
@@ -189,8 +189,17 @@ def _v1(conn: Connection) -> None:
         table.create(conn)
 
 
-# Append (number, step) pairs; never edit a step once it has been released.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1)]
+def _v2(conn: Connection) -> None:
+    # Claiming deliveries asks for the lowest ids of one edition in one status. With (edition,
+    # status) alone, PostgreSQL sorted and SQLite walked every row of the edition for each claim:
+    # 50 ms per claim at 100,000 recipients. The id in the index gives them in order.
+    conn.execute(sa.text("CREATE INDEX ix_deliveries_claim ON deliveries (edition, status, id)"))
+    conn.execute(sa.text("DROP INDEX ix_deliveries_edition_status"))
+
+
+# Append (number, step) pairs; never edit a step once it has been released. Steps after the
+# first are plain DDL: the Table objects above are what step 1 created.
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
 LATEST = MIGRATIONS[-1][0]
 
 
