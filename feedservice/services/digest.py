@@ -7,6 +7,7 @@ replacement of marker strings, so no template runs per subscriber.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -52,8 +53,8 @@ class DigestSite:
     list_id: str | None = None
     max_per_section: int = 5
 
-    @property
-    def sender_domain(self) -> str:
+    @functools.cached_property
+    def sender_domain(self) -> str:  # asked for every Message-ID: parse the address once
         return parseaddr(self.sender)[1].rpartition("@")[2] or "localhost"
 
     @property
