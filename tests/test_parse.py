@@ -111,3 +111,20 @@ def test_relative_links_resolve_against_the_entry() -> None:
         assert a.image_url == "https://www.newsspace.kr/photo/7.jpg"
         assert 'src="https://www.newsspace.kr/photo/7.jpg"' in a.summary_html
         assert 'href="https://www.newsspace.kr/related/8"' in a.summary_html
+
+
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        ('<a href="https://x.kr/a">a</a>', 'href="https://x.kr/a"'),  # absolute: kept as it is
+        ("<a HREF = '/a'>a</a>", 'href="https://www.newsspace.kr/a"'),
+        ("<a href=b/c>a</a>", 'href="https://www.newsspace.kr/news/b/c"'),  # unquoted
+        ('<img src="//cdn.kr/p.jpg"><a href="x">a</a>', 'href="https://www.newsspace.kr/news/x"'),  # one of two
+        ('<a href="&#47;a">a</a>', 'href="https://www.newsspace.kr/a"'),  # an entity hides the slash
+        ('<a title="src" href="/a">a</a>', 'href="https://www.newsspace.kr/a"'),  # "src" as a value
+        ('<a href="javascript:alert(1)">a</a>', 'rel="noopener noreferrer">a</a>'),  # "absolute"; dropped
+    ],
+)
+def test_links_resolve_whichever_way_they_are_written(html: str, expected: str) -> None:
+    out = sanitize_html(html, "https://www.newsspace.kr/news/view")
+    assert expected in out and "javascript" not in out
