@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -389,3 +390,19 @@ def test_unreachable_port(make: Callable[..., App]) -> None:
     url = f"http://127.0.0.1:{free_port()}/x.xml"
     app = make([(url, "bigtech")])
     assert "Connection refused" in _collect(app).errors[url]
+
+
+def test_parser_processes_start_ahead_and_then_parse(feed_server: FeedServer, make: Callable[..., App]) -> None:
+    """`run` starts the parser processes before its first collect; that collect then parses in them."""
+    feed_server.files["/a.xml"] = Served(GOOD)
+    app = make([(feed_server.url("/a.xml"), "bigtech")], collect_extra="timeout = 5.0\nparse_processes = 2")
+    assert app.start_parsers() > 0
+    pool = app.parser_pool()
+    assert pool is not None
+    workers = set(pool._processes)  # the processes the pool started, by pid
+    assert len(workers) == 2 and os.getpid() not in workers
+    report = _collect(app)
+    assert report.new_articles == 2 and set(pool._processes) == workers  # the same two, nothing new started
+    single = make([(feed_server.url("/a.xml"), "bigtech")], collect_extra="timeout = 5.0\nparse_processes = 1")
+    single.start_parsers()
+    assert single.parser_pool() is None  # one process: parsing happens in threads

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import secrets
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -197,7 +198,7 @@ class App:
 
         ``collect.parse_processes`` = 0 means one per CPU core when there are several.
         """
-        wanted = self.settings.collect.parse_processes or (os.cpu_count() or 1)
+        wanted = self._parse_processes()
         if wanted < 2:
             return None
         if self._parser_pool is None:
@@ -207,6 +208,24 @@ class App:
                 max_workers=wanted, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),)
             )
         return self._parser_pool
+
+    def _parse_processes(self) -> int:
+        return self.settings.collect.parse_processes or (os.cpu_count() or 1)
+
+    def start_parsers(self) -> float:
+        """Start the parser processes now and wait until each answers; returns the seconds taken.
+
+        Left to the first collect, starting them (fresh interpreters importing lxml, feedparser
+        and nh3) stalls that collect for a second or two while its fetched feeds wait; `run`
+        starts them when it begins scheduling, so no collect waits for them.
+        """
+        started = time.perf_counter()
+        pool = self.parser_pool()
+        if pool is not None:
+            # Submitted together, before any worker is idle: the pool starts one process for each.
+            pids = {f.result() for f in [pool.submit(os.getpid) for _ in range(self._parse_processes())]}
+            log.debug("parser processes ready: %s", sorted(pids))
+        return time.perf_counter() - started
 
     async def collect(self, *, force: bool = False) -> collect_service.CollectReport:
         fetcher = self.make_fetcher()

@@ -146,6 +146,8 @@ async def lead(app: App, stop: asyncio.Event) -> None:
         while not stop.is_set():
             held = await asyncio.to_thread(lock.try_acquire)
             if held and scheduler is None:
+                seconds = await asyncio.to_thread(app.start_parsers)
+                log.info("parser processes started in %.1f s", seconds)
                 scheduler = build_scheduler(app)
                 scheduler.start(paused=True)
                 install_jobs(scheduler, app)
