@@ -128,3 +128,19 @@ def test_relative_links_resolve_against_the_entry() -> None:
 def test_links_resolve_whichever_way_they_are_written(html: str, expected: str) -> None:
     out = sanitize_html(html, "https://www.newsspace.kr/news/view")
     assert expected in out and "javascript" not in out
+
+
+def test_articles_cross_process_boundaries_whole() -> None:
+    """Parsed articles come back from the parser processes pickled: every field must survive."""
+    import dataclasses
+    import pickle
+
+    from feedservice.model import Article
+
+    a = Article(
+        id="urn:a", url="https://www.newsspace.kr/a", section="bigtech", title="제목", summary_html="<p>요약</p>",
+        content_html="<p>본문</p>", author="김정영", categories=("빅테크", "AI"), image_url="https://x.kr/a.jpg",
+        image_type="image/jpeg", image_length=1234, published=NOW, updated=NOW, source_url="https://x.kr/rss",
+    )  # fmt: skip
+    assert len(a.__reduce__()[1]) == len(dataclasses.fields(Article))
+    assert pickle.loads(pickle.dumps(a)) == a
