@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ def make_engine(url: str) -> Engine:
             @sa.event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn: Any, _record: Any) -> None:
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
+                _set_wal(cur)
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
@@ -94,11 +96,39 @@ class StoreBase:
         ]
         conn.exec_driver_sql(sql, params)
 
+    def _insert_tuples(
+        self, conn: Connection, table: sa.Table, names: Sequence[str], params: list[tuple[Any, ...]]
+    ) -> None:
+        """INSERT rows given as tuples already in the driver's form (see ``to_db_time``)."""
+        if not params:
+            return
+        mark = "?" if self.engine.dialect.name == "sqlite" else "%s"
+        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+        conn.exec_driver_sql(sql, params)
+
+    def to_db_time(self) -> Callable[[datetime], Any]:
+        """How an aware datetime goes to the driver: naive UTC text on SQLite, aware UTC elsewhere."""
+        return _sqlite_time if self.engine.dialect.name == "sqlite" else _utc
+
     def _insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ON CONFLICT for the engine's dialect."""
         if self.engine.dialect.name == "postgresql":
             return postgresql.insert(table)
         return sqlite.insert(table)
+
+
+def _set_wal(cur: Any) -> None:
+    """Switch to WAL (kept in the file: a no-op once done). Switching takes a lock that SQLite
+    does not wait for, so processes opening a new database together retry here."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _utc(value: datetime) -> datetime:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -144,9 +145,11 @@ class FeedStoreMixin(StoreBase):
         is never stored twice.
         """
         counts: list[tuple[int, int]] = []
+        to_db = self.to_db_time()
+        now_db = to_db(now)
         with self._tx("storing fetched sources") as conn:
             known = self._known_articles(conn, [a for r in records for a in (r.articles or ())])
-            inserts: list[dict[str, Any]] = []
+            inserts: list[tuple[Any, ...]] = []
             for record in records:
                 new = changed = 0
                 for a in record.articles or ():
@@ -154,8 +157,9 @@ class FeedStoreMixin(StoreBase):
                     have = known.get(a.id) or (known.get("url:" + a.url) if by_link else None)
                     h = article_hash(a) if have is None or have[0] == a.id else None
                     if have is None:
-                        inserts.append(_row(a, h or article_hash(a), now))
-                        known[a.id] = (a.id, inserts[-1]["content_hash"], record.url)
+                        h = h or article_hash(a)
+                        inserts.append(_insert_params(a, h, now_db, to_db))
+                        known[a.id] = (a.id, h, record.url)
                         if by_link:
                             known["url:" + a.url] = known[a.id]
                         new += 1
@@ -174,7 +178,7 @@ class FeedStoreMixin(StoreBase):
                     known[stored_id] = (stored_id, row["content_hash"], owner)
                     changed += 1
                 counts.append((new, changed))
-            self._bulk_insert(conn, t.articles, inserts)
+            self._insert_tuples(conn, t.articles, ARTICLE_COLUMNS, inserts)
             src = t.sources.c
             conn.execute(
                 t.sources.update()
@@ -258,6 +262,22 @@ def _dedupable(url: str) -> bool:
     rest = url[sep + 3 :] if sep >= 0 else url
     slash = rest.find("/")
     return slash >= 0 and bool(rest[slash:].strip("/"))
+
+
+ARTICLE_COLUMNS = (
+    "id", "url", "section", "title", "summary_html", "content_html", "author", "categories", "image_url",
+    "image_type", "image_length", "published", "updated", "first_seen", "source_url", "content_hash",
+)  # fmt: skip
+
+
+def _insert_params(a: Article, content_hash: str, now_db: Any, to_db: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """An article's new row as the driver takes it, in ARTICLE_COLUMNS order (the collector stores
+    thousands a second: one tuple built here instead of a dict converted column by column)."""
+    return (
+        a.id, a.url, a.section, a.title, a.summary_html, a.content_html, a.author, json.dumps(list(a.categories)),
+        a.image_url, a.image_type, a.image_length, to_db(a.published) if a.published else now_db,
+        to_db(a.updated) if a.updated else None, now_db, a.source_url, content_hash,
+    )  # fmt: skip
 
 
 def _row(a: Article, content_hash: str, now: datetime) -> dict[str, Any]:
