@@ -111,3 +111,26 @@ def test_a_secret_in_the_file_is_refused(tmp_path: Path) -> None:
     path = _edit(tmp_path, "[web]", '[web]\nsecret = "hunter2"')
     with pytest.raises(ConfigError, match=r"web\.secret: unknown key"):
         load_settings(path)
+
+
+def test_every_config_key_is_in_the_readme() -> None:
+    """The README's config reference names every key the validator accepts."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    import pydantic
+
+    from feedservice import config
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`([a-z_]+)`", readme)) | set(re.findall(r"\{ ?([a-z_]+) =", readme))
+    missing = [
+        f"{cls.__name__}.{info.alias or key}"
+        for cls in vars(config).values()
+        if inspect.isclass(cls) and issubclass(cls, pydantic.BaseModel) and cls.__module__ == config.__name__
+        and cls is not config.Settings  # its keys are the [tables], each with a heading
+        for key, info in cls.model_fields.items()
+        if (info.alias or key) not in named
+    ]  # fmt: skip
+    assert missing == []
