@@ -69,6 +69,8 @@ def test_articles_new_unchanged_and_updated(db_url: str) -> None:
     assert [a.title for a in window] == ["빅테크 기사 1 (수정)", "빅테크 기사 2"]
     [src] = store.list_sources()
     assert (src.etag, src.articles, src.failures, src.last_success) == ('"b"', 3, 0, later)
+    [light] = store.list_sources(with_counts=False)  # what each collect reads: no count of articles
+    assert light == replace(src, articles=0)
     store.close()
 
 

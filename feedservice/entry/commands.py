@@ -330,8 +330,9 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
         table.add_row(job, last, run.status if run else "-", _local(app, ok.started) if ok else "-",
                       nexts.get(job, "-"), detail)  # fmt: skip
     out.print(table)
-    failing = [s for s in app.store.list_sources() if s.failures or not s.enabled]
-    out.print(f"sources: {len(app.store.list_sources())}, failing: {len(failing)}")
+    sources = app.store.list_sources(with_counts=False)
+    failing = [s for s in sources if s.failures or not s.enabled]
+    out.print(f"sources: {len(sources)}, failing: {len(failing)}")
     for s in failing:
         out.print(f"  {s.name or s.url}: {'disabled' if not s.enabled else f'failing ×{s.failures}'}: {s.last_error}")
     editions = app.store.list_editions(limit=1)

@@ -20,7 +20,7 @@ def readiness(app: App) -> tuple[bool, str]:
     if not app.settings.sources:
         return True, "ready (no sources configured)"
     limit = timedelta(minutes=app.settings.run.ready_collect_age_minutes or 3 * app.settings.collect.interval_minutes)
-    last = max((s.last_success for s in app.store.list_sources() if s.last_success), default=None)
+    last = max((s.last_success for s in app.store.list_sources(with_counts=False) if s.last_success), default=None)
     if last is None:
         return False, "no source has been collected yet"
     age = app.clock() - last
@@ -37,7 +37,7 @@ class _Collector:
         store = self.app.store
         sources = GaugeMetricFamily("feedservice_sources", "Configured sources by state", labels=["state"])
         states = {"ok": 0, "failing": 0, "disabled": 0, "never_fetched": 0}
-        for s in store.list_sources():
+        for s in store.list_sources(with_counts=False):
             key = (
                 "disabled"
                 if not s.enabled

@@ -123,7 +123,7 @@ async def collect(
     result, and the queue is bounded, so memory does not grow with the number of sources.
     """
     report = CollectReport()
-    sources = store.list_sources()
+    sources = store.list_sources(with_counts=False)
     due = [s for s in sources if (force and s.enabled) or is_due(s, now)]
     report.skipped = len(sources) - len(due)
     limit = asyncio.Semaphore(concurrency)

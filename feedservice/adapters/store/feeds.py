@@ -70,15 +70,22 @@ class FeedStoreMixin(StoreBase):
                     stmt.on_conflict_do_update(index_elements=["url"], set_={"section": section, "name": name})
                 )
 
-    def list_sources(self) -> list[SourceState]:
-        counts = (
-            sa.select(t.articles.c.source_url, sa.func.count().label("n")).group_by(t.articles.c.source_url).subquery()
-        )
-        q = (
-            sa.select(t.sources, sa.func.coalesce(counts.c.n, 0).label("n"))
-            .select_from(t.sources.outerjoin(counts, counts.c.source_url == t.sources.c.url))
-            .order_by(t.sources.c.section, t.sources.c.url)
-        )
+    def list_sources(self, *, with_counts: bool = True) -> list[SourceState]:
+        """Every source with its fetch state; ``with_counts`` adds its article count, which reads the
+        whole articles table (for `feedservice sources`, not for each collect or health check)."""
+        if with_counts:
+            counts = (
+                sa.select(t.articles.c.source_url, sa.func.count().label("n"))
+                .group_by(t.articles.c.source_url)
+                .subquery()
+            )
+            q = (
+                sa.select(t.sources, sa.func.coalesce(counts.c.n, 0).label("n"))
+                .select_from(t.sources.outerjoin(counts, counts.c.source_url == t.sources.c.url))
+                .order_by(t.sources.c.section, t.sources.c.url)
+            )
+        else:
+            q = sa.select(t.sources, sa.literal(0).label("n")).order_by(t.sources.c.section, t.sources.c.url)
         with self._tx("listing sources") as conn:
             return [
                 SourceState(
