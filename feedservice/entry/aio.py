@@ -8,21 +8,16 @@ uvloop for the processes it starts itself, but the commands run their own loop, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop when it is installed (it is not on every platform, e.g. Windows)."""
     try:
         import uvloop
-    except ImportError:  # not on every platform (Windows): asyncio's own loop then
-        return None
-    return uvloop.new_event_loop
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` on uvloop when it is installed."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)

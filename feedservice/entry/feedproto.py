@@ -14,17 +14,15 @@ so pyproject.toml pins uvicorn to the minor versions it is tested against.
 
 from __future__ import annotations
 
-import http
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from feedservice.entry.feedserver import FeedServer
 
 __all__ = ["FeedProtocol"]
 
-STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
 EOH = b"\r\n"
 CLOSE = b"connection: close\r\n\r\n"
 
@@ -87,7 +85,7 @@ class FeedProtocol(HttpToolsProtocol):
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         transport = self.transport
         transport.write(
-            b"".join((STATUS_LINES[reply.status], self._default_headers(), reply.head, EOH if keep_alive else CLOSE))
+            b"".join((STATUS_LINE[reply.status], self._default_headers(), reply.head, EOH if keep_alive else CLOSE))
         )
         if reply.body and method == b"GET":
             transport.write(reply.body)

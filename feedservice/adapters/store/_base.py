@@ -75,10 +75,6 @@ class StoreBase:
             return
         names = list(rows[0])
         sqlite = self.engine.dialect.name == "sqlite"
-        mark = "?" if sqlite else "%s"
-        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
-        if ignore_conflicts:
-            sql += " ON CONFLICT DO NOTHING"
         converters: list[Any] = []
         for name in names:
             col_type = table.c[name].type
@@ -94,16 +90,19 @@ class StoreBase:
             tuple(v if (f is None or v is None) else f(v) for f, v in zip(converters, row.values(), strict=True))
             for row in rows
         ]
-        conn.exec_driver_sql(sql, params)
+        self._insert_tuples(conn, table, names, params, ignore_conflicts=ignore_conflicts)
 
     def _insert_tuples(
-        self, conn: Connection, table: sa.Table, names: Sequence[str], params: list[tuple[Any, ...]]
-    ) -> None:
+        self, conn: Connection, table: sa.Table, names: Sequence[str], params: list[tuple[Any, ...]],
+        *, ignore_conflicts: bool = False,
+    ) -> None:  # fmt: skip
         """INSERT rows given as tuples already in the driver's form (see ``to_db_time``)."""
         if not params:
             return
         mark = "?" if self.engine.dialect.name == "sqlite" else "%s"
         sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+        if ignore_conflicts:
+            sql += " ON CONFLICT DO NOTHING"
         conn.exec_driver_sql(sql, params)
 
     def to_db_time(self) -> Callable[[datetime], Any]:
