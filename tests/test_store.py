@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -208,3 +209,18 @@ def test_a_database_of_an_older_release_is_upgraded_in_place(db_url: str, monkey
         indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("deliveries")}
     assert "ix_deliveries_claim" in indexes and "ix_deliveries_edition_status" not in indexes
     store.close()
+
+
+def test_a_new_sqlite_database_keeps_several_articles_per_page(tmp_path: Path) -> None:
+    # Articles are a few KB of Korean HTML each: 4 KB pages would hold one apiece.
+    store = open_store(f"sqlite:///{tmp_path}/new.db")
+    store.record_fetch_success(
+        "http://127.0.0.1/rss.xml", NOW, NOW, etag=None, last_modified=None,
+        articles=[_article(n, summary_html="<p>" + "가나다라 " * 300 + "</p>") for n in range(30)],
+    )  # fmt: skip
+    with store.engine.connect() as conn:
+        page_size = conn.execute(sa.text("PRAGMA page_size")).scalar()
+        pages = conn.execute(sa.text("SELECT count(*) FROM dbstat WHERE name = 'articles'")).scalar()
+    store.close()
+    assert page_size == 16384
+    assert pages is not None and pages < 15
