@@ -271,8 +271,8 @@ def test_hostile_documents_fail_clearly(
 KOREAN = "똠방각하 뷁 햏 - 한글 제목"  # 똠, 뷁 and 햏 exist in CP949 but not in strict EUC-KR
 
 
-def _euckr_feed(declaration: bool) -> bytes:
-    decl = '<?xml version="1.0" encoding="euc-kr"?>\n' if declaration else ""
+def _euckr_feed(declared: str | None) -> bytes:
+    decl = f'<?xml version="1.0" encoding="{declared}"?>\n' if declared else ""
     text = (
         f'{decl}<rss version="2.0"><channel><title>한국 피드</title><link>http://127.0.0.1/</link>'
         f"<description>설명</description><item><title>{KOREAN}</title><link>http://127.0.0.1/k/1</link>"
@@ -282,19 +282,20 @@ def _euckr_feed(declaration: bool) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("declaration", "ctype"),
+    ("declared", "ctype"),
     [
-        (True, "application/rss+xml; charset=utf-8"),
-        (False, "application/rss+xml"),
-        (True, "text/xml; charset=EUC-KR"),
-        (False, "text/xml; charset=ks_c_5601-1987"),
+        ("euc-kr", "application/rss+xml; charset=utf-8"),
+        (None, "application/rss+xml"),
+        ("euc-kr", "text/xml; charset=EUC-KR"),
+        (None, "text/xml; charset=ks_c_5601-1987"),
+        ("UTF-8", "application/rss+xml"),
     ],
-    ids=["euckr-served-as-utf8", "euckr-no-declaration", "euckr-declared", "ks_c_5601-header"],
+    ids=["euckr-served-as-utf8", "euckr-no-declaration", "euckr-declared", "ks_c_5601-header", "euckr-declared-utf8"],
 )
 def test_korean_legacy_encodings(
-    feed_server: FeedServer, make: Callable[..., App], declaration: bool, ctype: str
+    feed_server: FeedServer, make: Callable[..., App], declared: str | None, ctype: str
 ) -> None:
-    feed_server.files["/k.xml"] = Served(_euckr_feed(declaration), ctype)
+    feed_server.files["/k.xml"] = Served(_euckr_feed(declared), ctype)
     app = make([(feed_server.url("/k.xml"), "bigtech")])
     report = _collect(app)
     assert not report.errors, report.errors

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import feedparser
 
-from feedservice.adapters.encoding import decode_feed
+from feedservice.adapters.encoding import decode_feed, http_charset, normalize_charset
 from feedservice.adapters.fastparse import fast_entries
 from feedservice.adapters.jsonfeed import looks_like_json, parse_json_feed
 from feedservice.errors import ParseError
@@ -35,6 +35,8 @@ _EMAIL = re.compile(r"\S+@\S+")
 _IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 _FUTURE_SLACK = timedelta(days=1)
 _DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
+# A declaration naming no encoding, or UTF-8 (any spelling Python's codecs know as utf-8).
+_UTF8_DECL = re.compile(rb"<\?xml(?![^>]*encoding)[^>]*\?>|<\?xml[^>]*encoding\s*=\s*[\"']utf-?8[\"'][^>]*\?>", re.I)
 
 
 def canonical_url(url: str) -> str:
@@ -209,6 +211,12 @@ def parse_feed(
     when the bytes are not a usable feed.
     """
     hdrs = dict(headers or {})
+    if fast and _plainly_utf8(content, hdrs):
+        # What every well-kept feed is: lxml reads these bytes as they are, and declines (or
+        # fails on bytes that are not UTF-8) into the general path below, which decodes first.
+        _refuse_entities(content, url)
+        if (quick := fast_entries(content)) is not None:
+            return _articles(quick[1], _ttl(quick[0].get("ttl")), section, url, tz, now)
     text, _ = decode_feed(content, hdrs)
     ttl: int | None = None
     if looks_like_json(text, hdrs):
@@ -218,10 +226,7 @@ def parse_feed(
         _refuse_entities(data, url)
         quick = fast_entries(data) if fast else None
         if quick is not None:
-            feed, entries = quick
-            raw_ttl = str(feed.get("ttl") or "")
-            ttl = int(raw_ttl) if raw_ttl.isdigit() and 0 < int(raw_ttl) <= 7 * 24 * 60 else None
-            return _articles(entries, ttl, section, url, tz, now)
+            return _articles(quick[1], _ttl(quick[0].get("ttl")), section, url, tz, now)
         result = feedparser.parse(
             data,
             response_headers={"content-type": "application/xml; charset=utf-8"},
@@ -236,9 +241,23 @@ def parse_feed(
             raise ParseError(url, f"not a feed: {bozo.__class__.__name__}: {str(bozo)[:200]}")
         if not result.get("version") and not usable:
             raise ParseError(url, "not a feed: no RSS, Atom or JSON Feed document found")
-        raw_ttl = str(result.feed.get("ttl") or "").strip()
-        ttl = int(raw_ttl) if raw_ttl.isdigit() and 0 < int(raw_ttl) <= 7 * 24 * 60 else None
+        ttl = _ttl(result.feed.get("ttl"))
     return _articles(entries, ttl, section, url, tz, now)
+
+
+def _ttl(value: Any) -> int | None:
+    """An RSS <ttl> in minutes, if it is a sensible one (up to a week)."""
+    raw = str(value or "").strip()
+    return int(raw) if raw.isdigit() and 0 < int(raw) <= 7 * 24 * 60 else None
+
+
+def _plainly_utf8(content: bytes, headers: Mapping[str, str]) -> bool:
+    """XML that says it is UTF-8, or says nothing, wherever it could say: no byte-order mark,
+    no other charset in the HTTP header or the XML declaration."""
+    if content[:1] != b"<" or (content.startswith(b"<?xml") and not _UTF8_DECL.match(content)):
+        return False
+    charset = http_charset(headers)
+    return charset is None or normalize_charset(charset) == "utf-8"
 
 
 def _articles(entries: list[Any], ttl: int | None, section: str, url: str, tz: ZoneInfo, now: datetime) -> ParsedFeed:
