@@ -124,3 +124,23 @@ def test_fast_path_declines_what_it_cannot_match() -> None:
 <item><title>t</title><link>http://x/1</link></item></rdf:RDF>"""
     for doc in (no_link, based, rdf, b"<rss version='2.0'><channel><item><title>a</title>"):
         assert not _accepted(doc)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Fri, 27 Nov 2026 22:00:00 +0000",
+        "Sat, 28 Nov 2026 07:00:00 +0900",
+        "28 Nov 2026 07:00:00 -0430",
+        "Mon, 1 Feb 2027 00:00:59 GMT",
+        "Tue, 29 Feb 2028 23:59:59 UT",
+        "Tue, 29 Feb 2028 23:59:59 Z",
+    ],
+)
+def test_common_rfc822_dates_read_as_the_standard_library_reads_them(value: str) -> None:
+    import email.utils
+    import time
+
+    from feedservice.adapters.fastparse import _rfc822
+
+    assert _rfc822(value) == time.gmtime(email.utils.mktime_tz(email.utils.parsedate_tz(value)))  # type: ignore[arg-type]

@@ -122,8 +122,8 @@ def entry_to_article(
     if not title:
         summary_text = sanitized_to_text(summary_html)
         title = summary_text[:80] or url
-    published = _when(entry, "published", tz) or _when(entry, "updated", tz)
     updated = _when(entry, "updated", tz)
+    published = _when(entry, "published", tz) or updated
     if published and published > now + _FUTURE_SLACK:
         published = None  # a far-future date is a feed bug: fall back to first-seen time
     if updated and updated > now + _FUTURE_SLACK:
