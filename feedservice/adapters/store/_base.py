@@ -96,6 +96,11 @@ class StoreBase:
         ]
         self._insert_tuples(conn, table, names, params, ignore_conflicts=ignore_conflicts)
 
+    @functools.cached_property
+    def _mark(self) -> str:
+        """The driver's parameter placeholder, for SQL written out here (sqlite3: qmark, psycopg: format)."""
+        return "?" if self.engine.dialect.name == "sqlite" else "%s"
+
     def _insert_tuples(
         self, conn: Connection, table: sa.Table, names: Sequence[str], params: list[tuple[Any, ...]],
         *, ignore_conflicts: bool = False,
@@ -103,8 +108,7 @@ class StoreBase:
         """INSERT rows given as tuples already in the driver's form (see ``to_db_time``)."""
         if not params:
             return
-        mark = "?" if self.engine.dialect.name == "sqlite" else "%s"
-        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([self._mark] * len(names))})"
         if ignore_conflicts:
             sql += " ON CONFLICT DO NOTHING"
         conn.exec_driver_sql(sql, params)
