@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -69,14 +70,35 @@ class Article:
     updated: datetime | None = None
     source_url: str = ""
 
-    def __reduce__(self) -> tuple[type[Article], tuple[Any, ...]]:
+    _digest: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Articles cross from the parser processes in pickles: rebuilt through __init__ they
         # unpickle in two thirds of the time of the per-field __setstate__ of slotted dataclasses.
-        return Article, (
+        fields = (
             self.id, self.url, self.section, self.title, self.summary_html, self.content_html, self.author,
             self.categories, self.image_url, self.image_type, self.image_length, self.published, self.updated,
             self.source_url,
         )  # fmt: skip
+        return _unpickle_article, (fields, self._digest)
+
+    def content_hash(self) -> str:
+        """A digest of everything a reader would see change; an equal digest means "not modified".
+
+        Worked out once per article and kept with it, in pickles too: the parser processes work
+        it out, not the collector's one writer. ``replace()`` makes a new article, which works
+        out its own.
+        """
+        if self._digest is None:
+            fields = (
+                self.url, self.section, self.title, self.summary_html, self.content_html, self.author,
+                "\x1e".join(self.categories), self.image_url or "",
+                self.published.isoformat() if self.published else "",
+            )  # fmt: skip
+            object.__setattr__(
+                self, "_digest", hashlib.blake2b("\x1f".join(fields).encode(), digest_size=16).hexdigest()
+            )
+        return self._digest  # type: ignore[return-value]
 
     @property
     def summary_text(self) -> str:
@@ -85,6 +107,13 @@ class Article:
 
     def sort_key(self) -> datetime:
         return self.published or self.updated or datetime.min.replace(tzinfo=UTC)
+
+
+def _unpickle_article(fields: tuple[Any, ...], digest: str | None) -> Article:
+    article = Article(*fields)
+    if digest is not None:
+        object.__setattr__(article, "_digest", digest)
+    return article
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,3 +224,15 @@ def test_a_new_sqlite_database_keeps_several_articles_per_page(tmp_path: Path) -
     store.close()
     assert page_size == 16384
     assert pages is not None and pages < 15
+
+
+def test_an_articles_digest_travels_with_it_and_follows_its_changes() -> None:
+    import pickle
+
+    a = _article(1)
+    again = pickle.loads(pickle.dumps(a))
+    assert again == a and again.content_hash() == a.content_hash()
+    # replace() makes a new article: routing it to another section or retitling it changes the digest.
+    assert replace(a, section="space").content_hash() != a.content_hash()
+    assert replace(again, title="새 제목").content_hash() != a.content_hash()
+    assert replace(a, updated=NOW).content_hash() == a.content_hash()  # not something a reader sees change

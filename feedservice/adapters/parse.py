@@ -265,5 +265,6 @@ def _articles(entries: list[Any], ttl: int | None, section: str, url: str, tz: Z
     for entry in entries:
         art = entry_to_article(entry, section=section, source_url=url, tz=tz, now=now)
         if art is not None:
+            art.content_hash()  # here, in the parser processes, rather than in the one writer
             articles.append(art)
     return ParsedFeed(tuple(articles), ttl_minutes=ttl)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -15,15 +14,6 @@ import sqlalchemy as sa
 from feedservice.adapters.store import schema as t
 from feedservice.adapters.store._base import StoreBase
 from feedservice.model import Article, FetchRecord, Section, SourceState
-
-
-def article_hash(a: Article) -> str:
-    """A digest of everything a reader would see change; an equal hash means "not modified"."""
-    fields = (
-        a.url, a.section, a.title, a.summary_html, a.content_html, a.author, "\x1e".join(a.categories),
-        a.image_url or "", a.published.isoformat() if a.published else "",
-    )  # fmt: skip
-    return hashlib.blake2b("\x1f".join(fields).encode(), digest_size=16).hexdigest()
 
 
 def _article(row: Any) -> Article:
@@ -163,9 +153,9 @@ class FeedStoreMixin(StoreBase):
                 for a in record.articles or ():
                     by_link = _dedupable(a.url)
                     have = known.get(a.id) or (known.get("url:" + a.url) if by_link else None)
-                    h = article_hash(a) if have is None or have[0] == a.id else None
+                    h = a.content_hash() if have is None or have[0] == a.id else None
                     if have is None:
-                        h = h or article_hash(a)
+                        h = h or a.content_hash()
                         inserts.append(_insert_params(a, h, now_db, to_db))
                         known[a.id] = (a.id, h, record.url)
                         if by_link:
@@ -175,10 +165,10 @@ class FeedStoreMixin(StoreBase):
                     stored_id, stored_hash, owner = have
                     if stored_id != a.id:
                         a = replace(a, id=stored_id)
-                        h = article_hash(a)
+                        h = a.content_hash()
                     if owner != record.url or stored_hash == h:
                         continue  # unchanged, or owned by the source it was first collected from
-                    row = _row(replace(a, updated=now), h or article_hash(a), now)
+                    row = _row(replace(a, updated=now), h or a.content_hash(), now)
                     del row["first_seen"]
                     if a.published is None:
                         del row["published"]  # keep the first-seen time it was given
