@@ -7,6 +7,7 @@ other sources of the same run collected.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gzip
 import json
 import os
@@ -402,6 +403,9 @@ def test_parser_processes_start_ahead_and_then_parse(feed_server: FeedServer, ma
     assert pool is not None
     workers = set(pool._processes)  # the processes the pool started, by pid
     assert len(workers) == 2 and os.getpid() not in workers
+    # Room for several feeds in each direction, so a worker does not wait for the parent to read.
+    for queue in (pool._call_queue, pool._result_queue):  # type: ignore[attr-defined]
+        assert fcntl.fcntl(queue._reader.fileno(), fcntl.F_GETPIPE_SZ) >= 1 << 20
     report = _collect(app)
     assert report.new_articles == 2 and set(pool._processes) == workers  # the same two, nothing new started
     single = make([(feed_server.url("/a.xml"), "bigtech")], collect_extra="timeout = 5.0\nparse_processes = 1")
