@@ -68,9 +68,14 @@ def _when(entry: Mapping[str, Any], key: str, tz: ZoneInfo) -> datetime | None:
     parsed = dict.get(plain, f"{key}_parsed")
     if not parsed:
         return None
-    value = datetime.fromtimestamp(calendar.timegm(parsed), UTC)
+    try:
+        value = datetime(*parsed[:6], tzinfo=UTC)
+    except ValueError:  # a leap second, 31 February…: timegm rolls it over, as feedparser's own code does
+        value = datetime.fromtimestamp(calendar.timegm(parsed), UTC)
     raw = str(dict.get(plain, key) or "")
-    if raw and not _ZONE.search(raw):
+    # Only the end can hold the zone; none of its forms is longer than 6 characters, so the
+    # last 8 keep the character before it for the \b (a search over the whole date cost more).
+    if raw and not _ZONE.search(raw.rstrip()[-8:]):
         # "2026-08-28 14:57:04": feedparser reads a zone-less date as UTC; it is the site's local time.
         value = value.replace(tzinfo=None).replace(tzinfo=tz).astimezone(UTC)
     return value
