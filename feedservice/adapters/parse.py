@@ -69,7 +69,8 @@ def _when(entry: Mapping[str, Any], key: str, tz: ZoneInfo) -> datetime | None:
     if not parsed:
         return None
     try:
-        value = datetime(*parsed[:6], tzinfo=UTC)
+        year, month, day, hour, minute, second = parsed[:6]
+        value = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError:  # a leap second, 31 February…: timegm rolls it over, as feedparser's own code does
         value = datetime.fromtimestamp(calendar.timegm(parsed), UTC)
     raw = str(dict.get(plain, key) or "")
