@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -24,8 +24,9 @@ FIXTURES = SHARED / "fixtures"
 PG_ADMIN_URL = os.environ.get("FEEDSERVICE_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def skip_unless_ci(reason: str) -> None:
-    """Skip for a missing platform piece — but fail in CI (CI=true), where .ci/run provides it."""
+def skip_unless_ci(reason: str) -> NoReturn:
+    """Skip for a missing platform piece (PostgreSQL, ../shared, chromium, openssl, the package
+    registry) — but fail in CI (``CI`` set, as .ci/run does), where each of them is provided."""
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI provides it, so this is a failure there)")
     pytest.skip(reason)
@@ -226,9 +227,7 @@ def _postgres_available() -> bool:
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped afterwards."""
     if not _postgres_available():
-        if os.environ.get("FEEDSERVICE_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL is required here but {PG_ADMIN_URL} does not answer")
-        pytest.skip(f"no PostgreSQL server answers at {PG_ADMIN_URL}")
+        skip_unless_ci(f"no PostgreSQL server answers at {PG_ADMIN_URL}")
     import psycopg
 
     name = f"fs_test_{uuid.uuid4().hex[:12]}"
@@ -341,7 +340,5 @@ def chromium_or_skip() -> str:
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        if os.environ.get("FEEDSERVICE_REQUIRE_CHROMIUM"):
-            pytest.fail("chromium is required here but not installed")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it; or: apt-get install chromium)")
+        skip_unless_ci("Debian's chromium is not installed (.ci/run installs it; or: apt-get install chromium)")
     return chromium
