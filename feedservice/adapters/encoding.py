@@ -65,6 +65,22 @@ def _valid_utf8(content: bytes) -> bool:
     return True
 
 
+def _declared(content: bytes) -> str | None:
+    """The encoding an XML declaration names, as written, if it names one."""
+    decl = _XML_DECL.match(content[:512])
+    return decl.group(1).decode("ascii") if decl else None
+
+
+def plainly_utf8(content: bytes, headers: Mapping[str, str] | None = None) -> bool:
+    """Bytes that say they are UTF-8, or say nothing, wherever they could say: no byte-order mark,
+    no other charset in the HTTP header or the XML declaration. (Whether they really are UTF-8 is
+    for the reader to find: lxml fails on bytes that are not.)"""
+    if content[:1] != b"<":
+        return False
+    named = [c for c in (http_charset(headers), _declared(content)) if c is not None]
+    return all(normalize_charset(c) == "utf-8" for c in named)
+
+
 def http_charset(headers: Mapping[str, str] | None) -> str | None:
     for key, value in (headers or {}).items():
         if key.lower() == "content-type":
@@ -81,12 +97,8 @@ def decode_feed(content: bytes, headers: Mapping[str, str] | None = None) -> tup
                 return content[len(bom) :].decode(enc), enc
             except UnicodeDecodeError:
                 break
-    decl = _XML_DECL.match(content[:512])
-    candidates = [
-        normalize_charset(http_charset(headers)),
-        normalize_charset(decl.group(1).decode("ascii")) if decl else None,
-        "utf-8",
-    ]
+    decl = _declared(content)
+    candidates = [normalize_charset(http_charset(headers)), normalize_charset(decl), "utf-8"]
     for enc in dict.fromkeys(c for c in candidates if c):
         if enc == "cp1252" and _valid_utf8(content):
             enc = "utf-8"  # a server default of Latin-1 over UTF-8 text: real Latin-1 is never valid UTF-8

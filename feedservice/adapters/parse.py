@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import feedparser
 
-from feedservice.adapters.encoding import decode_feed, http_charset, normalize_charset
+from feedservice.adapters.encoding import decode_feed, plainly_utf8
 from feedservice.adapters.fastparse import fast_entries
 from feedservice.adapters.jsonfeed import looks_like_json, parse_json_feed
 from feedservice.errors import ParseError
@@ -35,8 +35,6 @@ _EMAIL = re.compile(r"\S+@\S+")
 _IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 _FUTURE_SLACK = timedelta(days=1)
 _DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
-# A declaration naming no encoding, or UTF-8 (any spelling Python's codecs know as utf-8).
-_UTF8_DECL = re.compile(rb"<\?xml(?![^>]*encoding)[^>]*\?>|<\?xml[^>]*encoding\s*=\s*[\"']utf-?8[\"'][^>]*\?>", re.I)
 
 
 def canonical_url(url: str) -> str:
@@ -217,7 +215,7 @@ def parse_feed(
     when the bytes are not a usable feed.
     """
     hdrs = dict(headers or {})
-    if fast and _plainly_utf8(content, hdrs):
+    if fast and plainly_utf8(content, hdrs):
         # What every well-kept feed is: lxml reads these bytes as they are, and declines (or
         # fails on bytes that are not UTF-8) into the general path below, which decodes first.
         _refuse_entities(content, url)
@@ -255,15 +253,6 @@ def _ttl(value: Any) -> int | None:
     """An RSS <ttl> in minutes, if it is a sensible one (up to a week)."""
     raw = str(value or "").strip()
     return int(raw) if raw.isdigit() and 0 < int(raw) <= 7 * 24 * 60 else None
-
-
-def _plainly_utf8(content: bytes, headers: Mapping[str, str]) -> bool:
-    """XML that says it is UTF-8, or says nothing, wherever it could say: no byte-order mark,
-    no other charset in the HTTP header or the XML declaration."""
-    if content[:1] != b"<" or (content.startswith(b"<?xml") and not _UTF8_DECL.match(content)):
-        return False
-    charset = http_charset(headers)
-    return charset is None or normalize_charset(charset) == "utf-8"
 
 
 def _articles(entries: list[Any], ttl: int | None, section: str, url: str, tz: ZoneInfo, now: datetime) -> ParsedFeed:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
+from typing import Any
 
 from feedservice.adapters.asos import AsosHourlyProvider
 from feedservice.adapters.dkim import DkimSigner
@@ -483,13 +484,12 @@ def _widen_pipes(pool: ProcessPoolExecutor) -> None:
     on. The queues are the executor's private attributes (CPython 3.11); if they are not there,
     or the kernel refuses, the pool works as it did.
     """
-    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
-    queues = (getattr(pool, "_call_queue", None), getattr(pool, "_result_queue", None))
-    for queue in queues:
-        reader = getattr(queue, "_reader", None)
-        if set_size is None or reader is None:
-            log.debug("parser pool pipes left at their default size")
-            return
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+    readers: list[Any] = [getattr(getattr(pool, n, None), "_reader", None) for n in ("_call_queue", "_result_queue")]
+    if set_size is None or None in readers:
+        log.debug("parser pool pipes left at their default size")
+        return
+    for reader in readers:
         try:
             fcntl.fcntl(reader.fileno(), set_size, PIPE_SIZE)
         except OSError as exc:  # above /proc/sys/fs/pipe-max-size, or the user's pipe quota

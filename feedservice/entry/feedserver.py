@@ -59,8 +59,7 @@ class Prepared:
     key: tuple[int, int]
     etags: tuple[bytes, bytes]  # identity, gzip
     mtime: int
-    full: tuple[Reply, Reply]  # 200
-    head: tuple[Reply, Reply]  # 200 to HEAD: the same headers, no body
+    full: tuple[Reply, Reply]  # 200 (to a HEAD too: the caller leaves the body out)
     not_modified: tuple[Reply, Reply]  # 304
 
 
@@ -113,7 +112,6 @@ def _prepare(key: tuple[int, int], data: bytes, mtime: int, content_type: bytes,
         etags,
         mtime,
         full=(full[0], full[1]),
-        head=(Reply(200, full[0].headers, full[0].head, b""), Reply(200, full[1].headers, full[1].head, b"")),
         not_modified=(Reply.of(304, headers[0]), Reply.of(304, headers[1])),
     )
 
@@ -168,7 +166,7 @@ class FeedServer:
         gz = b"gzip" in headers.get(b"accept-encoding", b"")
         if is_not_modified(headers, prepared):
             return prepared.not_modified[gz]
-        return prepared.head[gz] if method == "HEAD" else prepared.full[gz]
+        return prepared.full[gz]
 
     def _route(self, path: str) -> tuple[str, bytes, bytes] | None:
         """File name, content type and cache policy for a feed URL path (remembered once valid)."""

@@ -83,7 +83,7 @@ class StoreBase:
         for name in names:
             col_type = table.c[name].type
             if isinstance(col_type, UTCDateTime):
-                converters.append(functools.lru_cache(maxsize=256)(_sqlite_time) if sqlite else _utc)
+                converters.append(functools.lru_cache(maxsize=256)(self.to_db_time()))  # few distinct times
             elif isinstance(col_type, sa.JSON):
                 converters.append(_json)
             elif isinstance(col_type, sa.Date) and sqlite:

@@ -153,9 +153,8 @@ class FeedStoreMixin(StoreBase):
                 for a in record.articles or ():
                     by_link = _dedupable(a.url)
                     have = known.get(a.id) or (known.get("url:" + a.url) if by_link else None)
-                    h = a.content_hash() if have is None or have[0] == a.id else None
+                    h = a.content_hash()  # worked out in the parser processes; the id is not in it
                     if have is None:
-                        h = h or a.content_hash()
                         inserts.append(_insert_params(a, h, now_db, to_db))
                         known[a.id] = (a.id, h, record.url)
                         if by_link:
@@ -163,12 +162,11 @@ class FeedStoreMixin(StoreBase):
                         new += 1
                         continue
                     stored_id, stored_hash, owner = have
-                    if stored_id != a.id:
-                        a = replace(a, id=stored_id)
-                        h = a.content_hash()
                     if owner != record.url or stored_hash == h:
                         continue  # unchanged, or owned by the source it was first collected from
-                    row = _row(replace(a, updated=now), h or a.content_hash(), now)
+                    if stored_id != a.id:
+                        a = replace(a, id=stored_id)  # the same article, found by its link
+                    row = _row(replace(a, updated=now), h, now)
                     del row["first_seen"]
                     if a.published is None:
                         del row["published"]  # keep the first-seen time it was given
