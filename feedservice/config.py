@@ -7,8 +7,10 @@ wrong, so the CLI can print one line and exit 2.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import string
 import tomllib
 from datetime import time
 from email.utils import parseaddr
@@ -17,12 +19,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel import Locale, UnknownLocaleError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from feedservice.errors import ConfigError
 from feedservice.stations import DEFAULT_STATION_IDS, STATIONS
 
-__all__ = ["Secret", "Settings", "load_settings", "parse_settings"]
+__all__ = ["MAX_CONFIG_BYTES", "Secret", "Settings", "load_settings", "parse_settings"]
+
+MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a few KB; /dev/zero or a wrong path must not eat the memory
 
 
 def _http_url(value: str) -> str:
@@ -60,11 +65,51 @@ def _env_name(value: str) -> str:
     return value
 
 
+def _language(value: str) -> str:
+    """The feeds' <language> and the digest's date locale: what babel knows (``ko``, ``en``, ``ko_KR``)."""
+    try:
+        Locale.parse(value)
+    except (ValueError, UnknownLocaleError):
+        raise ValueError(f"unknown language {value!r}: use a locale such as 'ko' or 'en'") from None
+    return value
+
+
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _listen_host(value: str) -> str:
+    """An IP address or a host name (RFC 1123), so that a typo stops at load, not when binding."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if len(value) > 253 or not _HOSTNAME.fullmatch(value):
+            raise ValueError(f"not an IP address or host name: {value!r}") from None
+    return value
+
+
+SUBJECT_FIELDS = frozenset({"site", "date"})
+
+
+def _subject(value: str) -> str:
+    """A format string with only ``{site}`` and ``{date}``: anything else would fail at send time."""
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a valid subject template ({exc}); write {{{{ and }}}} for braces") from None
+    for name, spec, conv in fields:
+        if name not in SUBJECT_FIELDS or spec or conv:
+            raise ValueError(f"unknown placeholder {{{name}}}: the subject may use {{site}} and {{date}} only")
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 HHMM = Annotated[str, AfterValidator(_hh_mm)]
 Slug = Annotated[str, AfterValidator(_slug)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
+Language = Annotated[str, AfterValidator(_language)]
+ListenHost = Annotated[str, AfterValidator(_listen_host)]
+Subject = Annotated[str, AfterValidator(_subject)]
 
 
 class Secret:
@@ -86,7 +131,8 @@ class Secret:
 
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # No NaN or infinity in any number: each one is a duration, a size or a count.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class SiteConfig(_Table):
@@ -94,7 +140,7 @@ class SiteConfig(_Table):
     url: HttpUrl
     public_url: HttpUrl = "http://127.0.0.1:8080"
     timezone: TimeZone = "Asia/Seoul"
-    language: str = "ko"
+    language: Language = "ko"
     postal_address: str = ""
 
     @property
@@ -134,7 +180,7 @@ class CollectConfig(_Table):
     per_host: int = Field(default=4, ge=1, le=100)
     connect_timeout: float = Field(default=5.0, gt=0, le=120)
     timeout: float = Field(default=30.0, gt=0, le=600)
-    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3)
     allow_hosts: tuple[str, ...] = ()
     parse_processes: int = Field(default=0, ge=0, le=64)
 
@@ -142,7 +188,7 @@ class CollectConfig(_Table):
 class FeedsConfig(_Table):
     output_dir: str = "var/feeds"
     max_entries: int = Field(default=50, ge=1, le=1000)
-    cache_max_age: int = Field(default=300, ge=0)
+    cache_max_age: int = Field(default=300, ge=0, le=365 * 24 * 3600)
     websub_hub: HttpUrl | None = None
 
 
@@ -156,15 +202,15 @@ class WeatherConfig(_Table):
     base_url: HttpUrl | None = None
     fallback: Literal["open-meteo", "none"] = "open-meteo"
     fallback_base_url: HttpUrl | None = None
-    max_age_minutes: int = Field(default=180, ge=1)
-    refresh_minutes: int = Field(default=30, ge=1)
+    max_age_minutes: int = Field(default=180, ge=1, le=7 * 24 * 60)
+    refresh_minutes: int = Field(default=30, ge=1, le=24 * 60)
     timeout: float = Field(default=10.0, gt=0, le=120)
 
 
 class DigestConfig(_Table):
     send_at: HHMM = "07:00"
     from_: str = Field(alias="from", min_length=3)
-    subject: str = "{site} 아침 브리핑 {date}"
+    subject: Subject = "{site} 아침 브리핑 {date}"
     max_per_section: int = Field(default=5, ge=1, le=50)
     templates_dir: str | None = None
     list_id: str | None = None
@@ -185,10 +231,10 @@ class SmtpConfig(_Table):
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     username: str | None = None
     password_env: EnvName | None = None
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0, le=600)
     pool_size: int = Field(default=4, ge=1, le=200)
-    messages_per_connection: int = Field(default=100, ge=1)
-    rate_limit: float = Field(default=0.0, ge=0)
+    messages_per_connection: int = Field(default=100, ge=1, le=100_000)
+    rate_limit: float = Field(default=0.0, ge=0, le=10_000)
 
 
 class DeliveryConfig(_Table):
@@ -205,7 +251,7 @@ class DeliveryConfig(_Table):
 
 
 class WebConfig(_Table):
-    host: str = "127.0.0.1"
+    host: ListenHost = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     secret_env: EnvName = "FEEDSERVICE_SECRET"
@@ -219,7 +265,7 @@ class RunConfig(_Table):
     leader_retry_seconds: float = Field(default=15.0, ge=0.5, le=300)
     helper_interval_seconds: float = Field(default=30.0, ge=1, le=3600)
     shutdown_timeout: float = Field(default=30.0, ge=1, le=600)
-    ready_collect_age_minutes: int = Field(default=0, ge=0)  # 0: three collect intervals
+    ready_collect_age_minutes: int = Field(default=0, ge=0, le=30 * 24 * 60)  # 0: three collect intervals
 
 
 class LoggingConfig(_Table):
@@ -350,9 +396,12 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
     """Read and validate a config file; every failure is a ``ConfigError``."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(str(p), "", f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(p), "", f"larger than {MAX_CONFIG_BYTES // 1024 // 1024} MB: not a config file")
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

@@ -1,30 +1,61 @@
-"""The `feedservice` command. Exit status: 0 ok, 1 the job ran but something failed, 2 bad usage or config."""
+"""The `feedservice` command. Exit status: 0 ok, 1 the job ran but something failed, 2 bad usage or config.
+
+One rule for every failure, at the top (``main``): the operator gets one line on stderr and the
+exit status, never a traceback; ``--debug`` prints the traceback as well. Usage errors (argparse)
+and config errors exit 2, everything else 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-
-from rich.console import Console
+from typing import NoReturn
 
 from feedservice import __version__
-from feedservice.errors import ConfigError, DeliveryFatal, FeedServiceError, StorageError, TemplateError
+from feedservice.errors import ConfigError, FeedServiceError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Edition dates: wide enough for any real edition, far enough from date.min/max that the
+# edition window (the day before, in any time zone) cannot overflow.
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(9998, 12, 31)
+MAX_INTERVAL = 24 * 3600.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage itself is one ``--help`` away), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _date(value: str) -> date:
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date as YYYY-MM-DD: {value!r}") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise argparse.ArgumentTypeError(f"not an edition date between {FIRST_DAY} and {LAST_DAY}: {value!r}")
+    return day
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 1 <= seconds <= MAX_INTERVAL:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"not a number of seconds from 1 to {MAX_INTERVAL:.0f}: {value!r}")
+    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="feedservice",
         description="Collect a newsroom's articles, serve per-section RSS/Atom feeds, and send a daily "
         "Korean email digest with the KMA regional weather summary.",
@@ -32,12 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default="config.toml", metavar="PATH", help="config file (default: ./config.toml)")
     p.add_argument("--version", action="version", version=f"feedservice {__version__}")
+    p.add_argument("--debug", action="store_true", help="on an error, print the traceback too")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     c = sub.add_parser("collect", help="fetch every due source once and store new articles")
     c.add_argument("--all", action="store_true", help="fetch every source, due or not")
+    c.set_defaults(writes=("feeds.output_dir",))
     sub.add_parser("sources", help="show each source's state: status, last success, articles, last error")
-    sub.add_parser("build-feeds", help="write the RSS and Atom files of every section (only those that changed)")
+    bf = sub.add_parser("build-feeds", help="write the RSS and Atom files of every section (only those that changed)")
+    bf.set_defaults(writes=("feeds.output_dir",))
     w = sub.add_parser("weather", help="print the digest's weather block (refreshed when the stored one is stale)")
     w.add_argument("--refresh", action="store_true", help="ask the providers now, even if what is stored is fresh")
 
@@ -49,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds = dsub.add_parser("send", help="send an edition to every confirmed subscriber (resumes, never re-sends)")
     ds.add_argument("--date", type=_date, help="edition date, YYYY-MM-DD (default: today in the site timezone)")
     ds.add_argument("--queue-only", action="store_true", help="record the deliveries; leave sending to workers")
+    ds.set_defaults(writes=("delivery.maildir",))
     dst = dsub.add_parser("status", help="delivery counts by status and the last errors of an edition")
     dst.add_argument("--date", type=_date, help="edition date (default: the latest edition)")
 
@@ -68,10 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     wk = sub.add_parser("worker", help="send the due deliveries of recorded editions (several may run at once)")
     wk.add_argument("--date", type=_date, help="only this edition (default: every edition with work to do)")
     wk.add_argument("--once", action="store_true", help="one pass, then exit (default: keep going until stopped)")
-    wk.add_argument("--interval", type=float, default=30.0, help="seconds between passes (default: 30)")
+    wk.add_argument("--interval", type=_seconds, default=30.0, help="seconds between passes (default: 30)")
+    wk.set_defaults(writes=("delivery.maildir",))
     sub.add_parser("status", help="jobs' last and next runs, failing sources, the last edition's deliveries")
-    sub.add_parser("serve", help="serve the web app only (feeds, digest pages, unsubscribe)")
-    sub.add_parser("run", help="serve the web app and run the scheduler (collect, weather, daily digest)")
+    sv = sub.add_parser("serve", help="serve the web app only (feeds, digest pages, unsubscribe)")
+    sv.set_defaults(writes=("delivery.maildir",))  # the sign-up confirmation mail
+    rn = sub.add_parser("run", help="serve the web app and run the scheduler (collect, weather, daily digest)")
+    rn.set_defaults(writes=("feeds.output_dir", "delivery.maildir"))
     dm = sub.add_parser("demo", help="offline showcase: sample feeds and weather on 127.0.0.1, one full cycle")
     dm.add_argument("--dir", help="where to put the demo's files (default: a new temporary folder)")
     return p
@@ -79,44 +117,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True, highlight=False)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 130
+    except ConfigError as exc:
+        return _fail(args, f"config error: {exc}", EXIT_USAGE)
+    except FeedServiceError as exc:
+        return _fail(args, str(exc), EXIT_FAILED)
+    except OSError as exc:  # a file or folder named on the command line or in the config
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        return _fail(args, f"{where}{exc.strerror or exc}", EXIT_FAILED)
+    except Exception as exc:
+        return _fail(args, f"unexpected error: {exc.__class__.__name__}: {exc}", EXIT_FAILED, unexpected=True)
+
+
+def _fail(args: argparse.Namespace, message: str, status: int, *, unexpected: bool = False) -> int:
+    """Print one line (any line break in the message folded) and, with --debug, the traceback first."""
+    if args.debug:
+        traceback.print_exc()
+    elif unexpected:
+        message += " (run again with --debug to see the traceback)"
+    print("feedservice: " + re.sub(r"\s*[\r\n]+\s*", " ", message).strip(), file=sys.stderr)
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from feedservice.entry.demo import run_demo
 
-        return _guard(err, lambda: run_demo(Path(args.dir) if args.dir else None))
+        return run_demo(Path(args.dir) if args.dir else None)
     from feedservice.config import load_settings
-
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"feedservice: config error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     from feedservice.entry.logs import setup_logging
 
+    settings = load_settings(args.config)
     setup_logging(settings.logging.level, json_lines=settings.logging.format == "json")
-    return _guard(err, lambda: _dispatch(args, settings))
-
-
-def _guard(err: Console, fn: Callable[[], int]) -> int:
-    try:
-        return fn()
-    except ConfigError as exc:
-        print(f"feedservice: config error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (TemplateError, StorageError, DeliveryFatal) as exc:
-        print(f"feedservice: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except FeedServiceError as exc:
-        print(f"feedservice: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
+    return _dispatch(args, settings)
 
 
 def _dispatch(args: argparse.Namespace, settings: object) -> int:
     from feedservice.entry import commands
     from feedservice.entry.bootstrap import make_app
+    from feedservice.entry.preflight import check_folders
 
+    # Every command opens (and may migrate) the database; some also write feeds or mail.
+    check_folders(settings, ("database.url", *getattr(args, "writes", ())))  # type: ignore[arg-type]
     app = make_app(settings)  # type: ignore[arg-type]
     try:
         handler = commands.HANDLERS[

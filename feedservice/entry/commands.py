@@ -286,7 +286,13 @@ def cmd_subscribers_remove(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_subscribers_import(app: App, args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8-sig")
+    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        name = "standard input" if args.file == "-" else args.file
+        print(f"feedservice: {name}: not UTF-8 text (byte {exc.start}): expected a CSV file", file=sys.stderr)
+        return FAILED
     report = subs.import_csv(app.store, text, _known(app))
     out.print(
         f"import: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "

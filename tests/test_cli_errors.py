@@ -1,0 +1,124 @@
+"""Every failure of the `feedservice` command is one line on stderr and the right exit status.
+
+The cases are issue 13's list (bad files and flags, bad config values, folders that cannot be
+written), each run through the real console script: usage and config errors exit 2, failures
+at run time exit 1, and nothing prints a traceback unless `--debug` asks for it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from feedservice.entry import commands
+from feedservice.entry.cli import main
+from tests.conftest import write_config
+
+FEEDSERVICE = str(Path(sys.executable).with_name("feedservice"))
+FILE = "{tmp}/a-file"  # a regular file: nothing can be created under it, even by root
+
+
+# (id, arguments after --config, config edit (old, new) or None, exit status, words of the line)
+CASES: list[tuple[str, list[str], tuple[str, str] | None, int, list[str]]] = [
+    ("import-missing", ["subscribers", "import", "{tmp}/absent.csv"], None, 1, ["absent.csv", "No such file"]),
+    ("import-binary", ["subscribers", "import", "{tmp}/binary.csv"], None, 1, ["binary.csv", "not UTF-8"]),
+    ("import-directory", ["subscribers", "import", "{tmp}"], None, 1, ["Is a directory"]),
+    ("export-under-a-file", ["subscribers", "export", "--out", FILE + "/s.csv"], None, 1, ["Not a directory"]),
+    ("export-into-proc", ["subscribers", "export", "--out", "/proc/no-such/s.csv"], None, 1, ["/proc/no-such"]),
+    ("preview-under-a-file", ["digest", "preview", "--out", FILE + "/p"], None, 1, ["Not a directory"]),
+    ("preview-date-0001", ["digest", "preview", "--date", "0001-01-01"], None, 2, ["--date", "0001-01-01"]),
+    ("send-date-0001", ["digest", "send", "--date", "0001-01-01"], None, 2, ["--date"]),
+    ("worker-date-9999", ["worker", "--once", "--date", "9999-12-31"], None, 2, ["--date"]),
+    ("worker-interval-nan", ["worker", "--interval", "nan"], None, 2, ["--interval", "nan"]),
+    ("worker-interval-inf", ["worker", "--interval", "inf"], None, 2, ["--interval"]),
+    ("unknown-option", ["digest", "preview", "--bogus"], None, 2, ["--bogus"]),
+    (
+        "feeds-dir-under-a-file", ["build-feeds"], ('output_dir = "{tmp}/feeds"', 'output_dir = "' + FILE + '/feeds"'),
+        2, ["feeds.output_dir", "Not a directory"],
+    ),
+    (
+        "feeds-dir-in-proc", ["collect"], ('output_dir = "{tmp}/feeds"', 'output_dir = "/proc/feeds"'),
+        2, ["feeds.output_dir", "/proc/feeds"],
+    ),
+    (
+        "sqlite-folder-under-a-file", ["sources"], ('url = "sqlite:///{tmp}/', 'url = "sqlite:///' + FILE + "/"),
+        2, ["database.url", "a-file"],
+    ),
+    (
+        "maildir-in-proc", ["digest", "send"], ('maildir = "{tmp}/mail"', 'maildir = "/proc/mail"'),
+        2, ["delivery.maildir"],
+    ),
+    ("web-host", ["serve"], ("[web]\n", '[web]\nhost = "not a host!"\n'), 2, ["web.host"]),
+    (
+        "weather-max-age", ["weather"], ("[weather]\n", "[weather]\nmax_age_minutes = 99999999999999999\n"),
+        2, ["weather.max_age_minutes"],
+    ),
+    (
+        "ready-collect-age", ["status"], ("[web]\n", "[run]\nready_collect_age_minutes = 99999999999999999\n[web]\n"),
+        2, ["run.ready_collect_age_minutes"],
+    ),
+    ("site-language", ["build-feeds"], ("[site]\n", '[site]\nlanguage = "xx-bogus"\n'), 2, ["site.language"]),
+    ("digest-subject", ["digest", "preview"], ("[digest]\n", '[digest]\nsubject = "{{foo}}"\n'), 2,
+     ["digest.subject", "{foo}"]),
+    ("collect-timeout-nan", ["collect"], ("[collect]\n", "[collect]\nconnect_timeout = nan\n"), 2,
+     ["collect.connect_timeout", "finite"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "edit", "status", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_each_failure_is_one_line_with_its_exit_status(
+    tmp_path: Path, args: list[str], edit: tuple[str, str] | None, status: int, words: list[str]
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n", encoding="utf-8")
+    (tmp_path / "binary.csv").write_bytes(b"email\n\x00\xff\xfe\x81" * 50)
+    cfg = write_config(tmp_path)
+    if edit is not None:
+        old, new = (part.format(tmp=tmp_path) for part in edit)
+        text = cfg.read_text(encoding="utf-8")
+        assert old in text, old
+        cfg.write_text(text.replace(old, new, 1), encoding="utf-8")
+    argv = [a.format(tmp=tmp_path) for a in args]
+    proc = subprocess.run(
+        [FEEDSERVICE, "--config", str(cfg), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("feedservice"), lines[0]
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert proc.returncode == status, proc.stderr
+
+
+def test_a_config_of_endless_bytes_is_refused_without_reading_it_all() -> None:
+    proc = subprocess.run([FEEDSERVICE, "--config", "/dev/zero", "sources"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["feedservice: config error: /dev/zero: larger than 1 MB: not a config file"]
+
+
+def _boom(app: object, args: object) -> int:
+    raise RuntimeError("the first line\nand a second one")
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(commands.HANDLERS, "sources", _boom)
+    cfg = str(write_config(tmp_path))
+    assert main(["--config", cfg, "sources"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "feedservice: unexpected error: RuntimeError: the first line and a second one "
+        "(run again with --debug to see the traceback)"
+    ]
+    assert main(["--debug", "--config", cfg, "sources"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "in _boom" in err
+    assert err.splitlines()[-1] == "feedservice: unexpected error: RuntimeError: the first line and a second one"
