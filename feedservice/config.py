@@ -12,6 +12,7 @@ import os
 import re
 import string
 import tomllib
+import unicodedata
 from datetime import time
 from email.utils import parseaddr
 from pathlib import Path
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from feedservice.errors import ConfigError
 from feedservice.stations import DEFAULT_STATION_IDS, STATIONS
@@ -102,6 +103,18 @@ def _subject(value: str) -> str:
     return value
 
 
+_CONTROL_NAMES = {"\t": "tab", "\n": "line feed", "\r": "carriage return", "\x00": "NUL"}
+
+
+def _control_character(value: str) -> str | None:
+    """The first control character or line/paragraph separator in ``value``, described, if any."""
+    for ch in value:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, "").lower()
+            return f"U+{ord(ch):04X}" + (f" ({name})" if name else "")
+    return None
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 HHMM = Annotated[str, AfterValidator(_hh_mm)]
@@ -133,6 +146,17 @@ class Secret:
 class _Table(BaseModel):
     # No NaN or infinity in any number: each one is a duration, a size or a count.
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _one_line(cls, value: Any) -> Any:
+        """No config string holds a control character or a line break: many reach a mail header
+        (site name, from, subject, List-Id, the URLs in List-Unsubscribe, DKIM's domain), where a
+        CR/LF would start a header of the attacker's choosing (``Bcc:``). One rule for every key."""
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, str) and (found := _control_character(item)):
+                raise ValueError(f"control character {found} is not allowed (values must be one line)")
+        return value
 
 
 class SiteConfig(_Table):

@@ -134,3 +134,66 @@ def test_every_config_key_is_in_the_readme() -> None:
         if (info.alias or key) not in named
     ]  # fmt: skip
     assert missing == []
+
+
+# Each of these reaches a mail header (From, Subject, List-Id, List-Unsubscribe, DKIM-Signature)
+# or the SMTP dialogue; a CR/LF in any of them would start a header of the writer's choosing.
+HEADER_KEYS = [
+    ("[site]\n", 'name = "X{bad}Bcc: evil@example.com"', "site.name"),
+    ("[site]\n", 'url = "https://www.newsspace.kr/{bad}Bcc: evil@example.com"', "site.url"),
+    ("[site]\n", 'public_url = "http://127.0.0.1:8080/{bad}Bcc: evil@example.com"', "site.public_url"),
+    ("[digest]\n", 'subject = "{{site}}{bad}Bcc: evil@example.com"', "digest.subject"),
+    ("[digest]\n", 'list_id = "news{bad}Bcc: evil@example.com"', "digest.list_id"),
+    ("[digest]\n", 'dkim_selector = "s1{bad}Bcc: evil@example.com"', "digest.dkim_selector"),
+    ("[digest]\n", 'dkim_domain = "newsspace.kr{bad}Bcc: evil@example.com"', "digest.dkim_domain"),
+    ("[site]\n", 'postal_address = "서울{bad}Bcc: evil@example.com"', "site.postal_address"),
+]
+
+
+@pytest.mark.parametrize("bad", [r"\r\n", r"\n", r"\r", r"\u2028", r"\u0085", r"\u0000"])
+@pytest.mark.parametrize(("table", "line", "key"), HEADER_KEYS, ids=[k[2] for k in HEADER_KEYS])
+def test_a_line_break_in_a_value_that_reaches_a_header_is_refused(
+    tmp_path: Path, table: str, line: str, key: str, bad: str
+) -> None:
+    text = write_config(tmp_path).read_text(encoding="utf-8")
+    if key.split(".")[1] + " = " in text:  # replace the key's value where the base config sets it
+        text = "\n".join(x for x in text.splitlines() if not x.startswith(key.split(".")[1] + " = ")) + "\n"
+    path = tmp_path / "config.toml"
+    path.write_text(text.replace(table, table + line.format(bad=bad) + "\n", 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == key and "control character" in info.value.message
+
+
+def test_a_bcc_in_the_site_name_never_reaches_a_message(tmp_path: Path) -> None:
+    """The reported attack: `name = "X\\r\\nBcc: …"` put a Bcc header into every digest."""
+    path = _edit(tmp_path, 'name = "뉴스스페이스"', r'name = "X\r\nBcc: evil@example.com"')
+    out = tmp_path / "preview"
+    proc = subprocess.run(
+        [sys.executable, "-m", "feedservice", "--config", str(path), "digest", "preview", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"feedservice: config error: {path}: site.name: control character U+000D (carriage return) is not allowed "
+        "(values must be one line)"
+    ]
+    assert not (out / "digest.eml").exists()  # no message was built, so none can carry the header
+
+
+def test_every_config_table_has_the_one_line_rule() -> None:
+    """The rule lives on the base of every table, so a key added later is covered too."""
+    import inspect
+
+    import pydantic
+
+    from feedservice import config
+
+    tables = [
+        cls for cls in vars(config).values()
+        if inspect.isclass(cls) and issubclass(cls, pydantic.BaseModel) and cls.__module__ == config.__name__
+    ]  # fmt: skip
+    assert len(tables) > 10 and all(issubclass(cls, config._Table) for cls in tables)
+    assert all("_one_line" in cls.__pydantic_decorators__.field_validators for cls in tables)
