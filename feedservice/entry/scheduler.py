@@ -32,7 +32,7 @@ from feedservice.entry import aio
 from feedservice.entry.bootstrap import App
 from feedservice.entry.feedproto import FeedProtocol
 from feedservice.entry.web import create_app
-from feedservice.errors import WeatherError
+from feedservice.errors import FeedServiceError, WeatherError
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,20 @@ def _app() -> App:
 
 
 async def _run(name: str, job: Callable[[], Awaitable[object]]) -> None:
-    """Run a job, recording it (running → ok | failed) for `status`, `/readyz` and `/metrics`."""
+    """Run a job, recording it (running → ok | failed) for `status`, `/readyz` and `/metrics`.
+
+    An expected failure (a ``FeedServiceError``: no weather provider answers, every source is
+    down) is one log line; only an unexpected exception, a bug, is logged with its traceback.
+    """
     app = _app()
     run_id = await asyncio.to_thread(app.store.job_started, name, app.clock())
     status, detail = "ok", None
     try:
         result = await job()
         detail = getattr(result, "summary", lambda: None)() if result is not None else None
+    except FeedServiceError as exc:
+        status, detail = "failed", str(exc)
+        log.error("job %s failed: %s", name, detail, extra={"job": name})
     except Exception as exc:  # a job failure must never stop the service
         status, detail = "failed", f"{exc.__class__.__name__}: {exc}"
         log.error("job %s failed: %s", name, detail, exc_info=True, extra={"job": name})
@@ -62,7 +69,13 @@ async def _run(name: str, job: Callable[[], Awaitable[object]]) -> None:
 
 
 async def collect_job() -> None:
-    await _run("collect", _app().cycle)
+    async def cycle() -> object:
+        report = await _app().cycle()
+        if report.failed and not (report.fetched or report.not_modified):  # each source logged its own line
+            raise FeedServiceError(f"no source could be fetched: {report.summary()}")
+        return report
+
+    await _run("collect", cycle)
 
 
 async def weather_job() -> None:
