@@ -17,8 +17,8 @@ import feedparser
 import httpx
 import pytest
 
-from feedservice.entry.cli import build_parser
-from feedservice.entry.commands import HANDLERS
+from feedservice.entry import commands as handlers
+from feedservice.entry.cli import Command, build_parser
 from tests.conftest import ROOT, free_port, write_config
 
 
@@ -39,7 +39,11 @@ def test_every_command_has_help_and_is_documented() -> None:
     leaves = {
         name for name, p in commands.items() if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
     }
-    assert leaves == set(HANDLERS) | {"demo"}
+    # Each leaf dispatches through set_defaults(func=…), and every cmd_* handler is reached by one.
+    funcs = {name: commands[name].get_default("func") for name in leaves - {"demo"}}
+    assert all(isinstance(f, Command) for f in funcs.values()), funcs
+    assert {f.name for f in funcs.values()} == {n for n in vars(handlers) if n.startswith("cmd_")}
+    assert commands["demo"].get_default("standalone") is not None
     for name, sub in commands.items():
         assert sub.format_help().strip()
         assert f"feedservice {name}" in readme or f"`{name}`" in readme, f"README does not document {name!r}"

@@ -110,7 +110,7 @@ def _boom(app: object, args: object) -> int:
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(commands.HANDLERS, "sources", _boom)
+    monkeypatch.setattr(commands, "cmd_sources", _boom)
     cfg = str(write_config(tmp_path))
     assert main(["--config", cfg, "sources"]) == 1
     err = capsys.readouterr().err

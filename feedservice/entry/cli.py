@@ -12,13 +12,17 @@ import math
 import re
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from feedservice import __version__
 from feedservice.errors import ConfigError, FeedServiceError
+
+if TYPE_CHECKING:
+    from feedservice.config import Settings
+    from feedservice.entry.bootstrap import App
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Edition dates: wide enough for any real edition, far enough from date.min/max that the
@@ -54,6 +58,42 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+class Command:
+    """A command's handler, ``cmd_<name>`` in entry/commands.py, imported only when it runs.
+
+    Each leaf parser carries one (``set_defaults(func=…)``), so dispatching is ``args.func(app,
+    args)``; the lazy import keeps `--help`, usage errors and config errors quick (commands.py
+    pulls in the whole service).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = "cmd_" + name.replace("-", "_")
+
+    def __call__(self, app: App, args: argparse.Namespace) -> int:
+        from feedservice.entry import commands
+
+        handler: Callable[[App, argparse.Namespace], int] = getattr(commands, self.name)
+        return handler(app, args)
+
+    def __repr__(self) -> str:
+        return f"Command({self.name!r})"
+
+
+def _leaf(
+    sub: Any, name: str, help: str, *, handler: str | None = None, writes: tuple[str, ...] = ()
+) -> argparse.ArgumentParser:
+    """A command that runs against the app; ``writes``: the config keys of the folders it writes."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help)
+    parser.set_defaults(func=Command(handler or name), writes=writes)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from feedservice.entry.demo import run_demo
+
+    return run_demo(Path(args.dir) if args.dir else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="feedservice",
@@ -66,52 +106,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="on an error, print the traceback too")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    c = sub.add_parser("collect", help="fetch every due source once and store new articles")
+    c = _leaf(sub, "collect", "fetch every due source once and store new articles", writes=("feeds.output_dir",))
     c.add_argument("--all", action="store_true", help="fetch every source, due or not")
-    c.set_defaults(writes=("feeds.output_dir",))
-    sub.add_parser("sources", help="show each source's state: status, last success, articles, last error")
-    bf = sub.add_parser("build-feeds", help="write the RSS and Atom files of every section (only those that changed)")
-    bf.set_defaults(writes=("feeds.output_dir",))
-    w = sub.add_parser("weather", help="print the digest's weather block (refreshed when the stored one is stale)")
+    _leaf(sub, "sources", "show each source's state: status, last success, articles, last error")
+    _leaf(sub, "build-feeds", "write the RSS and Atom files of every section (only those that changed)",
+          writes=("feeds.output_dir",))  # fmt: skip
+    w = _leaf(sub, "weather", "print the digest's weather block (refreshed when the stored one is stale)")
     w.add_argument("--refresh", action="store_true", help="ask the providers now, even if what is stored is fresh")
 
     d = sub.add_parser("digest", help="preview, send or inspect the daily digest")
     dsub = d.add_subparsers(dest="digest_command", metavar="ACTION", required=True)
-    dp = dsub.add_parser("preview", help="render an edition to index.html, digest.txt and digest.eml")
+    dp = _leaf(dsub, "preview", "render an edition to index.html, digest.txt and digest.eml", handler="digest_preview")
     dp.add_argument("--date", type=_date, help="edition date, YYYY-MM-DD (default: the next edition)")
     dp.add_argument("--out", default="var/preview", help="output folder (default: var/preview)")
-    ds = dsub.add_parser("send", help="send an edition to every confirmed subscriber (resumes, never re-sends)")
+    ds = _leaf(dsub, "send", "send an edition to every confirmed subscriber (resumes, never re-sends)",
+               handler="digest_send", writes=("delivery.maildir",))  # fmt: skip
     ds.add_argument("--date", type=_date, help="edition date, YYYY-MM-DD (default: today in the site timezone)")
     ds.add_argument("--queue-only", action="store_true", help="record the deliveries; leave sending to workers")
-    ds.set_defaults(writes=("delivery.maildir",))
-    dst = dsub.add_parser("status", help="delivery counts by status and the last errors of an edition")
+    dst = _leaf(dsub, "status", "delivery counts by status and the last errors of an edition", handler="digest_status")
     dst.add_argument("--date", type=_date, help="edition date (default: the latest edition)")
 
     s = sub.add_parser("subscribers", help="manage subscribers")
     ssub = s.add_subparsers(dest="subscribers_command", metavar="ACTION", required=True)
-    sa = ssub.add_parser("add", help="add a confirmed subscriber (the web form is the double opt-in path)")
+    sa = _leaf(ssub, "add", "add a confirmed subscriber (the web form is the double opt-in path)",
+               handler="subscribers_add")  # fmt: skip
     sa.add_argument("email")
     sa.add_argument("--sections", default="", help="comma-separated section slugs (default: all)")
-    ssub.add_parser("list", help="list subscribers")
-    sr = ssub.add_parser("remove", help="unsubscribe an address")
+    _leaf(ssub, "list", "list subscribers", handler="subscribers_list")
+    sr = _leaf(ssub, "remove", "unsubscribe an address", handler="subscribers_remove")
     sr.add_argument("email")
-    si = ssub.add_parser("import", help="import a CSV (email,sections,status,created); idempotent")
+    si = _leaf(ssub, "import", "import a CSV (email,sections,status,created); idempotent", handler="subscribers_import")
     si.add_argument("file", help="CSV file, or - for standard input")
-    se = ssub.add_parser("export", help="export every subscriber as CSV (re-importable)")
+    se = _leaf(ssub, "export", "export every subscriber as CSV (re-importable)", handler="subscribers_export")
     se.add_argument("--out", default="-", help="file to write (default: standard output)")
 
-    wk = sub.add_parser("worker", help="send the due deliveries of recorded editions (several may run at once)")
+    wk = _leaf(sub, "worker", "send the due deliveries of recorded editions (several may run at once)",
+               writes=("delivery.maildir",))  # fmt: skip
     wk.add_argument("--date", type=_date, help="only this edition (default: every edition with work to do)")
     wk.add_argument("--once", action="store_true", help="one pass, then exit (default: keep going until stopped)")
     wk.add_argument("--interval", type=_seconds, default=30.0, help="seconds between passes (default: 30)")
-    wk.set_defaults(writes=("delivery.maildir",))
-    sub.add_parser("status", help="jobs' last and next runs, failing sources, the last edition's deliveries")
-    sv = sub.add_parser("serve", help="serve the web app only (feeds, digest pages, unsubscribe)")
-    sv.set_defaults(writes=("delivery.maildir",))  # the sign-up confirmation mail
-    rn = sub.add_parser("run", help="serve the web app and run the scheduler (collect, weather, daily digest)")
-    rn.set_defaults(writes=("feeds.output_dir", "delivery.maildir"))
+    _leaf(sub, "status", "jobs' last and next runs, failing sources, the last edition's deliveries")
+    # serve writes the sign-up confirmation mail; run also collects and builds the feeds.
+    _leaf(sub, "serve", "serve the web app only (feeds, digest pages, unsubscribe)", writes=("delivery.maildir",))
+    _leaf(sub, "run", "serve the web app and run the scheduler (collect, weather, daily digest)",
+          writes=("feeds.output_dir", "delivery.maildir"))  # fmt: skip
     dm = sub.add_parser("demo", help="offline showcase: sample feeds and weather on 127.0.0.1, one full cycle")
     dm.add_argument("--dir", help="where to put the demo's files (default: a new temporary folder)")
+    dm.set_defaults(standalone=_demo)
     return p
 
 
@@ -143,10 +184,9 @@ def _fail(args: argparse.Namespace, message: str, status: int, *, unexpected: bo
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "demo":
-        from feedservice.entry.demo import run_demo
-
-        return run_demo(Path(args.dir) if args.dir else None)
+    if standalone := getattr(args, "standalone", None):  # needs no config (demo)
+        result: int = standalone(args)
+        return result
     from feedservice.config import load_settings
     from feedservice.entry.logs import setup_logging
 
@@ -155,26 +195,15 @@ def _run(args: argparse.Namespace) -> int:
     return _dispatch(args, settings)
 
 
-def _dispatch(args: argparse.Namespace, settings: object) -> int:
-    from feedservice.entry import commands
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from feedservice.entry.bootstrap import make_app
     from feedservice.entry.preflight import check_folders
 
     # Every command opens (and may migrate) the database; some also write feeds or mail.
-    check_folders(settings, ("database.url", *getattr(args, "writes", ())))  # type: ignore[arg-type]
-    app = make_app(settings)  # type: ignore[arg-type]
+    check_folders(settings, ("database.url", *args.writes))
+    app = make_app(settings)
     try:
-        handler = commands.HANDLERS[
-            " ".join(
-                x
-                for x in (
-                    args.command,
-                    getattr(args, "digest_command", None),
-                    getattr(args, "subscribers_command", None),
-                )
-                if x
-            )
-        ]
-        return handler(app, args)
+        result: int = args.func(app, args)
+        return result
     finally:
         app.close()

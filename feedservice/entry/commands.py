@@ -8,7 +8,6 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -377,22 +376,3 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
         aio.run(serve(app, with_scheduler=True))
     return OK
 
-
-HANDLERS: dict[str, Callable[[App, argparse.Namespace], int]] = {
-    "collect": cmd_collect,
-    "sources": cmd_sources,
-    "build-feeds": cmd_build_feeds,
-    "weather": cmd_weather,
-    "digest preview": cmd_digest_preview,
-    "digest send": cmd_digest_send,
-    "digest status": cmd_digest_status,
-    "subscribers add": cmd_subscribers_add,
-    "subscribers list": cmd_subscribers_list,
-    "subscribers remove": cmd_subscribers_remove,
-    "subscribers import": cmd_subscribers_import,
-    "subscribers export": cmd_subscribers_export,
-    "worker": cmd_worker,
-    "status": cmd_status,
-    "serve": cmd_serve,
-    "run": cmd_run,
-}
