@@ -122,3 +122,18 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):") and "in _boom" in err
     assert err.splitlines()[-1] == "feedservice: unexpected error: RuntimeError: the first line and a second one"
+
+
+def test_the_folder_check_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The check makes the missing folders to try them, then removes them: a Maildir sets up its
+    tmp/new/cur only in a folder it makes itself, so an empty one left here broke every send."""
+    from feedservice.config import load_settings
+    from feedservice.entry.preflight import check_folders
+    from feedservice.errors import ConfigError
+
+    settings = load_settings(write_config(tmp_path))
+    check_folders(settings, ("database.url", "feeds.output_dir", "delivery.maildir"))
+    assert not (tmp_path / "feeds").exists() and not (tmp_path / "mail").exists()
+    (tmp_path / "mail").write_text("a file where the Maildir should be\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"delivery\.maildir: .*is a file, not a folder"):
+        check_folders(settings, ("delivery.maildir",))

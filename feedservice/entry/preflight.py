@@ -9,6 +9,7 @@ still works from an account that may only read.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,16 +36,23 @@ def _folder(settings: Settings, key: str) -> Path | None:
 
 
 def check_folders(settings: Settings, keys: Iterable[str]) -> None:
-    """Create each folder named by ``keys`` if needed and write (and drop) a temporary file in it."""
+    """Try each folder named by ``keys``: make what is missing, write (and drop) a temporary file in
+    it, then remove the folders this made, so that nothing is left for the command to find (a
+    Maildir, for one, sets up its tmp/new/cur only in a folder it creates itself)."""
     for key in keys:
         folder = _folder(settings, key)
         if folder is None:
             continue
         if folder.exists() and not folder.is_dir():
             raise ConfigError(settings.source_path, key, f"{folder} is a file, not a folder")
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=folder):
                 pass
         except OSError as exc:
             raise ConfigError(settings.source_path, key, f"cannot write in {folder}: {exc.strerror or exc}") from None
+        finally:
+            for made in missing:  # deepest first
+                with contextlib.suppress(OSError):
+                    made.rmdir()
