@@ -107,8 +107,8 @@ def naive(n: int) -> float:
         choice = CHOICES[sid % 8]
         secs = [s for s in SECTIONS if not choice or s.slug in choice]
         rendered = renderer.render(site, ed, digest.pick_sections(secs, arts, 5), block, web_url="https://x/d")
-        html = inliner.inline(rendered.html.replace(digest.UNSUBSCRIBE, unsub).replace(digest.PREFERENCES, prefs))
-        text = rendered.text.replace(digest.UNSUBSCRIBE, unsub).replace(digest.PREFERENCES, prefs)
+        html, text = rendered.fill({"unsubscribe": unsub, "preferences": prefs})
+        html = inliner.inline(html)
         msg = EmailMessage(policy=policy.SMTP)
         msg["From"] = site.sender
         msg["To"] = addr

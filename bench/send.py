@@ -172,8 +172,9 @@ def child_naive(n: int) -> None:
             msg = EmailMessage(policy=policy.SMTP)
             msg["From"], msg["To"], msg["Subject"] = site.sender, addr, digest.subject_for(site, DAY)
             msg["List-Unsubscribe"] = f"<{unsub}>"
-            msg.set_content(rendered.text.replace(digest.UNSUBSCRIBE, unsub))
-            msg.add_alternative(rendered.html.replace(digest.UNSUBSCRIBE, unsub), subtype="html")
+            html, text = rendered.fill({"unsubscribe": unsub, "preferences": unsub})
+            msg.set_content(text)
+            msg.add_alternative(html, subtype="html")
             smtp.sendmail("newsletter@newsspace.kr", [addr], msg.as_bytes())
         seconds = time.perf_counter() - started
         smtp.quit()

@@ -172,7 +172,7 @@ def test_broken_template_names_file_and_line(tmp_path) -> None:  # type: ignore[
 def test_message_lines_fit_smtp_and_bodies_are_8bit() -> None:
     ed, r = _render()
     long_html = r.html.replace("</body>", "<p>" + "가나다라 " * 2000 + "</p></body>")
-    r2 = type(r)(long_html, r.text + "\n" + "마바사 " * 1000, r.sections, r.article_count)
+    r2 = type(r)(long_html, r.text + "\n" + "마바사 " * 1000, r.sections, r.article_count, markers=r.markers)
     raw = compose(
         SITE,
         r2,
@@ -268,3 +268,73 @@ def test_preview_renders_without_horizontal_scrolling(tmp_path, width: int) -> N
         finally:
             browser.close()
     assert (shots / f"digest-{width}.png").stat().st_size > 10_000
+
+
+# -- what a whole send puts where: an App on a Maildir, a controlled clock --------------------------
+class Clock:
+    """The time the app sees; a test moves it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _app(tmp_path, clock: Clock):  # type: ignore[no-untyped-def]
+    from feedservice.config import load_settings
+    from feedservice.entry.bootstrap import make_app
+    from tests.conftest import write_config
+
+    return make_app(load_settings(write_config(tmp_path)), clock=clock)
+
+
+def _store(app, clock: Clock, *articles: Article) -> None:  # type: ignore[no-untyped-def]
+    """Collect ``articles`` at the clock's time (their first_seen)."""
+    from feedservice.model import FetchRecord
+
+    app.store.record_fetches([FetchRecord("https://src.example/rss", clock.now, articles=articles)], clock.now)
+
+
+def _sent(tmp_path) -> list[email.message.EmailMessage]:  # type: ignore[no-untyped-def]
+    import mailbox
+
+    box = mailbox.Maildir(str(tmp_path / "mail"), create=False)
+    return [email.message_from_bytes(m.as_bytes(), policy=policy.default) for m in box]  # type: ignore[misc]
+
+
+PLACES = "u=%%unsubscribe_url%%&p=%%preferences_url%%"
+
+
+def test_feed_text_never_places_a_readers_link(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A feed item carrying the marker strings in its link, image URL and title gets no reader's link."""
+    import asyncio
+
+    from feedservice.model import SubscriberStatus
+
+    clock = Clock(datetime(2025, 7, 1, 21, 0, tzinfo=UTC))  # 06:00 KST, before the 07:00 edition
+    app = _app(tmp_path, clock)
+    hostile = Article(
+        id="urn:hostile", url=f"https://tracker.example/a?{PLACES}", section="bigtech",
+        title=f"제목 {PLACES}", image_url=f"https://tracker.example/pixel.gif?{PLACES}",
+        published=clock.now - timedelta(hours=1),
+    )  # fmt: skip
+    _store(app, clock, hostile)
+    app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, clock.now)
+    asyncio.run(app.send_digest(date(2025, 7, 2)))
+    [msg] = _sent(tmp_path)
+    unsub, prefs = app.links_for(app.store.get_subscriber("reader@example.com"))  # type: ignore[arg-type]
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    doc = lxml.html.fromstring(html)
+    # The reader's links are where the template puts them (footer and List-Unsubscribe), nowhere else.
+    assert [a.get("href") for a in doc.xpath("//a") if a.get("href") in (unsub, prefs)] == [prefs, unsub]
+    assert html.count(unsub) == 1 and html.count(prefs) == 1
+    assert text.count(unsub) == 1 and text.count(prefs) == 1
+    assert doc.xpath("//img")[0].get("src") == f"https://tracker.example/pixel.gif?{PLACES}"  # left as the feed gave it
+    assert f"https://tracker.example/a?{PLACES}" in text and f"제목 {PLACES}" in text
+    assert unsub in msg["List-Unsubscribe"]
+    # The web copy has no reader's link at all.
+    stored = app.store.get_edition(date(2025, 7, 2))
+    assert stored is not None and unsub not in stored[1] and prefs not in stored[1]
+    app.close()

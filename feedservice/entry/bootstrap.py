@@ -362,6 +362,11 @@ class App:
         web = renderer.render(site, ed, everything, block, web_url=self.edition_url(day))
         return ed, rendered_for, Preview(ed, web, block)
 
+    def web_links(self) -> dict[str, str]:
+        """The web copy's footer links: the pages where a reader finds their own links (no token)."""
+        base = self.settings.site.public_url.rstrip("/")
+        return {"unsubscribe": f"{base}/unsubscribe", "preferences": f"{base}/"}
+
     def links_for(self, sub: Subscriber) -> tuple[str, str]:
         base = self.settings.site.public_url.rstrip("/")
         secret = self.secret()
@@ -419,7 +424,8 @@ class App:
         """
         ed, rendered_for, preview = await self.prepare(day)
         now = self.clock()
-        self.store.save_edition(ed, preview.rendered.html, preview.rendered.text, now, preview.rendered.article_ids)
+        html, text = preview.rendered.fill(self.web_links())
+        self.store.save_edition(ed, html, text, now, preview.rendered.article_ids)
         report = deliver.SendReport()
         report.queued, report.skipped_empty = deliver.enqueue_edition(
             self.store, self.digest_site, ed, lambda chosen: rendered_for(chosen) is not None, now

@@ -122,10 +122,8 @@ def cmd_digest_preview(app: App, args: argparse.Namespace) -> int:
     )
     if sign is not None:
         eml = sign(eml)
-    paths = {
-        "index.html": rendered.html.replace("%%unsubscribe_url%%", unsub).replace("%%preferences_url%%", prefs),
-        "digest.txt": rendered.text.replace("%%unsubscribe_url%%", unsub).replace("%%preferences_url%%", prefs),
-    }
+    html, text = rendered.fill({"unsubscribe": unsub, "preferences": prefs})
+    paths = {"index.html": html, "digest.txt": text}
     for name, text in paths.items():
         (folder / name).write_text(text, encoding="utf-8")
     (folder / "digest.eml").write_bytes(eml)

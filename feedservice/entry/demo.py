@@ -333,12 +333,9 @@ async def _cycle(app, folder: Path, day) -> int:  # type: ignore[no-untyped-def]
     sub = app.store.get_subscriber("reader@example.com")
     unsub, prefs = app.links_for(sub)
     rendered = rendered_for(sub.sections)
-    (preview_dir / "index.html").write_text(
-        rendered.html.replace("%%unsubscribe_url%%", unsub).replace("%%preferences_url%%", prefs), encoding="utf-8"
-    )
-    (preview_dir / "digest.txt").write_text(
-        rendered.text.replace("%%unsubscribe_url%%", unsub).replace("%%preferences_url%%", prefs), encoding="utf-8"
-    )
+    html, text = rendered.fill({"unsubscribe": unsub, "preferences": prefs})
+    (preview_dir / "index.html").write_text(html, encoding="utf-8")
+    (preview_dir / "digest.txt").write_text(text, encoding="utf-8")
     (preview_dir / "digest.eml").write_bytes(
         compose(
             app.digest_site,

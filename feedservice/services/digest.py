@@ -3,6 +3,11 @@
 Rendering is done once per edition and per distinct section choice; a subscriber's
 own links (unsubscribe, preferences) are put into the rendered bytes by plain string
 replacement of marker strings, so no template runs per subscriber.
+
+The markers are drawn at random for each rendering (``_markers``): article-derived text
+(a feed's link, image URL or title) cannot know them, so it can never make a place where a
+reader's personal link is put. A fixed marker such as ``%%unsubscribe_url%%`` in a feed item
+once sent every reader's unsubscribe link to a third-party image host.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import secrets
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,8 +41,10 @@ from feedservice.services.weather import (
     observed_label,
 )
 
+# The markers that editions stored before the random markers hold (the web copy still replaces them).
 UNSUBSCRIBE = "%%unsubscribe_url%%"
 PREFERENCES = "%%preferences_url%%"
+LINKS = ("unsubscribe", "preferences")  # the personal links a template may place
 MAX_WINDOW = timedelta(hours=24)
 
 
@@ -70,7 +78,21 @@ class RenderedDigest:
     sections: list[str] = field(default_factory=list)
     article_count: int = 0
     article_ids: list[str] = field(default_factory=list)
+    markers: dict[str, str] = field(default_factory=lambda: _markers())  # where the template put the links
     template: MessageTemplate | None = None  # the encoded message, once ``prepare`` has made it
+
+    def fill(self, links: dict[str, str]) -> tuple[str, str]:
+        """HTML and text with the template's link places filled (a web copy, a preview)."""
+        html, text = self.html, self.text
+        for name, marker in self.markers.items():
+            html = html.replace(marker, links[name])
+            text = text.replace(marker, links[name])
+        return html, text
+
+
+def _markers() -> dict[str, str]:
+    """Fresh, unguessable markers for one rendering (128 random bits each)."""
+    return {name: f"%%{name}-{secrets.token_hex(16)}%%" for name in LINKS}
 
 
 def date_label(day: date, language: str = "ko") -> str:
@@ -208,6 +230,7 @@ class DigestRenderer:
             }
             for s, arts in chosen
         ]
+        markers = _markers()
         context = {
             "site": {"name": site.name, "url": site.url, "language": site.language},
             "subject": subject_for(site, edition.day),
@@ -216,7 +239,7 @@ class DigestRenderer:
             "sections": sections,
             "sender": site.sender,
             "postal_address": site.postal_address,
-            "links": {"web": web_url, "unsubscribe": UNSUBSCRIBE, "preferences": PREFERENCES},
+            "links": {"web": web_url, **markers},
         }
         html = self._inliner.inline(self._render("digest.html.j2", context))
         text = self._render("digest.txt.j2", context)
@@ -226,6 +249,7 @@ class DigestRenderer:
             [s.slug for s, _ in chosen],
             sum(len(a) for _, a in chosen),
             [a.id for _, arts in chosen for a in arts],
+            markers,
         )
 
 
@@ -259,7 +283,7 @@ def prepare(site: DigestSite, rendered: RenderedDigest, day: date) -> MessageTem
         list_id=site.list_id_header,
         text=rendered.text,
         html=rendered.html,
-        markers={"unsubscribe": UNSUBSCRIBE, "preferences": PREFERENCES},
+        markers=rendered.markers,
     )
     return rendered.template
 
