@@ -47,7 +47,7 @@ def edition() -> tuple[digest.DigestSite, digest.Edition, list[Article], Weather
         name="뉴스스페이스", url="https://www.newsspace.kr", public_url="https://feeds.newsspace.kr", language="ko",
         tz=KST, sender="뉴스스페이스 <newsletter@newsspace.kr>", postal_address="서울특별시 중구 세종대로 000",
     )  # fmt: skip
-    ed = digest.edition_for(date(2026, 11, 28), datetime.strptime("07:00", "%H:%M").time(), KST, None)
+    ed = digest.edition_for(date(2026, 11, 28), datetime(2026, 11, 28, 7, 0, tzinfo=KST), None)
     arts = [
         Article(
             id=f"urn:{s.slug}:{i}", url=f"https://www.newsspace.kr/news/articleView.html?idxno={n * 10 + i}",

@@ -66,7 +66,7 @@ WEATHER = WeatherBlock(
 
 
 def _render(chosen: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
-    ed = edition_for(date(2025, 7, 2), datetime.strptime("07:00", "%H:%M").time(), KST, None)
+    ed = edition_for(date(2025, 7, 2), datetime(2025, 7, 2, 7, 0, tzinfo=KST), None)
     window = [a for a in ARTICLES if a.published and ed.window_start <= a.published < ed.window_end]
     secs = [s for s in SECTIONS if not chosen or s.slug in chosen]
     picked = pick_sections(secs, window, 5)
@@ -78,13 +78,14 @@ def test_date_label_is_korean() -> None:
     assert date_label(date(2025, 7, 2)) == "2025.07.02 (수)"
 
 
-def test_edition_window_follows_the_previous_edition() -> None:
-    t = datetime.strptime("07:00", "%H:%M").time()
-    first = edition_for(date(2025, 7, 2), t, KST, None)
-    assert first.window_end == datetime(2025, 7, 2, 7, 0, tzinfo=KST)
-    assert first.window_end - first.window_start == timedelta(hours=24)
+def test_edition_window_runs_from_the_previous_edition_to_its_composing() -> None:
+    at = datetime(2025, 7, 2, 7, 0, tzinfo=KST)
+    first = edition_for(date(2025, 7, 2), at, None)
+    assert (first.window_start, first.window_end) == (at - timedelta(hours=24), at)
     prev = Edition(date(2025, 7, 1), datetime(2025, 6, 30, 7, tzinfo=KST), datetime(2025, 7, 1, 9, tzinfo=KST))
-    assert edition_for(date(2025, 7, 2), t, KST, prev).window_start == datetime(2025, 7, 1, 9, tzinfo=KST)
+    assert edition_for(date(2025, 7, 2), at, prev).window_start == datetime(2025, 7, 1, 9, tzinfo=KST)
+    early = at - timedelta(minutes=40)  # sent early: the window closes then
+    assert edition_for(date(2025, 7, 2), early, prev).window_end == early
 
 
 def test_html_structure() -> None:
@@ -338,3 +339,106 @@ def test_feed_text_never_places_a_readers_link(tmp_path) -> None:  # type: ignor
     stored = app.store.get_edition(date(2025, 7, 2))
     assert stored is not None and unsub not in stored[1] and prefs not in stored[1]
     app.close()
+
+
+# -- which edition an article is in: a controlled clock for each case -------------------------------
+def kst(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2025, 7, day, hour, minute, tzinfo=KST)
+
+
+def _news(n: int, published: datetime, title: str | None = None) -> Article:
+    return Article(id=f"urn:e{n}", url=f"https://www.newsspace.kr/news/e{n}", section="bigtech",
+                   title=title or f"기사 {n}", published=published)  # fmt: skip
+
+
+def _editions(app, tmp_path, clock: Clock, *steps) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Run (time, articles to collect then, edition day to send or None) steps; each sent edition's text."""
+    import asyncio
+
+    from feedservice.model import SubscriberStatus
+
+    app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, kst(1, 0))
+    for when, articles, day in steps:
+        clock.now = when
+        if articles:
+            _store(app, clock, *articles)
+        if day is not None:
+            asyncio.run(app.send_digest(day))
+    texts = {str(m["Subject"]).split()[-2]: m.get_body(("plain",)).get_content() for m in _sent(tmp_path)}
+    app.close()
+    return texts
+
+
+def test_an_article_collected_after_an_edition_is_in_the_next(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(kst(1, 7))
+    app = _app(tmp_path, clock)
+    texts = _editions(
+        app, tmp_path, clock,
+        (kst(1, 7), [_news(1, kst(1, 6))], date(2025, 7, 1)),
+        (kst(2, 6, 50), [_news(2, kst(2, 6, 45))], None),  # collected before the edition
+        (kst(2, 7), [], date(2025, 7, 2)),
+        (kst(2, 7, 5), [_news(3, kst(2, 6, 50))], None),  # published 06:50, collected 07:05: late
+        (kst(3, 7), [], date(2025, 7, 3)),
+    )  # fmt: skip
+    assert "기사 1" in texts["2025.07.01"]
+    assert "기사 2" in texts["2025.07.02"] and "기사 3" not in texts["2025.07.02"]
+    assert "기사 3" in texts["2025.07.03"] and "기사 2" not in texts["2025.07.03"]
+
+
+def test_a_backlog_older_than_48_hours_is_not_news(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(kst(3, 7))
+    app = _app(tmp_path, clock)
+    texts = _editions(
+        app, tmp_path, clock,
+        # A new source brings its archive: 49 h and 47 h before the edition.
+        (kst(3, 7), [_news(1, kst(1, 6)), _news(2, kst(1, 8)), _news(3, kst(3, 5))], date(2025, 7, 3)),
+    )  # fmt: skip
+    assert "기사 1" not in texts["2025.07.03"]
+    assert "기사 2" in texts["2025.07.03"] and "기사 3" in texts["2025.07.03"]
+
+
+def test_no_edition_repeats_an_article_even_corrected(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(kst(1, 7))
+    app = _app(tmp_path, clock)
+    texts = _editions(
+        app, tmp_path, clock,
+        (kst(1, 6), [_news(1, kst(1, 5))], date(2025, 7, 1)),
+        # Corrected after the edition: a new title and a date moved into the next window.
+        (kst(1, 12), [_news(1, kst(1, 11), "기사 1 (수정)"), _news(2, kst(1, 11))], None),
+        (kst(2, 7), [], date(2025, 7, 2)),
+    )  # fmt: skip
+    assert "기사 1" in texts["2025.07.01"]
+    assert "기사 2" in texts["2025.07.02"] and "기사 1" not in texts["2025.07.02"]
+
+
+def test_an_edition_sent_early_closes_its_window_then(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(kst(2, 6))
+    app = _app(tmp_path, clock)
+    texts = _editions(
+        app, tmp_path, clock,
+        (kst(2, 6), [_news(1, kst(2, 5))], None),
+        (kst(2, 6, 10), [], date(2025, 7, 2)),  # sent 50 minutes before 07:00
+        (kst(2, 6, 40), [_news(2, kst(2, 6, 30))], None),
+        (kst(2, 7), [], date(2025, 7, 2)),  # the scheduled run: already recorded, nothing new
+        (kst(3, 7), [], date(2025, 7, 3)),
+    )  # fmt: skip
+    assert "기사 1" in texts["2025.07.02"] and "기사 2" not in texts["2025.07.02"]
+    assert "기사 2" in texts["2025.07.03"] and "기사 1" not in texts["2025.07.03"]
+    stored = app.store.get_edition(date(2025, 7, 3))
+    assert stored is not None and stored[0].window_start == kst(2, 6, 10)
+
+
+def test_a_missed_send_within_the_grace_behaves_as_on_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(kst(2, 6))
+    app = _app(tmp_path, clock)
+    texts = _editions(
+        app, tmp_path, clock,
+        (kst(1, 7), [_news(1, kst(1, 6))], date(2025, 7, 1)),
+        (kst(2, 6), [_news(2, kst(2, 5))], None),
+        (kst(2, 8, 30), [_news(3, kst(2, 8, 20))], None),  # the service was down at 07:00
+        (kst(2, 9, 0), [], date(2025, 7, 2)),  # started again within the 3 h grace: sent now
+        (kst(2, 9, 30), [_news(4, kst(2, 9, 20))], None),
+        (kst(3, 7), [], date(2025, 7, 3)),
+    )  # fmt: skip
+    assert "기사 2" in texts["2025.07.02"] and "기사 3" in texts["2025.07.02"] and "기사 4" not in texts["2025.07.02"]
+    assert "기사 4" in texts["2025.07.03"] and "기사 3" not in texts["2025.07.03"]

@@ -321,8 +321,7 @@ class App:
         stored = self.store.get_edition(day)
         if stored is not None:
             return stored[0]
-        previous = self.store.last_edition_before(day)
-        ed = digest.edition_for(day, self.settings.digest.send_time, self.settings.site.tz, previous)
+        ed = digest.edition_for(day, self.clock(), self.store.last_edition_before(day))
         return Edition(ed.day, ed.window_start, ed.window_end, digest.subject_for(self.digest_site, day))
 
     def today(self) -> date:
@@ -338,9 +337,15 @@ class App:
         renderer = self.renderer()
         renderer.check()
         ed = self.edition(day)
-        # An article an earlier edition carried is not news again, even when a correction moved it.
-        carried = self.store.articles_carried(day - timedelta(days=14), day)
-        articles = [a for a in self.store.articles_between(ed.window_start, ed.window_end) if a.id not in carried]
+        # An article another edition carried is not news again (windows of editions composed out of
+        # order can overlap), even when a correction moved its date.
+        around = timedelta(days=14)
+        carried = self.store.articles_carried(day - around, day)
+        carried |= self.store.articles_carried(day + timedelta(days=1), day + around)
+        since = digest.published_since(ed)
+        articles = [
+            a for a in self.store.articles_for_edition(ed.window_start, ed.window_end, since) if a.id not in carried
+        ]
         block = await self.weather_for_digest(ed.window_end)
         site = self.digest_site
         note = self.settings.digest.when_empty == "note"
@@ -469,8 +474,13 @@ class App:
         self.store.close()
 
 
-def make_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> App:
-    """Open (and migrate) the database, record the configured sections and sources."""
+def make_app(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> App:
+    """Open (and migrate) the database, record the configured sections and sources.
+
+    ``clock`` defaults to this module's ``utcnow``, looked up when called, so a test can set
+    the time the CLI's commands see.
+    """
+    clock = clock or utcnow
     secret = App(settings, None, clock).secret()  # type: ignore[arg-type]
     app = App(settings, open_store(settings.database_url, address_key=secret), clock, _secret=secret)
     app.sync_config()

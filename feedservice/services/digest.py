@@ -45,7 +45,8 @@ from feedservice.services.weather import (
 UNSUBSCRIBE = "%%unsubscribe_url%%"
 PREFERENCES = "%%preferences_url%%"
 LINKS = ("unsubscribe", "preferences")  # the personal links a template may place
-MAX_WINDOW = timedelta(hours=24)
+FIRST_WINDOW = timedelta(hours=24)  # what the very first edition reaches back over
+BACKLOG = timedelta(hours=48)  # an article published this long before its edition is a backlog item, not news
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,25 @@ def date_label(day: date, language: str = "ko") -> str:
     return format_date(day, "yyyy.MM.dd (E)", locale=language)
 
 
-def edition_for(day: date, send_time: Any, tz: ZoneInfo, previous: Edition | None) -> Edition:
-    """An edition's window: since the previous edition's end, at most 24 h, up to the send time."""
-    end = datetime.combine(day, send_time, tz)
-    start = end - MAX_WINDOW
-    if previous is not None and start < previous.window_end < end:
-        start = previous.window_end
-    return Edition(day=day, window_start=start, window_end=end)
+def edition_for(day: date, now: datetime, previous: Edition | None) -> Edition:
+    """The edition of ``day`` composed at ``now``: the window of first-collected times it covers.
+
+    An article belongs to the first edition composed after it was first collected, so the
+    window runs from the previous edition's end up to the moment of composing, whenever that
+    is: an edition sent early closes its window then (the next one starts there), and one
+    composed late (a missed send caught up within the grace time, a run after a downtime)
+    covers everything collected up to it, as on any other day. Windows on ``published`` lost
+    every article published just before an edition but collected just after it. The window
+    is half-open at its start, ``(start, end]``, so every instant belongs to exactly one edition.
+    The very first edition reaches back ``FIRST_WINDOW``.
+    """
+    start = previous.window_end if previous is not None and previous.window_end < now else now - FIRST_WINDOW
+    return Edition(day=day, window_start=start, window_end=now)
+
+
+def published_since(edition: Edition) -> datetime:
+    """The oldest publication time an edition takes: older ones (a new source's backlog) are not news."""
+    return edition.window_end - BACKLOG
 
 
 def pick_sections(
