@@ -84,7 +84,7 @@ def ours(n: int) -> tuple[float, int]:
         addr = f"reader{sid}@example.com"
         unsub, prefs = links(sid, addr)
         template = templates[CHOICES[sid % 8]]
-        msg_id = digest.message_id(site, ed.day, sid)
+        msg_id = digest.message_id(site, ed, sid)
         data = digest.personalize(site, template, to=addr, msg_id=msg_id, unsubscribe_url=unsub,
                                   preferences_url=prefs, now=now)  # fmt: skip
         total += len(data)
@@ -113,7 +113,7 @@ def naive(n: int) -> float:
         msg["From"] = site.sender
         msg["To"] = addr
         msg["Subject"] = digest.subject_for(site, ed.day)
-        msg["Message-ID"] = digest.message_id(site, ed.day, sid)
+        msg["Message-ID"] = digest.message_id(site, ed, sid)
         msg["List-Unsubscribe"] = f"<{unsub}>"
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         msg.set_content(text)

@@ -130,8 +130,8 @@ def test_section_choice() -> None:
 
 def test_message_headers_and_parts() -> None:
     ed, r = _render()
-    mid = message_id(SITE, ed.day, 42)
-    assert mid == message_id(SITE, ed.day, 42) and mid.endswith("@newsspace.kr>")
+    mid = message_id(SITE, ed, 42)
+    assert mid == message_id(SITE, ed, 42) and mid.endswith("@newsspace.kr>")
     raw = compose(
         SITE,
         r,
@@ -160,6 +160,32 @@ def test_message_headers_and_parts() -> None:
     assert "수신 거부: https://feeds.newsspace.kr/unsubscribe/42.0.sig" in text
     assert 'href="https://feeds.newsspace.kr/preferences/42.0.sig"' in html
     assert "%%" not in text and "%%" not in html
+
+
+def test_message_ids_are_keyed_to_the_installation_and_the_edition() -> None:
+    from dataclasses import replace
+
+    ed, _ = _render()
+    here, staging = replace(SITE, message_key=b"secret-a"), replace(SITE, message_key=b"secret-b")
+    assert message_id(here, ed, 42) == message_id(here, ed, 42)  # a re-send is the same message
+    assert message_id(here, ed, 42) != message_id(staging, ed, 42)  # another installation
+    rebuilt = replace(ed, window_end=ed.window_end + timedelta(minutes=3))  # the same day, a rebuilt database
+    assert message_id(here, ed, 42) != message_id(here, rebuilt, 42)
+    assert message_id(here, ed, 42) != message_id(here, ed, 43)
+    assert ".42." not in message_id(here, ed, 42)  # the subscriber id is not shown
+
+
+def test_two_installations_send_different_message_ids(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    ids = []
+    for n, secret in enumerate(("production-secret", "staging-secret")):
+        monkeypatch.setenv("FS_TEST_SECRET", secret)
+        clock = Clock(kst(2, 7))
+        (tmp_path / str(n)).mkdir()
+        app = _app(tmp_path / str(n), clock)
+        _editions(app, tmp_path / str(n), clock, (kst(2, 7), [_news(1, kst(2, 6))], date(2025, 7, 2)))
+        [msg] = _sent(tmp_path / str(n))
+        ids.append(msg["Message-ID"])
+    assert ids[0] != ids[1]
 
 
 def test_broken_template_names_file_and_line(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -99,6 +99,7 @@ class App:
             subject_format=s.digest.subject,
             list_id=s.digest.list_id,
             max_per_section=s.digest.max_per_section,
+            message_key=self.secret(),
         )
 
     @property

@@ -115,7 +115,7 @@ def cmd_digest_preview(app: App, args: argparse.Namespace) -> int:
         rendered,
         day=day,
         to=to,
-        msg_id=message_id(app.digest_site, day, 0),
+        msg_id=message_id(app.digest_site, ed, 0),
         unsubscribe_url=unsub,
         preferences_url=prefs,
         now=datetime.now(UTC),

@@ -327,7 +327,7 @@ async def _cycle(app, folder: Path, day) -> int:  # type: ignore[no-untyped-def]
     now = app.clock()
     for email, sections in (("reader@example.com", ()), ("bigtech.fan@example.com", ("bigtech",))):
         app.store.add_subscriber(email, sections, SubscriberStatus.SUBSCRIBED, now)
-    _, rendered_for, _ = await app.prepare(day)
+    ed, rendered_for, _ = await app.prepare(day)
     preview_dir = folder / "preview"
     preview_dir.mkdir(exist_ok=True)
     sub = app.store.get_subscriber("reader@example.com")
@@ -342,7 +342,7 @@ async def _cycle(app, folder: Path, day) -> int:  # type: ignore[no-untyped-def]
             rendered,
             day=day,
             to=sub.email,
-            msg_id=message_id(app.digest_site, day, sub.id),
+            msg_id=message_id(app.digest_site, ed, sub.id),
             unsubscribe_url=unsub,
             preferences_url=prefs,
             now=now,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import re
 import secrets
 import unicodedata
@@ -61,6 +62,7 @@ class DigestSite:
     subject_format: str = "{site} 아침 브리핑 {date}"
     list_id: str | None = None
     max_per_section: int = 5
+    message_key: bytes = field(default=b"", repr=False)  # the site secret: Message-IDs are HMACs with it
 
     @functools.cached_property
     def sender_domain(self) -> str:  # asked for every Message-ID: parse the address once
@@ -280,10 +282,17 @@ def subject_for(site: DigestSite, day: date) -> str:
     return site.subject_format.format(site=site.name, date=date_label(day, site.language))
 
 
-def message_id(site: DigestSite, day: date, subscriber_id: int) -> str:
-    """Deterministic per (edition, subscriber): a re-send is recognisably the same message."""
-    h = hashlib.sha256(f"{site.sender_domain}|{day.isoformat()}|{subscriber_id}".encode()).hexdigest()[:16]
-    return f"<digest.{day:%Y%m%d}.{subscriber_id}.{h}@{site.sender_domain}>"
+def message_id(site: DigestSite, edition: Edition, subscriber_id: int) -> str:
+    """Deterministic per (edition, subscriber), and unique to this installation and this edition.
+
+    An HMAC with the site's secret over the edition (its day and the moment its window closed)
+    and the subscriber: a plain hash of domain, date and subscriber id gave a staging install or
+    a rebuilt database the real edition's IDs for other people, and providers drop mail whose
+    Message-ID they think they have seen. The subscriber id is not shown.
+    """
+    ident = f"message-id|{edition.day.isoformat()}|{int(edition.window_end.timestamp())}|{subscriber_id}"
+    h = hmac.new(site.message_key, ident.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"<digest.{edition.day:%Y%m%d}.{h}@{site.sender_domain}>"
 
 
 def prepare(site: DigestSite, rendered: RenderedDigest, day: date) -> MessageTemplate:
