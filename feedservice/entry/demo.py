@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 from feedservice.config import load_settings
 from feedservice.entry import aio
 from feedservice.entry.bootstrap import make_app
+from feedservice.entry.preview import NOTICE, write_preview
 from feedservice.model import SubscriberStatus
-from feedservice.services.digest import compose, message_id
 
 KST = ZoneInfo("Asia/Seoul")
 
@@ -327,27 +327,9 @@ async def _cycle(app, folder: Path, day) -> int:  # type: ignore[no-untyped-def]
     now = app.clock()
     for email, sections in (("reader@example.com", ()), ("bigtech.fan@example.com", ("bigtech",))):
         app.store.add_subscriber(email, sections, SubscriberStatus.SUBSCRIBED, now)
-    ed, rendered_for, _ = await app.prepare(day)
+    ed, _, preview = await app.prepare(day)
     preview_dir = folder / "preview"
-    preview_dir.mkdir(exist_ok=True)
-    sub = app.store.get_subscriber("reader@example.com")
-    unsub, prefs = app.links_for(sub)
-    rendered = rendered_for(sub.sections)
-    html, text = rendered.fill({"unsubscribe": unsub, "preferences": prefs})
-    (preview_dir / "index.html").write_text(html, encoding="utf-8")
-    (preview_dir / "digest.txt").write_text(text, encoding="utf-8")
-    (preview_dir / "digest.eml").write_bytes(
-        compose(
-            app.digest_site,
-            rendered,
-            day=day,
-            to=sub.email,
-            msg_id=message_id(app.digest_site, ed, sub.id),
-            unsubscribe_url=unsub,
-            preferences_url=prefs,
-            now=now,
-        )
-    )
+    write_preview(app, ed, preview.rendered, preview_dir)
     report = await app.send_digest(day)
     print(f"digest {day}: {report.summary()}")
     print()
@@ -355,6 +337,7 @@ async def _cycle(app, folder: Path, day) -> int:  # type: ignore[no-untyped-def]
     print(f"digest preview:  {preview_dir / 'index.html'}")
     print(f"                 {preview_dir / 'digest.txt'}")
     print(f"                 {preview_dir / 'digest.eml'}")
+    print(f"                 ({NOTICE})")
     print(f"delivered mail:  {app.settings.path(app.settings.delivery.maildir)}/new/  (a Maildir)")
     print(f"database:        {app.settings.database_url}")
     ok = collected.failed == 0 and weather.provider is not None and report.sent > 0 and not report.failed
