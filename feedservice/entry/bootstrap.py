@@ -45,7 +45,16 @@ from feedservice.workers import exit_with_parent
 
 log = logging.getLogger("feedservice")
 
-BUNDLED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+def _bundled_templates() -> Path:
+    """The templates shipped with the package: ``feedservice/templates`` in an installed wheel
+    (pyproject maps the top-level ``templates/`` there), else the source tree's ``templates/``."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "templates"
+    return installed if installed.is_dir() else package.parent / "templates"
+
+
+BUNDLED_TEMPLATES = _bundled_templates()
 
 
 def utcnow() -> datetime:
