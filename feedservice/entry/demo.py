@@ -220,8 +220,8 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-def _build_files(base: str, now: datetime, window_end: datetime) -> dict[str, tuple[bytes, str]]:
-    anchor = min(now, window_end) - timedelta(minutes=20)
+def _build_files(base: str, now: datetime) -> dict[str, tuple[bytes, str]]:
+    anchor = now - timedelta(minutes=20)  # the edition, composed now, holds what was just collected
     titles = {"bigtech": "빅테크", "space-sociology": "공간사회학", "economy": "경제", "society": "사회"}
     by_section: dict[str, list[tuple[str, str, str, datetime, int]]] = {s: [] for s in titles}
     for i, (section, title, summary, who) in enumerate(ARTICLES):
@@ -235,8 +235,8 @@ def _build_files(base: str, now: datetime, window_end: datetime) -> dict[str, tu
                 sample_rss(base, section, titles[section], items),
                 "application/rss+xml; charset=utf-8",
             )
-    # The morning observation before the edition (a run later in the day shows the edition's own morning).
-    files["/kma_sfctm2.php"] = (sample_sfctm2(min(now, window_end - timedelta(hours=1))), "text/plain; charset=euc-kr")
+    # The last hourly observation before the edition.
+    files["/kma_sfctm2.php"] = (sample_sfctm2(now - timedelta(hours=1)), "text/plain; charset=euc-kr")
     return files
 
 
@@ -294,8 +294,7 @@ def run_demo(folder: Path | None = None) -> int:
     base = f"http://127.0.0.1:{server.server_address[1]}"
     now = datetime.now(UTC)
     today = now.astimezone(KST).date()
-    window_end = datetime.combine(today, datetime.min.time().replace(hour=7), KST)
-    _Handler.files = _build_files(base, now, window_end)
+    _Handler.files = _build_files(base, now)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
