@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test lint demo clean
+.PHONY: run test lint demo wheel clean
 
 # Create the virtual environment and install the package (with the test extras for `test`).
 $(BIN)/feedservice: pyproject.toml
@@ -31,9 +31,14 @@ test: $(VENV)/.test-deps
 demo: $(BIN)/feedservice
 	$(BIN)/feedservice demo
 
+## make wheel: build the wheel into dist/ (templates/ ships inside it as feedservice/templates).
+wheel: $(BIN)/feedservice
+	rm -rf build dist
+	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .
+
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) var build dist *.egg-info

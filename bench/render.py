@@ -47,7 +47,7 @@ def edition() -> tuple[digest.DigestSite, digest.Edition, list[Article], Weather
         name="뉴스스페이스", url="https://www.newsspace.kr", public_url="https://feeds.newsspace.kr", language="ko",
         tz=KST, sender="뉴스스페이스 <newsletter@newsspace.kr>", postal_address="서울특별시 중구 세종대로 000",
     )  # fmt: skip
-    ed = digest.edition_for(date(2026, 11, 28), datetime.strptime("07:00", "%H:%M").time(), KST, None)
+    ed = digest.edition_for(date(2026, 11, 28), datetime(2026, 11, 28, 7, 0, tzinfo=KST), None)
     arts = [
         Article(
             id=f"urn:{s.slug}:{i}", url=f"https://www.newsspace.kr/news/articleView.html?idxno={n * 10 + i}",
@@ -84,7 +84,7 @@ def ours(n: int) -> tuple[float, int]:
         addr = f"reader{sid}@example.com"
         unsub, prefs = links(sid, addr)
         template = templates[CHOICES[sid % 8]]
-        msg_id = digest.message_id(site, ed.day, sid)
+        msg_id = digest.message_id(site, ed, sid)
         data = digest.personalize(site, template, to=addr, msg_id=msg_id, unsubscribe_url=unsub,
                                   preferences_url=prefs, now=now)  # fmt: skip
         total += len(data)
@@ -107,13 +107,13 @@ def naive(n: int) -> float:
         choice = CHOICES[sid % 8]
         secs = [s for s in SECTIONS if not choice or s.slug in choice]
         rendered = renderer.render(site, ed, digest.pick_sections(secs, arts, 5), block, web_url="https://x/d")
-        html = inliner.inline(rendered.html.replace(digest.UNSUBSCRIBE, unsub).replace(digest.PREFERENCES, prefs))
-        text = rendered.text.replace(digest.UNSUBSCRIBE, unsub).replace(digest.PREFERENCES, prefs)
+        html, text = rendered.fill({"unsubscribe": unsub, "preferences": prefs})
+        html = inliner.inline(html)
         msg = EmailMessage(policy=policy.SMTP)
         msg["From"] = site.sender
         msg["To"] = addr
         msg["Subject"] = digest.subject_for(site, ed.day)
-        msg["Message-ID"] = digest.message_id(site, ed.day, sid)
+        msg["Message-ID"] = digest.message_id(site, ed, sid)
         msg["List-Unsubscribe"] = f"<{unsub}>"
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         msg.set_content(text)

@@ -151,7 +151,7 @@ def child_naive(n: int) -> None:
         tz = ZoneInfo("Asia/Seoul")
         site = digest.DigestSite(name="뉴스스페이스", url="https://www.newsspace.kr", public_url="https://f.kr",
                                  language="ko", tz=tz, sender="뉴스스페이스 <newsletter@newsspace.kr>")  # fmt: skip
-        ed = digest.edition_for(DAY, datetime.strptime("07:00", "%H:%M").time(), tz, None)
+        ed = digest.edition_for(DAY, datetime.combine(DAY, datetime.strptime("07:00", "%H:%M").time(), tz), None)
         arts = [
             Article(id=f"urn:{s}:{i}", url=f"https://www.newsspace.kr/{s}/{i}", section=s, title=f"{s} 기사 {i}",
                     summary_html="<p>" + "오늘의 주요 소식을 전합니다. " * 8 + "</p>", author="김정영",
@@ -172,8 +172,9 @@ def child_naive(n: int) -> None:
             msg = EmailMessage(policy=policy.SMTP)
             msg["From"], msg["To"], msg["Subject"] = site.sender, addr, digest.subject_for(site, DAY)
             msg["List-Unsubscribe"] = f"<{unsub}>"
-            msg.set_content(rendered.text.replace(digest.UNSUBSCRIBE, unsub))
-            msg.add_alternative(rendered.html.replace(digest.UNSUBSCRIBE, unsub), subtype="html")
+            html, text = rendered.fill({"unsubscribe": unsub, "preferences": unsub})
+            msg.set_content(text)
+            msg.add_alternative(html, subtype="html")
             smtp.sendmail("newsletter@newsspace.kr", [addr], msg.as_bytes())
         seconds = time.perf_counter() - started
         smtp.quit()

@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -29,6 +30,9 @@ from tests.conftest import FeedServer, Served, SmtpSink, free_port, write_config
 
 KST_DAY = "2026-11-20"
 ITEMS = [("빅테크 기사", "요약", "김정영", datetime(2026, 11, 19, 12, 0, tzinfo=UTC), 1)]
+# For runs in other processes, on the real clock: an article of the last hour, today's edition.
+FRESH = [("빅테크 기사", "요약", "김정영", datetime.now(UTC) - timedelta(hours=1), 1)]
+TODAY = datetime.now(ZoneInfo("Asia/Seoul")).date().isoformat()
 
 
 class FaultySink:
@@ -74,14 +78,14 @@ SEND_TIME = datetime(2026, 11, 19, 22, 5, tzinfo=UTC)  # 07:05 KST on the editio
 
 
 def _app(tmp_path: Path, feed_server: FeedServer, port: int, db_url: str | None = None, smtp_extra: str = "",
-         delivery_extra: str = "", clock: Any = None) -> App:  # fmt: skip
-    feed_server.files["/rss.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", ITEMS))
+         delivery_extra: str = "", clock: Any = lambda: SEND_TIME, items: Any = ITEMS) -> App:  # fmt: skip
+    feed_server.files["/rss.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", items))
     cfg = write_config(
         tmp_path, db_url=db_url, sources=[(feed_server.url("/rss.xml"), "bigtech")],
         delivery_extra=f'{delivery_extra}\n[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"\n'
                        f"timeout = 2.0\n{smtp_extra}",
     )  # fmt: skip
-    app = make_app(load_settings(cfg), **({"clock": clock} if clock else {}))
+    app = make_app(load_settings(cfg), clock=clock)
     asyncio.run(app.collect())
     return app
 
@@ -100,7 +104,7 @@ def test_faults_and_their_outcomes(tmp_path: Path, feed_server: FeedServer, sink
     }
     handler.drop = {"drop@example.com"}
     handler.stall = {"stall@example.com"}
-    app = _app(tmp_path, feed_server, port, clock=lambda: SEND_TIME)
+    app = _app(tmp_path, feed_server, port)
     try:
         _add(app, "ok@example.com", "later@example.com", "gone@example.com", "policy@example.com",
              "drop@example.com", "stall@example.com", "ok2@example.com")  # fmt: skip
@@ -188,12 +192,13 @@ def _subscribers_csv(path: Path, n: int) -> Path:
 def test_kill_9_mid_run_then_restart(tmp_path: Path, feed_server: FeedServer) -> None:
     handler, controller, port = _start_sink(delay=0.01)
     try:
-        app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 4", delivery_extra="lease_seconds = 1")
+        app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 4", delivery_extra="lease_seconds = 1",
+                   clock=None, items=FRESH)  # fmt: skip
         cfg = Path(app.settings.source_path)
         app.close()
         n = 300
         assert _run(cfg, "subscribers", "import", str(_subscribers_csv(tmp_path / "s.csv", n))).returncode == 0
-        first = _cli(cfg, "digest", "send", "--date", KST_DAY)
+        first = _cli(cfg, "digest", "send", "--date", TODAY)
         deadline = time.monotonic() + 30
         while len(handler.received) < 60:
             assert time.monotonic() < deadline and first.poll() is None, "the first run did not get going"
@@ -202,7 +207,7 @@ def test_kill_9_mid_run_then_restart(tmp_path: Path, feed_server: FeedServer) ->
         first.communicate(timeout=10)
         at_kill = len(handler.received)
         assert at_kill < n
-        second = _cli(cfg, "digest", "send", "--date", KST_DAY)
+        second = _cli(cfg, "digest", "send", "--date", TODAY)
         _, err = second.communicate(timeout=120)
         assert second.returncode == 0, err
         counts = collections.Counter(to for to, _ in handler.received)
@@ -217,14 +222,15 @@ def test_kill_9_mid_run_then_restart(tmp_path: Path, feed_server: FeedServer) ->
 def test_three_workers_on_postgresql_send_each_once(tmp_path: Path, feed_server: FeedServer, postgres_url: str) -> None:
     handler, controller, port = _start_sink(delay=0.005)
     try:
-        app = _app(tmp_path, feed_server, port, db_url=postgres_url, smtp_extra="pool_size = 3")
+        app = _app(tmp_path, feed_server, port, db_url=postgres_url, smtp_extra="pool_size = 3", clock=None,
+                   items=FRESH)
         cfg = Path(app.settings.source_path)
         app.close()
         n = 300
         assert _run(cfg, "subscribers", "import", str(_subscribers_csv(tmp_path / "s.csv", n))).returncode == 0
-        queued = _run(cfg, "digest", "send", "--date", KST_DAY, "--queue-only")
+        queued = _run(cfg, "digest", "send", "--date", TODAY, "--queue-only")
         assert queued.returncode == 0, queued.stderr
-        workers = [_cli(cfg, "worker", "--date", KST_DAY, "--once") for _ in range(3)]
+        workers = [_cli(cfg, "worker", "--date", TODAY, "--once") for _ in range(3)]
         results = [w.communicate(timeout=120) for w in workers]
         assert all(w.returncode == 0 for w in workers), [r[1][-500:] for r in results]
         counts = collections.Counter(to for to, _ in handler.received)

@@ -66,7 +66,7 @@ WEATHER = WeatherBlock(
 
 
 def _render(chosen: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
-    ed = edition_for(date(2025, 7, 2), datetime.strptime("07:00", "%H:%M").time(), KST, None)
+    ed = edition_for(date(2025, 7, 2), datetime(2025, 7, 2, 7, 0, tzinfo=KST), None)
     window = [a for a in ARTICLES if a.published and ed.window_start <= a.published < ed.window_end]
     secs = [s for s in SECTIONS if not chosen or s.slug in chosen]
     picked = pick_sections(secs, window, 5)
@@ -78,13 +78,14 @@ def test_date_label_is_korean() -> None:
     assert date_label(date(2025, 7, 2)) == "2025.07.02 (수)"
 
 
-def test_edition_window_follows_the_previous_edition() -> None:
-    t = datetime.strptime("07:00", "%H:%M").time()
-    first = edition_for(date(2025, 7, 2), t, KST, None)
-    assert first.window_end == datetime(2025, 7, 2, 7, 0, tzinfo=KST)
-    assert first.window_end - first.window_start == timedelta(hours=24)
+def test_edition_window_runs_from_the_previous_edition_to_its_composing() -> None:
+    at = datetime(2025, 7, 2, 7, 0, tzinfo=KST)
+    first = edition_for(date(2025, 7, 2), at, None)
+    assert (first.window_start, first.window_end) == (at - timedelta(hours=24), at)
     prev = Edition(date(2025, 7, 1), datetime(2025, 6, 30, 7, tzinfo=KST), datetime(2025, 7, 1, 9, tzinfo=KST))
-    assert edition_for(date(2025, 7, 2), t, KST, prev).window_start == datetime(2025, 7, 1, 9, tzinfo=KST)
+    assert edition_for(date(2025, 7, 2), at, prev).window_start == datetime(2025, 7, 1, 9, tzinfo=KST)
+    early = at - timedelta(minutes=40)  # sent early: the window closes then
+    assert edition_for(date(2025, 7, 2), early, prev).window_end == early
 
 
 def test_html_structure() -> None:
@@ -104,7 +105,10 @@ def test_html_structure() -> None:
     weather = doc.xpath("//*[contains(@class,'weather-line')]")
     assert [w.text_content() for w in weather] == ["구름조금 서울 29.1℃", "연무 울산 29.4℃", "동두천 관측 없음"]
     assert "기상청 제공" in doc.text_content()
-    assert all(img.get("alt") for img in doc.xpath("//img"))
+    # Thumbnails are decorative (the headline is beside them): with images blocked they show nothing,
+    # and their duplicate link is hidden from screen readers.
+    [thumb] = doc.xpath("//img")
+    assert thumb.get("alt") == "" and thumb.getparent().get("aria-hidden") == "true"
     assert 'style="' in r.html  # CSS inlined
     footer_links = {a.text_content(): a.get("href") for a in doc.xpath("//td[contains(@class,'footer')]//a")}
     assert footer_links["웹에서 보기"] == "https://feeds.newsspace.kr/digest/2025-07-02"
@@ -129,8 +133,8 @@ def test_section_choice() -> None:
 
 def test_message_headers_and_parts() -> None:
     ed, r = _render()
-    mid = message_id(SITE, ed.day, 42)
-    assert mid == message_id(SITE, ed.day, 42) and mid.endswith("@newsspace.kr>")
+    mid = message_id(SITE, ed, 42)
+    assert mid == message_id(SITE, ed, 42) and mid.endswith("@newsspace.kr>")
     raw = compose(
         SITE,
         r,
@@ -161,6 +165,32 @@ def test_message_headers_and_parts() -> None:
     assert "%%" not in text and "%%" not in html
 
 
+def test_message_ids_are_keyed_to_the_installation_and_the_edition() -> None:
+    from dataclasses import replace
+
+    ed, _ = _render()
+    here, staging = replace(SITE, message_key=b"secret-a"), replace(SITE, message_key=b"secret-b")
+    assert message_id(here, ed, 42) == message_id(here, ed, 42)  # a re-send is the same message
+    assert message_id(here, ed, 42) != message_id(staging, ed, 42)  # another installation
+    rebuilt = replace(ed, window_end=ed.window_end + timedelta(minutes=3))  # the same day, a rebuilt database
+    assert message_id(here, ed, 42) != message_id(here, rebuilt, 42)
+    assert message_id(here, ed, 42) != message_id(here, ed, 43)
+    assert ".42." not in message_id(here, ed, 42)  # the subscriber id is not shown
+
+
+def test_two_installations_send_different_message_ids(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    ids = []
+    for n, secret in enumerate(("production-secret", "staging-secret")):
+        monkeypatch.setenv("FS_TEST_SECRET", secret)
+        clock = Clock(kst(2, 7))
+        (tmp_path / str(n)).mkdir()
+        app = _app(tmp_path / str(n), clock)
+        _editions(app, tmp_path / str(n), clock, (kst(2, 7), [_news(1, kst(2, 6))], date(2025, 7, 2)))
+        [msg] = _sent(tmp_path / str(n))
+        ids.append(msg["Message-ID"])
+    assert ids[0] != ids[1]
+
+
 def test_broken_template_names_file_and_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "digest.html.j2").write_text("<html>\n<p>\n{% for x in %}\n</html>\n", encoding="utf-8")
     renderer = DigestRenderer([tmp_path, BUNDLED_TEMPLATES])
@@ -172,7 +202,7 @@ def test_broken_template_names_file_and_line(tmp_path) -> None:  # type: ignore[
 def test_message_lines_fit_smtp_and_bodies_are_8bit() -> None:
     ed, r = _render()
     long_html = r.html.replace("</body>", "<p>" + "가나다라 " * 2000 + "</p></body>")
-    r2 = type(r)(long_html, r.text + "\n" + "마바사 " * 1000, r.sections, r.article_count)
+    r2 = type(r)(long_html, r.text + "\n" + "마바사 " * 1000, r.sections, r.article_count, markers=r.markers)
     raw = compose(
         SITE,
         r2,
@@ -268,3 +298,176 @@ def test_preview_renders_without_horizontal_scrolling(tmp_path, width: int) -> N
         finally:
             browser.close()
     assert (shots / f"digest-{width}.png").stat().st_size > 10_000
+
+
+# -- what a whole send puts where: an App on a Maildir, a controlled clock --------------------------
+class Clock:
+    """The time the app sees; a test moves it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _app(tmp_path, clock: Clock):  # type: ignore[no-untyped-def]
+    from feedservice.config import load_settings
+    from feedservice.entry.bootstrap import make_app
+    from tests.conftest import write_config
+
+    return make_app(load_settings(write_config(tmp_path)), clock=clock)
+
+
+def _store(app, clock: Clock, *articles: Article) -> None:  # type: ignore[no-untyped-def]
+    """Collect ``articles`` at the clock's time (their first_seen)."""
+    from feedservice.model import FetchRecord
+
+    app.store.record_fetches([FetchRecord("https://src.example/rss", clock.now, articles=articles)], clock.now)
+
+
+def _sent(tmp_path) -> list[email.message.EmailMessage]:  # type: ignore[no-untyped-def]
+    import mailbox
+
+    box = mailbox.Maildir(str(tmp_path / "mail"), create=False)
+    return [email.message_from_bytes(m.as_bytes(), policy=policy.default) for m in box]  # type: ignore[misc]
+
+
+PLACES = "u=%%unsubscribe_url%%&p=%%preferences_url%%"
+
+
+def test_feed_text_never_places_a_readers_link(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A feed item carrying the marker strings in its link, image URL and title gets no reader's link."""
+    import asyncio
+
+    from feedservice.model import SubscriberStatus
+
+    clock = Clock(datetime(2025, 7, 1, 21, 0, tzinfo=UTC))  # 06:00 KST, before the 07:00 edition
+    app = _app(tmp_path, clock)
+    hostile = Article(
+        id="urn:hostile", url=f"https://tracker.example/a?{PLACES}", section="bigtech",
+        title=f"제목 {PLACES}", image_url=f"https://tracker.example/pixel.gif?{PLACES}",
+        published=clock.now - timedelta(hours=1),
+    )  # fmt: skip
+    _store(app, clock, hostile)
+    app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, clock.now)
+    asyncio.run(app.send_digest(date(2025, 7, 2)))
+    [msg] = _sent(tmp_path)
+    unsub, prefs = app.links_for(app.store.get_subscriber("reader@example.com"))  # type: ignore[arg-type]
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    doc = lxml.html.fromstring(html)
+    # The reader's links are where the template puts them (footer and List-Unsubscribe), nowhere else.
+    assert [a.get("href") for a in doc.xpath("//a") if a.get("href") in (unsub, prefs)] == [prefs, unsub]
+    assert html.count(unsub) == 1 and html.count(prefs) == 1
+    assert text.count(unsub) == 1 and text.count(prefs) == 1
+    assert doc.xpath("//img")[0].get("src") == f"https://tracker.example/pixel.gif?{PLACES}"  # left as the feed gave it
+    assert f"https://tracker.example/a?{PLACES}" in text and f"제목 {PLACES}" in text
+    assert unsub in msg["List-Unsubscribe"]
+    # The web copy has no reader's link at all.
+    stored = app.store.get_edition(date(2025, 7, 2))
+    assert stored is not None and unsub not in stored[1] and prefs not in stored[1]
+    app.close()
+
+
+# -- which edition an article is in: a controlled clock for each case -------------------------------
+def kst(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2025, 7, day, hour, minute, tzinfo=KST)
+
+
+def _news(n: int, published: datetime, title: str | None = None) -> Article:
+    return Article(id=f"urn:e{n}", url=f"https://www.newsspace.kr/news/e{n}", section="bigtech",
+                   title=title or f"기사 {n}", published=published)  # fmt: skip
+
+
+def _editions(app, tmp_path, clock: Clock, *steps) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Run (time, articles to collect then, edition day to send or None) steps; each sent edition's text."""
+    import asyncio
+
+    from feedservice.model import SubscriberStatus
+
+    app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, kst(1, 0))
+    for when, articles, day in steps:
+        clock.now = when
+        if articles:
+            _store(app, clock, *articles)
+        if day is not None:
+            asyncio.run(app.send_digest(day))
+    texts = {str(m["Subject"]).split()[-2]: m.get_body(("plain",)).get_content() for m in _sent(tmp_path)}
+    app.close()
+    return texts
+
+
+def test_an_article_collected_after_an_edition_is_in_the_next(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(kst(1, 7))
+    app = _app(tmp_path, clock)
+    texts = _editions(
+        app, tmp_path, clock,
+        (kst(1, 7), [_news(1, kst(1, 6))], date(2025, 7, 1)),
+        (kst(2, 6, 50), [_news(2, kst(2, 6, 45))], None),  # collected before the edition
+        (kst(2, 7), [], date(2025, 7, 2)),
+        (kst(2, 7, 5), [_news(3, kst(2, 6, 50))], None),  # published 06:50, collected 07:05: late
+        (kst(3, 7), [], date(2025, 7, 3)),
+    )  # fmt: skip
+    assert "기사 1" in texts["2025.07.01"]
+    assert "기사 2" in texts["2025.07.02"] and "기사 3" not in texts["2025.07.02"]
+    assert "기사 3" in texts["2025.07.03"] and "기사 2" not in texts["2025.07.03"]
+
+
+def test_a_backlog_older_than_48_hours_is_not_news(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(kst(3, 7))
+    app = _app(tmp_path, clock)
+    texts = _editions(
+        app, tmp_path, clock,
+        # A new source brings its archive: 49 h and 47 h before the edition.
+        (kst(3, 7), [_news(1, kst(1, 6)), _news(2, kst(1, 8)), _news(3, kst(3, 5))], date(2025, 7, 3)),
+    )  # fmt: skip
+    assert "기사 1" not in texts["2025.07.03"]
+    assert "기사 2" in texts["2025.07.03"] and "기사 3" in texts["2025.07.03"]
+
+
+def test_no_edition_repeats_an_article_even_corrected(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(kst(1, 7))
+    app = _app(tmp_path, clock)
+    texts = _editions(
+        app, tmp_path, clock,
+        (kst(1, 6), [_news(1, kst(1, 5))], date(2025, 7, 1)),
+        # Corrected after the edition: a new title and a date moved into the next window.
+        (kst(1, 12), [_news(1, kst(1, 11), "기사 1 (수정)"), _news(2, kst(1, 11))], None),
+        (kst(2, 7), [], date(2025, 7, 2)),
+    )  # fmt: skip
+    assert "기사 1" in texts["2025.07.01"]
+    assert "기사 2" in texts["2025.07.02"] and "기사 1" not in texts["2025.07.02"]
+
+
+def test_an_edition_sent_early_closes_its_window_then(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(kst(2, 6))
+    app = _app(tmp_path, clock)
+    texts = _editions(
+        app, tmp_path, clock,
+        (kst(2, 6), [_news(1, kst(2, 5))], None),
+        (kst(2, 6, 10), [], date(2025, 7, 2)),  # sent 50 minutes before 07:00
+        (kst(2, 6, 40), [_news(2, kst(2, 6, 30))], None),
+        (kst(2, 7), [], date(2025, 7, 2)),  # the scheduled run: already recorded, nothing new
+        (kst(3, 7), [], date(2025, 7, 3)),
+    )  # fmt: skip
+    assert "기사 1" in texts["2025.07.02"] and "기사 2" not in texts["2025.07.02"]
+    assert "기사 2" in texts["2025.07.03"] and "기사 1" not in texts["2025.07.03"]
+    stored = app.store.get_edition(date(2025, 7, 3))
+    assert stored is not None and stored[0].window_start == kst(2, 6, 10)
+
+
+def test_a_missed_send_within_the_grace_behaves_as_on_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(kst(2, 6))
+    app = _app(tmp_path, clock)
+    texts = _editions(
+        app, tmp_path, clock,
+        (kst(1, 7), [_news(1, kst(1, 6))], date(2025, 7, 1)),
+        (kst(2, 6), [_news(2, kst(2, 5))], None),
+        (kst(2, 8, 30), [_news(3, kst(2, 8, 20))], None),  # the service was down at 07:00
+        (kst(2, 9, 0), [], date(2025, 7, 2)),  # started again within the 3 h grace: sent now
+        (kst(2, 9, 30), [_news(4, kst(2, 9, 20))], None),
+        (kst(3, 7), [], date(2025, 7, 3)),
+    )  # fmt: skip
+    assert "기사 2" in texts["2025.07.02"] and "기사 3" in texts["2025.07.02"] and "기사 4" not in texts["2025.07.02"]
+    assert "기사 4" in texts["2025.07.03"] and "기사 3" not in texts["2025.07.03"]

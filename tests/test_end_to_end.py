@@ -19,9 +19,10 @@ import pytest
 from feedservice.entry.cli import main
 from feedservice.entry.demo import sample_rss, sample_sfctm2
 from tests.conftest import FeedServer, Served, SmtpSink, shared_fixture, write_config
+from tests.test_digest import Clock
 
 KST = ZoneInfo("Asia/Seoul")
-DAY = "2026-11-20"  # window: 2026-11-19 07:00 – 2026-11-20 07:00 KST
+DAY = "2026-11-20"  # sent at 07:00 KST that day (the clock below): everything collected before it
 
 BIGTECH = [
     (
@@ -38,9 +39,20 @@ BIGTECH = [
         datetime(2026, 11, 19, 15, 0, tzinfo=KST),
         102,
     ),
-    ("어제 나온 오래된 기사", "창 밖의 기사.", "박하늘", datetime(2026, 11, 18, 9, 0, tzinfo=KST), 103),
+    ("사흘 전의 오래된 기사", "창 밖의 기사.", "박하늘", datetime(2026, 11, 17, 9, 0, tzinfo=KST), 103),
 ]
 SPACE = [("걷는 도시가 답이다", "골목 상권이 달라졌다.", "정다은", datetime(2026, 11, 20, 6, 30, tzinfo=KST), 201)]
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The time the commands see: the edition's send time. An edition holds what was collected
+    before it was composed, so these tests collect and send on the edition's morning."""
+    from feedservice.entry import bootstrap
+
+    now = Clock(datetime(2026, 11, 20, 7, 0, tzinfo=KST))
+    monkeypatch.setattr(bootstrap, "utcnow", now)
+    return now
 
 
 def _serve(feed_server: FeedServer) -> None:
@@ -102,7 +114,7 @@ def test_whole_cycle_into_smtp(
     text = full.get_body(("plain",)).get_content()
     for title in ("빅테크 5사, AI 데이터센터 투자 경쟁", "클라우드 요금 인상 예고", "걷는 도시가 답이다"):
         assert title in html and title in text
-    assert "오래된 기사" not in html  # outside the edition window
+    assert "오래된 기사" not in html  # published more than 48 h before the edition: a backlog item
     assert "구름조금 서울 29.1℃" in html and "기상청 제공" in html
     space_only = by_rcpt["Space.Fan@example.com"].get_body(("html",)).get_content()
     assert "걷는 도시가 답이다" in space_only and "클라우드" not in space_only
@@ -184,7 +196,7 @@ def _maildir_messages(folder: Path) -> list:  # type: ignore[type-arg]
     return [email.message_from_bytes(m.as_bytes(), policy=policy.default) for m in box]
 
 
-def test_corrected_article_is_not_news_again(tmp_path: Path, feed_server: FeedServer) -> None:
+def test_corrected_article_is_not_news_again(tmp_path: Path, feed_server: FeedServer, clock: Clock) -> None:
     feed_server.files["/rss/bigtech.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", BIGTECH))
     cfg = write_config(tmp_path, sources=[(feed_server.url("/rss/bigtech.xml"), "bigtech")])
     c = ["--config", str(cfg)]
@@ -206,6 +218,7 @@ def test_corrected_article_is_not_news_again(tmp_path: Path, feed_server: FeedSe
     feed_server.files["/rss/bigtech.xml"] = Served(
         sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", corrected)
     )
+    clock.now = datetime(2026, 11, 21, 7, 0, tzinfo=KST)
     assert main([*c, "collect", "--all"]) == 0
     assert main([*c, "digest", "send", "--date", "2026-11-21"]) == 0
     [second] = [m for m in _maildir_messages(tmp_path / "mail") if "2026.11.21" in str(m["Subject"])]

@@ -66,7 +66,7 @@ def test_articles_new_unchanged_and_updated(db_url: str) -> None:
     assert newest[0].updated == later and newest[0].published == NOW - timedelta(hours=1)
     assert newest[0].published.tzinfo is not None
     assert store.recent_articles("space-sociology", 10) == []
-    window = store.articles_between(NOW - timedelta(hours=2, minutes=30), NOW)
+    window = store.articles_for_edition(NOW - timedelta(hours=1), NOW, NOW - timedelta(hours=2, minutes=30))
     assert [a.title for a in window] == ["빅테크 기사 1 (수정)", "빅테크 기사 2"]
     [src] = store.list_sources()
     assert (src.etag, src.articles, src.failures, src.last_success) == ('"b"', 3, 0, later)

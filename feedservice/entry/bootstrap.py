@@ -45,7 +45,16 @@ from feedservice.workers import exit_with_parent
 
 log = logging.getLogger("feedservice")
 
-BUNDLED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+def _bundled_templates() -> Path:
+    """The templates shipped with the package: ``feedservice/templates`` in an installed wheel
+    (pyproject maps the top-level ``templates/`` there), else the source tree's ``templates/``."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "templates"
+    return installed if installed.is_dir() else package.parent / "templates"
+
+
+BUNDLED_TEMPLATES = _bundled_templates()
 
 
 def utcnow() -> datetime:
@@ -99,6 +108,7 @@ class App:
             subject_format=s.digest.subject,
             list_id=s.digest.list_id,
             max_per_section=s.digest.max_per_section,
+            message_key=self.secret(),
         )
 
     @property
@@ -321,8 +331,7 @@ class App:
         stored = self.store.get_edition(day)
         if stored is not None:
             return stored[0]
-        previous = self.store.last_edition_before(day)
-        ed = digest.edition_for(day, self.settings.digest.send_time, self.settings.site.tz, previous)
+        ed = digest.edition_for(day, self.clock(), self.store.last_edition_before(day))
         return Edition(ed.day, ed.window_start, ed.window_end, digest.subject_for(self.digest_site, day))
 
     def today(self) -> date:
@@ -338,9 +347,15 @@ class App:
         renderer = self.renderer()
         renderer.check()
         ed = self.edition(day)
-        # An article an earlier edition carried is not news again, even when a correction moved it.
-        carried = self.store.articles_carried(day - timedelta(days=14), day)
-        articles = [a for a in self.store.articles_between(ed.window_start, ed.window_end) if a.id not in carried]
+        # An article another edition carried is not news again (windows of editions composed out of
+        # order can overlap), even when a correction moved its date.
+        around = timedelta(days=14)
+        carried = self.store.articles_carried(day - around, day)
+        carried |= self.store.articles_carried(day + timedelta(days=1), day + around)
+        since = digest.published_since(ed)
+        articles = [
+            a for a in self.store.articles_for_edition(ed.window_start, ed.window_end, since) if a.id not in carried
+        ]
         block = await self.weather_for_digest(ed.window_end)
         site = self.digest_site
         note = self.settings.digest.when_empty == "note"
@@ -361,6 +376,11 @@ class App:
         everything = digest.pick_sections(self.sections, articles, site.max_per_section)
         web = renderer.render(site, ed, everything, block, web_url=self.edition_url(day))
         return ed, rendered_for, Preview(ed, web, block)
+
+    def web_links(self) -> dict[str, str]:
+        """The web copy's footer links: the pages where a reader finds their own links (no token)."""
+        base = self.settings.site.public_url.rstrip("/")
+        return {"unsubscribe": f"{base}/unsubscribe", "preferences": f"{base}/"}
 
     def links_for(self, sub: Subscriber) -> tuple[str, str]:
         base = self.settings.site.public_url.rstrip("/")
@@ -419,7 +439,8 @@ class App:
         """
         ed, rendered_for, preview = await self.prepare(day)
         now = self.clock()
-        self.store.save_edition(ed, preview.rendered.html, preview.rendered.text, now, preview.rendered.article_ids)
+        html, text = preview.rendered.fill(self.web_links())
+        self.store.save_edition(ed, html, text, now, preview.rendered.article_ids)
         report = deliver.SendReport()
         report.queued, report.skipped_empty = deliver.enqueue_edition(
             self.store, self.digest_site, ed, lambda chosen: rendered_for(chosen) is not None, now
@@ -463,8 +484,13 @@ class App:
         self.store.close()
 
 
-def make_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> App:
-    """Open (and migrate) the database, record the configured sections and sources."""
+def make_app(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> App:
+    """Open (and migrate) the database, record the configured sections and sources.
+
+    ``clock`` defaults to this module's ``utcnow``, looked up when called, so a test can set
+    the time the CLI's commands see.
+    """
+    clock = clock or utcnow
     secret = App(settings, None, clock).secret()  # type: ignore[arg-type]
     app = App(settings, open_store(settings.database_url, address_key=secret), clock, _secret=secret)
     app.sync_config()

@@ -17,10 +17,10 @@ from rich.table import Table
 
 from feedservice.entry import aio
 from feedservice.entry.bootstrap import App
+from feedservice.entry.preview import NOTICE, write_preview
 from feedservice.model import SubscriberStatus
 from feedservice.services import deliver
 from feedservice.services import subscribers as subs
-from feedservice.services.digest import compose, message_id
 from feedservice.services.weather import format_observation, national_summary
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -101,40 +101,16 @@ def _next_edition_day(app: App) -> date:
 
 def cmd_digest_preview(app: App, args: argparse.Namespace) -> int:
     day = args.date or _next_edition_day(app)
-    ed, rendered_for, preview = aio.run(app.prepare(day))
-    folder = Path(args.out)
-    folder.mkdir(parents=True, exist_ok=True)
-    sample = next(iter(app.store.iter_subscribers(SubscriberStatus.SUBSCRIBED, batch=1)), None)
-    unsub, prefs = app.links_for(sample) if sample else (f"{app.settings.site.public_url}/unsubscribe",) * 2
-    to = sample.email if sample else "preview@example.invalid"
-    rendered = (rendered_for(sample.sections) if sample else None) or preview.rendered
-    sign = app.signer()
-    eml = compose(
-        app.digest_site,
-        rendered,
-        day=day,
-        to=to,
-        msg_id=message_id(app.digest_site, day, 0),
-        unsubscribe_url=unsub,
-        preferences_url=prefs,
-        now=datetime.now(UTC),
-    )
-    if sign is not None:
-        eml = sign(eml)
-    paths = {
-        "index.html": rendered.html.replace("%%unsubscribe_url%%", unsub).replace("%%preferences_url%%", prefs),
-        "digest.txt": rendered.text.replace("%%unsubscribe_url%%", unsub).replace("%%preferences_url%%", prefs),
-    }
-    for name, text in paths.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    (folder / "digest.eml").write_bytes(eml)
+    ed, _, preview = aio.run(app.prepare(day))
+    files = write_preview(app, ed, preview.rendered, Path(args.out))
     out.print(
         f"digest preview {day}: {preview.rendered.article_count} articles in "
         f"{len(preview.rendered.sections)} sections, window "
         f"{_local(app, ed.window_start)} – {_local(app, ed.window_end)}"
     )
-    for name in ("index.html", "digest.txt", "digest.eml"):
-        out.print(f"  {(folder / name).resolve()}")
+    for path in (files.html, files.text, files.eml):
+        out.print(f"  {path.resolve()}")
+    out.print(f"  ({NOTICE})")
     return OK
 
 

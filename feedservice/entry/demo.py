@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 from feedservice.config import load_settings
 from feedservice.entry import aio
 from feedservice.entry.bootstrap import make_app
+from feedservice.entry.preview import NOTICE, write_preview
 from feedservice.model import SubscriberStatus
-from feedservice.services.digest import compose, message_id
 
 KST = ZoneInfo("Asia/Seoul")
 
@@ -220,8 +220,8 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-def _build_files(base: str, now: datetime, window_end: datetime) -> dict[str, tuple[bytes, str]]:
-    anchor = min(now, window_end) - timedelta(minutes=20)
+def _build_files(base: str, now: datetime) -> dict[str, tuple[bytes, str]]:
+    anchor = now - timedelta(minutes=20)  # the edition, composed now, holds what was just collected
     titles = {"bigtech": "빅테크", "space-sociology": "공간사회학", "economy": "경제", "society": "사회"}
     by_section: dict[str, list[tuple[str, str, str, datetime, int]]] = {s: [] for s in titles}
     for i, (section, title, summary, who) in enumerate(ARTICLES):
@@ -235,8 +235,8 @@ def _build_files(base: str, now: datetime, window_end: datetime) -> dict[str, tu
                 sample_rss(base, section, titles[section], items),
                 "application/rss+xml; charset=utf-8",
             )
-    # The morning observation before the edition (a run later in the day shows the edition's own morning).
-    files["/kma_sfctm2.php"] = (sample_sfctm2(min(now, window_end - timedelta(hours=1))), "text/plain; charset=euc-kr")
+    # The last hourly observation before the edition.
+    files["/kma_sfctm2.php"] = (sample_sfctm2(now - timedelta(hours=1)), "text/plain; charset=euc-kr")
     return files
 
 
@@ -294,8 +294,7 @@ def run_demo(folder: Path | None = None) -> int:
     base = f"http://127.0.0.1:{server.server_address[1]}"
     now = datetime.now(UTC)
     today = now.astimezone(KST).date()
-    window_end = datetime.combine(today, datetime.min.time().replace(hour=7), KST)
-    _Handler.files = _build_files(base, now, window_end)
+    _Handler.files = _build_files(base, now)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -327,30 +326,9 @@ async def _cycle(app, folder: Path, day) -> int:  # type: ignore[no-untyped-def]
     now = app.clock()
     for email, sections in (("reader@example.com", ()), ("bigtech.fan@example.com", ("bigtech",))):
         app.store.add_subscriber(email, sections, SubscriberStatus.SUBSCRIBED, now)
-    _, rendered_for, _ = await app.prepare(day)
+    ed, _, preview = await app.prepare(day)
     preview_dir = folder / "preview"
-    preview_dir.mkdir(exist_ok=True)
-    sub = app.store.get_subscriber("reader@example.com")
-    unsub, prefs = app.links_for(sub)
-    rendered = rendered_for(sub.sections)
-    (preview_dir / "index.html").write_text(
-        rendered.html.replace("%%unsubscribe_url%%", unsub).replace("%%preferences_url%%", prefs), encoding="utf-8"
-    )
-    (preview_dir / "digest.txt").write_text(
-        rendered.text.replace("%%unsubscribe_url%%", unsub).replace("%%preferences_url%%", prefs), encoding="utf-8"
-    )
-    (preview_dir / "digest.eml").write_bytes(
-        compose(
-            app.digest_site,
-            rendered,
-            day=day,
-            to=sub.email,
-            msg_id=message_id(app.digest_site, day, sub.id),
-            unsubscribe_url=unsub,
-            preferences_url=prefs,
-            now=now,
-        )
-    )
+    write_preview(app, ed, preview.rendered, preview_dir)
     report = await app.send_digest(day)
     print(f"digest {day}: {report.summary()}")
     print()
@@ -358,6 +336,7 @@ async def _cycle(app, folder: Path, day) -> int:  # type: ignore[no-untyped-def]
     print(f"digest preview:  {preview_dir / 'index.html'}")
     print(f"                 {preview_dir / 'digest.txt'}")
     print(f"                 {preview_dir / 'digest.eml'}")
+    print(f"                 ({NOTICE})")
     print(f"delivered mail:  {app.settings.path(app.settings.delivery.maildir)}/new/  (a Maildir)")
     print(f"database:        {app.settings.database_url}")
     ok = collected.failed == 0 and weather.provider is not None and report.sent > 0 and not report.failed

@@ -141,7 +141,7 @@ def enqueue_edition(
         if not has_content(sub.sections):
             skipped += 1
             continue
-        rows.append((sub.id, sub.email, message_id(site, edition.day, sub.id)))
+        rows.append((sub.id, sub.email, message_id(site, edition, sub.id)))
         if len(rows) >= batch:
             queued += store.enqueue_deliveries(edition.day, rows, now)
             rows = []

@@ -3,13 +3,20 @@
 Rendering is done once per edition and per distinct section choice; a subscriber's
 own links (unsubscribe, preferences) are put into the rendered bytes by plain string
 replacement of marker strings, so no template runs per subscriber.
+
+The markers are drawn at random for each rendering (``_markers``): article-derived text
+(a feed's link, image URL or title) cannot know them, so it can never make a place where a
+reader's personal link is put. A fixed marker such as ``%%unsubscribe_url%%`` in a feed item
+once sent every reader's unsubscribe link to a third-party image host.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import re
+import secrets
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,9 +42,12 @@ from feedservice.services.weather import (
     observed_label,
 )
 
+# The markers that editions stored before the random markers hold (the web copy still replaces them).
 UNSUBSCRIBE = "%%unsubscribe_url%%"
 PREFERENCES = "%%preferences_url%%"
-MAX_WINDOW = timedelta(hours=24)
+LINKS = ("unsubscribe", "preferences")  # the personal links a template may place
+FIRST_WINDOW = timedelta(hours=24)  # what the very first edition reaches back over
+BACKLOG = timedelta(hours=48)  # an article published this long before its edition is a backlog item, not news
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class DigestSite:
     subject_format: str = "{site} 아침 브리핑 {date}"
     list_id: str | None = None
     max_per_section: int = 5
+    message_key: bytes = field(default=b"", repr=False)  # the site secret: Message-IDs are HMACs with it
 
     @functools.cached_property
     def sender_domain(self) -> str:  # asked for every Message-ID: parse the address once
@@ -70,7 +81,21 @@ class RenderedDigest:
     sections: list[str] = field(default_factory=list)
     article_count: int = 0
     article_ids: list[str] = field(default_factory=list)
+    markers: dict[str, str] = field(default_factory=lambda: _markers())  # where the template put the links
     template: MessageTemplate | None = None  # the encoded message, once ``prepare`` has made it
+
+    def fill(self, links: dict[str, str]) -> tuple[str, str]:
+        """HTML and text with the template's link places filled (a web copy, a preview)."""
+        html, text = self.html, self.text
+        for name, marker in self.markers.items():
+            html = html.replace(marker, links[name])
+            text = text.replace(marker, links[name])
+        return html, text
+
+
+def _markers() -> dict[str, str]:
+    """Fresh, unguessable markers for one rendering (128 random bits each)."""
+    return {name: f"%%{name}-{secrets.token_hex(16)}%%" for name in LINKS}
 
 
 def date_label(day: date, language: str = "ko") -> str:
@@ -78,13 +103,25 @@ def date_label(day: date, language: str = "ko") -> str:
     return format_date(day, "yyyy.MM.dd (E)", locale=language)
 
 
-def edition_for(day: date, send_time: Any, tz: ZoneInfo, previous: Edition | None) -> Edition:
-    """An edition's window: since the previous edition's end, at most 24 h, up to the send time."""
-    end = datetime.combine(day, send_time, tz)
-    start = end - MAX_WINDOW
-    if previous is not None and start < previous.window_end < end:
-        start = previous.window_end
-    return Edition(day=day, window_start=start, window_end=end)
+def edition_for(day: date, now: datetime, previous: Edition | None) -> Edition:
+    """The edition of ``day`` composed at ``now``: the window of first-collected times it covers.
+
+    An article belongs to the first edition composed after it was first collected, so the
+    window runs from the previous edition's end up to the moment of composing, whenever that
+    is: an edition sent early closes its window then (the next one starts there), and one
+    composed late (a missed send caught up within the grace time, a run after a downtime)
+    covers everything collected up to it, as on any other day. Windows on ``published`` lost
+    every article published just before an edition but collected just after it. The window
+    is half-open at its start, ``(start, end]``, so every instant belongs to exactly one edition.
+    The very first edition reaches back ``FIRST_WINDOW``.
+    """
+    start = previous.window_end if previous is not None and previous.window_end < now else now - FIRST_WINDOW
+    return Edition(day=day, window_start=start, window_end=now)
+
+
+def published_since(edition: Edition) -> datetime:
+    """The oldest publication time an edition takes: older ones (a new source's backlog) are not news."""
+    return edition.window_end - BACKLOG
 
 
 def pick_sections(
@@ -208,6 +245,7 @@ class DigestRenderer:
             }
             for s, arts in chosen
         ]
+        markers = _markers()
         context = {
             "site": {"name": site.name, "url": site.url, "language": site.language},
             "subject": subject_for(site, edition.day),
@@ -216,7 +254,7 @@ class DigestRenderer:
             "sections": sections,
             "sender": site.sender,
             "postal_address": site.postal_address,
-            "links": {"web": web_url, "unsubscribe": UNSUBSCRIBE, "preferences": PREFERENCES},
+            "links": {"web": web_url, **markers},
         }
         html = self._inliner.inline(self._render("digest.html.j2", context))
         text = self._render("digest.txt.j2", context)
@@ -226,6 +264,7 @@ class DigestRenderer:
             [s.slug for s, _ in chosen],
             sum(len(a) for _, a in chosen),
             [a.id for _, arts in chosen for a in arts],
+            markers,
         )
 
 
@@ -243,10 +282,17 @@ def subject_for(site: DigestSite, day: date) -> str:
     return site.subject_format.format(site=site.name, date=date_label(day, site.language))
 
 
-def message_id(site: DigestSite, day: date, subscriber_id: int) -> str:
-    """Deterministic per (edition, subscriber): a re-send is recognisably the same message."""
-    h = hashlib.sha256(f"{site.sender_domain}|{day.isoformat()}|{subscriber_id}".encode()).hexdigest()[:16]
-    return f"<digest.{day:%Y%m%d}.{subscriber_id}.{h}@{site.sender_domain}>"
+def message_id(site: DigestSite, edition: Edition, subscriber_id: int) -> str:
+    """Deterministic per (edition, subscriber), and unique to this installation and this edition.
+
+    An HMAC with the site's secret over the edition (its day and the moment its window closed)
+    and the subscriber: a plain hash of domain, date and subscriber id gave a staging install or
+    a rebuilt database the real edition's IDs for other people, and providers drop mail whose
+    Message-ID they think they have seen. The subscriber id is not shown.
+    """
+    ident = f"message-id|{edition.day.isoformat()}|{int(edition.window_end.timestamp())}|{subscriber_id}"
+    h = hmac.new(site.message_key, ident.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"<digest.{edition.day:%Y%m%d}.{h}@{site.sender_domain}>"
 
 
 def prepare(site: DigestSite, rendered: RenderedDigest, day: date) -> MessageTemplate:
@@ -259,7 +305,7 @@ def prepare(site: DigestSite, rendered: RenderedDigest, day: date) -> MessageTem
         list_id=site.list_id_header,
         text=rendered.text,
         html=rendered.html,
-        markers={"unsubscribe": UNSUBSCRIBE, "preferences": PREFERENCES},
+        markers=rendered.markers,
     )
     return rendered.template
 

@@ -240,12 +240,14 @@ class FeedStoreMixin(StoreBase):
         with self._tx("reading archived articles") as conn:
             return [_article(r) for r in conn.execute(q)]
 
-    def articles_between(self, start: datetime, end: datetime) -> list[Article]:
-        """Articles first published in [start, end), newest first."""
+    def articles_for_edition(self, after: datetime, until: datetime, published_since: datetime) -> list[Article]:
+        """Articles first collected in (after, until] and published at ``published_since`` or later,
+        newest first: an edition's candidates (the rule is ``services.digest.edition_for``'s)."""
+        c = t.articles.c
         q = (
             sa.select(t.articles)
-            .where(t.articles.c.published >= start, t.articles.c.published < end)
-            .order_by(t.articles.c.published.desc(), t.articles.c.id)
+            .where(c.first_seen > after, c.first_seen <= until, c.published >= published_since)
+            .order_by(c.published.desc(), c.id)
         )
         with self._tx("reading articles") as conn:
             return [_article(r) for r in conn.execute(q)]

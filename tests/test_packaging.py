@@ -1,0 +1,66 @@
+"""The wheel works where it is installed: built from the sources, installed (not editable) into a
+fresh virtual environment and run from another folder, ``feedservice demo`` renders and sends.
+
+An installed wheel once failed its first digest with "template digest.html.j2: template not
+found", because the templates were looked up beside the source tree. The wheel is built with
+this environment's setuptools (no download); the fresh environment borrows this one's installed
+dependencies through a ``.pth`` line, so only the wheel's own files are new. ``.ci/run`` also
+installs the wheel with its dependencies from the index.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def _build_wheel(dest: Path) -> Path:
+    src = dest / "src"
+    for part in ("feedservice", "templates"):
+        shutil.copytree(ROOT / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(dest / "dist"),
+         "--quiet"], check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    [wheel] = (dest / "dist").glob("feedservice-*.whl")
+    return wheel
+
+
+def test_the_wheel_installed_elsewhere_runs_the_demo(tmp_path: Path) -> None:
+    wheel = _build_wheel(tmp_path)
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {n.removeprefix("feedservice/templates/") for n in names if n.startswith("feedservice/templates/")}
+    assert shipped == {p.name for p in (ROOT / "templates").glob("*.j2")}
+    assert not [n for n in names if "demo_data" in n or n.startswith("tests/")]
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               check=True, capture_output=True, text=True).stdout.strip())  # fmt: skip
+    (site / "borrowed-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n", encoding="utf-8")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet", str(wheel)],
+        check=True, capture_output=True, timeout=300,
+    )
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDSERVICE_", "PYTHON"))}
+    where = subprocess.run([str(python), "-c", "import feedservice; print(feedservice.__file__)"], cwd=elsewhere,
+                           env=env, check=True, capture_output=True, text=True).stdout  # fmt: skip
+    assert Path(where.strip()).is_relative_to(site), where  # the installed copy, not the sources
+    demo = subprocess.run([str(venv / "bin" / "feedservice"), "demo", "--dir", str(tmp_path / "demo")], cwd=elsewhere,
+                          env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "2 sent" in demo.stdout
+    assert "오늘의 날씨" in (tmp_path / "demo" / "preview" / "index.html").read_text(encoding="utf-8")
