@@ -34,6 +34,7 @@ from feedservice.adapters.parse import parse_feed
 from feedservice.adapters.smtp import SmtpMailer
 from feedservice.adapters.store import Store, open_store
 from feedservice.adapters.websub import WebSubPublisher
+from feedservice.addresses import wire_mailbox
 from feedservice.config import Settings
 from feedservice.errors import ConfigError, FeedServiceError
 from feedservice.model import Edition, Route, Section, Subscriber, WeatherBlock
@@ -94,7 +95,7 @@ class App:
             public_url=s.site.public_url,
             language=s.site.language,
             tz=s.site.tz,
-            sender=s.digest.from_,
+            sender=wire_mailbox(s.digest.from_),  # its domain in IDNA form, for every header and envelope
             postal_address=s.site.postal_address,
             subject_format=s.digest.subject,
             list_id=s.digest.list_id,
@@ -378,6 +379,7 @@ class App:
             rate=smtp.rate_limit if smtp else 0.0,
             lease=timedelta(seconds=d.lease_seconds),
             expires=timedelta(hours=d.expire_hours),
+            shutdown_timeout=self.settings.run.shutdown_timeout,
         )
 
     async def send_confirmation(self, email: str, confirm_url: str, hours: int) -> None:
@@ -415,11 +417,15 @@ class App:
     ) -> deliver.SendReport:
         """Record the edition and its deliveries, then send what is due (resuming a previous run).
 
-        With ``queue_only`` nothing is sent: ``feedservice worker`` processes do that.
+        With ``queue_only`` nothing is sent: ``feedservice worker`` processes do that. A paused
+        edition (the relay refused our sender, or the suppression breaker tripped) is resumed:
+        this is how an operator says "go on".
         """
         ed, rendered_for, preview = await self.prepare(day)
         now = self.clock()
         self.store.save_edition(ed, preview.rendered.html, preview.rendered.text, now, preview.rendered.article_ids)
+        if self.store.resume_sending(day):
+            log.info("digest %s: resuming a paused edition", day)
         report = deliver.SendReport()
         report.queued, report.skipped_empty = deliver.enqueue_edition(
             self.store, self.digest_site, ed, lambda chosen: rendered_for(chosen) is not None, now
@@ -440,10 +446,10 @@ class App:
                      ) -> deliver.SendReport:  # fmt: skip
         mailer = self.make_mailer()
         try:
-            await deliver.drain_edition(
+            await deliver.EditionDrain(
                 self.store, mailer, self.digest_site, ed, rendered_for, self.links_for, self.clock,
                 self.drain_settings(), report=report, sign=self.signer(), progress=progress,
-            )  # fmt: skip
+            ).run()  # fmt: skip
         finally:
             await mailer.aclose()
         log.info("digest %s: %s", ed.day, report.summary())

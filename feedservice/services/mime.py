@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from email.header import Header
 from email.utils import parseaddr
 
+from feedservice.addresses import wire_address
+
 MAX_LINE = 990  # octets, under SMTP's 998
 _TAG_GAP = re.compile(r">(?=<)")
 
@@ -31,6 +33,8 @@ def encode_words(text: str) -> str:
 
 
 def _address(display: str, addr: str) -> str:
+    """A mailbox header value: RFC 2047 words for the display name only, never in the address."""
+    addr = wire_address(addr)
     return f"{encode_words(display)} <{addr}>" if display else addr
 
 
@@ -71,11 +75,14 @@ class MessageTemplate:
     sender: str
 
     def personalize(self, *, to: str, msg_id: str, links: dict[str, str], date_header: str) -> bytes:
+        """One reader's message. ``to`` goes in with its domain in IDNA form; a non-ASCII local part
+        stays UTF-8 (RFC 6532): such a message can only travel with SMTPUTF8, which the mailer
+        asks the relay for (and refuses to send without)."""
         parts = [
-            b"To: ", to.encode("ascii"), b"\r\nDate: ", date_header.encode("ascii"),
+            b"To: ", wire_address(to).encode("utf-8"), b"\r\nDate: ", date_header.encode("ascii"),
             b"\r\nMessage-ID: ", msg_id.encode("ascii"),
             b"\r\nList-Unsubscribe: <", links["unsubscribe"].encode("ascii"), b">,\r\n <mailto:",
-            self.sender.encode("ascii"), b"?subject=unsubscribe>\r\n", self.head, self.body[0],
+            self.sender.encode("utf-8"), b"?subject=unsubscribe>\r\n", self.head, self.body[0],
         ]  # fmt: skip
         for marker, segment in zip(self.markers, self.body[1:], strict=True):
             parts.append(links[marker].encode("ascii"))
@@ -134,4 +141,4 @@ def prepare_message(
         order.append(by_marker[m.group(0)])
         last = m.end()
     segments.append(body[last:].encode("utf-8"))
-    return MessageTemplate(head.encode("ascii"), tuple(segments), tuple(order), addr)
+    return MessageTemplate(head.encode("utf-8"), tuple(segments), tuple(order), wire_address(addr))
