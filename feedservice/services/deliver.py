@@ -149,6 +149,7 @@ class EditionDrain:
         self.error: BaseException | None = None  # raised when the run ends (fatal, storage)
         self.breaker = SuppressionBreaker(0, settings.breaker_share, settings.breaker_minimum)
         self.to_suppress: list[tuple[Delivery, Subscriber, Outcome]] = []  # applied if the run ends well
+        self.held_back: set[int] = set()  # their delivery ids
         self.recorder = GroupCommit(store, clock)
 
     # -- the run -------------------------------------------------------------------------------
@@ -259,6 +260,9 @@ class EditionDrain:
     async def _handle(self, d: Delivery, sub: Subscriber | None) -> None:
         """One message, start to end. Never raises (but for cancellation): anything that goes wrong
         is this message's outcome, or — when it is about us — stops the run."""
+        if d.id in self.held_back:  # due again in a long run: it waits for the end of this run, unsent
+            await self._commit(d, DeliveryStatus.DEFERRED, d.last_reply, retry_time(self.clock(), d.attempts))
+            return
         try:
             outcome = await self._attempt(d, sub)
         except SendingStopped as exc:  # about us: this message is handed back with the others
@@ -322,6 +326,7 @@ class EditionDrain:
                 self._stop(self.breaker.reason())
                 self._pause_edition(self.breaker.reason())
             self.to_suppress.append((d, sub, outcome))
+            self.held_back.add(d.id)
             await self._commit(d, DeliveryStatus.DEFERRED, outcome.reply, retry_time(self.clock(), d.attempts))
         else:
             await self._commit(d, outcome.status, outcome.reply, outcome.retry)
