@@ -312,3 +312,26 @@ def test_mailbox_full_is_temporary(tmp_path: Path, feed_server: FeedServer, rela
         status = {d.email: d.status.value for d in _deliveries(app)}
         assert status == {"ok@example.com": "sent", "full@example.com": "deferred"}
         assert _all_subscribed(app, ["full@example.com"])
+
+
+# -- 4. the confirmation mail: display names encoded, addresses never --------------------------------
+@pytest.mark.parametrize(
+    ("reader", "on_the_wire"),
+    [("user@bücher.de", "user@xn--bcher-kva.de"), ("사용자@bücher.de", "사용자@xn--bcher-kva.de")],
+)
+def test_confirmation_mail_encodes_display_names_never_addresses(
+    tmp_path: Path, feed_server: FeedServer, relay: tuple[Relay, int], reader: str, on_the_wire: str
+) -> None:
+    handler, port = relay
+    with _edition(tmp_path, feed_server, port, []) as app:
+        asyncio.run(app.send_confirmation(reader, "http://127.0.0.1:8080/confirm/abc", 24))
+    [(rcpt, data)] = handler.received
+    assert rcpt == on_the_wire
+    raw_to = next(line for line in data.split(b"\r\n") if line.startswith(b"To:"))
+    assert b"=?" not in raw_to  # before: user@=?utf-8?q?b=C3=BCcher?=.de
+    parsed = _parse(data)
+    assert parsed["To"].addresses[0].addr_spec == on_the_wire
+    sender = parsed["From"].addresses[0]
+    assert (sender.display_name, sender.addr_spec) == ("뉴스스페이스", "newsletter@newsspace.kr")
+    assert "구독을 확인" in parsed["Subject"]
+    assert "http://127.0.0.1:8080/confirm/abc" in parsed.get_body(("plain",)).get_content()

@@ -40,7 +40,7 @@ from feedservice.errors import ConfigError, FeedServiceError
 from feedservice.model import Edition, Route, Section, Subscriber, WeatherBlock
 from feedservice.ports import Mailer, WeatherProvider
 from feedservice.services import collect as collect_service
-from feedservice.services import deliver, digest, feeds, weather
+from feedservice.services import deliver, digest, feeds, mime, weather
 from feedservice.tokens import make_token
 from feedservice.workers import exit_with_parent
 
@@ -384,31 +384,25 @@ class App:
 
     async def send_confirmation(self, email: str, confirm_url: str, hours: int) -> None:
         """The double opt-in mail (its own templates). A failure is logged; the reader can ask again."""
-        from email.message import EmailMessage
-        from email.policy import SMTP as SMTP_POLICY
-        from email.utils import format_datetime, make_msgid
-
         site = self.digest_site
         env = self.renderer().env
         context = {"site_name": site.name, "confirm_url": confirm_url, "hours": hours, "sender": site.sender,
                    "postal_address": site.postal_address}  # fmt: skip
-        msg = EmailMessage(policy=SMTP_POLICY)
-        msg["From"] = site.sender
-        msg["To"] = email
-        msg["Subject"] = f"{site.name} 뉴스레터 구독을 확인해 주세요"
-        msg["Date"] = format_datetime(self.clock().astimezone(site.tz))
-        msg["Message-ID"] = make_msgid(domain=site.sender_domain)
-        msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(env.get_template("confirm.txt.j2").render(**context))
-        msg.add_alternative(env.get_template("confirm.html.j2").render(**context), subtype="html")
-        data = msg.as_bytes()
-        if (sign := self.signer()) is not None:
-            data = sign(data)
         mailer = self.make_mailer()
         try:
+            data = mime.one_off_message(
+                sender=site.sender, to=email, subject=f"{site.name} 뉴스레터 구독을 확인해 주세요",
+                date=self.clock().astimezone(site.tz), text=env.get_template("confirm.txt.j2").render(**context),
+                html=env.get_template("confirm.html.j2").render(**context),
+            )  # fmt: skip
+            if (sign := self.signer()) is not None:
+                data = sign(data)
             await mailer.send(parseaddr(site.sender)[1], email, data)
         except FeedServiceError as exc:
             log.warning("confirmation mail to a new subscriber failed: %s", exc)
+        except Exception as exc:  # e.g. an address with no IDNA form: logged, never a silent task death
+            log.error("confirmation mail to a new subscriber failed: %s: %s", exc.__class__.__name__, exc,
+                      exc_info=exc)  # fmt: skip
         finally:
             await mailer.aclose()
 

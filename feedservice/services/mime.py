@@ -16,8 +16,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import datetime
+from email import policy
 from email.header import Header
-from email.utils import parseaddr
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid, parseaddr
 
 from feedservice.addresses import wire_address
 
@@ -142,3 +146,33 @@ def prepare_message(
         last = m.end()
     segments.append(body[last:].encode("utf-8"))
     return MessageTemplate(head.encode("utf-8"), tuple(segments), tuple(order), wire_address(addr))
+
+
+def _header_address(display: str, addr: str) -> Address:
+    """An ``email`` package Address: the display name is the folder's to encode, the address is
+    put in as username and domain (domain in IDNA form), so it is never RFC 2047-encoded."""
+    local, _, domain = wire_address(addr).rpartition("@")
+    return Address(display_name=display, username=local, domain=domain)
+
+
+def one_off_message(*, sender: str, to: str, subject: str, date: datetime, text: str, html: str) -> bytes:
+    """A single message (the confirmation mail), built with the ``email`` package.
+
+    Only display names and the subject get RFC 2047 words. A non-ASCII local part (in ``to`` or
+    the sender) makes it an RFC 6532 message (``policy.SMTPUTF8``: raw UTF-8 headers), which
+    the mailer sends only with SMTPUTF8.
+    """
+    name, from_addr = parseaddr(sender)
+    sender_address = _header_address(name, from_addr)
+    to_address = _header_address("", to)
+    utf8 = not (sender_address.addr_spec + to_address.addr_spec).isascii()
+    msg = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
+    msg["From"] = sender_address
+    msg["To"] = to_address
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = make_msgid(domain=sender_address.domain)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    return msg.as_bytes()
