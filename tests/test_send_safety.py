@@ -13,7 +13,7 @@ import email.policy
 import signal
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -335,3 +335,32 @@ def test_confirmation_mail_encodes_display_names_never_addresses(
     assert (sender.display_name, sender.addr_spec) == ("뉴스스페이스", "newsletter@newsspace.kr")
     assert "구독을 확인" in parsed["Subject"]
     assert "http://127.0.0.1:8080/confirm/abc" in parsed.get_body(("plain",)).get_content()
+
+
+def test_a_reader_held_back_from_suppression_is_not_tried_again_in_a_long_run(
+    tmp_path: Path, feed_server: FeedServer, relay: tuple[Relay, int]
+) -> None:
+    """A 5.1.1 waits as deferred (5 min) until the run's end decides; in a run longer than that
+    (here a clock that moves 20 s per reading) the row comes due again and must not be sent."""
+    handler, port = relay
+    handler.rcpt_replies = {"gone@example.com": "550 5.1.1 No such user"}
+    tried: list[str] = []
+    refuse = handler.handle_RCPT
+
+    async def counting(server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        tried.append(address)
+        return await refuse(server, session, envelope, address, options)
+
+    handler.handle_RCPT = counting  # type: ignore[method-assign]
+    ticks = iter(range(10_000))
+    app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 1", delivery_extra="lease_seconds = 3600",
+               clock=lambda: SEND_TIME + timedelta(seconds=20 * next(ticks)))  # fmt: skip
+    try:
+        _add(app, "gone@example.com", *(f"r{i}@example.com" for i in range(12)))
+        report = _send(app)
+        assert tried.count("gone@example.com") == 1
+        assert (report.sent, report.suppressed) == (12, 1)
+        gone = app.store.get_subscriber("gone@example.com")
+        assert gone is not None and gone.status is SubscriberStatus.SUPPRESSED
+    finally:
+        app.close()
