@@ -220,7 +220,7 @@ def test_sigterm_ends_a_run_within_shutdown_timeout(tmp_path: Path, feed_server:
         proc.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
         proc.communicate(timeout=20)
-        assert time.monotonic() - stopped < 2 + 4  # shutdown_timeout, plus the handing back
+        assert time.monotonic() - stopped < 2 + 10  # shutdown_timeout, plus handing back on a busy machine (not 30 s)
         assert proc.returncode == 0
         from feedservice.config import load_settings
         from feedservice.entry.bootstrap import make_app
