@@ -7,8 +7,10 @@
     ├── ParseError           fetched bytes are not a usable feed (carries the URL)
     ├── WeatherError         a weather provider failed (carries the provider)
     ├── TemplateError        a digest template is broken (carries its name and line)
-    └── DeliveryError        a message could not be handed over
-        └── DeliveryFatal    the whole run must stop (authentication, TLS)
+    └── DeliveryError        a message could not be handed over (about its recipient)
+        └── SendingStopped   about us, not the recipient (connect, EHLO, STARTTLS, AUTH, MAIL
+            │                FROM): the run stops; a temporary one is retried by a later run
+            └── DeliveryFatal    permanent: the run stops until the setup is fixed
 
 Adapters turn library exceptions into these at their boundary and chain the cause.
 """
@@ -77,8 +79,18 @@ class DeliveryError(FeedServiceError):
         super().__init__(message)
 
 
-class DeliveryFatal(DeliveryError):
-    """Not about one recipient: the server refuses us (auth, TLS); stop the whole run."""
+class SendingStopped(DeliveryError):
+    """Not about one recipient: the relay refuses or cannot take mail from us right now.
+
+    No reader is marked for it (never suppressed): the run stops and hands its claims back.
+    """
+
+
+class DeliveryFatal(SendingStopped):
+    """Permanent and about us (authentication, TLS, the sender address refused): stop the run."""
+
+    def __init__(self, message: str, *, code: int | None = None, enhanced: str | None = None) -> None:
+        super().__init__(message, code=code, permanent=True, enhanced=enhanced)
 
 
 def _rebuild_fetch_error(url: str, message: str, retry_after: float | None, gone: bool) -> FetchError:

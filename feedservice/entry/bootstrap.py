@@ -34,12 +34,13 @@ from feedservice.adapters.parse import parse_feed
 from feedservice.adapters.smtp import SmtpMailer
 from feedservice.adapters.store import Store, open_store
 from feedservice.adapters.websub import WebSubPublisher
+from feedservice.addresses import wire_mailbox
 from feedservice.config import Settings
 from feedservice.errors import ConfigError, FeedServiceError
 from feedservice.model import Edition, Route, Section, Subscriber, WeatherBlock
 from feedservice.ports import Mailer, WeatherProvider
 from feedservice.services import collect as collect_service
-from feedservice.services import deliver, digest, feeds, weather
+from feedservice.services import deliver, digest, feeds, mime, weather
 from feedservice.tokens import make_token
 from feedservice.workers import exit_with_parent
 
@@ -103,7 +104,7 @@ class App:
             public_url=s.site.public_url,
             language=s.site.language,
             tz=s.site.tz,
-            sender=s.digest.from_,
+            sender=wire_mailbox(s.digest.from_),  # its domain in IDNA form, for every header and envelope
             postal_address=s.site.postal_address,
             subject_format=s.digest.subject,
             list_id=s.digest.list_id,
@@ -398,35 +399,30 @@ class App:
             rate=smtp.rate_limit if smtp else 0.0,
             lease=timedelta(seconds=d.lease_seconds),
             expires=timedelta(hours=d.expire_hours),
+            shutdown_timeout=self.settings.run.shutdown_timeout,
         )
 
     async def send_confirmation(self, email: str, confirm_url: str, hours: int) -> None:
         """The double opt-in mail (its own templates). A failure is logged; the reader can ask again."""
-        from email.message import EmailMessage
-        from email.policy import SMTP as SMTP_POLICY
-        from email.utils import format_datetime, make_msgid
-
         site = self.digest_site
         env = self.renderer().env
         context = {"site_name": site.name, "confirm_url": confirm_url, "hours": hours, "sender": site.sender,
                    "postal_address": site.postal_address}  # fmt: skip
-        msg = EmailMessage(policy=SMTP_POLICY)
-        msg["From"] = site.sender
-        msg["To"] = email
-        msg["Subject"] = f"{site.name} 뉴스레터 구독을 확인해 주세요"
-        msg["Date"] = format_datetime(self.clock().astimezone(site.tz))
-        msg["Message-ID"] = make_msgid(domain=site.sender_domain)
-        msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(env.get_template("confirm.txt.j2").render(**context))
-        msg.add_alternative(env.get_template("confirm.html.j2").render(**context), subtype="html")
-        data = msg.as_bytes()
-        if (sign := self.signer()) is not None:
-            data = sign(data)
         mailer = self.make_mailer()
         try:
+            data = mime.one_off_message(
+                sender=site.sender, to=email, subject=f"{site.name} 뉴스레터 구독을 확인해 주세요",
+                date=self.clock().astimezone(site.tz), text=env.get_template("confirm.txt.j2").render(**context),
+                html=env.get_template("confirm.html.j2").render(**context),
+            )  # fmt: skip
+            if (sign := self.signer()) is not None:
+                data = sign(data)
             await mailer.send(parseaddr(site.sender)[1], email, data)
         except FeedServiceError as exc:
             log.warning("confirmation mail to a new subscriber failed: %s", exc)
+        except Exception as exc:  # e.g. an address with no IDNA form: logged, never a silent task death
+            log.error("confirmation mail to a new subscriber failed: %s: %s", exc.__class__.__name__, exc,
+                      exc_info=exc)  # fmt: skip
         finally:
             await mailer.aclose()
 
@@ -435,12 +431,16 @@ class App:
     ) -> deliver.SendReport:
         """Record the edition and its deliveries, then send what is due (resuming a previous run).
 
-        With ``queue_only`` nothing is sent: ``feedservice worker`` processes do that.
+        With ``queue_only`` nothing is sent: ``feedservice worker`` processes do that. A paused
+        edition (the relay refused our sender, or the suppression breaker tripped) is resumed:
+        this is how an operator says "go on".
         """
         ed, rendered_for, preview = await self.prepare(day)
         now = self.clock()
         html, text = preview.rendered.fill(self.web_links())
         self.store.save_edition(ed, html, text, now, preview.rendered.article_ids)
+        if self.store.resume_sending(day):
+            log.info("digest %s: resuming a paused edition", day)
         report = deliver.SendReport()
         report.queued, report.skipped_empty = deliver.enqueue_edition(
             self.store, self.digest_site, ed, lambda chosen: rendered_for(chosen) is not None, now
@@ -461,10 +461,10 @@ class App:
                      ) -> deliver.SendReport:  # fmt: skip
         mailer = self.make_mailer()
         try:
-            await deliver.drain_edition(
+            await deliver.EditionDrain(
                 self.store, mailer, self.digest_site, ed, rendered_for, self.links_for, self.clock,
                 self.drain_settings(), report=report, sign=self.signer(), progress=progress,
-            )  # fmt: skip
+            ).run()  # fmt: skip
         finally:
             await mailer.aclose()
         log.info("digest %s: %s", ed.day, report.summary())

@@ -170,7 +170,7 @@ def _send_result(day: date, report: deliver.SendReport, verb: str) -> int:
     out.print(f"{verb} {day}: {report.summary()}")
     for e in report.errors[:10]:
         out.print(f"  {e}")
-    return FAILED if report.failed or report.deferred else OK
+    return FAILED if report.failed or report.deferred or report.paused or report.stopped else OK
 
 
 def cmd_digest_send(app: App, args: argparse.Namespace) -> int:
@@ -215,6 +215,9 @@ def cmd_digest_status(app: App, args: argparse.Namespace) -> int:
         return FAILED
     counts = app.store.delivery_counts(day)
     out.print(f"digest status {day}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    if (paused := app.store.sending_paused(day)) is not None:
+        out.print(f"  sending {paused}")
+        out.print(f"  resume with: feedservice digest send --date {day}")
     for d in app.store.delivery_errors(day):
         out.print(f"  {d.status.value}: {d.email}: {d.last_reply}")
     return OK

@@ -5,11 +5,19 @@ failed. Rows are claimed in small batches; a row is marked sent right after the 
 250 reply, so a crash (even kill -9) can re-send at most the messages that were inside an
 SMTP transaction at that moment: at most one per connection, i.e. ``pool_size``. A claimed
 row whose worker died is claimable again once its lease has run out.
+
+``EditionDrain`` is the loop, in named steps: claim → send one (compose, hand over) →
+classify the reply (``replies``) → record. Whatever goes wrong with one message — a refusal, a
+bug, an address no relay can carry — becomes that message's recorded outcome, with its reason;
+a sender task never dies, and a run always ends: by itself, when the relay refuses us (the run
+stops, nobody is marked), when the suppression breaker trips (the edition pauses until an
+operator runs ``digest send`` again), or on cancellation (SIGTERM), within ``shutdown_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,15 +25,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 
-from feedservice.errors import DeliveryError, DeliveryFatal
+from feedservice.errors import DeliveryError, DeliveryFatal, SendingStopped
 from feedservice.model import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
 from feedservice.ports import DeliveryStore, Mailer
 from feedservice.services.digest import DigestSite, RenderedDigest, message_id, personalize, prepare
+from feedservice.services.pacing import GroupCommit, RateLimiter
+from feedservice.services.replies import Outcome, SuppressionBreaker, classify, retry_time
+
+__all__ = ["DrainSettings", "EditionDrain", "RateLimiter", "SendReport", "enqueue_edition"]
 
 log = logging.getLogger(__name__)
 
-RETRY_BASE = timedelta(minutes=5)
-MAX_RETRY = timedelta(hours=1)
 KEEP_ERRORS = 20
 
 
@@ -38,6 +48,8 @@ class SendReport:
     failed: int = 0
     suppressed: int = 0
     policy: int = 0  # rejections that are about us (RFC 3463 x.7.x): fix the sending setup
+    paused: str | None = None  # the edition is paused (until `digest send`): why
+    stopped: str | None = None  # this run stopped early (the relay refused us, a signal): why
     errors: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
@@ -60,67 +72,8 @@ class SendReport:
             f"({self.queued} newly queued, {self.skipped_empty} with nothing new skipped"
             + "".join(f"; {e}" for e in extra)
             + f"; {self.rate:.0f} messages/s)"
+            + (f"\n{self.paused or self.stopped}" if self.paused or self.stopped else "")
         )
-
-
-def retry_time(now: datetime, attempts: int) -> datetime:
-    """Exponential backoff from 5 minutes, capped at an hour."""
-    return now + min(RETRY_BASE * (2**attempts), MAX_RETRY)
-
-
-class RateLimiter:
-    """A token bucket shared by every connection of this process (``rate`` messages/s; 0 = none)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self._next = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        if self.rate <= 0:
-            return
-        async with self._lock:
-            now = time.monotonic()
-            wait = self._next - now
-            self._next = max(self._next, now) + 1 / self.rate
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-
-class _GroupCommit:
-    """Outcomes from all connections, committed together: one transaction for whatever is waiting."""
-
-    def __init__(self, store: DeliveryStore, clock: Callable[[], datetime]) -> None:
-        self.store, self.clock = store, clock
-        self.queue: asyncio.Queue[tuple[tuple[int, DeliveryStatus, str | None, datetime | None], asyncio.Future[None]]
-                                  | None] = asyncio.Queue()  # fmt: skip
-
-    async def record(self, outcome: tuple[int, DeliveryStatus, str | None, datetime | None]) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self.queue.put((outcome, done))
-        await done
-
-    async def close(self) -> None:
-        await self.queue.put(None)
-
-    async def run(self) -> None:
-        closing = False
-        while not closing:
-            items = [await self.queue.get()]
-            while not self.queue.empty():
-                items.append(self.queue.get_nowait())
-            closing = items[-1] is None or None in items
-            batch = [x for x in items if x is not None]
-            if not batch:
-                continue
-            try:
-                await asyncio.to_thread(self.store.mark_deliveries, [o for o, _ in batch], self.clock())
-            except Exception as exc:  # handed to every waiting sender
-                for _, done in batch:
-                    done.set_exception(exc)
-                continue
-            for _, done in batch:
-                done.set_result(None)
 
 
 def enqueue_edition(
@@ -157,148 +110,277 @@ class DrainSettings:
     lease: timedelta = timedelta(seconds=60)
     expires: timedelta = timedelta(hours=6)
     wait_for_others: bool = True
+    shutdown_timeout: float = 30.0  # seconds a cancelled run gives the messages in flight
+    breaker_share: float = 0.05  # pause rather than suppress more than this share of an edition…
+    breaker_minimum: int = 20  # …and at least this many readers in one run
 
 
-async def drain_edition(
-    store: DeliveryStore,
-    mailer: Mailer,
-    site: DigestSite,
-    edition: Edition,
-    rendered_for: Callable[[tuple[str, ...]], RenderedDigest | None],
-    links_for: Callable[[Subscriber], tuple[str, str]],
-    clock: Callable[[], datetime],
-    settings: DrainSettings,
-    *,
-    report: SendReport | None = None,
-    sign: Callable[[bytes], bytes] | None = None,
-    progress: Callable[[SendReport], None] | None = None,
-) -> SendReport:
-    """Send every due delivery of ``edition`` through ``pool_size`` concurrent senders.
+Item = tuple[Delivery, Subscriber | None]
 
-    A ``DeliveryFatal`` (authentication, TLS) stops the run: what this worker had claimed but
-    not sent is handed back (queued), nothing is marked sent that the server did not accept,
-    and the error propagates.
-    """
-    report = report or SendReport()
-    envelope_from = parseaddr(site.sender)[1]
-    deadline = edition.window_end + settings.expires
-    limiter = RateLimiter(settings.rate)
-    queue: asyncio.Queue[tuple[Delivery, Subscriber | None] | None] = asyncio.Queue(maxsize=settings.pool_size * 2)
-    held: set[int] = set()  # claimed by us and not yet recorded
-    stop = asyncio.Event()
-    fatal: list[DeliveryFatal] = []
 
-    async def producer() -> None:
-        while not stop.is_set():
-            now = clock()
-            claimed = await asyncio.to_thread(
-                store.claim_deliveries, edition.day, now, settings.pool_size * 4, settings.worker, settings.lease
-            )
+class EditionDrain:
+    """One run over one edition's due deliveries, with ``pool_size`` concurrent senders."""
+
+    def __init__(
+        self,
+        store: DeliveryStore,
+        mailer: Mailer,
+        site: DigestSite,
+        edition: Edition,
+        rendered_for: Callable[[tuple[str, ...]], RenderedDigest | None],
+        links_for: Callable[[Subscriber], tuple[str, str]],
+        clock: Callable[[], datetime],
+        settings: DrainSettings,
+        *,
+        report: SendReport | None = None,
+        sign: Callable[[bytes], bytes] | None = None,
+        progress: Callable[[SendReport], None] | None = None,
+    ) -> None:
+        self.store, self.mailer, self.site, self.edition = store, mailer, site, edition
+        self.rendered_for, self.links_for, self.clock, self.settings = rendered_for, links_for, clock, settings
+        self.report = report or SendReport()
+        self.sign, self.progress = sign, progress
+        self.envelope_from = parseaddr(site.sender)[1]
+        self.deadline = edition.window_end + settings.expires
+        self.limiter = RateLimiter(settings.rate)
+        self.queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=settings.pool_size * 2)
+        self.held: set[int] = set()  # claimed by us and not yet recorded: handed back if we stop
+        self.stopping = asyncio.Event()
+        self.error: BaseException | None = None  # raised when the run ends (fatal, storage)
+        self.breaker = SuppressionBreaker(0, settings.breaker_share, settings.breaker_minimum)
+        self.to_suppress: list[tuple[Delivery, Subscriber, Outcome]] = []  # applied if the run ends well
+        self.held_back: set[int] = set()  # their delivery ids
+        self.recorder = GroupCommit(store, clock)
+
+    # -- the run -------------------------------------------------------------------------------
+    async def run(self) -> SendReport:
+        """Send what is due. A ``DeliveryFatal`` or a storage failure is raised once everything
+        claimed and unsent has been handed back; a cancellation too, within ``shutdown_timeout``."""
+        day = self.edition.day
+        paused = await asyncio.to_thread(self.store.sending_paused, day)
+        if paused is not None:
+            self.report.paused = f"{paused} (resume with: feedservice digest send --date {day})"
+            return self.report
+        counts = await asyncio.to_thread(self.store.delivery_counts, day)
+        self.breaker.recipients = sum(counts.values())
+        recording = asyncio.create_task(self.recorder.run())
+        senders = [asyncio.create_task(self._sender()) for _ in range(self.settings.pool_size)]
+        producer = asyncio.create_task(self._produce())
+        cancelled = False
+        try:
+            # Shielded: a cancellation must not cut a claim short in its thread (it would still
+            # commit, and its rows would wait for their lease); the producer sees ``stopping``.
+            await asyncio.shield(producer)
+        except asyncio.CancelledError:
+            cancelled = True
+            self._stop("stopped by a signal: what was not sent is left for the next run")
+        except Exception as exc:
+            self._stop(f"claiming deliveries failed: {exc}", exc)
+        finally:
+            await self._wind_down(producer, senders, self.settings.shutdown_timeout if cancelled else None)
+            await self.recorder.close()
+            await recording
+            await self._settle_suppressions(apply=not cancelled and not self.breaker.tripped)
+            await self._hand_back()
+        if cancelled:
+            raise asyncio.CancelledError
+        if self.error is not None:
+            raise self.error
+        return self.report
+
+    def _stop(self, reason: str, error: BaseException | None = None) -> None:
+        """Send nothing more; the first reason is the one reported."""
+        if not self.stopping.is_set():
+            self.stopping.set()
+            self.report.stopped = reason
+            self.error = error
+            log.warning("digest %s: %s", self.edition.day, reason, extra={"edition": str(self.edition.day)})
+
+    async def _wind_down(self, producer: asyncio.Task[None], senders: list[asyncio.Task[None]],
+                         limit: float | None) -> None:  # fmt: skip
+        """Let the producer end, the senders finish what they hold; after ``limit`` s, cancel them."""
+
+        async def finish() -> None:
+            await asyncio.wait([producer])
+            for _ in senders:
+                await self.queue.put(None)
+            await asyncio.wait(senders)
+
+        finishing = asyncio.create_task(finish())
+        await asyncio.wait([finishing], timeout=limit)
+        if not finishing.done():
+            log.warning("digest %s: messages still in flight after %g s: abandoned (handed back)",
+                        self.edition.day, limit)  # fmt: skip
+            for task in (finishing, producer, *senders):
+                task.cancel()
+        await asyncio.gather(finishing, producer, *senders, return_exceptions=True)
+
+    # -- claim ---------------------------------------------------------------------------------
+    async def _produce(self) -> None:
+        s = self.settings
+        while not self.stopping.is_set():
+            claimed = await self._claim()
             if not claimed:
-                reclaim = store.next_reclaim(edition.day, settings.lease) if settings.wait_for_others else None
+                reclaim = (await asyncio.to_thread(self.store.next_reclaim, self.edition.day, s.lease)
+                           if s.wait_for_others else None)  # fmt: skip
                 if reclaim is None:
                     return  # nothing due, nothing held by anyone: done (deferred rows wait for a later run)
                 # Rows another worker holds: wait until they are done or their lease runs out.
-                await asyncio.sleep(min(max((reclaim - clock()).total_seconds(), 0.05), 1.0))
+                await self._wait(min(max((reclaim - self.clock()).total_seconds(), 0.05), 1.0))
                 continue
             for item in claimed:
-                held.add(item[0].id)
-                await queue.put(item)
+                if self.stopping.is_set():
+                    return  # the rest stay in ``held`` and are handed back
+                await self.queue.put(item)
 
-    async def sender() -> None:
-        while (item := await queue.get()) is not None:
-            if stop.is_set():
-                continue
-            try:
-                await _send_one(item)
-            except DeliveryFatal as exc:
-                fatal.append(exc)
-                stop.set()
-
-    async def _send_one(item: tuple[Delivery, Subscriber | None]) -> None:
-        d, sub = item
-        if sub is None or sub.status is not SubscriberStatus.SUBSCRIBED:
-            await _record(d, DeliveryStatus.FAILED, "not subscribed any more")
-            report.failed += 1
-            return
-        rendered = rendered_for(sub.sections)
-        if rendered is None:
-            await _record(d, DeliveryStatus.FAILED, "nothing to send")
-            report.failed += 1
-            return
-        unsubscribe, preferences = links_for(sub)
-        data = personalize(site, prepare(site, rendered, edition.day), to=sub.email, msg_id=d.message_id,
-                           unsubscribe_url=unsubscribe, preferences_url=preferences, now=clock())  # fmt: skip
-        if sign is not None:
-            data = sign(data)
-        await limiter.acquire()
+    async def _claim(self) -> list[Item]:
+        s = self.settings
+        claiming = asyncio.ensure_future(asyncio.to_thread(
+            self.store.claim_deliveries, self.edition.day, self.clock(), s.pool_size * 4, s.worker, s.lease
+        ))  # fmt: skip
         try:
-            reply = await mailer.send(envelope_from, sub.email, data)
-        except DeliveryFatal:
+            claimed = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            claimed = await claiming  # it commits anyway: know its rows, to hand them back
+            self.held.update(d.id for d, _ in claimed)
+            raise
+        self.held.update(d.id for d, _ in claimed)
+        return claimed
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    # -- send one --------------------------------------------------------------------------------
+    async def _sender(self) -> None:
+        while (item := await self.queue.get()) is not None:
+            if not self.stopping.is_set():
+                await self._handle(*item)
+
+    async def _handle(self, d: Delivery, sub: Subscriber | None) -> None:
+        """One message, start to end. Never raises (but for cancellation): anything that goes wrong
+        is this message's outcome, or — when it is about us — stops the run."""
+        if d.id in self.held_back:  # due again in a long run: it waits for the end of this run, unsent
+            await self._commit(d, DeliveryStatus.DEFERRED, d.last_reply, retry_time(self.clock(), d.attempts))
+            return
+        try:
+            outcome = await self._attempt(d, sub)
+        except SendingStopped as exc:  # about us: this message is handed back with the others
+            self._stop_for(exc)
+            return
+        except Exception as exc:
+            log.error("digest %s: message %s not sent: %s: %s", self.edition.day, d.id, exc.__class__.__name__, exc,
+                      exc_info=exc, extra={"edition": str(self.edition.day)})  # fmt: skip
+            outcome = Outcome(DeliveryStatus.FAILED, f"not sent: {exc.__class__.__name__}: {exc}")
+        try:
+            await self._record(d, sub, outcome)
+        except Exception as exc:
+            self._stop(f"recording outcomes failed: {exc}", exc)
+
+    async def _attempt(self, d: Delivery, sub: Subscriber | None) -> Outcome:
+        if sub is None or sub.status is not SubscriberStatus.SUBSCRIBED:
+            return Outcome(DeliveryStatus.FAILED, "not subscribed any more")
+        data = self._compose(d, sub)
+        if data is None:
+            return Outcome(DeliveryStatus.FAILED, "nothing to send")
+        await self.limiter.acquire()
+        try:
+            reply = await self.mailer.send(self.envelope_from, sub.email, data)
+        except SendingStopped:
             raise
         except DeliveryError as exc:
-            await _failed(d, sub, exc)
-            return
-        await _record(d, DeliveryStatus.SENT, reply)
-        report.sent += 1
-        if progress is not None:
-            progress(report)
+            return classify(exc, now=self.clock(), deadline=self.deadline, attempts=d.attempts)
+        return Outcome(DeliveryStatus.SENT, reply)
 
-    async def _failed(d: Delivery, sub: Subscriber, exc: DeliveryError) -> None:
-        now = clock()
-        enhanced = exc.enhanced or ""
-        if enhanced[1:].startswith(".7."):
-            report.policy += 1
-            log.error("policy rejection for %s: %s: this is about how we send, not about the reader", sub.email, exc,
-                      extra={"edition": str(edition.day), "code": enhanced})  # fmt: skip
-        if exc.permanent or now >= deadline:
-            reason = str(exc) if exc.permanent else f"expired after retries: {exc}"
-            await _record(d, DeliveryStatus.FAILED, reason)
-            report.failed += 1
-            if exc.permanent and enhanced.startswith("5.1."):  # bad mailbox or domain: never again
-                await asyncio.to_thread(store.set_subscriber_status, sub.email, SubscriberStatus.SUPPRESSED)
-                report.suppressed += 1
+    def _compose(self, d: Delivery, sub: Subscriber) -> bytes | None:
+        rendered = self.rendered_for(sub.sections)
+        if rendered is None:
+            return None
+        unsubscribe, preferences = self.links_for(sub)
+        data = personalize(self.site, prepare(self.site, rendered, self.edition.day), to=sub.email,
+                           msg_id=d.message_id, unsubscribe_url=unsubscribe, preferences_url=preferences,
+                           now=self.clock())  # fmt: skip
+        return self.sign(data) if self.sign is not None else data
+
+    def _stop_for(self, exc: SendingStopped) -> None:
+        if isinstance(exc, DeliveryFatal):
+            reason = f"stopped: {exc}; nobody was marked; fix the setup, then run `digest send` again"
+            self._stop(reason, exc)
+            self._pause_edition(f"paused: {exc}")
         else:
-            await _record(d, DeliveryStatus.DEFERRED, str(exc), retry_time(now, d.attempts))
-            report.deferred += 1
-        report.note_error(f"{sub.email}: {exc}")
-        log.warning("delivery to %s: %s", sub.email, exc, extra={"edition": str(edition.day)})
-        if progress is not None:
-            progress(report)
+            self._stop(f"deferred: {exc}; nobody was marked; a later run (or `worker`) tries again")
 
-    async def _record(d: Delivery, status: DeliveryStatus, reply: str | None, retry: datetime | None = None) -> None:
+    def _pause_edition(self, reason: str) -> None:
+        self.report.paused = f"{reason} (resume with: feedservice digest send --date {self.edition.day})"
+        try:
+            self.store.pause_sending(self.edition.day, reason, self.clock())
+        except Exception as exc:  # the run stops anyway; only the note is missing
+            log.error("could not record the pause of digest %s: %s", self.edition.day, exc)
+
+    # -- record ----------------------------------------------------------------------------------
+    async def _record(self, d: Delivery, sub: Subscriber | None, outcome: Outcome) -> None:
+        r = self.report
+        if outcome.suppress and sub is not None:
+            # Not suppressed yet: held back (deferred) until the run shows it is not a mass refusal.
+            if self.breaker.add():
+                self._stop(self.breaker.reason())
+                self._pause_edition(self.breaker.reason())
+            self.to_suppress.append((d, sub, outcome))
+            self.held_back.add(d.id)
+            await self._commit(d, DeliveryStatus.DEFERRED, outcome.reply, retry_time(self.clock(), d.attempts))
+        else:
+            await self._commit(d, outcome.status, outcome.reply, outcome.retry)
+        if outcome.status is DeliveryStatus.SENT:
+            r.sent += 1
+        elif outcome.status is DeliveryStatus.DEFERRED:
+            r.deferred += 1
+        elif not outcome.suppress:
+            r.failed += 1
+        if outcome.policy:
+            r.policy += 1
+            log.error("policy rejection for %s: %s: this is about how we send, not about the reader",
+                      sub.email if sub else d.email, outcome.reply,
+                      extra={"edition": str(self.edition.day)})  # fmt: skip
+        if outcome.status is not DeliveryStatus.SENT:
+            who = sub.email if sub is not None and sub.email else d.email
+            r.note_error(f"{who}: {outcome.reply}")
+            log.warning("delivery to %s: %s", who, outcome.reply, extra={"edition": str(self.edition.day)})
+        if self.progress is not None:
+            self.progress(r)
+
+    async def _commit(self, d: Delivery, status: DeliveryStatus, reply: str | None, retry: datetime | None) -> None:
         # Returns once the outcome is committed: a connection sends its next message only then,
         # so at most one accepted-but-unrecorded message per connection exists at any moment.
-        await recorder.record((d.id, status, reply, retry))
-        held.discard(d.id)
+        await self.recorder.record((d.id, status, reply, retry))
+        self.held.discard(d.id)
 
-    recorder = _GroupCommit(store, clock)
-    recording = asyncio.create_task(recorder.run())
-    senders = [asyncio.create_task(sender()) for _ in range(settings.pool_size)]
-    produce = asyncio.create_task(producer())
-    try:
-        # Shielded: cancelling this run must not cancel a claim running in its thread (it would
-        # still commit, and its rows would wait for their lease to run out).
-        await asyncio.shield(produce)
-    except asyncio.CancelledError:
-        stop.set()  # stopping (SIGTERM): send nothing more; what is claimed but unsent is handed back
-        raise
-    finally:
-        if not produce.done():
-            # Not cancelled: a claim under way in its thread would still commit. It sees ``stop``
-            # after its current claim, whose rows are then in ``held`` and handed back below.
-            await asyncio.wait([produce])
-        for _ in senders:
-            await queue.put(None)
-        await asyncio.gather(*senders, return_exceptions=True)
-        await recorder.close()
-        await recording
-        if held:  # stopped early (fatal error or cancellation): hand our unsent claims back
-            log.info("handing back %d claimed, unsent deliveries", len(held))
-            try:
-                store.release_deliveries(sorted(held), settings.worker, clock())
-            except Exception as exc:  # their lease runs out instead
-                log.warning("could not hand back %d deliveries: %s", len(held), exc)
-    if fatal:
-        raise fatal[0]
-    return report
+    async def _settle_suppressions(self, *, apply: bool) -> None:
+        """At the end of a run: suppress the readers refused as unknown, unless the breaker tripped
+        (or the run was cut short); then they are queued again, to be tried on resumption."""
+        held, self.to_suppress = self.to_suppress, []
+        if not held:
+            return
+        try:
+            if not apply:
+                await asyncio.to_thread(self.store.requeue_deliveries, [d.id for d, _, _ in held], self.clock())
+                self.report.deferred += len(held)
+                return
+            outcomes = [(d.id, DeliveryStatus.FAILED, o.reply, None) for d, _, o in held]
+            await asyncio.to_thread(self.store.mark_deliveries, outcomes, self.clock())
+            for _, sub, _ in held:  # bad mailbox or domain: never again
+                await asyncio.to_thread(self.store.set_subscriber_status, sub.email, SubscriberStatus.SUPPRESSED)
+        except Exception as exc:  # they stay deferred: retried later, nothing lost
+            log.error("digest %s: could not settle %d refused readers: %s", self.edition.day, len(held), exc)
+            return
+        self.report.failed += len(held)
+        self.report.suppressed += len(held)
+
+    async def _hand_back(self) -> None:
+        if not self.held:
+            return
+        log.info("handing back %d claimed, unsent deliveries", len(self.held))
+        try:
+            await asyncio.to_thread(self.store.release_deliveries, sorted(self.held), self.settings.worker,
+                                    self.clock())  # fmt: skip
+        except Exception as exc:  # their lease runs out instead
+            log.warning("could not hand back %d deliveries: %s", len(self.held), exc)

@@ -16,8 +16,14 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import datetime
+from email import policy
 from email.header import Header
-from email.utils import parseaddr
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid, parseaddr
+
+from feedservice.addresses import wire_address
 
 MAX_LINE = 990  # octets, under SMTP's 998
 _TAG_GAP = re.compile(r">(?=<)")
@@ -31,6 +37,8 @@ def encode_words(text: str) -> str:
 
 
 def _address(display: str, addr: str) -> str:
+    """A mailbox header value: RFC 2047 words for the display name only, never in the address."""
+    addr = wire_address(addr)
     return f"{encode_words(display)} <{addr}>" if display else addr
 
 
@@ -71,11 +79,14 @@ class MessageTemplate:
     sender: str
 
     def personalize(self, *, to: str, msg_id: str, links: dict[str, str], date_header: str) -> bytes:
+        """One reader's message. ``to`` goes in with its domain in IDNA form; a non-ASCII local part
+        stays UTF-8 (RFC 6532): such a message can only travel with SMTPUTF8, which the mailer
+        asks the relay for (and refuses to send without)."""
         parts = [
-            b"To: ", to.encode("ascii"), b"\r\nDate: ", date_header.encode("ascii"),
+            b"To: ", wire_address(to).encode("utf-8"), b"\r\nDate: ", date_header.encode("ascii"),
             b"\r\nMessage-ID: ", msg_id.encode("ascii"),
             b"\r\nList-Unsubscribe: <", links["unsubscribe"].encode("ascii"), b">,\r\n <mailto:",
-            self.sender.encode("ascii"), b"?subject=unsubscribe>\r\n", self.head, self.body[0],
+            self.sender.encode("utf-8"), b"?subject=unsubscribe>\r\n", self.head, self.body[0],
         ]  # fmt: skip
         for marker, segment in zip(self.markers, self.body[1:], strict=True):
             parts.append(links[marker].encode("ascii"))
@@ -134,4 +145,34 @@ def prepare_message(
         order.append(by_marker[m.group(0)])
         last = m.end()
     segments.append(body[last:].encode("utf-8"))
-    return MessageTemplate(head.encode("ascii"), tuple(segments), tuple(order), addr)
+    return MessageTemplate(head.encode("utf-8"), tuple(segments), tuple(order), wire_address(addr))
+
+
+def _header_address(display: str, addr: str) -> Address:
+    """An ``email`` package Address: the display name is the folder's to encode, the address is
+    put in as username and domain (domain in IDNA form), so it is never RFC 2047-encoded."""
+    local, _, domain = wire_address(addr).rpartition("@")
+    return Address(display_name=display, username=local, domain=domain)
+
+
+def one_off_message(*, sender: str, to: str, subject: str, date: datetime, text: str, html: str) -> bytes:
+    """A single message (the confirmation mail), built with the ``email`` package.
+
+    Only display names and the subject get RFC 2047 words. A non-ASCII local part (in ``to`` or
+    the sender) makes it an RFC 6532 message (``policy.SMTPUTF8``: raw UTF-8 headers), which
+    the mailer sends only with SMTPUTF8.
+    """
+    name, from_addr = parseaddr(sender)
+    sender_address = _header_address(name, from_addr)
+    to_address = _header_address("", to)
+    utf8 = not (sender_address.addr_spec + to_address.addr_spec).isascii()
+    msg = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
+    msg["From"] = sender_address
+    msg["To"] = to_address
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = make_msgid(domain=sender_address.domain)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    return msg.as_bytes()

@@ -283,15 +283,44 @@ class MailStoreMixin(StoreBase):
 
     def release_deliveries(self, ids: Sequence[int], worker: str, now: datetime) -> None:
         """Hand claimed deliveries back (queued again) when a worker stops before sending them."""
+        c = t.deliveries.c
+        self._queue_again(ids, now, c.status == DeliveryStatus.SENDING.value, c.worker == worker)
+
+    def requeue_deliveries(self, ids: Sequence[int], now: datetime) -> None:
+        """Queue deliveries again, due now (readers held back from suppression when a run paused)."""
+        c = t.deliveries.c
+        self._queue_again(ids, now, c.status.in_([DeliveryStatus.DEFERRED.value, DeliveryStatus.SENDING.value]))
+
+    def _queue_again(self, ids: Sequence[int], now: datetime, *where: Any) -> None:
         if not ids:
             return
         c = t.deliveries.c
-        with self._tx("releasing deliveries") as conn:
+        with self._tx("queueing deliveries again") as conn:
             conn.execute(
                 t.deliveries.update()
-                .where(c.id.in_(list(ids)), c.status == DeliveryStatus.SENDING.value, c.worker == worker)
-                .values(status=DeliveryStatus.QUEUED.value, claimed_at=None, worker=None, updated=now)
+                .where(c.id.in_(list(ids)), *where)
+                .values(
+                    status=DeliveryStatus.QUEUED.value, next_attempt=None, claimed_at=None, worker=None, updated=now
+                )
             )
+
+    # -- pauses: an edition that waits for an operator (`digest send` resumes it) -----------------
+    def pause_sending(self, day: date, reason: str, now: datetime) -> None:
+        with self._tx("pausing an edition") as conn:
+            stmt = self._insert(t.send_pauses).values(edition=day, reason=reason, paused_at=now)
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=["edition"], set_={"reason": reason, "paused_at": now})
+            )
+
+    def resume_sending(self, day: date) -> bool:
+        """Lift the pause of an edition; True if it was paused."""
+        with self._tx("resuming an edition") as conn:
+            return bool(conn.execute(t.send_pauses.delete().where(t.send_pauses.c.edition == day)).rowcount)
+
+    def sending_paused(self, day: date) -> str | None:
+        """Why the edition's sending is paused, or None."""
+        with self._tx("reading pauses") as conn:
+            return conn.execute(sa.select(t.send_pauses.c.reason).where(t.send_pauses.c.edition == day)).scalar()
 
     def next_reclaim(self, day: date, lease: timedelta) -> datetime | None:
         """When the earliest delivery another worker holds would become claimable again, if any."""
@@ -344,15 +373,20 @@ class MailStoreMixin(StoreBase):
             )
 
     def editions_with_work(self, now: datetime) -> list[date]:
-        """Editions with deliveries queued, being sent, or deferred and due: what a worker drains."""
+        """Editions with deliveries queued, being sent, or deferred and due: what a worker drains.
+
+        A paused edition is left out: it waits for an operator's `digest send`.
+        """
         c = t.deliveries.c
+        paused = sa.select(t.send_pauses.c.edition)
         q = (
             sa.select(c.edition)
             .where(
                 sa.or_(
                     c.status.in_([DeliveryStatus.QUEUED.value, DeliveryStatus.SENDING.value]),
                     sa.and_(c.status == DeliveryStatus.DEFERRED.value, c.next_attempt <= now),
-                )
+                ),
+                c.edition.not_in(paused),
             )
             .distinct()
             .order_by(c.edition)

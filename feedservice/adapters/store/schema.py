@@ -171,6 +171,16 @@ job_runs = sa.Table(
     sa.Index("ix_job_runs_job_started", "job", "started"),
 )
 
+# Migration 3: an edition whose sending an operator must resume (the relay refused our sender,
+# or one run would have suppressed a suspicious share of the list). One row per paused edition.
+send_pauses = sa.Table(
+    "send_pauses",
+    metadata,
+    sa.Column("edition", sa.Date, sa.ForeignKey("editions.day"), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("paused_at", UTCDateTime, nullable=False),
+)
+
 _V1_TABLES = [
     sections,
     sources,
@@ -197,9 +207,13 @@ def _v2(conn: Connection) -> None:
     conn.execute(sa.text("DROP INDEX ix_deliveries_edition_status"))
 
 
+def _v3(conn: Connection) -> None:
+    send_pauses.create(conn)
+
+
 # Append (number, step) pairs; never edit a step once it has been released. Steps after the
 # first are plain DDL: the Table objects above are what step 1 created.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
 LATEST = MIGRATIONS[-1][0]
 
 

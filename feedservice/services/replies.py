@@ -1,0 +1,77 @@
+"""What a relay's answer means for one delivery: pure rules, no I/O (``deliver`` does the doing).
+
+    reply about us (connect, EHLO, STARTTLS, AUTH, MAIL FROM, 421)  → the run stops; nobody is marked
+    5xx about the recipient, not mailbox-full                      → failed (5.1.x: suppress the reader)
+    552 / 5.2.2 (mailbox full), 4xx, timeouts, dropped connections → deferred, with backoff, until expiry
+
+A mass suppression is suspicious: a relay that answers 550 5.1.1 to everyone is broken, not
+every reader gone. ``SuppressionBreaker`` counts the suppressions one run would make and trips
+when they exceed a share of the edition (and a minimum count); the run then pauses instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from feedservice.errors import DeliveryError
+from feedservice.model import DeliveryStatus
+
+RETRY_BASE = timedelta(minutes=5)
+MAX_RETRY = timedelta(hours=1)
+
+
+def retry_time(now: datetime, attempts: int) -> datetime:
+    """Exponential backoff from 5 minutes, capped at an hour."""
+    return now + min(RETRY_BASE * (2**attempts), MAX_RETRY)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one delivery ends this time."""
+
+    status: DeliveryStatus
+    reply: str
+    retry: datetime | None = None
+    suppress: bool = False  # a permanent 5.1.x about this reader's mailbox or domain
+    policy: bool = False  # an x.7.x rejection: about how we send, not about the reader
+
+
+def mailbox_full(exc: DeliveryError) -> bool:
+    """552 or 5.2.2: the mailbox is full, which passes (RFC 3463 §3.3; RFC 5321 treats 552 as 452)."""
+    return exc.code == 552 or exc.enhanced == "5.2.2"
+
+
+def classify(exc: DeliveryError, *, now: datetime, deadline: datetime, attempts: int) -> Outcome:
+    """The outcome of a refusal about the recipient (``SendingStopped`` never gets here)."""
+    enhanced = exc.enhanced or ""
+    policy = enhanced[1:].startswith(".7.")
+    if exc.permanent and not mailbox_full(exc):
+        return Outcome(DeliveryStatus.FAILED, str(exc), suppress=enhanced.startswith("5.1."), policy=policy)
+    if now >= deadline:
+        return Outcome(DeliveryStatus.FAILED, f"expired after retries: {exc}", policy=policy)
+    return Outcome(DeliveryStatus.DEFERRED, str(exc), retry_time(now, attempts), policy=policy)
+
+
+@dataclass
+class SuppressionBreaker:
+    """Trips when one run would suppress more than ``share`` of ``recipients`` and at least ``minimum``."""
+
+    recipients: int
+    share: float = 0.05
+    minimum: int = 20
+    count: int = 0
+    tripped: bool = False
+
+    def add(self) -> bool:
+        """Count one more suppression this run would make; True once the breaker has tripped."""
+        self.count += 1
+        if self.count >= self.minimum and self.count > self.share * self.recipients:
+            self.tripped = True
+        return self.tripped
+
+    def reason(self) -> str:
+        return (
+            f"paused: {self.count} of {self.recipients} recipients were refused as unknown (5.1.x) in one run, "
+            f"more than {self.share:.0%}: the relay is more likely wrong than the list, so nobody was suppressed"
+        )
