@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import threading
@@ -322,9 +323,15 @@ def write_config(
 
 
 @pytest.fixture(autouse=True)
-def _test_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _test_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("FS_TEST_SECRET", "test-secret-for-signing")
     monkeypatch.setenv("FS_TEST_KMA_KEY", "test-kma-key")
+    # In-process CLI runs set up logging on the stderr pytest lends that test; a later test's log
+    # lines must not go to that closed stream (an "unraisable exception" failing the later test).
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
 
 
 # -- a real browser -------------------------------------------------------------------------------
