@@ -113,7 +113,7 @@ def test_feeds_parse_in_two_consumers_and_round_trip(tmp_path: Path) -> None:
         assert any(link.get("href") == bigtech[0].image_url for link in first.links + first.get("enclosures", []))
     rss = (out / "bigtech.xml").read_text(encoding="utf-8")
     assert "+0900</pubDate>" in rss and "<ttl>15</ttl>" in rss and "<language>ko</language>" in rss
-    assert '<atom:link href="http://127.0.0.1:8080/feeds/bigtech.xml" rel="self"/>' in rss
+    assert '<atom:link href="http://127.0.0.1:8080/feeds/bigtech.xml" rel="self" type="application/rss+xml"/>' in rss
     assert "<link>https://www.newsspace.kr</link>" in rss and 'isPermaLink="true"' in rss
     assert 'length="12345"' in rss and 'type="image/jpeg"' in rss
     media = etree.fromstring(rss.encode()).find(".//{http://search.yahoo.com/mrss/}content")
