@@ -127,18 +127,17 @@ def _rss_item(site: FeedSite, a: Article) -> etree._Element:
     if a.summary_html or a.content_html:
         _text(item, "description", a.summary_html or a.content_html)
     if a.content_html:
-        _text(item, f"{{{CONTENT_NS}}}encoded", etree.CDATA(a.content_html))
+        _text(item, f"{{{CONTENT_NS}}}encoded", etree.CDATA(a.content_html))  # lxml splits at any "]]>"
     _text(item, "guid", a.id).set("isPermaLink", "true" if a.id == a.url else "false")
     for term in a.categories:
         _text(item, "category", term)
     if a.image_url:
         image_type = _image_type(a)
         etree.SubElement(item, "enclosure", url=a.image_url, length=str(a.image_length or 0), type=image_type)
-    _text(item, "pubDate", format_datetime((a.published or EPOCH).astimezone(site.tz)))
-    if a.image_url:
         # One photo: media:content stands in the item (a media:group would hold alternatives of it).
         size = {"fileSize": str(a.image_length)} if a.image_length else {}
-        etree.SubElement(item, f"{{{MEDIA_NS}}}content", url=a.image_url, type=_image_type(a), medium="image", **size)
+        etree.SubElement(item, f"{{{MEDIA_NS}}}content", url=a.image_url, type=image_type, medium="image", **size)
+    _text(item, "pubDate", format_datetime((a.published or EPOCH).astimezone(site.tz)))
     if a.author:
         _text(item, f"{{{DC_NS}}}creator", a.author)
     return item
