@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import urllib.parse
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import feedparser
+import pytest
 from lxml import etree
 
 from feedservice.adapters.store import open_store
@@ -43,8 +45,8 @@ def _article(n: int, **kw: object) -> Article:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
-def _store(tmp_path: Path, bigtech: list[Article]):  # type: ignore[no-untyped-def]
-    store = open_store(f"sqlite:///{tmp_path / 'f.db'}")
+def _store(tmp_path: Path, bigtech: list[Article], url: str | None = None):  # type: ignore[no-untyped-def]
+    store = open_store(url or f"sqlite:///{tmp_path / 'f.db'}")
     store.sync_sections(SECTIONS)
     store.sync_sources(
         [("http://127.0.0.1/a.xml", "bigtech", None), ("http://127.0.0.1/b.xml", "space-sociology", None)]
@@ -111,7 +113,7 @@ def test_feeds_parse_in_two_consumers_and_round_trip(tmp_path: Path) -> None:
         assert any(link.get("href") == bigtech[0].image_url for link in first.links + first.get("enclosures", []))
     rss = (out / "bigtech.xml").read_text(encoding="utf-8")
     assert "+0900</pubDate>" in rss and "<ttl>15</ttl>" in rss and "<language>ko</language>" in rss
-    assert '<atom:link href="http://127.0.0.1:8080/feeds/bigtech.xml" rel="self"/>' in rss
+    assert '<atom:link href="http://127.0.0.1:8080/feeds/bigtech.xml" rel="self" type="application/rss+xml"/>' in rss
     assert "<link>https://www.newsspace.kr</link>" in rss and 'isPermaLink="true"' in rss
     assert 'length="12345"' in rss and 'type="image/jpeg"' in rss
     media = etree.fromstring(rss.encode()).find(".//{http://search.yahoo.com/mrss/}content")
@@ -235,3 +237,133 @@ def test_websub_hub_link_and_ping(tmp_path: Path, feed_server) -> None:  # type:
         assert len(feed_server.posts) == 1
     finally:
         app.close()
+
+
+def test_one_unfit_article_is_left_out_and_logged_not_the_whole_build(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13.9: an article with neither link nor content (feedparser's own corpus has dozens)
+    made feedgen refuse the Atom entry, and every later build of every section failed the same way.
+    So did any text a writer refuses (here a control character lxml will not put in XML)."""
+    no_link = _article(2, url="", content_html="", id="urn:x:no-link")
+    control = _article(3, summary_html="<p>\x0b</p>", id="urn:x:control")
+    good = [_article(1), _article(4)]
+    store = _store(tmp_path, [*good, no_link, control])
+    out = tmp_path / "feeds"
+    with caplog.at_level(logging.WARNING, logger="feedservice.services.feeds"):
+        build_feeds(SITE, SECTIONS, store, out, 50)
+    for slug in ("bigtech", "all"):
+        for ext in ("xml", "atom", "json"):
+            data = (out / f"{slug}.{ext}").read_bytes()
+            assert b"urn:x:no-link" not in data and b"urn:x:control" not in data, (slug, ext)
+            for a in good:
+                assert a.id.encode() in data, (slug, ext, a.id)
+    assert len(feedparser.parse((out / "all.atom").read_bytes()).entries) == 3  # two good ones + space
+    left_out = {(r.article, r.section) for r in caplog.records if hasattr(r, "article")}  # type: ignore[attr-defined]
+    assert {("urn:x:no-link", "bigtech"), ("urn:x:control", "all")} <= left_out
+    assert "neither a link nor content" in caplog.text
+    # Archive pages are built the same way: a page with an unfit article is written without it.
+    build_feeds(SITE, SECTIONS, store, tmp_path / "paged", 2)
+    pages = sorted((tmp_path / "paged" / "archive" / "bigtech").glob("*.atom"))
+    assert len(pages) == 2 and all(b"urn:x:no-link" not in p.read_bytes() for p in pages)
+    store.close()
+
+
+class _CountingStore:
+    """The real store, counting the rows each archive read returns."""
+
+    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+        self.store, self.rows = store, 0
+
+    def recent_articles(self, section: str | None, limit: int) -> list[Article]:
+        return self.store.recent_articles(section, limit)  # type: ignore[no-any-return]
+
+    def archive_articles(self, section, after, limit):  # type: ignore[no-untyped-def]
+        articles, last = self.store.archive_articles(section, after, limit)
+        self.rows += len(articles)
+        return articles, last
+
+
+def test_a_rebuild_reads_the_same_rows_however_long_the_archive(tmp_path: Path) -> None:
+    """Issue 14.11: each archive page was an OFFSET query and every rebuild read the tail by OFFSET
+    too, so the cost grew with the archive. Now a rebuild starts at the newest full page."""
+    reads = []
+    for n_articles in (23, 203):
+        arts = [_article(n, published=NOW - timedelta(minutes=n)) for n in range(1, n_articles + 1)]
+        store = _store(tmp_path / str(n_articles), arts)
+        out = tmp_path / str(n_articles) / "feeds"
+        counting = _CountingStore(store)
+        build_feeds(SITE, SECTIONS, counting, out, 5)  # type: ignore[arg-type]
+        assert counting.rows == 2 * (n_articles + 1)  # the first build reads each archive once: bigtech, all
+        later = NOW + timedelta(hours=1)
+        store.record_fetch_success("http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None,
+                                   articles=[_article(5000, published=later)])  # fmt: skip
+        counting.rows = 0
+        build_feeds(SITE, SECTIONS, counting, out, 5)  # type: ignore[arg-type]
+        reads.append(counting.rows)
+        store.close()
+    assert reads[0] == reads[1] <= 3 * 2 * 5  # per section: the newest page, checked, and the tail
+
+
+def test_archive_grows_page_by_page_and_the_newest_gains_its_next_link(tmp_path: Path, db_url: str) -> None:
+    """On both databases: the mark's keys must compare equal to what the store gives back."""
+    store = _store(tmp_path, [_article(n, published=NOW - timedelta(minutes=n)) for n in range(1, 24)], db_url)
+    out = tmp_path / "feeds"
+    build_feeds(SITE, SECTIONS, store, out, 5)
+    folder = out / "archive" / "bigtech"
+    before = {p.name: p.read_bytes() for p in folder.glob("[0-9]*.*")}
+    assert sorted(before) == sorted(f"{n}.{ext}" for n in range(1, 5) for ext in ("atom", "json", "xml"))
+    assert b'rel="next-archive"' not in before["4.atom"] and b'rel="next-archive"' in before["3.atom"]
+    later = NOW + timedelta(hours=1)
+    store.record_fetch_success("http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None,
+                               articles=[_article(n, published=later) for n in range(100, 105)])  # fmt: skip
+    counting = _CountingStore(store)
+    report = build_feeds(SITE, SECTIONS, counting, out, 5)  # type: ignore[arg-type]
+    assert counting.rows <= 2 * 3 * 5  # resumed at the mark: not the 57 rows of a walk from the start
+    changed = {p.name for p in report.changed if p.parent == folder}
+    # 1–3 untouched; JSON Feed has no link to a newer page, so 4.json stays as it was
+    assert changed == {"4.atom", "4.xml", "5.atom", "5.json", "5.xml"}
+    page4 = etree.fromstring((folder / "4.atom").read_bytes())
+    assert page4.find(f"{ATOM}link[@rel='next-archive']").get("href").endswith("/archive/bigtech/5.atom")
+    assert [e.findtext(f"{ATOM}id") for e in page4.iterfind(f"{ATOM}entry")] == [
+        e.findtext(f"{ATOM}id") for e in etree.fromstring(before["4.atom"]).iterfind(f"{ATOM}entry")
+    ]  # the page's entries never change
+    current = etree.fromstring((out / "bigtech.atom").read_bytes())
+    assert current.find(f"{ATOM}link[@rel='prev-archive']").get("href").endswith("/archive/bigtech/5.atom")
+    # Without its mark (a new output folder, a lost file), the walk starts over and writes the same pages.
+    after = {p.name: p.read_bytes() for p in folder.glob("[0-9]*.*")}
+    (folder / ".newest-page").unlink()
+    assert build_feeds(SITE, SECTIONS, store, out, 5).changed == []
+    assert {p.name: p.read_bytes() for p in folder.glob("[0-9]*.*")} == after
+    # A mark that does not match the store (another database) is not trusted either.
+    (folder / ".newest-page").write_text('{"pages": 9, "start": null, "end": ["2026-01-01T00:00:00+00:00", "x"]}')
+    assert build_feeds(SITE, SECTIONS, store, out, 5).changed == []
+    store.close()
+
+
+def test_archive_walk_by_keyset_on_both_databases(db_url: str) -> None:
+    """Pages in first-stored order, ties on first_seen broken by id, each article exactly once."""
+    store = open_store(db_url)
+    store.sync_sections(SECTIONS)
+    store.sync_sources(
+        [("http://127.0.0.1/a.xml", "bigtech", None), ("http://127.0.0.1/b.xml", "space-sociology", None)]
+    )
+    first = [_article(n) for n in (5, 1, 3)]  # one fetch: the same first_seen, ordered by id
+    store.record_fetch_success("http://127.0.0.1/a.xml", NOW, NOW, etag=None, last_modified=None, articles=first)
+    later = NOW + timedelta(minutes=1)
+    store.record_fetch_success("http://127.0.0.1/b.xml", later, later, etag=None, last_modified=None,
+                               articles=[_article(9, id="urn:x:9", section="space-sociology")])  # fmt: skip
+    store.record_fetch_success("http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None,
+                               articles=[_article(2)])  # fmt: skip
+    for section, expected in (("bigtech", [1, 3, 5, 2]), (None, [1, 3, 5, 2, "urn:x:9"])):
+        ids = [a if isinstance(a, str) else _article(a).id for a in expected]
+        seen, after = [], None
+        while True:
+            page, last = store.archive_articles(section, after, 2)
+            seen += [a.id for a in page]
+            if len(page) < 2:
+                break
+            assert last is not None and last[1] == page[-1].id
+            after = last
+        assert seen == ids, section
+    store.close()

@@ -8,6 +8,7 @@ rendering, no framework routing per request: this path is the one feed readers h
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -138,6 +139,42 @@ def _plain(status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = N
     return Reply.of(status, headers + (extra or []), body)
 
 
+@functools.lru_cache(maxsize=512)
+def choose_coding(accept: bytes) -> bool | None:
+    """RFC 9110 §12.5.3 for the two codings we have: True for gzip, False for identity, None if the
+    client refuses both (``identity;q=0`` or ``*;q=0`` with gzip not allowed).
+
+    A coding the field lists is acceptable unless its qvalue is 0; ``*`` stands for any coding not
+    listed; identity is acceptable unless refused. gzip wins ties and is preferred when identity
+    has no qvalue of its own. An element with a malformed qvalue is ignored. (Remembered per field
+    value: readers send a handful of distinct ones.)"""
+    if not accept.strip():
+        return False  # an empty field: the client wants no coding at all
+    q: dict[bytes, float] = {}
+    for element in accept.lower().split(b","):
+        coding, *params = (part.strip() for part in element.split(b";"))
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition(b"=")
+            if name.strip() == b"q":
+                m = QVALUE.fullmatch(value.strip())
+                weight = float(m[0]) if m else -1.0
+        if coding and weight >= 0:
+            q[b"gzip" if coding == b"x-gzip" else coding] = weight
+    star = q.get(b"*")
+    q_gzip = q.get(b"gzip", star if star is not None else 0.0)
+    q_identity = q.get(b"identity", star)
+    if q_gzip > 0 and (q_identity is None or q_gzip >= q_identity):
+        return True
+    if q_identity is None or q_identity > 0:
+        return False
+    return None
+
+
+QVALUE = re.compile(rb"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+NOT_ACCEPTABLE = _plain(
+    406, b"not acceptable: this feed is sent as gzip or unencoded\n", [(b"vary", b"accept-encoding")]
+)
 NOT_ALLOWED = _plain(405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
 UNKNOWN = _plain(404, b"unknown feed\n")
 NOT_BUILT = _plain(404, b"this feed has not been built yet\n")
@@ -163,7 +200,10 @@ class FeedServer:
         if prepared is None:
             return NOT_BUILT
         headers = dict(request_headers)
-        gz = b"gzip" in headers.get(b"accept-encoding", b"")
+        accept = [v for k, v in request_headers if k == b"accept-encoding"]
+        gz = choose_coding(b",".join(accept) if len(accept) > 1 else accept[0]) if accept else False
+        if gz is None:
+            return NOT_ACCEPTABLE
         if is_not_modified(headers, prepared):
             return prepared.not_modified[gz]
         return prepared.full[gz]

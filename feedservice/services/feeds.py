@@ -2,23 +2,35 @@
 pages, and the OPML list. Only what changed is rewritten, atomically.
 
 Archives: a section's articles in the order they were first stored, cut into pages of
-``max_entries``; a page is written once, when it is full, and never again (so links to it
-stay valid and readers can cache it forever). The current feed links to the newest full
-page with rel="prev-archive", each page to the one before it, back to the oldest.
+``max_entries``; a page is written when it is full, and its entries never change (so links to
+it stay valid and readers can cache it). The current feed links to the newest full page with
+rel="prev-archive", each page to the one before it, back to the oldest, and each page but the
+newest to the one after it with rel="next-archive" (the newest gains that link once, when the
+next page is written).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from feedservice.model import Article, Section
-from feedservice.services.feed_formats import FeedPage, FeedSite, render_atom, render_json, render_opml, render_rss
+from feedservice.services.feed_formats import (
+    FeedPage,
+    FeedSite,
+    check_entry,
+    render_atom,
+    render_json,
+    render_opml,
+    render_rss,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +38,18 @@ ALL = "all"
 EVERYTHING = Section(ALL, "전체 기사")
 RENDERERS = {"xml": ("rss", render_rss), "atom": ("atom", render_atom), "json": ("json", render_json)}
 
-__all__ = ["ALL", "FeedSite", "FeedStore", "build_feeds", "feed_urls", "write_if_changed"]
+__all__ = ["ALL", "ArchiveKey", "FeedSite", "FeedStore", "build_feeds", "feed_urls", "render_page", "write_if_changed"]
+
+
+ArchiveKey = tuple[datetime, str]  # (first_seen, id): an article's place in the archive
 
 
 class FeedStore(Protocol):
     def recent_articles(self, section: str | None, limit: int) -> list[Article]: ...
 
-    def count_section_articles(self, section: str | None) -> int: ...
-
-    def archive_articles(self, section: str | None, offset: int, limit: int) -> list[Article]: ...
+    def archive_articles(
+        self, section: str | None, after: ArchiveKey | None, limit: int
+    ) -> tuple[list[Article], ArchiveKey | None]: ...
 
 
 @dataclass
@@ -53,8 +68,11 @@ def archive_urls(site: FeedSite, slug: str, page: int) -> dict[str, str]:
     return {fmt: f"{base}/feeds/archive/{slug}/{page}.{ext}" for ext, (fmt, _) in RENDERERS.items()}
 
 
-def write_if_changed(path: Path, data: bytes) -> bool:
-    """Atomically replace ``path`` with ``data`` unless it already holds exactly that; True if written."""
+def write_if_changed(path: Path, data: bytes, *, sync: bool = True) -> bool:
+    """Atomically replace ``path`` with ``data`` unless it already holds exactly that; True if written.
+
+    ``sync=False`` leaves flushing the data to disk to the caller (one ``os.sync()`` after many files:
+    an fsync per archive page was most of the first build's time on a busy disk)."""
     try:
         if path.read_bytes() == data:
             return False
@@ -66,7 +84,8 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -75,37 +94,123 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
+def render_page(site: FeedSite, page: FeedPage) -> dict[str, bytes]:
+    """Every format of one page, by file extension. An article that any format refuses (or that
+    makes a writer fail) is left out of all of them and logged: one odd article never stops a
+    section's feeds from being built."""
+    try:
+        return {ext: render(site, page) for ext, (_, render) in RENDERERS.items()}
+    except Exception:  # find the articles at fault below; anything else fails again there
+        pass
+    keep: list[Article] = []
+    for a in page.articles:
+        try:
+            check_entry(a)
+            alone = replace(page, articles=[a])
+            for _, render in RENDERERS.values():
+                render(site, alone)
+        except Exception as exc:
+            log.warning(
+                "article left out of the %s feed: %s",
+                page.section.slug,
+                exc,
+                extra={"section": page.section.slug, "article": a.id, "source": a.source_url, "reason": str(exc)},
+            )
+            continue
+        keep.append(a)
+    page = replace(page, articles=keep)
+    return {ext: render(site, page) for ext, (_, render) in RENDERERS.items()}
+
+
 def _write_page(site: FeedSite, page: FeedPage, folder: Path, stem: str, report: BuildReport) -> bool:
     moved = False
-    for ext, (_, render) in RENDERERS.items():
+    for ext, data in render_page(site, page).items():
         path = folder / f"{stem}.{ext}"
-        if write_if_changed(path, render(site, page)):
+        if write_if_changed(path, data):
             report.changed.append(path)
             moved = True
     return moved
 
 
-def _build_archives(site: FeedSite, store: FeedStore, section: Section, output_dir: Path, size: int) -> int:
-    """Write the full archive pages that do not exist yet; return the number of full pages."""
+MARK = ".newest-page"  # JSON, named so that no *.json of the served feeds matches it
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """The newest full archive page of a section, kept beside the pages (``archive/<slug>/.newest-page``)
+    so that a rebuild starts there instead of walking the whole archive again."""
+
+    pages: int
+    start: ArchiveKey | None  # the last article before that page (None for page 1)
+    end: ArchiveKey  # the page's last article
+
+    def to_json(self) -> bytes:
+        keys = [None if k is None else [k[0].isoformat(), k[1]] for k in (self.start, self.end)]
+        return json.dumps({"pages": self.pages, "start": keys[0], "end": keys[1]}).encode()
+
+
+def _read_mark(folder: Path) -> _Mark | None:
+    try:
+        doc = json.loads((folder / MARK).read_bytes())
+        start = None if doc["start"] is None else (datetime.fromisoformat(doc["start"][0]), str(doc["start"][1]))
+        end = (datetime.fromisoformat(doc["end"][0]), str(doc["end"][1]))
+        return _Mark(int(doc["pages"]), start, end)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None  # no mark, or not one we can trust: walk the archive from its start
+
+
+def _build_archives(
+    site: FeedSite, store: FeedStore, section: Section, output_dir: Path, size: int, report: BuildReport
+) -> tuple[int, list[Article]]:
+    """Write the full archive pages that do not exist yet; return the number of full pages and
+    the articles after the last one (in the order they were first stored).
+
+    The archive is read once, in order, a page at a time (keyset on (first_seen, id)). A rebuild
+    starts at the newest full page (its mark, checked against the store): its cost does not grow
+    with the archive. A page's entries never change; the newest page gains its next-archive link
+    once, when the page after it is written."""
     key = None if section.slug == ALL else section.slug
-    pages = store.count_section_articles(key) // size
     folder = output_dir / "archive" / section.slug
     current = feed_urls(site, section.slug)
-    for n in range(1, pages + 1):
-        if all((folder / f"{n}.{ext}").exists() for ext in RENDERERS):
-            continue  # immutable once written
-        articles = store.archive_articles(key, (n - 1) * size, size)
+
+    def write(n: int, articles: list[Article], has_next: bool) -> None:
         page = FeedPage(
             section=section,
             articles=list(reversed(articles)),  # newest first within the page
             urls=archive_urls(site, section.slug, n),
             current=current,
             prev_archive=archive_urls(site, section.slug, n - 1) if n > 1 else None,
+            next_archive=archive_urls(site, section.slug, n + 1) if has_next else None,
             archive=True,
         )
-        for ext, (_, render) in RENDERERS.items():
-            write_if_changed(folder / f"{n}.{ext}", render(site, page))
-    return pages
+        for ext, data in render_page(site, page).items():
+            if write_if_changed(folder / f"{n}.{ext}", data, sync=False):
+                report.changed.append(folder / f"{n}.{ext}")
+                flush.append(n)
+
+    flush: list[int] = []
+    pages, start, after, pending = 0, None, None, None
+    mark = _read_mark(folder)
+    if mark and all((folder / f"{mark.pages}.{ext}").exists() for ext in RENDERERS):
+        newest, end = store.archive_articles(key, mark.start, size)
+        if len(newest) == size and end == mark.end:  # the store still has that page
+            pages, start, after, pending = mark.pages, mark.start, mark.end, newest
+    written = pages
+    while True:
+        batch, last = store.archive_articles(key, after, size)
+        full = len(batch) == size
+        if pending is not None and (full or pages > written):
+            write(pages, pending, has_next=full)
+        if not full:
+            break
+        pages, start, after, pending = pages + 1, after, last, batch
+    if flush:
+        # The pages reach the disk before the mark that says they exist: after a crash, the next
+        # build walks from the previous mark and rewrites whatever did not survive.
+        os.sync()
+    if pages != written and after is not None:
+        write_if_changed(folder / MARK, _Mark(pages, start, after).to_json())
+    return pages, batch
 
 
 def build_feeds(
@@ -114,12 +219,12 @@ def build_feeds(
     """Write every section's current feeds, new archive pages and the OPML list."""
     report = BuildReport()
     for section in [*sections, EVERYTHING]:
-        pages = _build_archives(site, store, section, output_dir, max_entries)
+        pages, tail = _build_archives(site, store, section, output_dir, max_entries, report)
         key = None if section.slug == ALL else section.slug
         # The newest articles, plus any not yet on a full archive page, so that the current
         # feed and its archives together hold every article.
         newest = {a.id: a for a in store.recent_articles(key, max_entries)}
-        newest.update((a.id, a) for a in store.archive_articles(key, pages * max_entries, max_entries))
+        newest.update((a.id, a) for a in tail)
         page = FeedPage(
             section=section,
             articles=sorted(newest.values(), key=lambda a: (a.sort_key(), a.id), reverse=True),

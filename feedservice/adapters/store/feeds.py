@@ -224,21 +224,28 @@ class FeedStoreMixin(StoreBase):
         with self._tx("reading articles") as conn:
             return [_article(r) for r in conn.execute(q)]
 
-    def count_section_articles(self, section: str | None) -> int:
-        q = sa.select(sa.func.count()).select_from(t.articles)
-        if section is not None:
-            q = q.where(t.articles.c.section == section)
-        with self._tx("counting articles") as conn:
-            return int(conn.execute(q).scalar() or 0)
+    def archive_articles(
+        self, section: str | None, after: tuple[datetime, str] | None, limit: int
+    ) -> tuple[list[Article], tuple[datetime, str] | None]:
+        """Up to ``limit`` articles after the key ``after`` in the order they were first stored
+        (stable: later ones only ever come after), and the key (first_seen, id) of the last one.
 
-    def archive_articles(self, section: str | None, offset: int, limit: int) -> list[Article]:
-        """Articles in the order they were first stored (stable: later ones only ever come after)."""
+        A keyset walk: migration 6's indexes on (section, first_seen, id) and (first_seen, id)
+        give each page in order, however deep in the archive it is."""
+        c = t.articles.c
         q = sa.select(t.articles)
         if section is not None:
-            q = q.where(t.articles.c.section == section)
-        q = q.order_by(t.articles.c.first_seen, t.articles.c.id).offset(offset).limit(limit)
+            q = q.where(c.section == section)
+        if after is not None:
+            seen = sa.literal(after[0], t.UTCDateTime)
+            # (first_seen, id) > after, written so that both databases range-scan the index.
+            q = q.where(c.first_seen >= seen, sa.or_(c.first_seen > seen, c.id > after[1]))
+        q = q.order_by(c.first_seen, c.id).limit(limit)
         with self._tx("reading archived articles") as conn:
-            return [_article(r) for r in conn.execute(q)]
+            rows = list(conn.execute(q))
+        if not rows:
+            return [], after
+        return [_article(r) for r in rows], (rows[-1].first_seen, rows[-1].id)
 
     def articles_for_edition(self, after: datetime, until: datetime, published_since: datetime) -> list[Article]:
         """Articles first collected in (after, until] and published at ``published_since`` or later,

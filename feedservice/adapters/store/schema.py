@@ -211,9 +211,20 @@ def _v3(conn: Connection) -> None:
     send_pauses.create(conn)
 
 
+def _v6(conn: Connection) -> None:
+    # Feed archives are read page by page in first-stored order, by keyset on (first_seen, id):
+    # one index per shape of query, for a section and for "all" (which had none and was sorted
+    # in full for every page). The old (section, first_seen) index is a prefix of the new one.
+    # "all"'s current feed asks for the newest by published, which had no index either.
+    conn.execute(sa.text("CREATE INDEX ix_articles_archive ON articles (section, first_seen, id)"))
+    conn.execute(sa.text("CREATE INDEX ix_articles_archive_all ON articles (first_seen, id)"))
+    conn.execute(sa.text("CREATE INDEX ix_articles_published ON articles (published, id)"))
+    conn.execute(sa.text("DROP INDEX ix_articles_section_first_seen"))
+
+
 # Append (number, step) pairs; never edit a step once it has been released. Steps after the
 # first are plain DDL: the Table objects above are what step 1 created.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3), (6, _v6)]
 LATEST = MIGRATIONS[-1][0]
 
 
