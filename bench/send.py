@@ -231,7 +231,7 @@ def main() -> None:
     print(f"slow relay, pool 50: {slow_rate:.1f} messages/s", file=sys.stderr)
     command = " ".join([".venv/bin/python bench/send.py", *(a for a in sys.argv[1:] if a != "--write")])
     md = "\n".join([
-        "## Sending (issue 7)",
+        "## Sending (issues 7 and 16)",
         "",
         f"`{command}` on {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores. One edition (4 sections, 8 section "
         "choices) into Postfix's `smtp-sink` on 127.0.0.1, SQLite ledger; the whole path is timed (recording the "

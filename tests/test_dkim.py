@@ -169,6 +169,19 @@ def test_bare_lf_input_is_signed_as_crlf(keys: dict[str, bytes]) -> None:
     assert _tags(signed)["t"] == "1751400000"
 
 
+def test_readers_of_interleaved_templates_all_verify(signer: DkimSigner, keys: dict[str, bytes]) -> None:
+    """An edition's messages as they go out: several section choices, each reader's own links."""
+    templates = [_render(chosen) for chosen in [(), ("bigtech",), ("space-sociology",), ("bigtech", "economy")]]
+    for i in range(24):
+        ed, rendered = templates[i % len(templates)]
+        raw = compose(SITE, rendered, day=ed.day, to=f"r{i}@example.com", msg_id=f"<{i}@newsspace.kr>",
+                      unsubscribe_url=f"https://feeds.newsspace.kr/unsubscribe/{'x' * (i % 5)}{i}.sig",
+                      preferences_url=f"https://feeds.newsspace.kr/preferences/{i}.sig", now=NOW)  # fmt: skip
+        signed = signer.sign(raw)
+        assert _verifies(signed, keys), i
+        assert _tags(signed)["bh"] == _dkimpy_body_hash(signed, keys), i
+
+
 def _random_message(rng: random.Random) -> bytes:
     def ws() -> str:
         return rng.choice(["", " ", "  ", "\t", " \t "])
