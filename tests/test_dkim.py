@@ -19,6 +19,7 @@ import pytest
 
 from feedservice.adapters.dkim import DkimSigner
 from feedservice.config import load_settings
+from feedservice.entry import cli
 from feedservice.entry.bootstrap import make_app
 from feedservice.errors import ConfigError, DeliveryError
 from feedservice.services.digest import compose
@@ -239,22 +240,36 @@ def test_a_weak_or_wrong_key_stops_start_up(tmp_path: Path, make: tuple[str, ...
     assert (caught.value.path, caught.value.key) == ("site.toml", "digest.dkim_key_env")
 
 
+def _dkim_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rsa_pem: bytes, extra: str = "") -> Path:
+    """A config with ``[digest] dkim_selector`` and ``extra``, the key(s) in the environment."""
+    monkeypatch.setenv("FS_TEST_DKIM", rsa_pem.decode())
+    cfg = write_config(tmp_path)
+    dkim_keys = f'dkim_selector = "news"\ndkim_key_env = "FS_TEST_DKIM"\n{extra}'
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[digest]\n", "[digest]\n" + dkim_keys), encoding="utf-8")
+    return cfg
+
+
 def _app_signer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: dict[str, bytes], extra: str
 ) -> Callable[[bytes], bytes]:
     """The signing function the application builds from a config with ``[digest] dkim_selector`` and ``extra``."""
-    monkeypatch.setenv("FS_TEST_DKIM", keys["rsa"].decode())
     monkeypatch.setenv("FS_TEST_DKIM_ED", keys["ed25519"].decode())
-    cfg = write_config(tmp_path)
-    dkim_keys = f'dkim_selector = "news"\ndkim_key_env = "FS_TEST_DKIM"\n{extra}'
-    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[digest]\n", "[digest]\n" + dkim_keys), encoding="utf-8")
-    app = make_app(load_settings(cfg))
+    app = make_app(load_settings(_dkim_config(tmp_path, monkeypatch, keys["rsa"], extra)))
     try:
         sign = app.signer()
     finally:
         app.close()
     assert sign is not None
     return sign
+
+
+def test_digest_send_with_a_short_key_stops_before_sending(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    weak = tmp_path / "weak.pem"
+    _openssl("genrsa", "-out", str(weak), "1024")
+    cfg = _dkim_config(tmp_path, monkeypatch, weak.read_bytes())
+    assert cli.main(["--config", str(cfg), "digest", "send"]) == 2  # a config error, before any message
+    err = capsys.readouterr().err
+    assert "digest.dkim_key_env" in err and "1024 bits; at least 2048" in err
 
 
 def test_configured_signature_aligns_with_the_from_domain(tmp_path, monkeypatch, keys) -> None:  # type: ignore[no-untyped-def]
