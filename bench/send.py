@@ -8,6 +8,8 @@ personalising, sending over a pool of SMTP connections and recording each outcom
 started) accepts everything on 127.0.0.1. The naive way, per subscriber: render the template,
 build an ``EmailMessage`` and send it with stdlib smtplib over one connection. The slow-relay
 run holds every DATA reply for 1 s (``smtp-sink -w 1``) and sends with a pool of 50.
+Each N is sent twice in a row, unsigned and then DKIM-signed (a throw-away 2048-bit RSA key,
+``[digest] dkim_selector``), so the signed/unsigned ratio compares runs on the same machine load.
 Each measurement runs in its own process; peak memory is that process tree's.
 """
 
@@ -63,14 +65,23 @@ class Sink:
         self.proc.wait(10)
 
 
-def setup(folder: Path, n: int, port: int, pool: int) -> Path:
-    """A config, 4 sections × 10 articles in the edition's window, n subscribers over 8 choices."""
+def setup(folder: Path, n: int, port: int, pool: int, signed: bool = False) -> Path:
+    """A config, 4 sections × 10 articles in the edition's window, n subscribers over 8 choices;
+    ``signed``: DKIM with a new 2048-bit RSA key in $FEEDSERVICE_DKIM_KEY."""
     from feedservice.adapters.store.schema import subscribers as subscribers_table
     from feedservice.config import load_settings
     from feedservice.entry.bootstrap import make_app
     from feedservice.model import Article
 
     cfg = folder / "config.toml"
+    if signed:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())  # fmt: skip
+        os.environ["FEEDSERVICE_DKIM_KEY"] = pem.decode()
     sections = "\n".join(f'[[sections]]\nslug = "{s}"\ntitle = "{s}"\n' for s in SECTIONS)
     cfg.write_text(
         f"""[site]
@@ -83,6 +94,7 @@ url = "sqlite:///{folder}/fs.db"
 provider = "none"
 [digest]
 from = "뉴스스페이스 <newsletter@newsspace.kr>"
+{'dkim_selector = "bench"' if signed else ""}
 [delivery.smtp]
 host = "127.0.0.1"
 port = {port}
@@ -118,16 +130,17 @@ level = "WARNING"
     return cfg
 
 
-def child_ours(n: int, pool: int, wait: float) -> None:
+def child_ours(n: int, pool: int, wait: float, signed: bool = False) -> None:
     sink = Sink(wait)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = setup(Path(tmp), n, sink.port, pool)
+            cfg = setup(Path(tmp), n, sink.port, pool, signed)
             from feedservice.config import load_settings
             from feedservice.entry.bootstrap import make_app
 
             with TreeMemory() as memory:
                 app = make_app(load_settings(cfg))
+                assert (app.signer() is not None) == signed, "DKIM signing is not configured as asked"
                 started = time.perf_counter()
                 report = aio.run(app.send_digest(DAY))
                 seconds = time.perf_counter() - started
@@ -192,20 +205,25 @@ def main() -> None:
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--wait", type=float, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--signed", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "ours":
-        child_ours(args.n[0], args.pool, args.wait)
+        child_ours(args.n[0], args.pool, args.wait, args.signed)
         return
     if args.child == "naive":
         child_naive(args.n[0])
         return
     ensure_smtp_sink()
     me = [sys.executable, __file__]
-    rows = []
+    rows, signed_rows = [], []
     for n in args.n:
         r = run_child([*me, "--child", "ours", "--n", str(n), "--pool", str(args.pool)], timeout=3600)
         rows.append((n, r))
         print(f"N={n}: {n / r['seconds']:.0f} messages/s, peak {r['peak_mb']:.0f} MB", file=sys.stderr)
+        s = run_child([*me, "--child", "ours", "--n", str(n), "--pool", str(args.pool), "--signed"], timeout=3600)
+        signed_rows.append((n, s))
+        print(f"N={n}, DKIM-signed: {n / s['seconds']:.0f} messages/s, {r['seconds'] / s['seconds']:.0%} of unsigned",
+              file=sys.stderr)  # fmt: skip
     naive = run_child([*me, "--child", "naive", "--n", str(args.naive)])
     naive_rate = naive["sent"] / naive["seconds"]
     print(f"naive: {naive_rate:.0f} messages/s", file=sys.stderr)
@@ -214,7 +232,7 @@ def main() -> None:
     print(f"slow relay, pool 50: {slow_rate:.1f} messages/s", file=sys.stderr)
     command = " ".join([".venv/bin/python bench/send.py", *(a for a in sys.argv[1:] if a != "--write")])
     md = "\n".join([
-        "## Sending (issue 7)",
+        "## Sending (issues 7 and 16)",
         "",
         f"`{command}` on {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores. One edition (4 sections, 8 section "
         "choices) into Postfix's `smtp-sink` on 127.0.0.1, SQLite ledger; the whole path is timed (recording the "
@@ -225,6 +243,9 @@ def main() -> None:
         "|---|---|---|---|",
         *[f"| feedservice, N = {n:,}, pool {args.pool} | {n / r['seconds']:,.0f} | "
           f"{n / r['seconds'] / naive_rate:.1f}× | {r['peak_mb']:.0f} |" for n, r in rows],
+        *[f"| feedservice, N = {n:,}, pool {args.pool}, DKIM-signed (RSA 2048): {r['seconds'] / s['seconds']:.0%} "
+          f"of unsigned | {n / s['seconds']:,.0f} | {n / s['seconds'] / naive_rate:.1f}× | {s['peak_mb']:.0f} |"
+          for (n, r), (_, s) in zip(rows, signed_rows, strict=True)],
         f"| naive (render + `EmailMessage` + smtplib, one connection), {args.naive:,} messages | {naive_rate:,.0f} "
         "| 1× | – |",
         f"| feedservice, slow relay (`smtp-sink -w 1`), pool 50, {args.slow} messages | {slow_rate:,.1f} | – | "

@@ -242,6 +242,8 @@ class DigestConfig(_Table):
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_key_env: EnvName = "FEEDSERVICE_DKIM_KEY"
+    dkim_ed25519_key_env: EnvName | None = None
+    dkim_ed25519_selector: str | None = None
 
     @property
     def send_time(self) -> time:

@@ -124,7 +124,7 @@ def test_every_config_key_is_in_the_readme() -> None:
     from feedservice import config
 
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    named = set(re.findall(r"`([a-z_]+)`", readme)) | set(re.findall(r"\{ ?([a-z_]+) =", readme))
+    named = set(re.findall(r"`([a-z0-9_]+)`", readme)) | set(re.findall(r"\{ ?([a-z0-9_]+) =", readme))
     missing = [
         f"{cls.__name__}.{info.alias or key}"
         for cls in vars(config).values()

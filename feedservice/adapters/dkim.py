@@ -1,37 +1,248 @@
-"""DKIM signing with dkimpy, covering the headers a provider checks for one-click unsubscribe.
+"""DKIM signing (RFC 6376, relaxed/relaxed) with OpenSSL's RSA, and optionally Ed25519 (RFC 8463).
 
-RFC 8058 §4: the signature must cover List-Unsubscribe and List-Unsubscribe-Post, or a
-provider will not offer one-click unsubscribe. Relaxed canonicalisation keeps the signature
-valid across the header folding relays may do.
+Why our own signer: dkimpy's pure-Python path cost ~16 ms a message, which made a signed
+edition go out at a sixth of the unsigned rate; OpenSSL (through ``cryptography``) signs with a
+2048-bit key in a fraction of a millisecond. What remains is small and follows the RFC:
+
+- once, at start-up: load and check the keys (RSA of at least 2048 bits, as Gmail and Naver
+  expect of bulk senders), the selector and the domain;
+- once per header set (every message of an edition has the same one): the ``h=`` list and the
+  folded signature header up to ``h=``;
+- per message: line endings, the relaxed body and its SHA-256 (``bh=``), the relaxed signed
+  headers, ``t=``, and one signature per key.
+
+RFC 8058 §4: the signature must cover List-Unsubscribe and List-Unsubscribe-Post, or a provider
+will not offer one-click unsubscribe. Every header of SIGNED_HEADERS that is present is signed
+(§5.4), and signed once more than it occurs (§5.4.2, "over-signing"), so that a header added on
+the way, say a second From or List-Unsubscribe, breaks the signature instead of riding on it.
+Relaxed canonicalisation keeps the signature valid across the refolding relays may do.
+
+Input may use CRLF or bare LF (or CR) line endings. ``sign`` returns the message with CRLF line
+endings throughout and a final CRLF, under its signature header(s): exactly the bytes it signed,
+which is what SMTP puts on the wire.
 """
 
 from __future__ import annotations
 
-import dkim
+import base64
+import hashlib
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from feedservice.errors import ConfigError
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from feedservice.errors import ConfigError, DeliveryError
 
 SIGNED_HEADERS = (
     b"from", b"to", b"subject", b"date", b"message-id", b"list-id", b"list-unsubscribe",
     b"list-unsubscribe-post", b"mime-version", b"content-type",
 )  # fmt: skip
+MIN_RSA_BITS = 2048
+
+_SIGNED = frozenset(SIGNED_HEADERS)
+_EOL = re.compile(rb"\r\n|\r|\n")
+_FIELD_END = re.compile(rb"\r\n(?![ \t])")  # a line break that does not continue a folded field
+_SPACES = re.compile(rb"  +")
+_LABELS = re.compile(rb"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9])?)*")
+_WIDTH = 78  # RFC 5322 §2.1.1: lines SHOULD stay within 78 characters
+
+
+def _squeeze(data: bytes) -> bytes:
+    """Every run of WSP made one SP. Tabs first, then a regex with a literal prefix: both are fast
+    scans, where one regex for ``[ \t]+`` would stop at every single space of the text."""
+    if b"\t" in data:
+        data = data.replace(b"\t", b" ")
+    return _SPACES.sub(b" ", data) if b"  " in data else data
+
+
+def canonical_body(body: bytes) -> bytes:
+    """RFC 6376 §3.4.4 relaxed body: WSP runs become one SP, none ends a line, no empty lines at the end.
+
+    ``body`` has CRLF line endings and ends in CRLF, or is empty; an empty body stays empty.
+    """
+    body = _squeeze(body).replace(b" \r\n", b"\r\n")
+    body = body.rstrip(b"\r\n")  # only CRLF pairs are left, so this drops whole empty lines
+    return body + b"\r\n" if body else b""
+
+
+def canonical_header(field: bytes) -> bytes:
+    """RFC 6376 §3.4.2 relaxed header: ``name:value`` + CRLF, the name lower-cased, the value unfolded,
+    WSP runs made one SP, none around the colon or at the end. ``field`` is one field as it appears
+    (folded lines joined by CRLF + WSP), without its final CRLF."""
+    name, _, value = field.partition(b":")
+    value = _squeeze(value.replace(b"\r\n", b"")).strip(b" ")
+    return name.rstrip(b" \t").lower() + b":" + value + b"\r\n"
+
+
+def _normalise(message: bytes) -> bytes:
+    """CRLF line endings throughout, ending in CRLF (counting first: the usual input needs nothing)."""
+    lf = message.count(b"\n")
+    if lf != message.count(b"\r\n") or lf != message.count(b"\r"):
+        message = _EOL.sub(b"\r\n", message)
+    return message if message.endswith(b"\r\n") else message + b"\r\n"
+
+
+def _split(message: bytes) -> tuple[list[bytes], bytes]:
+    """The header fields (each without its final CRLF) and the body of a normalised message."""
+    if message.startswith(b"\r\n"):
+        return [], message[2:]
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        return _FIELD_END.split(message[:-2]), b""
+    return _FIELD_END.split(message[:end]), message[end + 4 :]
+
+
+def _field_name(field: bytes) -> bytes:
+    """The lower-cased name; a name with WSP before its colon (obsolete syntax, which verifiers such
+    as dkimpy do not read as that header) is not one we sign."""
+    colon = field.find(b":")
+    return field[:colon].lower() if colon > 0 else b""
+
+
+def _fold(column: int, parts: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """Join (separator, text) parts, breaking the line before a part that would pass 78 columns.
+
+    A break replaces the separator with CRLF + SP; in a tag list that is folding whitespace,
+    which relaxed canonicalisation reads as one SP and RFC 6376 §3.2 allows between tags and
+    around the colons of ``h=``.
+    """
+    out: list[bytes] = []
+    for sep, text in parts:
+        if column + len(sep) + len(text) > _WIDTH and column > 1:
+            out.append(b"\r\n ")
+            column = 1
+        else:
+            out.append(sep)
+            column += len(sep)
+        out.append(text)
+        column += len(text)
+    return b"".join(out)
+
+
+@dataclass(frozen=True)
+class _Key:
+    """One signing key: its ``a=`` name, selector and the function that signs the header data."""
+
+    algorithm: bytes
+    selector: bytes
+    sign: Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a header set decides: the ``h=`` names in order, and each key's signature header up to ``h=``."""
+
+    names: tuple[bytes, ...]
+    prefixes: tuple[bytes, ...]  # one per key, in the order of DkimSigner._keys
 
 
 class DkimSigner:
-    def __init__(self, *, selector: str, domain: str, private_key_pem: bytes, source: str = "config") -> None:
-        self.selector, self.domain, self._key = selector.encode(), domain.encode(), private_key_pem
-        try:  # fail at start-up, not on the first message
-            self.sign(b"From: a@" + self.domain + b"\r\nTo: b@example.com\r\nSubject: x\r\n\r\nx\r\n")
-        except dkim.DKIMException as exc:
-            raise ConfigError(source, "digest.dkim_key_env", f"the DKIM key cannot sign: {exc}") from None
+    """Signs digest messages; built once per run, so the key checks run at start-up.
+
+    A key that cannot sign (unreadable, not RSA, shorter than 2048 bits) is a ConfigError naming
+    the configuration key it came from. ``ed25519_key_pem`` adds a second signature
+    (``a=ed25519-sha256``, RFC 8463) under ``ed25519_selector``; the RSA one stays on top for the
+    verifiers that know only RSA.
+    """
+
+    def __init__(
+        self,
+        *,
+        selector: str,
+        domain: str,
+        private_key_pem: bytes,
+        source: str = "config",
+        ed25519_selector: str | None = None,
+        ed25519_key_pem: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.domain = _dns_name(domain, source, "digest.dkim_domain")
+        self._keys = [_Key(b"rsa-sha256", _dns_name(selector, source, "digest.dkim_selector"),
+                           _rsa_signer(private_key_pem, source))]  # fmt: skip
+        if ed25519_key_pem is not None:
+            ed_selector = _dns_name(ed25519_selector or f"{selector}-ed25519", source, "digest.dkim_ed25519_selector")
+            self._keys.append(_Key(b"ed25519-sha256", ed_selector, _ed25519_signer(ed25519_key_pem, source)))
+        self._clock = clock
+        self._plans: dict[tuple[bytes, ...], _Plan] = {}
 
     def sign(self, message: bytes) -> bytes:
-        signature: bytes = dkim.sign(
-            message,
-            self.selector,
-            self.domain,
-            self._key,
-            canonicalize=(b"relaxed", b"relaxed"),
-            include_headers=list(SIGNED_HEADERS),
-        )
-        return signature + message
+        """``message`` under one DKIM-Signature header per key (see the module docstring)."""
+        message = _normalise(message)
+        fields, body = _split(message)
+        body_hash = base64.b64encode(hashlib.sha256(canonical_body(body)).digest())
+        signable = [(name, field) for field in fields if (name := _field_name(field)) in _SIGNED]
+        present = tuple(name for name, _ in signable)
+        plan = self._plans.get(present) or self._plan(present)
+        instances: dict[bytes, list[bytes]] = {}
+        for name, field in signable:
+            instances.setdefault(name, []).append(field)
+        # §5.4.2: the n-th listing of a name signs its n-th instance from the bottom; none left, nothing.
+        headers = b"".join(canonical_header(instances[name].pop()) for name in plan.names if instances.get(name))
+        tail = b"\r\n t=" + str(int(self._clock())).encode() + b"; bh=" + body_hash + b";\r\n b="
+        signatures = []
+        for key, prefix in zip(self._keys, plan.prefixes, strict=True):
+            header = prefix + tail
+            signature = base64.b64encode(key.sign(headers + canonical_header(header)[:-2]))  # §3.7: no final CRLF
+            folded = _fold(3, [(b"", signature[i : i + 72]) for i in range(0, len(signature), 72)])
+            signatures.append(header + folded + b"\r\n")
+        return b"".join(signatures) + message
+
+    def _plan(self, present: tuple[bytes, ...]) -> _Plan:
+        if b"from" not in present:  # §5.4: From MUST be signed
+            raise DeliveryError("cannot DKIM-sign a message without a From header", permanent=True)
+        listed = [name for name in SIGNED_HEADERS if name in present]
+        names = tuple(name for name in listed for _ in range(present.count(name) + 1))
+        h = [(b" ", b"h=" + names[0])] + [(b"", b":" + name) for name in names[1:]]
+        h[-1] = (h[-1][0], h[-1][1] + b";")
+        prefixes = []
+        for key in self._keys:
+            tags = [b"v=1;", b"a=" + key.algorithm + b";", b"c=relaxed/relaxed;", b"d=" + self.domain + b";",
+                    b"s=" + key.selector + b";"]  # fmt: skip
+            prefixes.append(b"DKIM-Signature:" + _fold(len(b"DKIM-Signature:"), [(b" ", t) for t in tags] + h))
+        if len(self._plans) >= 64:  # an edition has one or two header sets: this only bounds the odd caller
+            self._plans.clear()
+        plan = self._plans[present] = _Plan(names, tuple(prefixes))
+        return plan
+
+
+def _dns_name(name: str, source: str, config_key: str) -> bytes:
+    """A domain or selector as its ASCII (IDNA) form, lower-cased; a ConfigError if it is not one."""
+    try:
+        ascii_name = name.strip().rstrip(".").encode("idna").lower()
+    except UnicodeError as exc:
+        raise ConfigError(source, config_key, f"{name!r} is not a domain name: {exc}") from exc
+    if not _LABELS.fullmatch(ascii_name):
+        raise ConfigError(source, config_key, f"{name!r} is not a domain name")
+    return ascii_name
+
+
+def _load_key(pem: bytes, source: str, config_key: str) -> PrivateKeyTypes:
+    try:
+        return serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(source, config_key, f"the DKIM key is not an unencrypted PEM private key: {exc}") from exc
+
+
+def _rsa_signer(pem: bytes, source: str) -> Callable[[bytes], bytes]:
+    key = _load_key(pem, source, "digest.dkim_key_env")
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ConfigError(source, "digest.dkim_key_env",
+                          f"the DKIM key is a {type(key).__name__}, not an RSA private key")  # fmt: skip
+    if key.key_size < MIN_RSA_BITS:
+        raise ConfigError(source, "digest.dkim_key_env",
+                          f"the DKIM key has {key.key_size} bits; at least {MIN_RSA_BITS} are required")  # fmt: skip
+    pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
+    return lambda data: key.sign(data, pkcs1, sha256)  # RSASSA-PKCS1-v1_5 over SHA-256(data): §3.3.1
+
+
+def _ed25519_signer(pem: bytes, source: str) -> Callable[[bytes], bytes]:
+    key = _load_key(pem, source, "digest.dkim_ed25519_key_env")
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise ConfigError(source, "digest.dkim_ed25519_key_env",
+                          f"the key is a {type(key).__name__}, not an Ed25519 private key")  # fmt: skip
+    return lambda data: key.sign(hashlib.sha256(data).digest())  # RFC 8463 §3: PureEdDSA over the SHA-256 hash

@@ -189,9 +189,14 @@ class App:
                 "digest.dkim_key_env",
                 f"dkim_selector is set but the environment variable {d.dkim_key_env} is empty",
             )
+        ed25519 = self.settings.secret(d.dkim_ed25519_key_env)
+        if d.dkim_ed25519_key_env and not ed25519:
+            raise ConfigError(self.settings.source_path, "digest.dkim_ed25519_key_env",
+                              f"the environment variable {d.dkim_ed25519_key_env} is empty")  # fmt: skip
         domain = d.dkim_domain or self.digest_site.sender_domain
         signer = DkimSigner(selector=d.dkim_selector, domain=domain, private_key_pem=key.reveal().encode(),
-                            source=self.settings.source_path)  # fmt: skip
+                            source=self.settings.source_path, ed25519_selector=d.dkim_ed25519_selector,
+                            ed25519_key_pem=ed25519.reveal().encode() if ed25519 else None)  # fmt: skip
         return signer.sign
 
     def renderer(self) -> digest.DigestRenderer:
