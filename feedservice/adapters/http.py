@@ -50,11 +50,11 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isdigit():  # str.isdigit admits "²" and "٣": only ASCII digits are delta-seconds
+        return float(value) if value.isascii() else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -247,6 +247,8 @@ class HttpFetcher:
             raise FetchError(url, f"{exc.__class__.__name__}: {exc}") from None
         except OSError as exc:
             raise FetchError(url, f"{exc.__class__.__name__}: {exc}") from None
+        except ValueError as exc:  # a URL or header that urllib, yarl or aiohttp refuse
+            raise FetchError(url, f"invalid URL or header: {exc.__class__.__name__}: {exc}") from None
 
     async def _fetch(self, url: str, etag: str | None, last_modified: str | None) -> FetchResult:
         headers = {}
@@ -264,7 +266,12 @@ class HttpFetcher:
                     if not location:
                         raise FetchError(url, f"HTTP {resp.status} without a Location header")
                     permanent = permanent and resp.status in PERMANENT
-                    current = urljoin(current, location.strip())
+                    try:
+                        current = urljoin(current, location.strip())
+                    except ValueError as exc:  # "http://[::1/x": urllib refuses it
+                        raise FetchError(
+                            url, f"HTTP {resp.status} to an invalid Location {location[:200]!r}: {exc}"
+                        ) from None
                     if current in seen:
                         raise FetchError(url, f"redirect loop at {current}")
                     seen.append(current)

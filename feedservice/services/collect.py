@@ -19,6 +19,7 @@ from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -136,8 +137,17 @@ async def collect(
     loop = asyncio.get_running_loop()
 
     async def one(src: SourceState) -> None:
-        async with limit, hosts[urlsplit(src.current_url).hostname or ""]:
-            await queue.put(await _fetch_and_parse(src))
+        async with limit, hosts[_host(src.current_url)]:
+            try:
+                outcome = await _fetch_and_parse(src)
+            except Exception as exc:  # whatever one source does, it is that source's failure
+                log.exception("fetching %s failed unexpectedly", src.url, extra={"source": src.url})
+                every = intervals.get(src.url, interval)
+                outcome = _Failure(
+                    src.url, f"internal error: {exc.__class__.__name__}: {exc}",
+                    next_attempt_after_failure(now, every, src.failures),
+                )  # fmt: skip
+            await queue.put(outcome)
 
     async def _fetch_and_parse(src: SourceState) -> FetchRecord | _Failure:
         every = intervals.get(src.url, interval)
@@ -198,7 +208,7 @@ async def collect(
                     await asyncio.wait_for(finished.wait(), linger)
             while len(items) < batch and not queue.empty():
                 items.append(queue.get_nowait())
-            done = items[-1] is None
+            done = any(x is None for x in items)
             records = [x for x in items if isinstance(x, FetchRecord)]
             failures = [x for x in items if isinstance(x, _Failure)]
             if records:
@@ -208,19 +218,35 @@ async def collect(
 
     finished = asyncio.Event()
     writing = asyncio.create_task(writer())
+    fetching = asyncio.ensure_future(asyncio.gather(*(one(s) for s in due)))
     try:
-        await asyncio.gather(*(one(s) for s in due))
+        # The writer only ends early by crashing: then nobody would take the fetchers' results.
+        both: list[asyncio.Future[Any]] = [fetching, writing]
+        await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        if writing.done():
+            fetching.cancel()
+        await asyncio.gather(fetching, return_exceptions=True)
     finally:
         finished.set()
-        await queue.put(None)
+        if not writing.done():
+            await queue.put(None)  # after every result: the writer stores them all, then ends
         await writing
     return report
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 def _store_records(store: SourceStore, records: list[FetchRecord], now: datetime, report: CollectReport) -> None:
     try:
         counts = store.record_fetches(records, now)
-    except FeedServiceError as exc:
+    except Exception as exc:
+        if not isinstance(exc, FeedServiceError):
+            log.exception("storing %d sources failed unexpectedly", len(records))
         # The batch failed as a whole (a database problem): record it per source, keep going.
         for r in records:
             _record_failure(store, _Failure(r.url, f"storing failed: {exc}", r.next_attempt), now, report)
@@ -239,6 +265,15 @@ def _store_records(store: SourceStore, records: list[FetchRecord], now: datetime
 
 
 def _record_failure(store: SourceStore, failure: _Failure, now: datetime, report: CollectReport) -> None:
+    """Count, log and store one source's failure; a store that fails too is logged, not raised
+    (the writer must go on to the other sources)."""
+    try:
+        _store_failure(store, failure, now, report)
+    except Exception:
+        log.exception("recording the failure of %s failed", failure.url, extra={"source": failure.url})
+
+
+def _store_failure(store: SourceStore, failure: _Failure, now: datetime, report: CollectReport) -> None:
     report.failed += 1
     if failure.gone:
         report.errors[failure.url] = f"{failure.message}: disabled"
