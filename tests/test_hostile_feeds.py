@@ -6,14 +6,17 @@ completes, and the other sources' articles are stored.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 
+from feedservice.adapters.http import HostPolicy, guarded_socket_factory, is_public_address
 from feedservice.adapters.parse import parse_feed
 from feedservice.adapters.store import open_store
 from feedservice.entry.bootstrap import App
@@ -115,3 +118,84 @@ def test_any_error_of_one_source_is_recorded_and_the_collect_completes(tmp_path:
         assert by_url[url].failures == 1 and "internal error" in (by_url[url].last_error or "")
         assert by_url[url].next_attempt == NOW + timedelta(minutes=15)
     store.close()
+
+
+# -- item 4: SSRF, as the connection sees the host -----------------------------------------------
+@pytest.fixture
+def internal() -> Iterator[FeedServer]:
+    """An HTTP service on 127.0.0.2, loopback but not in the tests' ``allow_hosts`` (127.0.0.1):
+    what an attacker's redirect aims at."""
+    service = FeedServer("127.0.0.2")
+    service.files["/feed.xml"] = Served(GOOD.replace("빅테크".encode(), b"INTERNAL-SECRET"))
+    yield service
+    service.close()
+
+
+INTERNAL_HOSTS = ["１２７.０.０.２", "127。0。0。2", "①②⑦.⓪.⓪.②", "127.0.0.2", "[::ffff:127.0.0.2]"]
+
+
+def test_redirects_to_a_disguised_loopback_address_are_refused(
+    feed_server: FeedServer, make: Callable[..., App], internal: FeedServer
+) -> None:
+    """Loopback 127.0.0.1 is allowed (the tests' feed server); 127.0.0.2 is not, however written."""
+    sources = _good_sources(feed_server, 1)
+    for i, host in enumerate(INTERNAL_HOSTS):
+        location = f"http://{host}:{internal.httpd.server_address[1]}/feed.xml".encode().decode("latin-1")
+        feed_server.files[f"/hop{i}"] = Served(b"", status=302, headers={"Location": location})
+        sources.append((feed_server.url(f"/hop{i}"), "bigtech"))
+    app = make(sources)
+    report = _collect(app)
+    assert internal.requests == []
+    assert report.failed == len(INTERNAL_HOSTS) and report.new_articles == 2, report.errors
+    for i in range(len(INTERNAL_HOSTS)):
+        assert "is not a public address" in report.errors[feed_server.url(f"/hop{i}")]
+    assert "INTERNAL-SECRET" not in " ".join(a.title for a in app.store.recent_articles(None, 50))
+
+
+@pytest.mark.parametrize(
+    "host", ["[64:ff9b::7f00:1]", "[64:ff9b:1::a00:1]", "[2002:7f00:1::1]", "[::127.0.0.1]", "[fec0::1]"]
+)
+def test_ipv6_forms_that_reach_internal_ipv4_are_refused(
+    feed_server: FeedServer, make: Callable[..., App], host: str
+) -> None:
+    feed_server.files["/hop"] = Served(b"", status=307, headers={"Location": f"http://{host}:80/feed.xml"})
+    app = make([(feed_server.url("/hop"), "bigtech")])
+    report = _collect(app)
+    assert "is not a public address" in report.errors[feed_server.url("/hop")], report.errors
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("127.0.0.1", False),
+        ("100.64.0.1", False),
+        ("2001:4860:4860::8888", True),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:8.8.8.8", True),
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+        ("64:ff9b:1::c0a8:1", False),  # local-use NAT64 of 192.168.0.1
+        ("2002:c0a8:1::1", False),  # 6to4 of 192.168.0.1
+        ("2002:808:808::1", True),  # 6to4 of 8.8.8.8
+        ("::10.0.0.1", False),  # IPv4-compatible
+        ("::8.8.8.8", True),
+        ("fec0::1", False),  # site-local
+        ("fe80::1%1", False),
+    ],
+)
+def test_is_public_address(address: str, public: bool) -> None:
+    assert is_public_address(ipaddress.ip_address(address)) is public
+
+
+def test_the_socket_factory_refuses_an_address_however_it_was_reached(internal: FeedServer) -> None:
+    """The last check sees the address a socket connects to: no URL or resolver check is involved."""
+
+    async def get() -> None:
+        connector = aiohttp.TCPConnector(socket_factory=guarded_socket_factory(HostPolicy(["127.0.0.1"])))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            with pytest.raises(aiohttp.ClientConnectorError, match="refused: connecting to the non-public"):
+                await session.get(f"http://127.0.0.2:{internal.httpd.server_address[1]}/feed.xml")
+
+    asyncio.run(get())
+    assert internal.requests == []
