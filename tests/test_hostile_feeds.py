@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -20,6 +22,7 @@ from feedservice.adapters.http import HostPolicy, guarded_socket_factory, is_pub
 from feedservice.adapters.parse import parse_feed
 from feedservice.adapters.store import open_store
 from feedservice.entry.bootstrap import App
+from feedservice.errors import ParseError
 from feedservice.model import FetchResult, ParsedFeed, Section
 from feedservice.services.collect import CollectReport, collect
 from tests import test_collect
@@ -199,3 +202,70 @@ def test_the_socket_factory_refuses_an_address_however_it_was_reached(internal: 
 
     asyncio.run(get())
     assert internal.requests == []
+
+
+# -- item 6: entity amplification and memory per source ------------------------------------------
+def _comment_hidden_entities(references: int, version: str = "2.0", encoding: str = "utf-8") -> bytes:
+    """The issue's case: the DOCTYPE opens with a comment holding a tag, then declares an entity."""
+    return (
+        f'<?xml version="1.0" encoding="{encoding}"?><!DOCTYPE rss [<!-- <x> --><!ENTITY a "{"A" * 250}">]>'
+        f'<rss version="{version}"><channel><title>t</title><item><title>제목</title>'
+        f"<link>http://x.kr/1</link><description>{'&a;' * references}</description></item></channel></rss>"
+    ).encode(encoding)
+
+
+@pytest.mark.parametrize(
+    ("version", "encoding"),
+    [("2.0", "utf-8"), ("2.0", "euc-kr"), ("0.91", "utf-8")],
+    ids=["lxml", "decoded", "feedparser"],
+)
+def test_entities_declared_behind_a_comment_are_refused(version: str, encoding: str) -> None:
+    body = _comment_hidden_entities(300_000, version, encoding)
+    started = time.monotonic()
+    with pytest.raises(ParseError, match="declares its own XML entities"):
+        parse_feed(body, url="http://x.kr/feed", section="s", tz=SEOUL, now=NOW)
+    assert time.monotonic() - started < 1
+
+
+_MEASURE = """
+import resource, sys
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+from feedservice.adapters.parse import parse_feed
+body = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    parse_feed(body, url="http://x.kr/feed", section="s", tz=ZoneInfo("Asia/Seoul"), now=datetime.now(UTC))
+except Exception as exc:
+    print(type(exc).__name__, file=sys.stderr)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def _tiny_items(version: str) -> bytes:
+    item = (
+        b"<item><title>t%d</title><link>http://x.kr/%d</link><pubDate>Sat, 28 Nov 2026 09:00:00 +0900</pubDate></item>"
+    )
+    n = (10 * 1024 * 1024 - 200) // len(item % (10**6, 10**6))
+    head = f'<rss version="{version}"><channel><title>t</title><link>http://x.kr/</link><description>d</description>'
+    return head.encode() + b"".join(item % (i, i) for i in range(n)) + b"</channel></rss>"
+
+
+@pytest.mark.parametrize(
+    "make_body",
+    [
+        lambda: _comment_hidden_entities((10 * 1024 * 1024 - 1000) // 3),
+        lambda: _tiny_items("2.0"),
+        lambda: _tiny_items("0.91"),
+    ],
+    ids=["entities", "tiny-items-lxml", "tiny-items-feedparser"],
+)
+def test_a_10_mb_body_costs_at_most_100_mb(tmp_path: Path, make_body: Callable[[], bytes]) -> None:
+    body = make_body()
+    assert 9 * 1024 * 1024 < len(body) <= 10 * 1024 * 1024
+    path = tmp_path / "body.xml"
+    path.write_bytes(body)
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    # "~100 MB": 10% over it allows for the allocator (it was 190 MB for the tiny items, GBs for the entities).
+    assert int(out.stdout) <= 110, f"parsing took {out.stdout.strip()} MB more ({out.stderr.strip()})"
