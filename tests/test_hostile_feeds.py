@@ -26,7 +26,7 @@ from feedservice.errors import ParseError
 from feedservice.model import FetchResult, ParsedFeed, Section
 from feedservice.services.collect import CollectReport, collect
 from tests import test_collect
-from tests.conftest import FeedServer, Served
+from tests.conftest import FeedServer, Served, shared_fixture
 from tests.test_collect import GOOD, NOW
 
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -269,3 +269,32 @@ def test_a_10_mb_body_costs_at_most_100_mb(tmp_path: Path, make_body: Callable[[
     assert out.returncode == 0, out.stderr
     # "~100 MB": 10% over it allows for the allocator (it was 190 MB for the tiny items, GBs for the entities).
     assert int(out.stdout) <= 110, f"parsing took {out.stdout.strip()} MB more ({out.stderr.strip()})"
+
+
+# -- item 7: one bad byte in a UTF-8 feed --------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "ctype"),
+    [
+        ("hanion_clicktop_ndsoft_2026-08-29.xml", "application/rss+xml; charset=utf-8"),  # header and declaration
+        ("hanion_clicktop_ndsoft_2026-08-29.xml", "text/xml"),  # the XML declaration only
+        ("hanion_clicktop_ndsoft_2026-08-29.xml", "text/xml; charset=euc-kr"),  # a wrong header: the evidence wins
+        ("knews-rss_derived_hani_all_2022-07-23.xml", "text/xml"),  # no declaration at all: the evidence
+    ],
+    ids=["declared-twice", "xml-declaration", "wrong-header", "undeclared"],
+)
+def test_one_bad_byte_does_not_turn_a_utf8_feed_into_mojibake(
+    feed_server: FeedServer, make: Callable[..., App], name: str, ctype: str
+) -> None:
+    clean = shared_fixture("feeds", "real", name).read_bytes()
+    first = clean.index(b"<item>")
+    at = clean.index(b"<title>", first) + len(b"<title>")
+    feed_server.files["/clean.xml"] = Served(clean, ctype)
+    feed_server.files["/bad.xml"] = Served(clean[:at] + b"\xff" + clean[at:], ctype)
+    expected_app = make([(feed_server.url("/clean.xml"), "bigtech")])
+    app = make([(feed_server.url("/bad.xml"), "bigtech")])
+    assert not _collect(expected_app).errors and not _collect(app).errors
+    expected = sorted(a.title for a in expected_app.store.recent_articles(None, 100))
+    got = sorted(a.title for a in app.store.recent_articles(None, 100))
+    assert len(got) == len(expected) >= 5
+    damaged = [t for t in got if t not in expected]
+    assert len(damaged) == 1 and damaged[0].startswith("\ufffd") and damaged[0][1:] in expected, damaged
