@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,6 +23,7 @@ from feedservice.adapters.http import HostPolicy, guarded_socket_factory, is_pub
 from feedservice.adapters.parse import parse_feed
 from feedservice.adapters.store import open_store
 from feedservice.entry.bootstrap import App
+from feedservice.entry.demo import sample_rss
 from feedservice.errors import ParseError
 from feedservice.model import FetchResult, ParsedFeed, Section
 from feedservice.services.collect import CollectReport, collect
@@ -298,3 +300,104 @@ def test_one_bad_byte_does_not_turn_a_utf8_feed_into_mojibake(
     assert len(got) == len(expected) >= 5
     damaged = [t for t in got if t not in expected]
     assert len(damaged) == 1 and damaged[0].startswith("\ufffd") and damaged[0][1:] in expected, damaged
+
+
+# -- item 8: caps and sanity ---------------------------------------------------------------------
+def _dated_items(n: int, *, start: datetime = NOW) -> list[tuple[str, str, str, datetime, int]]:
+    """n items an hour apart, in a shuffled document order; item k is k hours old."""
+    order = [(k * 7) % n for k in range(n)]  # a permutation when gcd(7, n) == 1
+    return [(f"기사 {k}", f"요약 {k}", "김정영", start - timedelta(hours=k), k) for k in order]
+
+
+@pytest.mark.parametrize("fmt", ["rss2-lxml", "rss091-feedparser", "json"])
+def test_at_most_max_entries_per_fetch_are_taken_the_newest(
+    feed_server: FeedServer, make: Callable[..., App], fmt: str
+) -> None:
+    items = _dated_items(12)
+    if fmt == "json":
+        doc = {
+            "version": "https://jsonfeed.org/version/1.1",
+            "title": "t",
+            "items": [
+                {"id": str(k), "url": f"https://www.newsspace.kr/j/{k}", "title": t, "date_published": when.isoformat()}
+                for t, _, _, when, k in items
+            ],
+        }
+        feed_server.files["/f"] = Served(json.dumps(doc).encode(), "application/feed+json")
+    else:
+        body = sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", items)
+        if fmt == "rss091-feedparser":
+            body = body.replace(b'<rss version="2.0">', b'<rss version="0.91">')
+        feed_server.files["/f"] = Served(body)
+    app = make([(feed_server.url("/f"), "bigtech")], collect_extra="timeout = 5.0\nmax_entries_per_fetch = 5")
+    report = _collect(app)
+    assert report.new_articles == 5, report.errors
+    assert sorted(a.title for a in app.store.recent_articles(None, 50)) == [f"기사 {k}" for k in range(5)]
+
+
+def test_the_default_cap_is_500_entries() -> None:
+    body = sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", _dated_items(601))
+    parsed = parse_feed(body, url="http://x.kr/feed", section="s", tz=SEOUL, now=NOW)
+    assert len(parsed.articles) == 500
+    assert min(a.published for a in parsed.articles if a.published) == NOW - timedelta(hours=499)
+
+
+def test_future_dates_become_the_fetch_time_and_pre_1990_dates_count_as_missing(
+    feed_server: FeedServer, make: Callable[..., App]
+) -> None:
+    items = [
+        ("미래 기사", "s", "김정영", NOW + timedelta(days=400), 1),
+        ("내일 기사", "s", "김정영", NOW + timedelta(hours=20), 2),  # within a day: kept as it is
+        ("옛날 기사", "s", "김정영", datetime(1979, 1, 1, tzinfo=UTC), 3),
+        ("보통 기사", "s", "김정영", NOW - timedelta(hours=3), 4),
+    ]
+    feed_server.files["/f.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", items))
+    app = make([(feed_server.url("/f.xml"), "bigtech")])
+    assert _collect(app).new_articles == 4
+    published = {a.title: a.published for a in app.store.recent_articles(None, 10)}
+    assert published == {
+        "미래 기사": NOW,
+        "내일 기사": NOW + timedelta(hours=20),
+        "옛날 기사": NOW,
+        "보통 기사": NOW - timedelta(hours=3),
+    }
+    app.clock = lambda: NOW + timedelta(hours=1)  # a later fetch keeps those times: nothing changes
+    feed_server.files["/f.xml"] = Served(feed_server.files["/f.xml"].body + b" ")
+    report = _collect(app)
+    assert report.fetched == 1 and report.updated_articles == 0 and report.new_articles == 0
+    assert {a.title: a.published for a in app.store.recent_articles(None, 10)} == published
+
+
+def test_a_lone_surrogate_drops_that_json_feed_item_only(feed_server: FeedServer, make: Callable[..., App]) -> None:
+    body = (
+        b'{"version": "https://jsonfeed.org/version/1.1", "title": "t", "items": ['
+        b'{"id": "1", "url": "https://www.newsspace.kr/j/1", "title": "bad \\ud800 title"},'
+        b'{"id": "2", "url": "https://www.newsspace.kr/j/2", "title": "good", "content_text": "\\ud83d\\ude00 ok"}]}'
+    )
+    feed_server.files["/f.json"] = Served(body, "application/feed+json")
+    app = make([(feed_server.url("/f.json"), "bigtech")])
+    report = _collect(app)
+    assert not report.errors and report.new_articles == 1
+    [art] = app.store.recent_articles(None, 10)
+    assert art.title == "good" and "\U0001f600" in art.summary_html
+
+
+def test_an_entry_another_source_owns_is_counted_and_changes_nothing(
+    feed_server: FeedServer, make: Callable[..., App]
+) -> None:
+    mine = [("원래 기사", "원래 요약", "김정영", NOW - timedelta(hours=1), 1)]
+    copied = [
+        ("가로챈 제목", "다른 요약", "이서준", NOW, 1),  # the same GUID and link as the first source's
+        ("자기 기사", "요약", "이서준", NOW, 2),
+    ]
+    feed_server.files["/a.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", mine))
+    feed_server.files["/b.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", []))
+    a, b = feed_server.url("/a.xml"), feed_server.url("/b.xml")
+    app = make([(a, "bigtech"), (b, "space-sociology")])
+    assert _collect(app).new_articles == 1  # the first source's article, stored first
+    feed_server.files["/b.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", copied))
+    report = _collect(app)
+    assert report.owned_elsewhere == {b: 1} and report.new_articles == 1 and report.updated_articles == 0
+    assert "1 entries owned by other sources" in report.summary()
+    stored = {x.title: x.source_url for x in app.store.recent_articles(None, 10)}
+    assert stored == {"원래 기사": a, "자기 기사": b}

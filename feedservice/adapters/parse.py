@@ -10,6 +10,7 @@ import calendar
 import functools
 import hashlib
 import html
+import logging
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,8 @@ from feedservice.adapters.jsonfeed import looks_like_json, parse_json_feed
 from feedservice.errors import ParseError
 from feedservice.model import Article, ParsedFeed
 from feedservice.text import clean_text, sanitize_html, sanitized_to_text
+
+log = logging.getLogger(__name__)
 
 # bozo exceptions after which the parse result is still fine (see reader's _parser/feedparser.py).
 _SURVIVABLE = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
@@ -281,10 +284,19 @@ def _ttl(value: Any) -> int | None:
 
 
 def _articles(entries: list[Any], ttl: int | None, section: str, url: str, tz: ZoneInfo, now: datetime) -> ParsedFeed:
+    """The entries as Articles; an entry that cannot be one (whatever the reason: a lone
+    surrogate no database can store, a value of an odd type) is left out and logged, and the
+    rest of the feed is kept."""
     articles = []
     for entry in entries:
-        art = entry_to_article(entry, section=section, source_url=url, tz=tz, now=now)
-        if art is not None:
+        try:
+            art = entry_to_article(entry, section=section, source_url=url, tz=tz, now=now)
+            if art is None:
+                continue
             art.content_hash()  # here, in the parser processes, rather than in the one writer
-            articles.append(art)
+            "".join((art.id, art.image_type or "", art.source_url)).encode()  # the rest of its text
+        except Exception as exc:
+            log.warning("%s: an entry left out: %s: %s", url, exc.__class__.__name__, exc, extra={"source": url})
+            continue
+        articles.append(art)
     return ParsedFeed(tuple(articles), ttl_minutes=ttl)

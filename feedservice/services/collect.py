@@ -42,6 +42,8 @@ class CollectReport:
     new_articles: int = 0
     updated_articles: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+    # per source: entries whose GUID or link another source already owns (kept as that source's)
+    owned_elsewhere: dict[str, int] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -51,6 +53,7 @@ class CollectReport:
         return (
             f"{self.fetched} fetched, {self.not_modified} not modified, {self.failed} failed, "
             f"{self.skipped} not due; {self.new_articles} new and {self.updated_articles} updated articles"
+            + (f"; {sum(self.owned_elsewhere.values())} entries owned by other sources" if self.owned_elsewhere else "")
         )
 
 
@@ -112,6 +115,7 @@ async def collect(
     routes: Mapping[str, Sequence[Route]] | None = None,
     concurrency: int = 20,
     per_host: int = 4,
+    max_entries: int = 500,
     force: bool = False,
     batch: int = 50,
     linger: float = 0.05,
@@ -171,8 +175,9 @@ async def collect(
             )  # fmt: skip
         nonlocal executor
         job = functools.partial(
-            parse_feed, result.content, url=src.url, section=src.section, tz=tz, now=now, headers=result.headers
-        )
+            parse_feed, result.content, url=src.url, section=src.section, tz=tz, now=now, headers=result.headers,
+            max_entries=max_entries,
+        )  # fmt: skip
         try:
             parsed = await loop.run_in_executor(executor, job)
         except FeedServiceError as exc:
@@ -251,7 +256,7 @@ def _store_records(store: SourceStore, records: list[FetchRecord], now: datetime
         for r in records:
             _record_failure(store, _Failure(r.url, f"storing failed: {exc}", r.next_attempt), now, report)
         return
-    for record, (new, updated) in zip(records, counts, strict=True):
+    for record, (new, updated, foreign) in zip(records, counts, strict=True):
         if record.articles is None:
             report.not_modified += 1
             continue
@@ -262,6 +267,12 @@ def _store_records(store: SourceStore, records: list[FetchRecord], now: datetime
             "collected %s: %d entries, %d new, %d updated", record.url, len(record.articles), new, updated,
             extra={"source": record.url, "new": new, "updated": updated},
         )  # fmt: skip
+        if foreign:
+            report.owned_elsewhere[record.url] = foreign
+            log.info(
+                "%s: %d entries have the GUID or link of another source's article: kept as that source's",
+                record.url, foreign, extra={"source": record.url, "owned_elsewhere": foreign},
+            )  # fmt: skip
 
 
 def _record_failure(store: SourceStore, failure: _Failure, now: datetime, report: CollectReport) -> None:
