@@ -12,11 +12,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import feedparser
 import pytest
 
 from feedservice.adapters.http import HostPolicy, guarded_socket_factory, is_public_address
@@ -25,8 +27,9 @@ from feedservice.adapters.store import open_store
 from feedservice.entry.bootstrap import App
 from feedservice.entry.demo import sample_rss
 from feedservice.errors import ParseError
-from feedservice.model import FetchResult, ParsedFeed, Section
+from feedservice.model import Article, FetchResult, ParsedFeed, Section
 from feedservice.services.collect import CollectReport, collect
+from feedservice.services.publishable import make_publishable
 from tests import test_collect
 from tests.conftest import FeedServer, Served, shared_fixture
 from tests.test_collect import GOOD, NOW
@@ -401,3 +404,78 @@ def test_an_entry_another_source_owns_is_counted_and_changes_nothing(
     assert "1 entries owned by other sources" in report.summary()
     stored = {x.title: x.source_url for x in app.store.recent_articles(None, 10)}
     assert stored == {"원래 기사": a, "자기 기사": b}
+
+
+# -- item 9, store-time half: every stored article fits every output format ----------------------
+_ODD_ENTRIES = b"""<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel><title>t</title><link>https://www.newsspace.kr/</link><description>d</description>
+<item><title>\xeb\xa7\x81\xed\x81\xac \xec\x97\x86\xeb\x8a\x94 \xea\xb8\xb0\xec\x82\xac</title></item>
+<item><title>javascript link</title><link>javascript:alert(1)</link><guid isPermaLink="false">abc 123</guid></item>
+<item><title>guid link</title><guid isPermaLink="false">https://www.newsspace.kr/news/9</guid></item>
+<item><title>normal</title><link>https://www.newsspace.kr/news/1</link></item>
+</channel></rss>"""
+
+
+def test_articles_without_a_usable_link_get_one_and_every_feed_builds(
+    feed_server: FeedServer, make: Callable[..., App]
+) -> None:
+    feed_server.files["/odd.xml"] = Served(_ODD_ENTRIES)
+    app = make([(feed_server.url("/odd.xml"), "bigtech")])
+    report = _collect(app)
+    assert report.new_articles == 4 and not report.refused, report
+    links = {a.title: a.url for a in app.store.recent_articles(None, 10)}
+    site = feed_server.url("/")
+    assert links["javascript link"] == site + "#abc%20123"
+    assert links["guid link"] == "https://www.newsspace.kr/news/9"
+    assert links["normal"] == "https://www.newsspace.kr/news/1"
+    assert links["링크 없는 기사"].startswith(site + "#urn%3Asha256%3A")
+    assert len(set(links.values())) == 4
+    app.build_feeds()  # raised "Entry must contain an alternate link or a content element" before
+    atom = feedparser.parse((app.feeds_dir / "bigtech.atom").read_bytes())
+    assert sorted(e.link for e in atom.entries) == sorted(links.values())
+
+
+_A = Article(id="g1", url="https://x.kr/1", section="s", title="제목", source_url="https://x.kr/rss.xml")
+
+
+@pytest.mark.parametrize(
+    ("article", "expected"),
+    [
+        (_A, _A),
+        (replace(_A, url=""), replace(_A, url="https://x.kr/#g1")),
+        (replace(_A, url="ftp://x.kr/1", id="https://x.kr/2"), replace(_A, url="https://x.kr/2", id="https://x.kr/2")),
+        (replace(_A, url="https://x.kr/a b"), replace(_A, url="https://x.kr/#g1")),
+        (
+            replace(_A, title=" ", summary_html="<p>요약 문장</p>"),
+            replace(_A, title="요약 문장", summary_html="<p>요약 문장</p>"),
+        ),
+        (replace(_A, title="a\x08b\ud800", author="\x00김"), replace(_A, title="ab", author="김")),
+        (replace(_A, categories=("\x1b", "AI")), replace(_A, categories=("AI",))),
+        (replace(_A, image_url="javascript:x", image_type="image/png"), _A),
+        (replace(_A, title=""), "neither a title nor a summary"),
+        (replace(_A, url="", source_url="file:///etc/x"), "no usable link"),
+        (replace(_A, id=" "), "no identity"),
+    ],
+)
+def test_make_publishable(article: Article, expected: Article | str) -> None:
+    got = make_publishable(article)
+    if isinstance(expected, str):
+        assert isinstance(got, str) and expected in got
+    else:
+        assert got == expected
+
+
+def test_an_unusable_article_is_its_sources_counted_problem(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
+    store.sync_sections([Section("bigtech", "빅테크")])
+    store.sync_sources([("https://a.kr/rss", "bigtech", None)])
+
+    def parse(content: bytes, *, url: str, **kw: object) -> ParsedFeed:
+        return ParsedFeed((replace(_A, source_url=url), replace(_A, id="g2", url="", title="", source_url=url)))
+
+    run = collect(store, _Fetcher({}), parse, tz=SEOUL, now=NOW, interval=timedelta(minutes=15))
+    report = asyncio.run(asyncio.wait_for(run, 20))
+    assert report.refused == {"https://a.kr/rss": 1} and report.new_articles == 1 and not report.errors
+    assert "1 entries refused" in report.summary()
+    assert [a.id for a in store.recent_articles(None, 10)] == ["g1"]
+    store.close()

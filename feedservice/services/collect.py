@@ -14,7 +14,7 @@ import functools
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from feedservice.errors import FeedServiceError, FetchError
 from feedservice.model import Article, FetchRecord, Route, SourceState
 from feedservice.ports import FeedParser, Fetcher, SourceStore
+from feedservice.services.publishable import make_publishable
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class CollectReport:
     errors: dict[str, str] = field(default_factory=dict)
     # per source: entries whose GUID or link another source already owns (kept as that source's)
     owned_elsewhere: dict[str, int] = field(default_factory=dict)
+    # per source: entries no output format could carry (see services.publishable), not stored
+    refused: dict[str, int] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -54,6 +57,7 @@ class CollectReport:
             f"{self.fetched} fetched, {self.not_modified} not modified, {self.failed} failed, "
             f"{self.skipped} not due; {self.new_articles} new and {self.updated_articles} updated articles"
             + (f"; {sum(self.owned_elsewhere.values())} entries owned by other sources" if self.owned_elsewhere else "")
+            + (f"; {sum(self.refused.values())} entries refused" if self.refused else "")
         )
 
 
@@ -192,7 +196,7 @@ async def collect(
             log.exception("parsing %s failed unexpectedly", src.url, extra={"source": src.url})
             retry = next_attempt_after_failure(now, every, src.failures)
             return _Failure(src.url, f"internal error while parsing: {exc.__class__.__name__}: {exc}", retry)
-        articles = tuple(route(a, routes.get(src.url, ())) for a in parsed.articles)
+        articles = _publishable(src.url, (route(a, routes.get(src.url, ())) for a in parsed.articles), report)
         return FetchRecord(
             src.url, now + poll_interval(every, result.headers, parsed.ttl_minutes),
             result.headers.get("etag"), result.headers.get("last-modified"), articles, result.permanent_redirect,
@@ -237,6 +241,25 @@ async def collect(
             await queue.put(None)  # after every result: the writer stores them all, then ends
         await writing
     return report
+
+
+def _publishable(source: str, articles: Iterable[Article], report: CollectReport) -> tuple[Article, ...]:
+    """The articles every output format can carry (fixed where they can be); the others are
+    that source's problem: counted in its outcome and logged, not stored."""
+    kept, refused = [], []
+    for article in articles:
+        fit = make_publishable(article)
+        if isinstance(fit, str):
+            refused.append(fit)
+        else:
+            kept.append(fit)
+    if refused:
+        report.refused[source] = len(refused)
+        log.warning(
+            "%s: %d entries refused, e.g. %s", source, len(refused), refused[0],
+            extra={"source": source, "refused": len(refused)},
+        )  # fmt: skip
+    return tuple(kept)
 
 
 def _host(url: str) -> str:
