@@ -266,9 +266,10 @@ def _select(
     """The newest ``limit`` ``tag`` children, judged by their dates alone, before any is converted.
 
     One pass keeps a heap of ``limit`` (key, position) pairs, so a long feed costs no list of
-    all its elements or keys; a second pass takes the chosen ones in document order.
+    all its elements or keys; a second pass takes the chosen ones in document order. A feed
+    with no more children than the limit (nearly all) costs nothing more.
     """
-    if limit is None:
+    if limit is None or len(parent) <= limit:
         return list(parent.iterfind(tag))
     heap: list[tuple[tuple[int, ...], int]] = []
     for i, el in enumerate(parent.iterfind(tag)):

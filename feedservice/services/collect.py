@@ -14,7 +14,7 @@ import functools
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from feedservice.errors import FeedServiceError, FetchError
-from feedservice.model import Article, FetchRecord, Route, SourceState
+from feedservice.model import Article, FetchRecord, ParsedFeed, Route, SourceState
 from feedservice.ports import FeedParser, Fetcher, SourceStore
 from feedservice.services.publishable import make_publishable
 
@@ -189,11 +189,11 @@ async def collect(
             )  # fmt: skip
         nonlocal executor
         job = functools.partial(
-            parse_feed, result.content, url=src.url, section=src.section, tz=tz, now=now, headers=result.headers,
-            max_entries=max_entries,
+            _parse_fit, parse_feed, routes.get(src.url, ()), result.content, url=src.url, section=src.section,
+            tz=tz, now=now, headers=result.headers, max_entries=max_entries,
         )  # fmt: skip
         try:
-            parsed = await loop.run_in_executor(executor, job)
+            parsed, refused = await loop.run_in_executor(executor, job)
         except FeedServiceError as exc:
             retry = next_attempt_after_failure(now, every, src.failures)
             return _Failure(src.url, str(getattr(exc, "message", exc)), retry)
@@ -206,10 +206,16 @@ async def collect(
             log.exception("parsing %s failed unexpectedly", src.url, extra={"source": src.url})
             retry = next_attempt_after_failure(now, every, src.failures)
             return _Failure(src.url, f"internal error while parsing: {exc.__class__.__name__}: {exc}", retry)
-        articles = _publishable(src.url, (route(a, routes.get(src.url, ())) for a in parsed.articles), report)
+        if refused:
+            report.refused[src.url] = len(refused)
+            log.warning(
+                "%s: %d entries refused, e.g. %s", src.url, len(refused), refused[0],
+                extra={"source": src.url, "refused": len(refused)},
+            )  # fmt: skip
         return FetchRecord(
             src.url, now + poll_interval(every, result.headers, parsed.ttl_minutes),
-            result.headers.get("etag"), result.headers.get("last-modified"), articles, result.permanent_redirect,
+            result.headers.get("etag"), result.headers.get("last-modified"), parsed.articles,
+            result.permanent_redirect,
         )  # fmt: skip
 
     async def writer() -> None:
@@ -253,23 +259,23 @@ async def collect(
     return report
 
 
-def _publishable(source: str, articles: Iterable[Article], report: CollectReport) -> tuple[Article, ...]:
-    """The articles every output format can carry (fixed where they can be); the others are
-    that source's problem: counted in its outcome and logged, not stored."""
+def _parse_fit(
+    parse_feed: FeedParser, routes: Sequence[Route], content: bytes, **kw: Any
+) -> tuple[ParsedFeed, list[str]]:
+    """Parse, route, and keep the articles every output format can carry (fixed where they can
+    be), with the reasons for the others (their source's problem: counted and logged, not
+    stored). Runs where the parsing runs (a parser process when there is a pool), so the
+    collector's one event loop does not pay for it."""
+    parsed = parse_feed(content, **kw)
     kept, refused = [], []
-    for article in articles:
-        fit = make_publishable(article)
+    for article in parsed.articles:
+        fit = make_publishable(route(article, routes))
         if isinstance(fit, str):
             refused.append(fit)
         else:
+            fit.content_hash()  # a routed or fixed article is a new one: its digest is worked out here
             kept.append(fit)
-    if refused:
-        report.refused[source] = len(refused)
-        log.warning(
-            "%s: %d entries refused, e.g. %s", source, len(refused), refused[0],
-            extra={"source": source, "refused": len(refused)},
-        )  # fmt: skip
-    return tuple(kept)
+    return replace(parsed, articles=tuple(kept)), refused
 
 
 def _host(url: str) -> str:
