@@ -10,11 +10,13 @@ import ipaddress
 import json
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -40,6 +42,18 @@ make = test_collect.make  # the fixture: an App on a config with these sources
 
 def _collect(app: App, *, force: bool = True) -> CollectReport:
     return asyncio.run(asyncio.wait_for(app.collect(force=force), 20))
+
+
+def _within(run: Coroutine[Any, Any, CollectReport], seconds: float) -> CollectReport:
+    """The collect's report, or a failure when it does not end in time. It runs in a thread of
+    its own: a hung writer also blocks the event loop's cancellation, so asyncio's timeouts alone
+    would hang the test."""
+    out: list[CollectReport] = []
+    thread = threading.Thread(target=lambda: out.append(asyncio.run(run)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert out, f"the collect did not end within {seconds} s"
+    return out[0]
 
 
 def _good_sources(feed_server: FeedServer, n: int) -> list[tuple[str, str]]:
@@ -118,13 +132,40 @@ def test_any_error_of_one_source_is_recorded_and_the_collect_completes(tmp_path:
         return parse_feed(content, **kw)  # type: ignore[arg-type]
 
     run = collect(store, _Fetcher(broken), parse, tz=SEOUL, now=NOW, interval=timedelta(minutes=15), batch=20)
-    report = asyncio.run(asyncio.wait_for(run, 20))
+    report = _within(run, 20)
     assert report.failed == 4 and report.fetched == 146, report.errors
     assert report.new_articles == 2 * 146
     by_url = {s.url: s for s in store.list_sources()}
     for url in (*broken, urls[100]):
         assert by_url[url].failures == 1 and "internal error" in (by_url[url].last_error or "")
         assert by_url[url].next_attempt == NOW + timedelta(minutes=15)
+    store.close()
+
+
+class _BrokenStore:
+    """A real store whose batch writes raise an unexpected error (a driver bug, say)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def record_fetches(self, records: Any, now: Any) -> Any:
+        raise RuntimeError("the driver fell over")
+
+
+def test_a_failing_store_is_each_sources_failure_and_the_collect_completes(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
+    store.sync_sections([Section("bigtech", "빅테크")])
+    urls = [f"https://feeds.example/{i:03d}" for i in range(120)]
+    store.sync_sources((u, "bigtech", None) for u in urls)
+    run = collect(_BrokenStore(store), _Fetcher({}), parse_feed, tz=SEOUL, now=NOW,  # type: ignore[arg-type]
+                  interval=timedelta(minutes=15), batch=20)  # fmt: skip
+    report = _within(run, 20)
+    assert report.failed == 120 and report.new_articles == 0
+    assert all("storing failed: the driver fell over" in e for e in report.errors.values())
+    assert all(s.failures == 1 for s in store.list_sources())
     store.close()
 
 
@@ -474,7 +515,7 @@ def test_an_unusable_article_is_its_sources_counted_problem(tmp_path: Path) -> N
         return ParsedFeed((replace(_A, source_url=url), replace(_A, id="g2", url="", title="", source_url=url)))
 
     run = collect(store, _Fetcher({}), parse, tz=SEOUL, now=NOW, interval=timedelta(minutes=15))
-    report = asyncio.run(asyncio.wait_for(run, 20))
+    report = _within(run, 20)
     assert report.refused == {"https://a.kr/rss": 1} and report.new_articles == 1 and not report.errors
     assert "1 entries refused" in report.summary()
     assert [a.id for a in store.recent_articles(None, 10)] == ["g1"]
