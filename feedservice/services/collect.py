@@ -252,6 +252,8 @@ async def collect(
             fetching.cancel()
         await asyncio.gather(fetching, return_exceptions=True)
     finally:
+        if not fetching.done():  # the collect itself was cancelled: stop its fetchers too
+            fetching.cancel()
         finished.set()
         if not writing.done():
             await queue.put(None)  # after every result: the writer stores them all, then ends
