@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -37,6 +37,7 @@ from tests.conftest import FeedServer, Served, shared_fixture
 from tests.test_collect import GOOD, NOW
 
 SEOUL = ZoneInfo("Asia/Seoul")
+T = TypeVar("T")
 make = test_collect.make  # the fixture: an App on a config with these sources
 
 
@@ -44,11 +45,11 @@ def _collect(app: App, *, force: bool = True) -> CollectReport:
     return asyncio.run(asyncio.wait_for(app.collect(force=force), 20))
 
 
-def _within(run: Coroutine[Any, Any, CollectReport], seconds: float) -> CollectReport:
-    """The collect's report, or a failure when it does not end in time. It runs in a thread of
-    its own: a hung writer also blocks the event loop's cancellation, so asyncio's timeouts alone
-    would hang the test."""
-    out: list[CollectReport] = []
+def _within(run: Coroutine[Any, Any, T], seconds: float) -> T:
+    """What the coroutine returns, or a failure when it does not end in time. It runs in a thread
+    of its own: a hung writer also blocks the event loop's cancellation, so asyncio's timeouts
+    alone would hang the test."""
+    out: list[T] = []
     thread = threading.Thread(target=lambda: out.append(asyncio.run(run)), daemon=True)
     thread.start()
     thread.join(seconds)
@@ -166,6 +167,28 @@ def test_a_failing_store_is_each_sources_failure_and_the_collect_completes(tmp_p
     assert report.failed == 120 and report.new_articles == 0
     assert all("storing failed: the driver fell over" in e for e in report.errors.values())
     assert all(s.failures == 1 for s in store.list_sources())
+    store.close()
+
+
+class _HangingFetcher(_Fetcher):
+    async def fetch(self, url: str, *, etag: str | None = None, last_modified: str | None = None) -> FetchResult:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def test_a_cancelled_collect_leaves_no_fetcher_behind(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
+    store.sync_sections([Section("bigtech", "빅테크")])
+    store.sync_sources((f"https://feeds.example/{i}", "bigtech", None) for i in range(30))
+
+    async def cancel_it() -> set[asyncio.Task[Any]]:
+        run = collect(store, _HangingFetcher({}), parse_feed, tz=SEOUL, now=NOW, interval=timedelta(minutes=15))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(run, 0.5)
+        await asyncio.sleep(0.1)
+        return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+    assert _within(cancel_it(), 10) == set()
     store.close()
 
 
