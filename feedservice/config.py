@@ -205,6 +205,7 @@ class CollectConfig(_Table):
     connect_timeout: float = Field(default=5.0, gt=0, le=120)
     timeout: float = Field(default=30.0, gt=0, le=600)
     max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3)
+    max_entries_per_fetch: int = Field(default=500, ge=1, le=100_000)
     allow_hosts: tuple[str, ...] = ()
     parse_processes: int = Field(default=0, ge=0, le=64)
 

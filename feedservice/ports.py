@@ -44,8 +44,9 @@ class FeedParser(Protocol):
         tz: ZoneInfo,
         now: datetime,
         headers: Mapping[str, str] | None = None,
+        max_entries: int = 500,
     ) -> ParsedFeed:
-        """Feed bytes → Articles; raise ``ParseError`` when they are not a usable feed."""
+        """Feed bytes → Articles (the ``max_entries`` newest); raise ``ParseError`` when they are not a usable feed."""
         ...
 
 
@@ -98,7 +99,9 @@ class SourceStore(Protocol):
         fetch_url: str | None = None,
     ) -> tuple[int, int]: ...
 
-    def record_fetches(self, records: Sequence[FetchRecord], now: datetime) -> list[tuple[int, int]]: ...
+    def record_fetches(self, records: Sequence[FetchRecord], now: datetime) -> list[tuple[int, int, int]]:
+        """(new, updated, owned by another source) article counts per record."""
+        ...
 
     def disable_source(self, url: str, error: str, now: datetime) -> None: ...
 

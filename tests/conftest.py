@@ -55,7 +55,7 @@ class Served:
 class FeedServer:
     """Files by path with ETag and Last-Modified validators; records each request's headers."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.files: dict[str, Served] = {}
         # path → function of the query parameters, for servers that answer by query (APIs)
         self.dynamic: dict[str, Callable[[dict[str, str]], Served]] = {}
@@ -117,9 +117,9 @@ class FeedServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.base = f"http://{host}:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 

@@ -89,8 +89,32 @@ def http_charset(headers: Mapping[str, str] | None) -> str | None:
     return None
 
 
+_ASCII = bytes(range(128))
+
+
+def _mostly_utf8(content: bytes, declared: bool) -> bool:
+    """Whether bytes that are not valid UTF-8 are UTF-8 with a few bad bytes.
+
+    Legacy Korean text is never close: a CP949 syllable starts with a byte UTF-8 only allows as
+    a continuation, so nearly every non-ASCII byte is an error. Declared UTF-8 needs the errors to
+    be under 10% of the non-ASCII bytes; undeclared, under 1% of at least 60.
+    """
+    high = len(content) - len(content.translate(None, _ASCII))
+    bad = content.decode("utf-8", errors="replace").count("\ufffd")
+    if declared:
+        return bad * 10 <= high
+    return high >= 60 and bad * 100 <= high
+
+
 def decode_feed(content: bytes, headers: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """(text, the encoding used). Never raises: the last resort decodes CP949 with replacement."""
+    """(text, the encoding used). Never raises: the last resort decodes CP949 with replacement.
+
+    A document that is UTF-8 by its byte-order mark, its declaration or overwhelming evidence
+    but holds a few bad bytes decodes as UTF-8 with just those bytes replaced (one ``\xff``
+    made a whole Korean feed decode as CP949 mojibake).
+    """
+    if content.startswith(codecs.BOM_UTF8):
+        return content[len(codecs.BOM_UTF8) :].decode("utf-8", errors="replace"), "utf-8"
     for bom, enc in _BOMS:
         if content.startswith(bom):
             try:
@@ -106,6 +130,8 @@ def decode_feed(content: bytes, headers: Mapping[str, str] | None = None) -> tup
             return content.decode(enc), enc
         except (UnicodeDecodeError, LookupError):
             continue
+    if _mostly_utf8(content, declared="utf-8" in candidates[:2]):
+        return content.decode("utf-8", errors="replace"), "utf-8"
     best = from_bytes(content[:200_000]).best()
     guess = normalize_charset(best.encoding) if best is not None else None
     if guess and guess.replace("_", "-") in ("euc-kr", "johab", "cp949"):

@@ -1,9 +1,12 @@
 """Fetching feeds over HTTP (aiohttp): polite, bounded, and safe against hostile servers.
 
 - Conditional GET with the stored ETag / Last-Modified; a 304 costs no body.
-- SSRF guard: a host must resolve to public addresses only, checked by the connector's
-  resolver when it connects (so on every redirect hop, and DNS rebinding cannot slip a
-  private address in between check and connect); IP literals are checked per hop.
+- SSRF guard, in three places that each see the host as the connection uses it: every hop's
+  URL is parsed by yarl, as aiohttp will (so ``１２７.０.０.１``, ``127。0。0。1`` and
+  ``①②⑦.⓪.⓪.①`` are the IP literal 127.0.0.1 they become after IDNA/UTS #46 mapping, and are
+  checked as one); names are checked by the connector's resolver; and the socket factory checks
+  the address each socket actually connects to, whatever path led there (so DNS rebinding, a
+  normalisation we did not foresee or a redirect cannot reach an internal address).
   ``allow_hosts`` (names, addresses or CIDR ranges) admits internal hosts.
 - Redirects are followed by hand (at most ``MAX_REDIRECTS``) so each hop is checked and a
   chain of only 301/308 is reported as a permanent move.
@@ -16,17 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import ipaddress
 import os
 import socket
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
 import brotli
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from feedservice import __version__
@@ -50,21 +55,47 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isdigit():  # str.isdigit admits "²" and "٣": only ASCII digits are delta-seconds
+        return float(value) if value.isascii() else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries to an IPv4 host: mapped ``::ffff:a.b.c.d``,
+    IPv4-compatible ``::a.b.c.d``, 6to4 ``2002:aabb:ccdd::/48`` or NAT64 ``64:ff9b::a.b.c.d``."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in net for net in _NAT64) or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def is_public_address(ip: IPAddress) -> bool:
-    """Globally routable unicast: not loopback, private, link-local, CGNAT, multicast or reserved."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    """Globally routable unicast: not loopback, private, link-local, CGNAT, multicast or reserved.
+
+    An IPv6 address that reaches an IPv4 host (mapped, IPv4-compatible, 6to4, NAT64) is public
+    only when the IPv4 address it carries is; site-local ``fec0::/10`` never is.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
+        if ip.is_site_local:
+            return False
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            return inner.is_global and not inner.is_multicast
     return ip.is_global and not ip.is_multicast
 
 
@@ -80,15 +111,29 @@ class HostPolicy:
             except ValueError:
                 self.names.add(entry.strip().lower().rstrip("."))
 
+        # Addresses that names in ``allow_hosts`` resolved to: the socket factory admits them.
+        self.resolved: set[IPAddress] = set()
+
     def host_allowed(self, host: str) -> bool:
         return host.lower().rstrip(".") in self.names
 
     def address_allowed(self, ip: IPAddress) -> bool:
         return is_public_address(ip) or any(ip in net for net in self.networks)
 
+    def connect_allowed(self, ip: IPAddress) -> bool:
+        """Whether a socket may connect to ``ip``: a public or admitted address, or one that a
+        host admitted by name resolved to."""
+        return self.address_allowed(ip) or ip in self.resolved
+
 
 class BlockedAddressError(OSError):
-    """A host resolved to an address the policy refuses."""
+    """A host resolved to, or a socket was about to connect to, an address the policy refuses."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EACCES, message)  # aiohttp shows the strerror in its own message
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class GuardedResolver(AbstractResolver):
@@ -103,6 +148,7 @@ class GuardedResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         if self.policy.host_allowed(host):
+            self.policy.resolved.update(ipaddress.ip_address(r["host"]) for r in results)
             return results
         for r in results:
             ip = ipaddress.ip_address(r["host"])
@@ -112,6 +158,21 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def guarded_socket_factory(policy: HostPolicy) -> Callable[[tuple[Any, ...]], socket.socket]:
+    """aiohttp's ``socket_factory``: it is handed the very address each connection attempt goes
+    to, on every hop and for every path (IP literals skip the resolver), and refuses it unless the
+    policy admits it."""
+
+    def create(addr_info: tuple[Any, ...]) -> socket.socket:  # (family, type, proto, name, sockaddr)
+        family, kind, proto, _, sockaddr = addr_info
+        ip = ipaddress.ip_address(sockaddr[0])
+        if not policy.connect_allowed(ip):
+            raise BlockedAddressError(f"refused: connecting to the non-public address {ip}")
+        return socket.socket(family, kind, proto)
+
+    return create
 
 
 class BoundedDecoder:
@@ -192,6 +253,7 @@ class HttpFetcher:
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 resolver=GuardedResolver(self.policy),
+                socket_factory=guarded_socket_factory(self.policy),
                 limit=self._limits[0],
                 limit_per_host=self._limits[1],
                 ttl_dns_cache=300,
@@ -205,12 +267,19 @@ class HttpFetcher:
             )
         return self._session
 
-    def _check_url(self, url: str, original: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+    def _target(self, url: str, original: str) -> yarl.URL:
+        """The URL as aiohttp will request it, if its host passes the policy.
+
+        yarl applies IDNA/UTS #46 mapping, which turns fullwidth digits, ideographic full stops
+        and circled digits into an IP literal; that literal is what gets checked (and later
+        connected to, which the socket factory checks once more).
+        """
+        target = yarl.URL(url)
+        if target.scheme not in ("http", "https") or not target.host:
             raise FetchError(original, f"refused: not an http(s) URL: {url[:200]}")
-        if not self._literal_allowed(parts.hostname):
-            raise FetchError(original, f"refused: {parts.hostname} is not a public address")
+        if not self._literal_allowed(target.host):
+            raise FetchError(original, f"refused: {target.host} is not a public address")
+        return target
 
     def _literal_allowed(self, host: str) -> bool:
         """Whether an IP-literal host passes the policy; names pass here (the resolver checks them).
@@ -235,9 +304,10 @@ class HttpFetcher:
         except TimeoutError:
             raise FetchError(url, f"no complete answer within {self.timeout:g} s") from None
         except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, BlockedAddressError):
-                raise FetchError(url, str(exc.os_error)) from None
             err = exc.os_error
+            if isinstance(err, BlockedAddressError) or "refused: " in str(err):
+                # (several addresses refused come as one OSError listing them all)
+                raise FetchError(url, str(err.strerror or err)) from None
             # errno first ("Connection refused"); name-lookup errors have negative codes and their own text
             reason = os.strerror(err.errno) if err.errno and err.errno > 0 else (err.strerror or str(err))
             if isinstance(err, socket.gaierror):
@@ -247,6 +317,8 @@ class HttpFetcher:
             raise FetchError(url, f"{exc.__class__.__name__}: {exc}") from None
         except OSError as exc:
             raise FetchError(url, f"{exc.__class__.__name__}: {exc}") from None
+        except ValueError as exc:  # a URL or header that urllib, yarl or aiohttp refuse
+            raise FetchError(url, f"invalid URL or header: {exc.__class__.__name__}: {exc}") from None
 
     async def _fetch(self, url: str, etag: str | None, last_modified: str | None) -> FetchResult:
         headers = {}
@@ -257,14 +329,19 @@ class HttpFetcher:
         current, permanent, seen = url, True, [url]
         session = self._client()
         for _ in range(MAX_REDIRECTS + 1):
-            self._check_url(current, url)
-            async with session.get(current, headers=headers, allow_redirects=False) as resp:
+            target = self._target(current, url)
+            async with session.get(target, headers=headers, allow_redirects=False) as resp:
                 if resp.status in REDIRECTS:
                     location = resp.headers.get("Location")
                     if not location:
                         raise FetchError(url, f"HTTP {resp.status} without a Location header")
                     permanent = permanent and resp.status in PERMANENT
-                    current = urljoin(current, location.strip())
+                    try:
+                        current = urljoin(current, location.strip())
+                    except ValueError as exc:  # "http://[::1/x": urllib refuses it
+                        raise FetchError(
+                            url, f"HTTP {resp.status} to an invalid Location {location[:200]!r}: {exc}"
+                        ) from None
                     if current in seen:
                         raise FetchError(url, f"redirect loop at {current}")
                     seen.append(current)

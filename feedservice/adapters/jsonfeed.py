@@ -30,6 +30,16 @@ def _when(value: Any) -> tuple[str, Any] | tuple[None, None]:
     return value, parsed.utctimetuple()
 
 
+def _encodable(item: dict[str, Any]) -> bool:
+    """False for an item holding a lone surrogate (JSON's "\\ud800" escape decodes to one): no
+    UTF-8 text, database or feed can hold it, so that item is dropped, not the feed."""
+    try:
+        json.dumps(item, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_json_feed(text: str, url: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(feed-level fields, entries) from a JSON Feed document; ``ParseError`` if it is not one."""
     try:
@@ -43,7 +53,7 @@ def parse_json_feed(text: str, url: str) -> tuple[dict[str, Any], list[dict[str,
         raise ParseError(url, "not a feed: JSON Feed without an items list")
     entries = []
     for item in items:
-        if not isinstance(item, dict):
+        if not isinstance(item, dict) or not _encodable(item):
             continue
         e: dict[str, Any] = {}
         for src, dst in (("id", "id"), ("url", "link"), ("title", "title")):

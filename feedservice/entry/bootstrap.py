@@ -267,6 +267,7 @@ class App:
                 },
                 concurrency=c.concurrency,
                 per_host=c.per_host,
+                max_entries=c.max_entries_per_fetch,
                 force=force,
                 executor=self.parser_pool(),
             )

@@ -19,12 +19,14 @@ from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from feedservice.errors import FeedServiceError, FetchError
-from feedservice.model import Article, FetchRecord, Route, SourceState
+from feedservice.model import Article, FetchRecord, ParsedFeed, Route, SourceState
 from feedservice.ports import FeedParser, Fetcher, SourceStore
+from feedservice.services.publishable import make_publishable
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ class CollectReport:
     new_articles: int = 0
     updated_articles: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+    # per source: entries whose GUID or link another source already owns (kept as that source's)
+    owned_elsewhere: dict[str, int] = field(default_factory=dict)
+    # per source: entries no output format could carry (see services.publishable), not stored
+    refused: dict[str, int] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -50,6 +56,8 @@ class CollectReport:
         return (
             f"{self.fetched} fetched, {self.not_modified} not modified, {self.failed} failed, "
             f"{self.skipped} not due; {self.new_articles} new and {self.updated_articles} updated articles"
+            + (f"; {sum(self.owned_elsewhere.values())} entries owned by other sources" if self.owned_elsewhere else "")
+            + (f"; {sum(self.refused.values())} entries refused" if self.refused else "")
         )
 
 
@@ -79,8 +87,18 @@ def poll_interval(interval: timedelta, headers: Mapping[str, str], ttl_minutes: 
     return min(max(asked), max(interval, MAX_POLL_INTERVAL))
 
 
-def is_due(source: SourceState, now: datetime) -> bool:
-    return source.enabled and (source.next_attempt is None or source.next_attempt <= now)
+DUE_SLACK = 0.1  # of the collect interval: see is_due
+
+
+def is_due(source: SourceState, now: datetime, slack: timedelta = timedelta(0)) -> bool:
+    """Whether the source's due time falls within the run starting at ``now``.
+
+    A run's ``now`` is read when its job starts, a few milliseconds after the scheduled time, and
+    the next due time is that ``now`` plus the interval; the next run can start a millisecond
+    earlier in its own period than this one did, and without ``slack`` (a fraction of the collect
+    interval) the source would wait a whole extra interval: fetched at 0, 60 and 180 s.
+    """
+    return source.enabled and (source.next_attempt is None or source.next_attempt <= now + slack)
 
 
 def route(article: Article, routes: Sequence[Route]) -> Article:
@@ -111,6 +129,7 @@ async def collect(
     routes: Mapping[str, Sequence[Route]] | None = None,
     concurrency: int = 20,
     per_host: int = 4,
+    max_entries: int = 500,
     force: bool = False,
     batch: int = 50,
     linger: float = 0.05,
@@ -127,7 +146,7 @@ async def collect(
     """
     report = CollectReport()
     sources = store.list_sources(with_counts=False)
-    due = [s for s in sources if (force and s.enabled) or is_due(s, now)]
+    due = [s for s in sources if (force and s.enabled) or is_due(s, now, interval * DUE_SLACK)]
     report.skipped = len(sources) - len(due)
     limit = asyncio.Semaphore(concurrency)
     hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
@@ -136,8 +155,17 @@ async def collect(
     loop = asyncio.get_running_loop()
 
     async def one(src: SourceState) -> None:
-        async with limit, hosts[urlsplit(src.current_url).hostname or ""]:
-            await queue.put(await _fetch_and_parse(src))
+        async with limit, hosts[_host(src.current_url)]:
+            try:
+                outcome = await _fetch_and_parse(src)
+            except Exception as exc:  # whatever one source does, it is that source's failure
+                log.exception("fetching %s failed unexpectedly", src.url, extra={"source": src.url})
+                every = intervals.get(src.url, interval)
+                outcome = _Failure(
+                    src.url, f"internal error: {exc.__class__.__name__}: {exc}",
+                    next_attempt_after_failure(now, every, src.failures),
+                )  # fmt: skip
+            await queue.put(outcome)
 
     async def _fetch_and_parse(src: SourceState) -> FetchRecord | _Failure:
         every = intervals.get(src.url, interval)
@@ -161,10 +189,11 @@ async def collect(
             )  # fmt: skip
         nonlocal executor
         job = functools.partial(
-            parse_feed, result.content, url=src.url, section=src.section, tz=tz, now=now, headers=result.headers
-        )
+            _parse_fit, parse_feed, routes.get(src.url, ()), result.content, url=src.url, section=src.section,
+            tz=tz, now=now, headers=result.headers, max_entries=max_entries,
+        )  # fmt: skip
         try:
-            parsed = await loop.run_in_executor(executor, job)
+            parsed, refused = await loop.run_in_executor(executor, job)
         except FeedServiceError as exc:
             retry = next_attempt_after_failure(now, every, src.failures)
             return _Failure(src.url, str(getattr(exc, "message", exc)), retry)
@@ -177,10 +206,16 @@ async def collect(
             log.exception("parsing %s failed unexpectedly", src.url, extra={"source": src.url})
             retry = next_attempt_after_failure(now, every, src.failures)
             return _Failure(src.url, f"internal error while parsing: {exc.__class__.__name__}: {exc}", retry)
-        articles = tuple(route(a, routes.get(src.url, ())) for a in parsed.articles)
+        if refused:
+            report.refused[src.url] = len(refused)
+            log.warning(
+                "%s: %d entries refused, e.g. %s", src.url, len(refused), refused[0],
+                extra={"source": src.url, "refused": len(refused)},
+            )  # fmt: skip
         return FetchRecord(
             src.url, now + poll_interval(every, result.headers, parsed.ttl_minutes),
-            result.headers.get("etag"), result.headers.get("last-modified"), articles, result.permanent_redirect,
+            result.headers.get("etag"), result.headers.get("last-modified"), parsed.articles,
+            result.permanent_redirect,
         )  # fmt: skip
 
     async def writer() -> None:
@@ -198,7 +233,7 @@ async def collect(
                     await asyncio.wait_for(finished.wait(), linger)
             while len(items) < batch and not queue.empty():
                 items.append(queue.get_nowait())
-            done = items[-1] is None
+            done = any(x is None for x in items)
             records = [x for x in items if isinstance(x, FetchRecord)]
             failures = [x for x in items if isinstance(x, _Failure)]
             if records:
@@ -208,24 +243,61 @@ async def collect(
 
     finished = asyncio.Event()
     writing = asyncio.create_task(writer())
+    fetching = asyncio.ensure_future(asyncio.gather(*(one(s) for s in due)))
     try:
-        await asyncio.gather(*(one(s) for s in due))
+        # The writer only ends early by crashing: then nobody would take the fetchers' results.
+        both: list[asyncio.Future[Any]] = [fetching, writing]
+        await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        if writing.done():
+            fetching.cancel()
+        await asyncio.gather(fetching, return_exceptions=True)
     finally:
+        if not fetching.done():  # the collect itself was cancelled: stop its fetchers too
+            fetching.cancel()
         finished.set()
-        await queue.put(None)
+        if not writing.done():
+            await queue.put(None)  # after every result: the writer stores them all, then ends
         await writing
     return report
+
+
+def _parse_fit(
+    parse_feed: FeedParser, routes: Sequence[Route], content: bytes, **kw: Any
+) -> tuple[ParsedFeed, list[str]]:
+    """Parse, route, and keep the articles every output format can carry (fixed where they can
+    be), with the reasons for the others (their source's problem: counted and logged, not
+    stored). Runs where the parsing runs (a parser process when there is a pool), so the
+    collector's one event loop does not pay for it."""
+    parsed = parse_feed(content, **kw)
+    kept, refused = [], []
+    for article in parsed.articles:
+        fit = make_publishable(route(article, routes))
+        if isinstance(fit, str):
+            refused.append(fit)
+        else:
+            fit.content_hash()  # a routed or fixed article is a new one: its digest is worked out here
+            kept.append(fit)
+    return replace(parsed, articles=tuple(kept)), refused
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 def _store_records(store: SourceStore, records: list[FetchRecord], now: datetime, report: CollectReport) -> None:
     try:
         counts = store.record_fetches(records, now)
-    except FeedServiceError as exc:
+    except Exception as exc:
+        if not isinstance(exc, FeedServiceError):
+            log.exception("storing %d sources failed unexpectedly", len(records))
         # The batch failed as a whole (a database problem): record it per source, keep going.
         for r in records:
             _record_failure(store, _Failure(r.url, f"storing failed: {exc}", r.next_attempt), now, report)
         return
-    for record, (new, updated) in zip(records, counts, strict=True):
+    for record, (new, updated, foreign) in zip(records, counts, strict=True):
         if record.articles is None:
             report.not_modified += 1
             continue
@@ -236,9 +308,24 @@ def _store_records(store: SourceStore, records: list[FetchRecord], now: datetime
             "collected %s: %d entries, %d new, %d updated", record.url, len(record.articles), new, updated,
             extra={"source": record.url, "new": new, "updated": updated},
         )  # fmt: skip
+        if foreign:
+            report.owned_elsewhere[record.url] = foreign
+            log.info(
+                "%s: %d entries have the GUID or link of another source's article: kept as that source's",
+                record.url, foreign, extra={"source": record.url, "owned_elsewhere": foreign},
+            )  # fmt: skip
 
 
 def _record_failure(store: SourceStore, failure: _Failure, now: datetime, report: CollectReport) -> None:
+    """Count, log and store one source's failure; a store that fails too is logged, not raised
+    (the writer must go on to the other sources)."""
+    try:
+        _store_failure(store, failure, now, report)
+    except Exception:
+        log.exception("recording the failure of %s failed", failure.url, extra={"source": failure.url})
+
+
+def _store_failure(store: SourceStore, failure: _Failure, now: datetime, report: CollectReport) -> None:
     report.failed += 1
     if failure.gone:
         report.errors[failure.url] = f"{failure.message}: disabled"

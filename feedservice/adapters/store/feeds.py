@@ -131,25 +131,28 @@ class FeedStoreMixin(StoreBase):
     ) -> tuple[int, int]:
         """One source's fetch; see ``record_fetches``."""
         arts = None if articles is None else tuple(articles)
-        [counts] = self.record_fetches([FetchRecord(url, next_attempt, etag, last_modified, arts, fetch_url)], now)
-        return counts
+        [(new, updated, _)] = self.record_fetches(
+            [FetchRecord(url, next_attempt, etag, last_modified, arts, fetch_url)], now
+        )
+        return new, updated
 
-    def record_fetches(self, records: Sequence[FetchRecord], now: datetime) -> list[tuple[int, int]]:
+    def record_fetches(self, records: Sequence[FetchRecord], now: datetime) -> list[tuple[int, int, int]]:
         """Store several sources' articles and fetch state in one transaction (none is half-stored).
 
-        Returns (new, updated) article counts per record. An unchanged article is not rewritten;
-        a changed one is updated in place with ``updated`` moved to ``now``, but only by the
-        source it was first collected from; an article already stored (same id, or same link)
-        is never stored twice.
+        Returns (new, updated, foreign) article counts per record. An unchanged article is not
+        rewritten; a changed one is updated in place with ``updated`` moved to ``now``, but only by
+        the source it was first collected from; an article already stored (same id, or same link)
+        is never stored twice. ``foreign`` counts the record's entries that another source owns
+        (neither stored again nor allowed to change that source's article), for the caller to log.
         """
-        counts: list[tuple[int, int]] = []
+        counts: list[tuple[int, int, int]] = []
         to_db = self.to_db_time()
         now_db = to_db(now)
         with self._tx("storing fetched sources") as conn:
             known = self._known_articles(conn, [a for r in records for a in (r.articles or ())])
             inserts: list[tuple[Any, ...]] = []
             for record in records:
-                new = changed = 0
+                new = changed = foreign = 0
                 for a in record.articles or ():
                     by_link = _dedupable(a.url)
                     have = known.get(a.id) or (known.get("url:" + a.url) if by_link else None)
@@ -162,8 +165,11 @@ class FeedStoreMixin(StoreBase):
                         new += 1
                         continue
                     stored_id, stored_hash, owner = have
-                    if owner != record.url or stored_hash == h:
-                        continue  # unchanged, or owned by the source it was first collected from
+                    if owner != record.url:
+                        foreign += 1  # owned by the source it was first collected from
+                        continue
+                    if stored_hash == h:
+                        continue  # unchanged
                     if stored_id != a.id:
                         a = replace(a, id=stored_id)  # the same article, found by its link
                     row = _row(replace(a, updated=now), h, now)
@@ -173,7 +179,7 @@ class FeedStoreMixin(StoreBase):
                     conn.execute(t.articles.update().where(t.articles.c.id == stored_id).values(**row))
                     known[stored_id] = (stored_id, row["content_hash"], owner)
                     changed += 1
-                counts.append((new, changed))
+                counts.append((new, changed, foreign))
             self._insert_tuples(conn, t.articles, ARTICLE_COLUMNS, inserts)
             src = t.sources.c
             conn.execute(
