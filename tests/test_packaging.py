@@ -10,11 +10,15 @@ installs the wheel with its dependencies from the index.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -64,3 +68,32 @@ def test_the_wheel_installed_elsewhere_runs_the_demo(tmp_path: Path) -> None:
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "2 sent" in demo.stdout
     assert "오늘의 날씨" in (tmp_path / "demo" / "preview" / "index.html").read_text(encoding="utf-8")
+
+
+def _imported_top_modules(package: Path) -> set[str]:
+    """The top-level names of every absolute import in the package's sources."""
+    names: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"feedservice", "__future__"}
+
+
+def test_every_library_the_package_imports_is_a_declared_dependency() -> None:
+    """An installed wheel gets only what pyproject.toml declares: a library imported but not declared
+    (feedgen once was, after it had been dropped from the dependencies) arrives only by luck,
+    through another package's requirements, and the service fails to start where it does not."""
+    declared = {
+        re.split(r"[\s\[<>=!~;]", req, maxsplit=1)[0].lower().replace("_", "-")
+        for req in tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    }
+    providers = importlib.metadata.packages_distributions()
+    undeclared = {
+        module: providers.get(module)
+        for module in _imported_top_modules(ROOT / "feedservice")
+        if not {d.lower().replace("_", "-") for d in providers.get(module, [])} & declared
+    }
+    assert undeclared == {}

@@ -1,4 +1,4 @@
-"""One page of a feed → RSS 2.0, Atom 1.0 (both written with lxml), JSON Feed 1.1, and the OPML list. Pure.
+"""One page of a feed → RSS 2.0 (feedgen), Atom 1.0 (lxml), JSON Feed 1.1, and the OPML list. Pure.
 
 The bytes depend only on the articles and the page's links: the feed-level date is the
 newest article's, not the build time, so the same content gives the same bytes.
@@ -10,10 +10,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import format_datetime
 from xml.sax.saxutils import escape, quoteattr
 from zoneinfo import ZoneInfo
 
+from feedgen.entry import FeedEntry
+from feedgen.ext.base import BaseExtension
+from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from feedservice.model import Article, Section
@@ -79,68 +81,75 @@ def _subtitle(site: FeedSite, page: FeedPage) -> str:
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
-MEDIA_NS = "http://search.yahoo.com/mrss/"
-DC_NS = "http://purl.org/dc/elements/1.1/"
-CONTENT_NS = "http://purl.org/rss/1.0/modules/content/"
 
 
-def _text(parent: etree._Element, tag: str, text: str | etree.CDATA) -> etree._Element:
-    el = etree.SubElement(parent, tag)
-    el.text = text
-    return el
+class _HistoryExtension(BaseExtension):  # type: ignore[misc]
+    """What feedgen does not write itself in an RSS channel: the atom:link elements other than
+    rel="self" (WebSub hub and the RFC 5005 ``current``, ``prev-archive``, ``next-archive``) and
+    RFC 5005's <fh:archive/>. Registered on each generator as ``history``; ``set`` gives it the page's."""
+
+    def __init__(self) -> None:
+        self._links: list[tuple[str, str]] = []
+        self._archive = False
+
+    def set(self, links: list[tuple[str, str]], archive: bool) -> None:
+        self._links, self._archive = links, archive
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"fh": FH} if self._archive else {}
+
+    def extend_rss(self, rss: etree._Element) -> etree._Element:
+        channel = rss[0]
+        for rel, href in self._links:
+            etree.SubElement(channel, f"{{{ATOM_NS}}}link", href=href, rel=rel)
+        if self._archive:
+            etree.SubElement(channel, f"{{{FH}}}archive")
+        return rss
 
 
 def render_rss(site: FeedSite, page: FeedPage) -> bytes:
-    """RSS 2.0 with the Atom (self, hub, RFC 5005 links), Media RSS, Dublin Core (the byline: RSS's
-    <author> must be an e-mail address) and content (full text) modules, written with lxml."""
-    nsmap = {"atom": ATOM_NS, "media": MEDIA_NS, "dc": DC_NS, "content": CONTENT_NS}
-    if page.archive:
-        nsmap["fh"] = FH
-    rss = etree.Element("rss", nsmap=nsmap, version="2.0")
-    channel = etree.SubElement(rss, "channel")
-    _text(channel, "title", _title(site, page))
-    _text(channel, "link", site.url)
-    _text(channel, "description", _subtitle(site, page))
-    etree.SubElement(channel, f"{{{ATOM_NS}}}link", href=page.urls["rss"], rel="self", type="application/rss+xml")
-    for rel, href in _links(page, "rss", site.websub_hub):
-        etree.SubElement(channel, f"{{{ATOM_NS}}}link", href=href, rel=rel)
-    if page.archive:
-        etree.SubElement(channel, f"{{{FH}}}archive")
-    _text(channel, "docs", "https://www.rssboard.org/rss-specification")
-    _text(channel, "generator", "feedservice")
-    _text(channel, "language", site.language)
-    _text(channel, "lastBuildDate", format_datetime(_newest(page.articles).astimezone(site.tz)))
-    _text(channel, "ttl", str(site.ttl_minutes))
+    """RSS 2.0 written with feedgen, with the Atom (self, hub, RFC 5005 links), Media RSS, Dublin
+    Core (the byline: RSS's <author> must be an e-mail address) and content (full text) modules."""
+    fg = FeedGenerator()
+    fg.load_extension("media", atom=False, rss=True)
+    fg.load_extension("dc", atom=False, rss=True)
+    fg.register_extension("history", _HistoryExtension, atom=False, rss=True)
+    fg.history.set(_links(page, "rss", site.websub_hub), page.archive)
+    fg.title(_title(site, page))
+    fg.description(_subtitle(site, page))
+    fg.link(href=page.urls["rss"], rel="self", type="application/rss+xml")
+    fg.link(href=site.url, rel="alternate")  # last: feedgen writes the last link as the channel's <link>
+    fg.docs("https://www.rssboard.org/rss-specification")
+    fg.generator("feedservice")
+    fg.language(site.language)
+    fg.lastBuildDate(_newest(page.articles).astimezone(site.tz))
+    fg.ttl(site.ttl_minutes)
     for a in page.articles:
-        channel.append(_rss_item(site, a))
-    return bytes(etree.tostring(rss, encoding="UTF-8", xml_declaration=True, pretty_print=True))
+        _rss_item(site, a, fg.add_entry(order="append"))  # newest first, as the page has them
+    return bytes(fg.rss_str(pretty=True))
 
 
-def _rss_item(site: FeedSite, a: Article) -> etree._Element:
+def _rss_item(site: FeedSite, a: Article, fe: FeedEntry) -> None:
     check_entry(a)
-    item = etree.Element("item")
-    title = clean_text(a.title)
-    if title:
-        _text(item, "title", title)
+    fe.title(clean_text(a.title))  # an empty title writes no <title>
     if a.url:
-        _text(item, "link", a.url)
+        fe.link(href=a.url, rel="alternate")
     if a.summary_html or a.content_html:
-        _text(item, "description", a.summary_html or a.content_html)
+        fe.description(a.summary_html or a.content_html)
     if a.content_html:
-        _text(item, f"{{{CONTENT_NS}}}encoded", etree.CDATA(a.content_html))  # lxml splits at any "]]>"
-    _text(item, "guid", a.id).set("isPermaLink", "true" if a.id == a.url else "false")
+        fe.content(a.content_html, type="CDATA")  # content:encoded; lxml splits the CDATA at any "]]>"
+    fe.guid(a.id, permalink=a.id == a.url)
     for term in a.categories:
-        _text(item, "category", term)
+        fe.category(term=term)
     if a.image_url:
         image_type = _image_type(a)
-        etree.SubElement(item, "enclosure", url=a.image_url, length=str(a.image_length or 0), type=image_type)
-        # One photo: media:content stands in the item (a media:group would hold alternatives of it).
+        fe.enclosure(a.image_url, str(a.image_length or 0), image_type)
+        # One photo: media:content stands in the item (group=None; a media:group holds alternatives).
         size = {"fileSize": str(a.image_length)} if a.image_length else {}
-        etree.SubElement(item, f"{{{MEDIA_NS}}}content", url=a.image_url, type=image_type, medium="image", **size)
-    _text(item, "pubDate", format_datetime((a.published or EPOCH).astimezone(site.tz)))
+        fe.media.content(url=a.image_url, type=image_type, medium="image", group=None, **size)
+    fe.pubDate((a.published or EPOCH).astimezone(site.tz))
     if a.author:
-        _text(item, f"{{{DC_NS}}}creator", a.author)
-    return item
+        fe.dc.dc_creator(a.author)
 
 
 def check_entry(a: Article) -> None:
