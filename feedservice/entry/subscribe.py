@@ -17,7 +17,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import jinja2
 from starlette.background import BackgroundTask
@@ -26,13 +26,13 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from feedservice.entry.bootstrap import App
+from feedservice.entry.forms import FormError, read_form
 from feedservice.model import Subscriber, SubscriberStatus
 from feedservice.services.subscribers import InvalidAddress, normalize_email, request_signup
 from feedservice.tokens import make_token, new_nonce, token_subscriber, verify_token
 
 log = logging.getLogger(__name__)
 
-MAX_FORM_BYTES = 8192
 CSRF_COOKIE = "fs_csrf"
 CONFIRM_HOURS = 48
 
@@ -55,28 +55,14 @@ class RateLimit:
         return True
 
 
-class FormError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status, self.message = status, message
+def is_safe(request: Request) -> bool:
+    """GET or HEAD: Starlette answers HEAD on every GET route, and neither may change anything."""
+    return request.method in ("GET", "HEAD")
 
 
-async def read_form(request: Request) -> dict[str, list[str]]:
-    """An urlencoded form body, at most ``MAX_FORM_BYTES``; 413 beyond, 415 for another type."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-        raise FormError(413, "요청이 너무 큽니다.")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise FormError(413, "요청이 너무 큽니다.")
-    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if body and ctype != "application/x-www-form-urlencoded":
-        raise FormError(415, "지원하지 않는 형식입니다.")
-    try:
-        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
-    except (UnicodeDecodeError, ValueError):
-        raise FormError(400, "잘못된 요청입니다.") from None
+def is_one_click(form: dict[str, list[str]]) -> bool:
+    """RFC 8058 §3.2: the POST carries exactly ``List-Unsubscribe=One-Click``."""
+    return form.get("List-Unsubscribe") == ["One-Click"]
 
 
 def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., HTMLResponse]) -> list[Route]:
@@ -136,7 +122,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         return request.client.host if request.client else "unknown"
 
     async def subscribe(request: Request) -> Response:
-        if request.method == "GET":
+        if is_safe(request):
             return render(
                 "subscribe.html.j2",
                 request,
@@ -208,7 +194,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
                 message="링크가 만료되었거나 이미 사용되었습니다. 아무것도 바뀌지 않았습니다.",
                 link=("다시 신청하기", "/subscribe"),
             )
-        if request.method == "GET":  # link scanners open links: a GET confirms nothing
+        if is_safe(request):  # link scanners open links: a GET (or HEAD) confirms nothing
             return render(
                 "page.html.j2",
                 request,
@@ -246,7 +232,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
                 link=("다시 구독하기", "/subscribe"),
             )
         message = None
-        if request.method == "POST":
+        if not is_safe(request):
             try:
                 form = await checked_form(request)
             except FormError as exc:
@@ -275,13 +261,14 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
 
     async def unsubscribe(request: Request) -> Response:
         """RFC 8058: a POST (``List-Unsubscribe=One-Click``, no cookies) unsubscribes, idempotently;
-        a GET only asks (mail scanners prefetch links). The signed token is the authority."""
+        a GET or HEAD only asks (mail scanners prefetch links). The signed token is the authority;
+        a POST without the one-click field (urlencoded or multipart) changes nothing."""
         sub = subscriber_for(request.path_params["token"], "unsubscribe")
         if sub is None:
             return page(
                 "잘못된 링크", 400, message="링크가 올바르지 않거나 만료되었습니다. 아무것도 바뀌지 않았습니다."
             )
-        if request.method == "GET":
+        if is_safe(request):
             if sub.status is SubscriberStatus.UNSUBSCRIBED:
                 return page("수신 거부", message="이미 수신 거부되어 있습니다.")
             return page(
@@ -292,9 +279,13 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
                 button="수신 거부",
             )
         try:
-            await read_form(request)
+            form = await read_form(request)
         except FormError as exc:
             return page("요청을 처리할 수 없습니다", exc.status, message=exc.message)
+        if not is_one_click(form):
+            return page(
+                "요청을 처리할 수 없습니다", 400, message="수신 거부 요청이 아닙니다. 아무것도 바뀌지 않았습니다."
+            )
         if sub.status not in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED):
             app.store.set_status(sub.id, SubscriberStatus.UNSUBSCRIBED)
             log.info("unsubscribed subscriber %d", sub.id)
