@@ -209,6 +209,8 @@ class WebConfig(_Table):
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     secret_env: EnvName = "FEEDSERVICE_SECRET"
+    previous_secret_envs: tuple[EnvName, ...] = ()  # retired secrets: verify mailed links, sign nothing
+    address_key_env: EnvName | None = None  # keys forgotten addresses' hashes; default: the signing secret
     subscribe_per_hour: int = Field(default=10, ge=1, le=10000)
 
 

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from feedservice.adapters.store import open_store
-from feedservice.adapters.store.schema import LATEST
+from feedservice.adapters.store.schema import LATEST, MIGRATIONS
 from feedservice.model import Article, DeliveryStatus, Edition, Observation, Section, SubscriberStatus
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
@@ -38,7 +38,7 @@ def test_open_migrates_once_and_reopens(db_url: str) -> None:
     again = open_store(db_url)  # a second open applies nothing and keeps data
     assert again.schema_version() == LATEST
     with again.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == LATEST
+        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == len(MIGRATIONS)  # gaps
     again.close()
 
 

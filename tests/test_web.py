@@ -147,10 +147,12 @@ def test_unsubscribe_get_never_unsubscribes_post_does(app: App, client: httpx.Cl
     assert r.status_code == 200
     assert app.store.get_subscriber("reader@example.com").status is SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
     assert client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200  # idempotent
-    prefs = client.get(prefs_url.removeprefix("http://127.0.0.1:8080"))
-    assert prefs.status_code == 200 and "구독 중이 아닙니다" in prefs.text and "reader@example.com" not in prefs.text
+    old_prefs = client.get(prefs_url.removeprefix("http://127.0.0.1:8080"))  # signed before leaving: dead
+    assert old_prefs.status_code == 400 and "reader@example.com" not in old_prefs.text
     forgotten = app.store.get_subscriber("reader@example.com")  # found by its hash only
     assert forgotten is not None and forgotten.email == "" and forgotten.email_hash.startswith("h1:")
+    prefs = client.get(app.links_for(forgotten)[1].removeprefix("http://127.0.0.1:8080"))
+    assert prefs.status_code == 200 and "구독 중이 아닙니다" in prefs.text and "reader@example.com" not in prefs.text
 
 
 def test_tampered_tokens_change_nothing(app: App, client: httpx.Client) -> None:

@@ -93,3 +93,96 @@ def test_unsubscribe_page_button_posts_the_one_click_field(app: App, client: Tes
     assert '<input type="hidden" name="List-Unsubscribe" value="One-Click">' in page.text
     r = client.post(unsub, data={"List-Unsubscribe": "One-Click"})
     assert r.status_code == 200 and _status(app) is SubscriberStatus.UNSUBSCRIBED
+
+
+# -- 2. tokens: a version per subscriber, rotation, malformed numbers -----------------------------
+def test_preferences_link_from_before_an_unsubscribe_stays_dead(app: App, client: TestClient) -> None:
+    sub = _subscribed(app)
+    unsub, old_prefs = (_path(u) for u in app.links_for(sub))
+    assert client.get(old_prefs).status_code == 200
+    assert client.post(unsub, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    # The reader signs up again (the confirmation made them subscribed): the old link, perhaps in
+    # a forwarded mail, must not open the new subscription's settings.
+    back, _ = app.store.add_subscriber("reader@example.com", ("bigtech",), SubscriberStatus.SUBSCRIBED, NOW)
+    stale = client.get(old_prefs)
+    assert stale.status_code == 400 and "reader@example.com" not in stale.text
+    csrf = client.get("/subscribe").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    assert client.post(old_prefs, data={"csrf": csrf, "paused": "1"}).status_code == 400
+    assert _status(app) is SubscriberStatus.SUBSCRIBED  # the stale link paused nothing
+    fresh = client.get(_path(app.links_for(back)[1]))
+    assert fresh.status_code == 200 and "reader@example.com" in fresh.text
+    # The unsubscribe link is not versioned: a second one-click stays an idempotent success.
+    assert client.post(unsub, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+
+
+def test_rotated_secret_keeps_mailed_links_and_the_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write_config(tmp_path)
+    monkeypatch.setenv("FS_TEST_SECRET", "the-old-secret")
+    before = make_app(load_settings(cfg))
+    kept = _subscribed(before, "kept@example.com")
+    left = _subscribed(before, "left@example.com")
+    before.store.set_status(left.id, SubscriberStatus.UNSUBSCRIBED)  # kept only as its keyed hash
+    mailed = [_path(u) for u in before.links_for(kept)]
+    before.close()
+    # Rotation as README describes it: a new secret, the old one moved to a retired variable
+    # (verification only), and the address hashes pinned to the secret they were made with.
+    monkeypatch.setenv("FS_TEST_SECRET", "the-new-secret")
+    monkeypatch.setenv("FS_TEST_SECRET_OLD", "the-old-secret")
+    text = cfg.read_text(encoding="utf-8").replace(
+        "[web]\n", '[web]\nprevious_secret_envs = ["FS_TEST_SECRET_OLD"]\naddress_key_env = "FS_TEST_SECRET_OLD"\n'
+    )
+    cfg.write_text(text, encoding="utf-8")
+    after = make_app(load_settings(cfg))
+    try:
+        client = TestClient(create_app(after), base_url=BASE)
+        assert client.get(mailed[1]).status_code == 200  # preferences, signed with the old secret
+        new_links = [_path(u) for u in after.links_for(kept)]
+        assert new_links != mailed  # new links are signed with the new secret only
+        forgotten = after.store.get_subscriber("left@example.com")
+        assert forgotten is not None and forgotten.status is SubscriberStatus.UNSUBSCRIBED  # still suppressed
+        assert client.post(mailed[0], data={"List-Unsubscribe": "One-Click"}).status_code == 200
+        assert _status(after, "kept@example.com") is SubscriberStatus.UNSUBSCRIBED
+    finally:
+        after.close()
+    # Once the retired secret is dropped, its links are refused and change nothing.
+    cfg.write_text(text.replace('previous_secret_envs = ["FS_TEST_SECRET_OLD"]\n', ""), encoding="utf-8")
+    dropped = make_app(load_settings(cfg))
+    try:
+        assert TestClient(create_app(dropped), base_url=BASE).get(mailed[0]).status_code == 400
+    finally:
+        dropped.close()
+
+
+@pytest.mark.parametrize("page", ["unsubscribe", "preferences", "confirm"])
+def test_a_token_with_a_5000_digit_number_is_a_400_page(app: App, client: TestClient, page: str) -> None:
+    sub = _subscribed(app)
+    for token in (f"{sub.id}.{'9' * 5000}.abc", f"{'1' * 5000}.0.abc", f"{sub.id}.²³.abc"):
+        r = client.get(f"/{page}/{token}")
+        assert r.status_code == 400 and "<html" in r.text, token[:20]
+        assert client.post(f"/{page}/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 400
+    assert _status(app) is SubscriberStatus.SUBSCRIBED
+
+
+def test_migration_4_adds_token_versions_to_an_older_database(db_url: str) -> None:
+    import sqlalchemy as sa
+
+    from feedservice.adapters.store import open_store, schema
+    from feedservice.adapters.store._base import make_engine
+
+    engine = make_engine(db_url)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(schema, "MIGRATIONS", [m for m in schema.MIGRATIONS if m[0] < 4])  # before this change
+        schema.migrate(engine)
+    with engine.begin() as conn:  # the table as migration 1 made it before the column existed
+        conn.execute(sa.text("ALTER TABLE subscribers DROP COLUMN token_version"))
+        old_row = "VALUES ('a@example.com', 'h1:a', 'subscribed', '[]', '2026-11-28 05:00:00')"
+        conn.execute(sa.text(f"INSERT INTO subscribers (email, email_hash, status, sections, created) {old_row}"))
+    engine.dispose()
+    store = open_store(db_url)
+    try:
+        sub = store.get_subscriber_by_id(1)
+        assert sub is not None and sub.token_version == 0 and sub.email == "a@example.com"
+        store.set_status(sub.id, SubscriberStatus.UNSUBSCRIBED)
+        assert store.get_subscriber_by_id(1).token_version == 1  # type: ignore[union-attr]
+    finally:
+        store.close()

@@ -112,9 +112,15 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         return form
 
     def subscriber_for(token: str, purpose: str) -> Subscriber | None:
+        """The subscriber a mail link's token is valid for. Preferences links carry the token
+        version, so those mailed before the reader left are dead; the unsubscribe link does not
+        (a second one-click stays an idempotent success)."""
         sid = token_subscriber(token)
         sub = app.store.get_subscriber_by_id(sid) if sid is not None else None
-        if sub is None or not verify_token(app.secret(), token, purpose, sub.id, sub.email_hash, app.clock()):
+        if sub is None:
+            return None
+        version = sub.token_version if purpose == "preferences" else 0
+        if not verify_token(app.verify_secrets(), token, purpose, sub.id, sub.email_hash, app.clock(), version):
             return None
         return sub
 
@@ -186,7 +192,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         if (
             sub is None
             or nonce is None
-            or not verify_token(app.secret(), token, f"confirm:{nonce}", sub.id, sub.email_hash, app.clock())
+            or not verify_token(app.verify_secrets(), token, f"confirm:{nonce}", sub.id, sub.email_hash, app.clock())
         ):
             return page(
                 "링크를 쓸 수 없습니다",
@@ -211,7 +217,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         if not app.store.consume_confirmation(sub.id, nonce, app.clock()):
             return page("링크를 쓸 수 없습니다", 400, message="링크가 만료되었거나 이미 사용되었습니다.")
         log.info("subscriber %d confirmed", sub.id)
-        prefs = make_token(app.secret(), "preferences", sub.id, sub.email_hash)
+        prefs = make_token(app.secret(), "preferences", sub.id, sub.email_hash, version=sub.token_version)
         return page(
             "구독이 시작되었습니다",
             message="내일 아침부터 뉴스레터를 보내 드립니다.",
