@@ -4,18 +4,24 @@ security headers and timing. Each test sends the worst case and checks what a re
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from feedservice.config import load_settings
 from feedservice.entry.bootstrap import App, make_app
+from feedservice.entry.feedproto import FeedProtocol
 from feedservice.entry.web import create_app
 from feedservice.model import Subscriber, SubscriberStatus
 from tests.conftest import write_config
+from tests.served import served
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 BASE = "http://127.0.0.1:8080"
@@ -186,3 +192,89 @@ def test_migration_4_adds_token_versions_to_an_older_database(db_url: str) -> No
         assert store.get_subscriber_by_id(1).token_version == 1  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+# -- 3. what one connection may cost the server ----------------------------------------------------
+def _closed_after(sock: socket.socket, limit: float) -> tuple[float, bytes]:
+    """Seconds until the server closes ``sock`` (reads whatever it sent first)."""
+    start = time.monotonic()
+    sock.settimeout(limit)
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return time.monotonic() - start, data
+
+
+class _Quick(FeedProtocol):
+    head_timeout = 1.0
+    body_timeout = 1.0
+
+
+def test_100_mb_of_headers_is_refused_early(app: App) -> None:
+    with served(app) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+        chunk, sent = b"a" * (1 << 20), 0
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
+            while sent < 100 << 20:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        # The server stopped reading at 32 KB: what got through is what the kernel's buffers
+        # took before the close (a few MB), never the 100 MB the server used to hold in memory.
+        assert sent < 30 << 20
+        _, answer = _closed_after(sock, 5)
+        assert answer.startswith(b"HTTP/1.1 431 ") or answer == b""
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").text == "ok\n"  # the server carries on
+
+
+def test_a_head_over_the_limit_gets_431_and_too_many_headers_400(app: App) -> None:
+    with served(app) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"Cookie: " + b"c" * 40_000 + b"\r\n\r\n")
+            assert _closed_after(sock, 5)[1].startswith(b"HTTP/1.1 431 ")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n")
+            assert _closed_after(sock, 5)[1].startswith(b"HTTP/1.1 400 ")
+        # An ordinary browser head (20 headers, 4 KB of cookies) is well inside the limits.
+        headers = {f"X-H{i}": "v" * 50 for i in range(20)} | {"Cookie": "c=" + "x" * 4000}
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", headers=headers).status_code == 200
+
+
+def test_slow_loris_head_is_closed_after_the_timeout(app: App) -> None:
+    with served(app, _Quick) as port, socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        start = time.monotonic()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(40):  # one header byte every 0.1 s: each byte used to keep it alive
+                sock.sendall(b"X")
+                time.sleep(0.1)
+        _, answer = _closed_after(sock, 5)
+        assert time.monotonic() - start < 3.0 and answer == b""
+
+
+def test_silent_and_idle_keep_alive_connections_are_closed(app: App) -> None:
+    with served(app, _Quick, timeout_keep_alive=1) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:  # connects, says nothing
+            waited, _ = _closed_after(silent, 5)
+            assert waited < 2.5
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:  # one request, then idle
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            waited, answer = _closed_after(idle, 5)
+            assert answer.startswith(b"HTTP/1.1 200 ") and waited < 2.5
+
+
+def test_slow_body_is_closed_after_the_timeout(app: App, caplog: pytest.LogCaptureFixture) -> None:
+    unsub = _path(app.links_for(_subscribed(app))[0])
+    with served(app, _Quick) as port, socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"POST {unsub} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                     "Content-Length: 26\r\n\r\nList-Unsub".encode())  # fmt: skip
+        waited, _ = _closed_after(sock, 5)
+        assert waited < 2.5
+        time.sleep(0.2)  # the handler sees the disconnect
+    assert _status(app) is SubscriberStatus.SUBSCRIBED
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # no traceback for a client gone
+
+
+def test_production_limits_are_sane() -> None:
+    assert FeedProtocol.max_head_bytes == 32 * 1024 and FeedProtocol.max_headers == 100
+    assert 5 <= FeedProtocol.head_timeout <= 60 and 5 <= FeedProtocol.body_timeout <= 60

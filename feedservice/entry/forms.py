@@ -12,7 +12,7 @@ from email import policy
 from email.parser import BytesParser
 from urllib.parse import parse_qs
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 MAX_FORM_BYTES = 8192
 MAX_FIELDS = 50
@@ -38,10 +38,13 @@ async def read_body(request: Request, limit: int = MAX_FORM_BYTES) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise FormError(413, TOO_LARGE)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise FormError(413, TOO_LARGE)
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise FormError(413, TOO_LARGE)
+    except ClientDisconnect:  # gone mid-body (or closed for being too slow): nothing to do
+        raise FormError(400, BAD) from None
     return bytes(body)
 
 
