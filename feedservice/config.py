@@ -7,6 +7,7 @@ wrong, so the CLI can print one line and exit 2.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -204,6 +205,14 @@ class DeliveryConfig(_Table):
         return self.mode or ("smtp" if self.smtp else "maildir")
 
 
+def _ip_network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"not an IP address or network: {value!r}") from None
+    return value
+
+
 class WebConfig(_Table):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -212,6 +221,8 @@ class WebConfig(_Table):
     previous_secret_envs: tuple[EnvName, ...] = ()  # retired secrets: verify mailed links, sign nothing
     address_key_env: EnvName | None = None  # keys forgotten addresses' hashes; default: the signing secret
     subscribe_per_hour: int = Field(default=10, ge=1, le=10000)
+    # Peers whose X-Forwarded-For is believed (addresses or networks); none: the peer is the client.
+    trusted_proxies: tuple[Annotated[str, AfterValidator(_ip_network)], ...] = ()
 
 
 class RunConfig(_Table):

@@ -3,11 +3,13 @@ free port in a thread: for tests that need real connections."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
 from collections.abc import Iterator
 
+import pytest
 import uvicorn
 
 from feedservice.entry.bootstrap import App
@@ -17,11 +19,10 @@ from tests.conftest import free_port
 
 
 @contextlib.contextmanager
-def served(app: App, protocol: type[FeedProtocol] = FeedProtocol, **config: object) -> Iterator[int]:
-    """Serve ``app`` until the block ends; yields the port. ``config``: more uvicorn.Config options."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port, http=protocol,
-                                           lifespan="off", log_config=None, **config))  # type: ignore[arg-type]  # fmt: skip
+def running(config: uvicorn.Config) -> Iterator[int]:
+    """Run a uvicorn server with ``config`` (on a free port) until the block ends; yields the port."""
+    config.port = free_port()
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -29,7 +30,35 @@ def served(app: App, protocol: type[FeedProtocol] = FeedProtocol, **config: obje
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.02)
     try:
-        yield port
+        yield config.port
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def served(
+    app: App, protocol: type[FeedProtocol] = FeedProtocol, **config: object
+) -> contextlib.AbstractContextManager[int]:
+    """Serve ``app`` with feedservice's protocol; ``config``: more uvicorn.Config options."""
+    return running(uvicorn.Config(create_app(app), host="127.0.0.1", http=protocol, lifespan="off",
+                                  log_config=None, **config))  # type: ignore[arg-type]  # fmt: skip
+
+
+def serve_config(app: App, monkeypatch: pytest.MonkeyPatch) -> uvicorn.Config:
+    """The uvicorn.Config that ``feedservice serve`` builds, caught before it starts serving."""
+    from feedservice.entry import scheduler
+
+    captured: list[uvicorn.Config] = []
+
+    class Capture:
+        def __init__(self, config: uvicorn.Config) -> None:
+            captured.append(config)
+
+        async def serve(self) -> None:
+            return None
+
+    with monkeypatch.context() as patch:
+        patch.setattr(scheduler, "_Server", Capture)
+        asyncio.run(scheduler.serve(app, with_scheduler=False))
+    [config] = captured
+    return config

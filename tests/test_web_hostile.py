@@ -21,7 +21,7 @@ from feedservice.entry.feedproto import FeedProtocol
 from feedservice.entry.web import create_app
 from feedservice.model import Subscriber, SubscriberStatus
 from tests.conftest import write_config
-from tests.served import served
+from tests.served import running, serve_config, served
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 BASE = "http://127.0.0.1:8080"
@@ -278,3 +278,94 @@ def test_slow_body_is_closed_after_the_timeout(app: App, caplog: pytest.LogCaptu
 def test_production_limits_are_sane() -> None:
     assert FeedProtocol.max_head_bytes == 32 * 1024 and FeedProtocol.max_headers == 100
     assert 5 <= FeedProtocol.head_timeout <= 60 and 5 <= FeedProtocol.body_timeout <= 60
+
+
+# -- 4. the client behind a proxy, and the sign-up limiter's memory --------------------------------
+def _signups(port: int, forwarded: list[str]) -> list[int]:
+    """One sign-up per X-Forwarded-For value (each with a fresh CSRF cookie), over HTTP."""
+    codes = []
+    for i, xff in enumerate(forwarded):
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            page = http.get("/subscribe", headers={"X-Forwarded-For": xff})
+            csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            r = http.post("/subscribe", data={"csrf": csrf, "email": f"r{i}@example.com"},
+                          headers={"X-Forwarded-For": xff})  # fmt: skip
+            codes.append(r.status_code)
+    return codes
+
+
+def _limited_app(tmp_path: Path, web_extra: str = "") -> App:
+    cfg = write_config(tmp_path)
+    text = cfg.read_text(encoding="utf-8").replace("[web]\n", f"[web]\nsubscribe_per_hour = 3\n{web_extra}")
+    cfg.write_text(text, encoding="utf-8")
+    return make_app(load_settings(cfg))
+
+
+def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _limited_app(tmp_path)  # no trusted proxies: the peer (127.0.0.1 here) is the client
+    try:
+        with running(serve_config(app, monkeypatch)) as port:
+            codes = _signups(port, [f"198.51.100.{i}" for i in range(4)])
+    finally:
+        app.close()
+    assert codes == [200, 200, 200, 429]  # four made-up addresses did not buy four buckets
+
+
+def test_behind_a_trusted_proxy_each_visitor_has_a_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _limited_app(tmp_path, 'trusted_proxies = ["127.0.0.1"]\n')
+    try:
+        with running(serve_config(app, monkeypatch)) as port:
+            # nginx's $proxy_add_x_forwarded_for: whatever the visitor sent, then the visitor's address.
+            visitors = _signups(port, [f"10.9.9.9, 203.0.113.{i}" for i in range(5)])
+            one_visitor = _signups(port, [f"192.0.2.{i}, 203.0.113.77" for i in range(4)])
+    finally:
+        app.close()
+    assert visitors == [200] * 5  # they no longer share one bucket
+    assert one_visitor == [200, 200, 200, 429]  # and the part a visitor writes changes nothing
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "forwarded", "client"),
+    [
+        ((), "203.0.113.5", ["198.51.100.1"], "203.0.113.5"),
+        (("127.0.0.1",), "203.0.113.5", ["198.51.100.1"], "203.0.113.5"),  # not from the proxy
+        (("127.0.0.1",), "127.0.0.1", [], "127.0.0.1"),
+        (("127.0.0.1",), "127.0.0.1", ["1.2.3.4, 198.51.100.7"], "198.51.100.7"),
+        (("127.0.0.1", "10.0.0.0/8"), "127.0.0.1", ["1.1.1.1, 198.51.100.7, 10.1.2.3"], "198.51.100.7"),
+        (("127.0.0.1", "10.0.0.0/8"), "127.0.0.1", ["1.1.1.1", "198.51.100.7, 10.1.2.3"], "198.51.100.7"),
+        (("127.0.0.1",), "127.0.0.1", ["not-an-address"], "127.0.0.1"),
+        (("127.0.0.1",), "127.0.0.1", ["[2001:db8::1]:443"], "2001:db8::/64"),
+        ((), "2001:db8::1", [], "2001:db8::/64"),
+        ((), "::ffff:198.51.100.9", [], "198.51.100.9"),
+        ((), "testclient", [], "testclient"),
+    ],
+)
+def test_client_address(trusted: tuple[str, ...], peer: str, forwarded: list[str], client: str) -> None:
+    from feedservice.entry.clients import ClientAddress
+
+    assert ClientAddress(trusted).of(peer, forwarded) == client
+
+
+def test_the_limiter_forgets_and_has_a_bound() -> None:
+    from feedservice.entry.clients import RateLimit
+
+    limiter = RateLimit(3, window=3600, max_clients=1000)
+    assert [limiter.allow("a", now=0) for _ in range(4)] == [True, True, True, False]
+    for i in range(50_000):  # a sweep of addresses, as from an IPv6 botnet
+        limiter.allow(f"x{i}", now=1 + i * 0.01)
+    assert len(limiter) <= 1000
+    limiter.allow("late", now=10_000)  # an hour after everyone else: they are all forgotten
+    assert len(limiter) == 1
+    assert limiter.allow("a", now=10_001)  # and "a" may sign up again
+
+
+def test_a_bad_trusted_proxy_is_a_config_error(tmp_path: Path) -> None:
+    from feedservice.errors import ConfigError
+
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", '[web]\ntrusted_proxies = ["nginx"]\n'),
+                   encoding="utf-8")  # fmt: skip
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        load_settings(cfg)

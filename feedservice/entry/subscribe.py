@@ -12,8 +12,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
-from collections import defaultdict, deque
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -26,6 +24,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from feedservice.entry.bootstrap import App
+from feedservice.entry.clients import ClientAddress, RateLimit
 from feedservice.entry.forms import FormError, read_form
 from feedservice.model import Subscriber, SubscriberStatus
 from feedservice.services.subscribers import InvalidAddress, normalize_email, request_signup
@@ -35,24 +34,6 @@ log = logging.getLogger(__name__)
 
 CSRF_COOKIE = "fs_csrf"
 CONFIRM_HOURS = 48
-
-
-class RateLimit:
-    """At most ``limit`` events per client address in a sliding hour (in this process)."""
-
-    def __init__(self, limit: int, window: float = 3600.0) -> None:
-        self.limit, self.window = limit, window
-        self._events: defaultdict[str, deque[float]] = defaultdict(deque)
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        events = self._events[key]
-        while events and now - events[0] > self.window:
-            events.popleft()
-        if len(events) >= self.limit:
-            return False
-        events.append(now)
-        return True
 
 
 def is_safe(request: Request) -> bool:
@@ -71,6 +52,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
     sections = [{"slug": s.slug, "title": s.title} for s in settings.sections]
     known = {s.slug for s in settings.sections}
     limiter = RateLimit(settings.web.subscribe_per_hour)
+    client_address = ClientAddress(settings.web.trusted_proxies)
     public_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.site.public_url))
 
     def csrf_for(cookie: str) -> str:
@@ -125,7 +107,8 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         return sub
 
     def client(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
+        peer = request.client.host if request.client else None
+        return client_address.of(peer, request.headers.getlist("x-forwarded-for"))
 
     async def subscribe(request: Request) -> Response:
         if is_safe(request):
