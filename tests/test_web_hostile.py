@@ -5,6 +5,9 @@ security headers and timing. Each test sends the worst case and checks what a re
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -369,3 +372,108 @@ def test_a_bad_trusted_proxy_is_a_config_error(tmp_path: Path) -> None:
                    encoding="utf-8")  # fmt: skip
     with pytest.raises(ConfigError, match="trusted_proxies"):
         load_settings(cfg)
+
+
+# -- 5. security headers on every page --------------------------------------------------------------
+def _html_pages(app: App, client: TestClient) -> dict[str, list[tuple[str, str, httpx.Response]]]:
+    """Every route of the pages app (checked below: a new route needs a sample here), each with
+    the HTML answers it gives — ordinary pages and error pages alike."""
+    from datetime import date, timedelta
+
+    from feedservice.model import Edition
+
+    sub = _subscribed(app)
+    unsub, prefs = (_path(u) for u in app.links_for(sub))
+    app.store.save_edition(Edition(date(2026, 11, 28), NOW - timedelta(days=1), NOW, "브리핑"),
+                           "<html><body><p style='color:red'>오늘</p></body></html>", "t", NOW)  # fmt: skip
+    csrf = client.get("/subscribe").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    client.post("/subscribe", data={"csrf": csrf, "email": "new@example.com"})
+    time.sleep(0.2)  # the confirmation mail is written after the answer
+    mails = [f for f in Path(app.settings.path(app.settings.delivery.maildir)).rglob("*") if f.is_file()]
+    assert len(mails) == 1
+    mail = email.message_from_bytes(mails[0].read_bytes(), policy=email.policy.default)
+    text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    confirm = re.search(r"http://127\.0\.0\.1:8080(/confirm/\S+)", text)
+    assert confirm is not None
+    samples: dict[str, list[tuple[str, str]]] = {
+        "/": [("GET", "/")],
+        "/digest/": [("GET", "/digest/")],
+        "/digest/{day}": [("GET", "/digest/2026-11-28")],
+        "/subscribe": [("GET", "/subscribe"), ("POST", "/subscribe")],
+        "/confirm/{token}": [("GET", confirm.group(1)), ("GET", "/confirm/1.0.bad")],
+        "/preferences/{token}": [("GET", prefs), ("GET", "/preferences/1.0.bad")],
+        "/unsubscribe": [("GET", "/unsubscribe")],
+        "/unsubscribe/{token}": [("GET", unsub), ("POST", unsub + "x"), ("POST", unsub)],
+        "/site.css": [],
+        "/healthz": [],
+        "/readyz": [],
+        "/metrics": [],
+    }
+    routes = {r.path for r in client.app.fallback.routes}  # type: ignore[attr-defined]
+    assert routes == set(samples), "a new route: add its pages to the samples above"
+    out: dict[str, list[tuple[str, str, httpx.Response]]] = {}
+    for route, calls in samples.items():
+        for method, path in calls:
+            r = client.request(method, path, data={"List-Unsubscribe": "One-Click"} if method == "POST" else None)
+            if r.headers.get("content-type", "").startswith("text/html"):
+                out.setdefault(route, []).append((method, path, r))
+    assert len(out) == 8  # every page route answered HTML
+    return out
+
+
+def test_every_html_page_has_a_content_security_policy(app: App, client: TestClient) -> None:
+    for route, answers in _html_pages(app, client).items():
+        for method, path, r in answers:
+            csp = r.headers.get("content-security-policy", "")
+            for rule in ("frame-ancestors 'none'", "form-action 'self'"):
+                assert rule in csp, (method, path)
+            assert "default-src 'self'" in csp or "default-src 'none'" in csp, (method, path)
+            assert "script-src" not in csp and "unsafe-eval" not in csp
+            if route != "/digest/{day}":
+                assert "<style" not in r.text and " style=" not in r.text, path  # it would be blocked
+
+
+def test_every_html_page_has_nosniff(app: App, client: TestClient) -> None:
+    for answers in _html_pages(app, client).values():
+        for method, path, r in answers:
+            assert r.headers.get("x-content-type-options") == "nosniff", (method, path)
+
+
+def test_every_html_page_has_no_referrer(app: App, client: TestClient) -> None:
+    for answers in _html_pages(app, client).values():
+        for method, path, r in answers:
+            assert r.headers.get("referrer-policy") == "no-referrer", (method, path)
+
+
+def test_token_and_form_pages_are_not_stored(app: App, client: TestClient) -> None:
+    private = {"/subscribe", "/confirm/{token}", "/preferences/{token}", "/unsubscribe", "/unsubscribe/{token}"}
+    for route, answers in _html_pages(app, client).items():
+        for method, path, r in answers:
+            if route in private:
+                assert r.headers.get("cache-control") == "no-store", (method, path)
+            else:
+                assert "no-store" not in r.headers.get("cache-control", ""), path  # public pages may be cached
+
+
+def test_pages_keep_their_style_under_the_policy(app: App, tmp_path: Path) -> None:
+    """In a real browser, which enforces the policy: the stylesheet applies, nothing is refused."""
+    from tests.conftest import CHROMIUM_ARGS, chromium_or_skip
+
+    chromium = chromium_or_skip()
+    from playwright import sync_api
+
+    with served(app) as port, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            refused: list[str] = []
+            page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+            for path in ("/subscribe", "/"):
+                page.goto(f"http://127.0.0.1:{port}{path}")
+                assert page.evaluate("getComputedStyle(document.body).maxWidth") in ("560px", "640px")
+            page.goto(f"http://127.0.0.1:{port}/subscribe")
+            color = page.evaluate("getComputedStyle(document.querySelector('button')).backgroundColor")
+            assert color == "rgb(200, 16, 46)"
+        finally:
+            browser.close()
+    assert refused == []
