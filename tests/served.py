@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 
@@ -62,3 +66,33 @@ def serve_config(app: App, monkeypatch: pytest.MonkeyPatch) -> uvicorn.Config:
         asyncio.run(scheduler.serve(app, with_scheduler=False))
     [config] = captured
     return config
+
+
+@contextlib.contextmanager
+def serve_process(config_path: Path) -> Iterator[int]:
+    """``feedservice serve`` in a process of its own (so the test's own work does not share its
+    interpreter), on a free port written into the config's ``[web]``; yields the port."""
+    port = free_port()
+    text = config_path.read_text(encoding="utf-8").replace("[web]\n", f"[web]\nport = {port}\n", 1)
+    config_path.write_text(text, encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(config_path), "serve"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "serve exited"
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "feedservice serve did not start"
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()

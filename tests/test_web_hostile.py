@@ -24,7 +24,7 @@ from feedservice.entry.feedproto import FeedProtocol
 from feedservice.entry.web import create_app
 from feedservice.model import Subscriber, SubscriberStatus
 from tests.conftest import write_config
-from tests.served import running, serve_config, served
+from tests.served import running, serve_config, serve_process, served
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 BASE = "http://127.0.0.1:8080"
@@ -477,3 +477,50 @@ def test_pages_keep_their_style_under_the_policy(app: App, tmp_path: Path) -> No
         finally:
             browser.close()
     assert refused == []
+
+
+# -- 6. the sign-up answer does not tell whether an address is known -------------------------------
+def test_signup_takes_as_long_for_a_known_address_as_for_a_new_one(tmp_path: Path) -> None:
+    import statistics
+
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", "[web]\nsubscribe_per_hour = 10000\n"),
+                   encoding="utf-8")  # fmt: skip
+    app = make_app(load_settings(cfg))
+    known = [_subscribed(app, f"known{i}@example.com").email for i in range(10)]
+    timings: dict[str, list[float]] = {"known": [], "new": []}
+    try:
+        with serve_process(cfg) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            csrf = http.get("/subscribe").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+            maildir = Path(app.settings.path(app.settings.delivery.maildir))
+
+            def mails() -> int:
+                return sum(1 for f in maildir.rglob("*") if f.is_file())
+
+            def post(address: str) -> float:
+                before = mails()
+                start = time.perf_counter()
+                r = http.post("/subscribe", data={"csrf": csrf, "email": address, "sections": "bigtech"})
+                took = time.perf_counter() - start
+                assert r.status_code == 200 and "메일을 확인해 주세요" in r.text
+                # Let the work after the answer finish before the next sample: a new address's
+                # ends with its confirmation mail.
+                deadline = time.monotonic() + 5
+                while address.startswith(("new", "warm")) and mails() == before and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                time.sleep(0.02)
+                return took
+
+            for i in range(5):  # warm up both paths
+                post(known[i])
+                post(f"warm{i}@example.com")
+            for i in range(50):  # interleaved, so load on the machine falls on both alike
+                timings["known"].append(post(known[i % 10]))
+                timings["new"].append(post(f"new{i}@example.com"))
+        time.sleep(0.2)
+        assert app.store.get_subscriber("new49@example.com") is not None  # the work was done, after
+    finally:
+        app.close()
+    known_median, new_median = (statistics.median(timings[k]) for k in ("known", "new"))
+    assert abs(known_median - new_median) <= 0.2 * max(known_median, new_median), (known_median, new_median)

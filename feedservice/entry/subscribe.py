@@ -2,8 +2,9 @@
 
 Every form carries a CSRF token (a signed double-submit cookie) and is refused from another
 site's Origin; bodies are capped; sign-ups are rate-limited per client address; the answer to
-a sign-up is the same whether the address is new, known or subscribed (no enumeration), and a
-confirmation mail goes to one address at most once an hour.
+a sign-up is the same, and takes the same time, whether the address is new, known or subscribed
+(no enumeration: the per-address work runs after the answer), and a confirmation mail goes to
+one address at most once an hour.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -19,6 +21,7 @@ from urllib.parse import urlsplit
 
 import jinja2
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -110,6 +113,33 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         peer = request.client.host if request.client else None
         return client_address.of(peer, request.headers.getlist("x-forwarded-for"))
 
+    signup_lock = threading.Lock()
+
+    def record_signup(email: str, chosen: list[str]) -> str | None:
+        """The sign-up's database work; the confirmation link to mail, if one is due. One at a
+        time in this process, so two sign-ups of one address cannot race."""
+        with signup_lock:
+            outcome = request_signup(app.store, email, chosen, app.clock())
+            if not outcome.send_confirmation:
+                return None
+            nonce = new_nonce()
+            app.store.start_confirmation(outcome.subscriber.id, nonce, app.clock())
+            sub = outcome.subscriber
+            expires = app.clock() + timedelta(hours=CONFIRM_HOURS)
+            return f"{base}/confirm/{make_token(app.secret(), f'confirm:{nonce}', sub.id, sub.email_hash, expires)}"
+
+    async def process_signup(email: str, chosen: list[str]) -> None:
+        """Everything about a sign-up that depends on the address (is it known? subscribed? a
+        mail due?), run after the answer has gone, so the answer takes the same time for every
+        address and cannot tell a stranger which ones are on the list (issue 13)."""
+        try:
+            confirm_url = await run_in_threadpool(record_signup, email, chosen)
+        except Exception as exc:  # the answer is sent: log it, the reader can ask again
+            log.error("recording a sign-up failed: %s: %s", exc.__class__.__name__, exc)
+            return
+        if confirm_url is not None:
+            await app.send_confirmation(email, confirm_url, CONFIRM_HOURS)
+
     async def subscribe(request: Request) -> Response:
         if is_safe(request):
             return render(
@@ -144,19 +174,6 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
             )
         if not limiter.allow(client(request)):
             return page("잠시 후 다시 시도해 주세요", 429, message="짧은 시간에 너무 많은 신청이 있었습니다.")
-        outcome = request_signup(app.store, email, chosen, app.clock())
-        task = None
-        if outcome.send_confirmation:
-            nonce = new_nonce()
-            app.store.start_confirmation(outcome.subscriber.id, nonce, app.clock())
-            token = make_token(
-                app.secret(),
-                f"confirm:{nonce}",
-                outcome.subscriber.id,
-                outcome.subscriber.email_hash,
-                app.clock() + timedelta(hours=CONFIRM_HOURS),
-            )
-            task = BackgroundTask(app.send_confirmation, email, f"{base}/confirm/{token}", CONFIRM_HOURS)
         response = page(
             "메일을 확인해 주세요",
             message=(
@@ -164,7 +181,8 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
                 "메일이 오지 않으면 스팸함을 확인해 주세요."
             ),
         )
-        response.background = task
+        # Nothing above depended on whether the address is known; what does runs after the answer.
+        response.background = BackgroundTask(process_signup, email, chosen)
         return response
 
     async def confirm(request: Request) -> Response:
