@@ -75,12 +75,14 @@ def serve_process(config_path: Path) -> Iterator[int]:
     port = free_port()
     text = config_path.read_text(encoding="utf-8").replace("[web]\n", f"[web]\nport = {port}\n", 1)
     config_path.write_text(text, encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(config_path), "serve"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    log = config_path.with_name("serve.log")  # a file, not a pipe nobody reads (it would fill and block)
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(config_path), "serve"],
+                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
     try:
         deadline = time.monotonic() + 20
         while True:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "serve exited"
+            assert proc.poll() is None, log.read_text(encoding="utf-8", errors="replace")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                     break
@@ -94,5 +96,3 @@ def serve_process(config_path: Path) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr:
-            proc.stderr.close()

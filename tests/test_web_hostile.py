@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
+import random
 import re
 import socket
 import time
@@ -515,12 +516,19 @@ def test_signup_takes_as_long_for_a_known_address_as_for_a_new_one(tmp_path: Pat
             for i in range(5):  # warm up both paths
                 post(known[i])
                 post(f"warm{i}@example.com")
-            for i in range(50):  # interleaved, so load on the machine falls on both alike
-                timings["known"].append(post(known[i % 10]))
-                timings["new"].append(post(f"new{i}@example.com"))
+            # Shuffled one by one, so what ran just before an answer (and load on the machine)
+            # falls on both kinds alike.
+            order = ["known", "new"] * 120
+            random.Random(13).shuffle(order)
+            for i, kind in enumerate(order):
+                timings[kind].append(post(known[i % 10] if kind == "known" else f"new{i}@example.com"))
         time.sleep(0.2)
-        assert app.store.get_subscriber("new49@example.com") is not None  # the work was done, after
+        assert app.store.get_subscriber(f"new{order.index('new')}@example.com") is not None  # done, after
     finally:
         app.close()
-    known_median, new_median = (statistics.median(timings[k]) for k in ("known", "new"))
+    # 40 samples of each kind, each the quickest of three answers: that filters out the moments
+    # a busy machine ran neither the server nor the client (an attacker would time the same way).
+    samples = {k: [min(t[i : i + 3]) for i in range(0, len(t), 3)] for k, t in timings.items()}
+    assert len(samples["known"]) == len(samples["new"]) == 40
+    known_median, new_median = (statistics.median(samples[k]) for k in ("known", "new"))
     assert abs(known_median - new_median) <= 0.2 * max(known_median, new_median), (known_median, new_median)
