@@ -277,12 +277,24 @@ class DeliveryConfig(_Table):
         return self.mode or ("smtp" if self.smtp else "maildir")
 
 
+def _ip_network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"not an IP address or network: {value!r}") from None
+    return value
+
+
 class WebConfig(_Table):
     host: ListenHost = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     secret_env: EnvName = "FEEDSERVICE_SECRET"
+    previous_secret_envs: tuple[EnvName, ...] = ()  # retired secrets: verify mailed links, sign nothing
+    address_key_env: EnvName | None = None  # keys forgotten addresses' hashes; default: the signing secret
     subscribe_per_hour: int = Field(default=10, ge=1, le=10000)
+    # Peers whose X-Forwarded-For is believed (addresses or networks); none: the peer is the client.
+    trusted_proxies: tuple[Annotated[str, AfterValidator(_ip_network)], ...] = ()
 
 
 class RunConfig(_Table):

@@ -219,6 +219,7 @@ class Subscriber:
     email_hash: str = ""
     confirm_nonce: str | None = None
     confirm_sent: datetime | None = None
+    token_version: int = 0  # signs the preferences link; raised when the reader leaves
 
 
 class DeliveryStatus(enum.StrEnum):

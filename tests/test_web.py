@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -13,15 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from feedservice.config import load_settings
 from feedservice.entry.bootstrap import App, make_app
-from feedservice.entry.feedproto import FeedProtocol
 from feedservice.entry.web import create_app
 from feedservice.model import Article, Edition, SubscriberStatus
-from tests.conftest import free_port, write_config
+from tests.conftest import write_config
+from tests.served import served
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 
@@ -48,29 +45,8 @@ def client(app: App, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     if request.param == "asgi":
         yield TestClient(create_app(app))
         return
-    with _served(app) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+    with served(app) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
         yield http
-
-
-@contextlib.contextmanager
-def _served(app: App) -> Iterator[int]:
-    """The app under uvicorn as `feedservice serve` runs it, on a free port, in a thread."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(app), host="127.0.0.1", port=port, http=FeedProtocol, lifespan="off", log_config=None
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_feed_200_then_304_with_each_validator(client: httpx.Client) -> None:
@@ -147,10 +123,12 @@ def test_unsubscribe_get_never_unsubscribes_post_does(app: App, client: httpx.Cl
     assert r.status_code == 200
     assert app.store.get_subscriber("reader@example.com").status is SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
     assert client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200  # idempotent
-    prefs = client.get(prefs_url.removeprefix("http://127.0.0.1:8080"))
-    assert prefs.status_code == 200 and "구독 중이 아닙니다" in prefs.text and "reader@example.com" not in prefs.text
+    old_prefs = client.get(prefs_url.removeprefix("http://127.0.0.1:8080"))  # signed before leaving: dead
+    assert old_prefs.status_code == 400 and "reader@example.com" not in old_prefs.text
     forgotten = app.store.get_subscriber("reader@example.com")  # found by its hash only
     assert forgotten is not None and forgotten.email == "" and forgotten.email_hash.startswith("h1:")
+    prefs = client.get(app.links_for(forgotten)[1].removeprefix("http://127.0.0.1:8080"))
+    assert prefs.status_code == 200 and "구독 중이 아닙니다" in prefs.text and "reader@example.com" not in prefs.text
 
 
 def test_tampered_tokens_change_nothing(app: App, client: httpx.Client) -> None:
@@ -229,7 +207,7 @@ def test_pipelined_keep_alive_and_http10_over_the_wire(app: App) -> None:
     """Feed requests answered in the parser callback keep HTTP's rules: pipelined answers in
     order (also around a request that goes through the ASGI app), Date on every answer,
     keep-alive by default, connection close for HTTP/1.0 and when asked."""
-    with _served(app) as port:
+    with served(app) as port:
         plain = {"Accept-Encoding": "identity"}
         etag = httpx.get(f"http://127.0.0.1:{port}/feeds/bigtech.xml", headers=plain).headers["etag"]
         h = b"Host: 127.0.0.1\r\n"

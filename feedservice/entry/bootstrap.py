@@ -132,6 +132,12 @@ class App:
                 self._secret = path.read_text().strip().encode()
         return self._secret
 
+    def verify_secrets(self) -> tuple[bytes, ...]:
+        """The signing secret, then the retired ones (``[web] previous_secret_envs``): a link signed
+        with any of them still verifies, so the secret can be rotated under mailed links."""
+        retired = (self.settings.secret(name) for name in self.settings.web.previous_secret_envs)
+        return (self.secret(), *(s.reveal().encode() for s in retired if s))
+
     def make_fetcher(self) -> HttpFetcher:
         c = self.settings.collect
         return HttpFetcher(
@@ -393,7 +399,7 @@ class App:
         base = self.settings.site.public_url.rstrip("/")
         secret = self.secret()
         unsub = make_token(secret, "unsubscribe", sub.id, sub.email_hash)
-        prefs = make_token(secret, "preferences", sub.id, sub.email_hash)
+        prefs = make_token(secret, "preferences", sub.id, sub.email_hash, version=sub.token_version)
         return f"{base}/unsubscribe/{unsub}", f"{base}/preferences/{prefs}"
 
     def drain_settings(self) -> deliver.DrainSettings:
@@ -498,7 +504,9 @@ def make_app(settings: Settings, *, clock: Callable[[], datetime] | None = None)
     """
     clock = clock or utcnow
     secret = App(settings, None, clock).secret()  # type: ignore[arg-type]
-    app = App(settings, open_store(settings.database_url, address_key=secret), clock, _secret=secret)
+    pinned = settings.secret(settings.web.address_key_env)  # survives a rotation of the signing secret
+    address_key = pinned.reveal().encode() if pinned else secret
+    app = App(settings, open_store(settings.database_url, address_key=address_key), clock, _secret=secret)
     app.sync_config()
     return app
 

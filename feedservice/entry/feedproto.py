@@ -17,9 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from feedservice.entry.feedserver import FeedServer
+from feedservice.entry.httplimits import LimitedHttpProtocol
 
 __all__ = ["FeedProtocol"]
 
@@ -52,8 +53,9 @@ def find_feed_server(app: Any) -> FeedServer | None:
     return None
 
 
-class FeedProtocol(HttpToolsProtocol):
-    """HTTP/1.1 as uvicorn does it, with GET/HEAD under /feeds/ answered in the parser callback."""
+class FeedProtocol(LimitedHttpProtocol):
+    """HTTP/1.1 as uvicorn does it (with ``LimitedHttpProtocol``'s bounds), with GET/HEAD under
+    /feeds/ answered in the parser callback."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -81,6 +83,7 @@ class FeedProtocol(HttpToolsProtocol):
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
             return False  # uvicorn's own path answers it as it would any other request
         assert self.feeds is not None
+        self.end_head()
         reply = self.feeds.answer(method.decode("ascii"), path, self.headers)
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         transport = self.transport

@@ -218,7 +218,7 @@ async def serve(app: App, *, with_scheduler: bool) -> None:
     web = app.settings.web
     config = uvicorn.Config(
         create_app(app), host=web.host, port=web.port, log_config=None, access_log=False, lifespan="off",
-        http=FeedProtocol,
+        http=FeedProtocol, proxy_headers=False,  # [web] trusted_proxies decides instead (entry/clients.py)
         timeout_graceful_shutdown=int(app.settings.run.shutdown_timeout),
     )  # fmt: skip
     server = _Server(config)
@@ -264,6 +264,7 @@ def serve_workers(app: App, *, with_scheduler: bool) -> None:
         uvicorn.run(
             "feedservice.entry.web:app_from_environment", factory=True, host=web.host, port=web.port,
             workers=web.workers, log_config=None, access_log=False, lifespan="off", http=FeedProtocol,
+            proxy_headers=False,  # [web] trusted_proxies decides instead (entry/clients.py)
         )  # fmt: skip
     finally:
         stop.set()

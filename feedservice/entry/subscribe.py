@@ -2,8 +2,9 @@
 
 Every form carries a CSRF token (a signed double-submit cookie) and is refused from another
 site's Origin; bodies are capped; sign-ups are rate-limited per client address; the answer to
-a sign-up is the same whether the address is new, known or subscribed (no enumeration), and a
-confirmation mail goes to one address at most once an hour.
+a sign-up is the same, and takes the same time, whether the address is new, known or subscribed
+(no enumeration: the per-address work runs after the answer), and a confirmation mail goes to
+one address at most once an hour.
 """
 
 from __future__ import annotations
@@ -12,71 +13,40 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
-from collections import defaultdict, deque
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import jinja2
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from feedservice.entry.bootstrap import App
+from feedservice.entry.clients import ClientAddress, RateLimit
+from feedservice.entry.forms import FormError, read_form
 from feedservice.model import Subscriber, SubscriberStatus
 from feedservice.services.subscribers import InvalidAddress, normalize_email, request_signup
 from feedservice.tokens import make_token, new_nonce, token_subscriber, verify_token
 
 log = logging.getLogger(__name__)
 
-MAX_FORM_BYTES = 8192
 CSRF_COOKIE = "fs_csrf"
 CONFIRM_HOURS = 48
 
 
-class RateLimit:
-    """At most ``limit`` events per client address in a sliding hour (in this process)."""
-
-    def __init__(self, limit: int, window: float = 3600.0) -> None:
-        self.limit, self.window = limit, window
-        self._events: defaultdict[str, deque[float]] = defaultdict(deque)
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        events = self._events[key]
-        while events and now - events[0] > self.window:
-            events.popleft()
-        if len(events) >= self.limit:
-            return False
-        events.append(now)
-        return True
+def is_safe(request: Request) -> bool:
+    """GET or HEAD: Starlette answers HEAD on every GET route, and neither may change anything."""
+    return request.method in ("GET", "HEAD")
 
 
-class FormError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status, self.message = status, message
-
-
-async def read_form(request: Request) -> dict[str, list[str]]:
-    """An urlencoded form body, at most ``MAX_FORM_BYTES``; 413 beyond, 415 for another type."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-        raise FormError(413, "요청이 너무 큽니다.")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise FormError(413, "요청이 너무 큽니다.")
-    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if body and ctype != "application/x-www-form-urlencoded":
-        raise FormError(415, "지원하지 않는 형식입니다.")
-    try:
-        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
-    except (UnicodeDecodeError, ValueError):
-        raise FormError(400, "잘못된 요청입니다.") from None
+def is_one_click(form: dict[str, list[str]]) -> bool:
+    """RFC 8058 §3.2: the POST carries exactly ``List-Unsubscribe=One-Click``."""
+    return form.get("List-Unsubscribe") == ["One-Click"]
 
 
 def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., HTMLResponse]) -> list[Route]:
@@ -85,6 +55,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
     sections = [{"slug": s.slug, "title": s.title} for s in settings.sections]
     known = {s.slug for s in settings.sections}
     limiter = RateLimit(settings.web.subscribe_per_hour)
+    client_address = ClientAddress(settings.web.trusted_proxies)
     public_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.site.public_url))
 
     def csrf_for(cookie: str) -> str:
@@ -126,17 +97,51 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         return form
 
     def subscriber_for(token: str, purpose: str) -> Subscriber | None:
+        """The subscriber a mail link's token is valid for. Preferences links carry the token
+        version, so those mailed before the reader left are dead; the unsubscribe link does not
+        (a second one-click stays an idempotent success)."""
         sid = token_subscriber(token)
         sub = app.store.get_subscriber_by_id(sid) if sid is not None else None
-        if sub is None or not verify_token(app.secret(), token, purpose, sub.id, sub.email_hash, app.clock()):
+        if sub is None:
+            return None
+        version = sub.token_version if purpose == "preferences" else 0
+        if not verify_token(app.verify_secrets(), token, purpose, sub.id, sub.email_hash, app.clock(), version):
             return None
         return sub
 
     def client(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
+        peer = request.client.host if request.client else None
+        return client_address.of(peer, request.headers.getlist("x-forwarded-for"))
+
+    signup_lock = threading.Lock()
+
+    def record_signup(email: str, chosen: list[str]) -> str | None:
+        """The sign-up's database work; the confirmation link to mail, if one is due. One at a
+        time in this process, so two sign-ups of one address cannot race."""
+        with signup_lock:
+            outcome = request_signup(app.store, email, chosen, app.clock())
+            if not outcome.send_confirmation:
+                return None
+            nonce = new_nonce()
+            app.store.start_confirmation(outcome.subscriber.id, nonce, app.clock())
+            sub = outcome.subscriber
+            expires = app.clock() + timedelta(hours=CONFIRM_HOURS)
+            return f"{base}/confirm/{make_token(app.secret(), f'confirm:{nonce}', sub.id, sub.email_hash, expires)}"
+
+    async def process_signup(email: str, chosen: list[str]) -> None:
+        """Everything about a sign-up that depends on the address (is it known? subscribed? a
+        mail due?), run after the answer has gone, so the answer takes the same time for every
+        address and cannot tell a stranger which ones are on the list (issue 13)."""
+        try:
+            confirm_url = await run_in_threadpool(record_signup, email, chosen)
+        except Exception as exc:  # the answer is sent: log it, the reader can ask again
+            log.error("recording a sign-up failed: %s: %s", exc.__class__.__name__, exc)
+            return
+        if confirm_url is not None:
+            await app.send_confirmation(email, confirm_url, CONFIRM_HOURS)
 
     async def subscribe(request: Request) -> Response:
-        if request.method == "GET":
+        if is_safe(request):
             return render(
                 "subscribe.html.j2",
                 request,
@@ -169,19 +174,6 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
             )
         if not limiter.allow(client(request)):
             return page("잠시 후 다시 시도해 주세요", 429, message="짧은 시간에 너무 많은 신청이 있었습니다.")
-        outcome = request_signup(app.store, email, chosen, app.clock())
-        task = None
-        if outcome.send_confirmation:
-            nonce = new_nonce()
-            app.store.start_confirmation(outcome.subscriber.id, nonce, app.clock())
-            token = make_token(
-                app.secret(),
-                f"confirm:{nonce}",
-                outcome.subscriber.id,
-                outcome.subscriber.email_hash,
-                app.clock() + timedelta(hours=CONFIRM_HOURS),
-            )
-            task = BackgroundTask(app.send_confirmation, email, f"{base}/confirm/{token}", CONFIRM_HOURS)
         response = page(
             "메일을 확인해 주세요",
             message=(
@@ -189,7 +181,8 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
                 "메일이 오지 않으면 스팸함을 확인해 주세요."
             ),
         )
-        response.background = task
+        # Nothing above depended on whether the address is known; what does runs after the answer.
+        response.background = BackgroundTask(process_signup, email, chosen)
         return response
 
     async def confirm(request: Request) -> Response:
@@ -200,7 +193,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         if (
             sub is None
             or nonce is None
-            or not verify_token(app.secret(), token, f"confirm:{nonce}", sub.id, sub.email_hash, app.clock())
+            or not verify_token(app.verify_secrets(), token, f"confirm:{nonce}", sub.id, sub.email_hash, app.clock())
         ):
             return page(
                 "링크를 쓸 수 없습니다",
@@ -208,7 +201,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
                 message="링크가 만료되었거나 이미 사용되었습니다. 아무것도 바뀌지 않았습니다.",
                 link=("다시 신청하기", "/subscribe"),
             )
-        if request.method == "GET":  # link scanners open links: a GET confirms nothing
+        if is_safe(request):  # link scanners open links: a GET (or HEAD) confirms nothing
             return render(
                 "page.html.j2",
                 request,
@@ -225,7 +218,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         if not app.store.consume_confirmation(sub.id, nonce, app.clock()):
             return page("링크를 쓸 수 없습니다", 400, message="링크가 만료되었거나 이미 사용되었습니다.")
         log.info("subscriber %d confirmed", sub.id)
-        prefs = make_token(app.secret(), "preferences", sub.id, sub.email_hash)
+        prefs = make_token(app.secret(), "preferences", sub.id, sub.email_hash, version=sub.token_version)
         return page(
             "구독이 시작되었습니다",
             message="내일 아침부터 뉴스레터를 보내 드립니다.",
@@ -246,7 +239,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
                 link=("다시 구독하기", "/subscribe"),
             )
         message = None
-        if request.method == "POST":
+        if not is_safe(request):
             try:
                 form = await checked_form(request)
             except FormError as exc:
@@ -275,13 +268,14 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
 
     async def unsubscribe(request: Request) -> Response:
         """RFC 8058: a POST (``List-Unsubscribe=One-Click``, no cookies) unsubscribes, idempotently;
-        a GET only asks (mail scanners prefetch links). The signed token is the authority."""
+        a GET or HEAD only asks (mail scanners prefetch links). The signed token is the authority;
+        a POST without the one-click field (urlencoded or multipart) changes nothing."""
         sub = subscriber_for(request.path_params["token"], "unsubscribe")
         if sub is None:
             return page(
                 "잘못된 링크", 400, message="링크가 올바르지 않거나 만료되었습니다. 아무것도 바뀌지 않았습니다."
             )
-        if request.method == "GET":
+        if is_safe(request):
             if sub.status is SubscriberStatus.UNSUBSCRIBED:
                 return page("수신 거부", message="이미 수신 거부되어 있습니다.")
             return page(
@@ -292,9 +286,13 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
                 button="수신 거부",
             )
         try:
-            await read_form(request)
+            form = await read_form(request)
         except FormError as exc:
             return page("요청을 처리할 수 없습니다", exc.status, message=exc.message)
+        if not is_one_click(form):
+            return page(
+                "요청을 처리할 수 없습니다", 400, message="수신 거부 요청이 아닙니다. 아무것도 바뀌지 않았습니다."
+            )
         if sub.status not in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED):
             app.store.set_status(sub.id, SubscriberStatus.UNSUBSCRIBED)
             log.info("unsubscribed subscriber %d", sub.id)

@@ -8,6 +8,7 @@ from datetime import date
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -15,6 +16,7 @@ from starlette.routing import Route
 from feedservice.entry.bootstrap import BUNDLED_TEMPLATES, App
 from feedservice.entry.feedserver import FeedFiles, FeedServer
 from feedservice.entry.ops import ops_handlers
+from feedservice.entry.pageheaders import PageHeaders
 from feedservice.entry.subscribe import subscription_routes
 from feedservice.services.digest import PREFERENCES, UNSUBSCRIBE
 from feedservice.services.feeds import ALL, feed_urls
@@ -44,8 +46,14 @@ def create_app(app: App) -> FeedServer:
         html = env.get_template("page.html.j2").render(title=title, site_name=settings.site.name, csrf="", **kw)
         return HTMLResponse(html, status_code=status)
 
+    stylesheet = (BUNDLED_TEMPLATES / "site.css").read_bytes()
+
     async def index(request: Request) -> Response:
         return HTMLResponse(index_html)
+
+    async def site_css(request: Request) -> Response:
+        return Response(stylesheet, media_type="text/css; charset=utf-8",
+                        headers={"Cache-Control": "public, max-age=3600"})  # fmt: skip
 
     async def digest_list(request: Request) -> Response:
         editions = app.store.list_editions()
@@ -70,6 +78,7 @@ def create_app(app: App) -> FeedServer:
 
     routes = [
         Route("/", index, methods=["GET", "HEAD"]),
+        Route("/site.css", site_css, methods=["GET", "HEAD"]),
         Route("/digest/", digest_list, methods=["GET", "HEAD"]),
         Route("/digest/{day}", digest_page, methods=["GET", "HEAD"]),
         *subscription_routes(app, env, page),
@@ -77,7 +86,8 @@ def create_app(app: App) -> FeedServer:
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    return FeedServer(FeedFiles(app.feeds_dir), slugs, max_age, Starlette(routes=routes))
+    pages = Starlette(routes=routes, middleware=[Middleware(PageHeaders)])
+    return FeedServer(FeedFiles(app.feeds_dir), slugs, max_age, pages)
 
 
 def app_from_environment() -> FeedServer:

@@ -24,6 +24,7 @@ def _subscriber(r: Any) -> Subscriber:
         email_hash=r.email_hash,
         confirm_nonce=r.confirm_nonce,
         confirm_sent=r.confirm_sent,
+        token_version=r.token_version,
     )
 
 
@@ -54,7 +55,11 @@ class MailStoreMixin(StoreBase):
         return address_hash(self.address_key, email)
 
     def _forget(self, conn: Any, subscriber_id: int, email_hash: str) -> None:
-        conn.execute(t.subscribers.update().where(t.subscribers.c.id == subscriber_id).values(email=None))
+        """Keep only the hash, and raise the token version: links mailed before stop working."""
+        c = t.subscribers.c
+        conn.execute(
+            t.subscribers.update().where(c.id == subscriber_id).values(email=None, token_version=c.token_version + 1)
+        )
         conn.execute(
             t.deliveries.update().where(t.deliveries.c.subscriber_id == subscriber_id).values(email=email_hash)
         )

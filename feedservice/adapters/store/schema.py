@@ -105,6 +105,9 @@ subscribers = sa.Table(
     sa.Column("confirmed", UTCDateTime),
     sa.Column("confirm_nonce", sa.Text),  # the open confirmation, single use
     sa.Column("confirm_sent", UTCDateTime),
+    # Raised each time the reader leaves: preferences links signed with an older version stop
+    # working (migration 4 adds it to databases made before).
+    sa.Column("token_version", sa.Integer, nullable=False, server_default="0"),
 )
 
 weather_observations = sa.Table(
@@ -211,6 +214,14 @@ def _v3(conn: Connection) -> None:
     send_pauses.create(conn)
 
 
+def _v4(conn: Connection) -> None:
+    # Step 1 creates the subscribers table from the Table above, which has the column already;
+    # only a database made before it needs the column added.
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("subscribers")}
+    if "token_version" not in columns:
+        conn.execute(sa.text("ALTER TABLE subscribers ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0"))
+
+
 def _v6(conn: Connection) -> None:
     # Feed archives are read page by page in first-stored order, by keyset on (first_seen, id):
     # one index per shape of query, for a section and for "all" (which had none and was sorted
@@ -224,7 +235,7 @@ def _v6(conn: Connection) -> None:
 
 # Append (number, step) pairs; never edit a step once it has been released. Steps after the
 # first are plain DDL: the Table objects above are what step 1 created.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3), (6, _v6)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6)]
 LATEST = MIGRATIONS[-1][0]
 
 

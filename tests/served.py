@@ -1,0 +1,98 @@
+"""The web app under uvicorn, as `feedservice serve` runs it (feedservice's HTTP protocol), on a
+free port in a thread: for tests that need real connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from feedservice.entry.bootstrap import App
+from feedservice.entry.feedproto import FeedProtocol
+from feedservice.entry.web import create_app
+from tests.conftest import free_port
+
+
+@contextlib.contextmanager
+def running(config: uvicorn.Config) -> Iterator[int]:
+    """Run a uvicorn server with ``config`` (on a free port) until the block ends; yields the port."""
+    config.port = free_port()
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield config.port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def served(
+    app: App, protocol: type[FeedProtocol] = FeedProtocol, **config: object
+) -> contextlib.AbstractContextManager[int]:
+    """Serve ``app`` with feedservice's protocol; ``config``: more uvicorn.Config options."""
+    return running(uvicorn.Config(create_app(app), host="127.0.0.1", http=protocol, lifespan="off",
+                                  log_config=None, **config))  # type: ignore[arg-type]  # fmt: skip
+
+
+def serve_config(app: App, monkeypatch: pytest.MonkeyPatch) -> uvicorn.Config:
+    """The uvicorn.Config that ``feedservice serve`` builds, caught before it starts serving."""
+    from feedservice.entry import scheduler
+
+    captured: list[uvicorn.Config] = []
+
+    class Capture:
+        def __init__(self, config: uvicorn.Config) -> None:
+            captured.append(config)
+
+        async def serve(self) -> None:
+            return None
+
+    with monkeypatch.context() as patch:
+        patch.setattr(scheduler, "_Server", Capture)
+        asyncio.run(scheduler.serve(app, with_scheduler=False))
+    [config] = captured
+    return config
+
+
+@contextlib.contextmanager
+def serve_process(config_path: Path) -> Iterator[int]:
+    """``feedservice serve`` in a process of its own (so the test's own work does not share its
+    interpreter), on a free port written into the config's ``[web]``; yields the port."""
+    port = free_port()
+    text = config_path.read_text(encoding="utf-8").replace("[web]\n", f"[web]\nport = {port}\n", 1)
+    config_path.write_text(text, encoding="utf-8")
+    log = config_path.with_name("serve.log")  # a file, not a pipe nobody reads (it would fill and block)
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(config_path), "serve"],
+                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, log.read_text(encoding="utf-8", errors="replace")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "feedservice serve did not start"
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
