@@ -163,6 +163,16 @@ def test_rotated_secret_keeps_mailed_links_and_the_list(tmp_path: Path, monkeypa
         dropped.close()
 
 
+def test_an_unset_address_key_is_a_config_error(tmp_path: Path) -> None:
+    from feedservice.errors import ConfigError
+
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", '[web]\naddress_key_env = "FS_UNSET_KEY"\n'),
+                   encoding="utf-8")  # fmt: skip
+    with pytest.raises(ConfigError, match="FS_UNSET_KEY is not set"):
+        make_app(load_settings(cfg))
+
+
 @pytest.mark.parametrize("page", ["unsubscribe", "preferences", "confirm"])
 def test_a_token_with_a_5000_digit_number_is_a_400_page(app: App, client: TestClient, page: str) -> None:
     sub = _subscribed(app)
