@@ -505,6 +505,8 @@ def make_app(settings: Settings, *, clock: Callable[[], datetime] | None = None)
     clock = clock or utcnow
     secret = App(settings, None, clock).secret()  # type: ignore[arg-type]
     pinned = settings.secret(settings.web.address_key_env)  # survives a rotation of the signing secret
+    if settings.web.address_key_env and not pinned:  # hashing with another key would forget the list
+        raise ConfigError(settings.source_path, "web.address_key_env", f"{settings.web.address_key_env} is not set")
     address_key = pinned.reveal().encode() if pinned else secret
     app = App(settings, open_store(settings.database_url, address_key=address_key), clock, _secret=secret)
     app.sync_config()
