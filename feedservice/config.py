@@ -8,8 +8,10 @@ wrong, so the CLI can print one line and exit 2.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
+import secrets
 import string
 import tomllib
 import unicodedata
@@ -21,12 +23,14 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from feedservice.errors import ConfigError
 from feedservice.stations import DEFAULT_STATION_IDS, STATIONS
 
-__all__ = ["MAX_CONFIG_BYTES", "Secret", "Settings", "load_settings", "parse_settings"]
+_log = logging.getLogger("feedservice")
+
+__all__ = ["MAX_CONFIG_BYTES", "Settings", "load_settings", "parse_settings"]
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a few KB; /dev/zero or a wrong path must not eat the memory
 
@@ -123,24 +127,6 @@ EnvName = Annotated[str, AfterValidator(_env_name)]
 Language = Annotated[str, AfterValidator(_language)]
 ListenHost = Annotated[str, AfterValidator(_listen_host)]
 Subject = Annotated[str, AfterValidator(_subject)]
-
-
-class Secret:
-    """A secret value that never shows in repr() or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
 
 
 class _Table(BaseModel):
@@ -343,18 +329,40 @@ class Settings(_Table):
             return prefix + str(self.path(url[len(prefix) :]).resolve())
         return url
 
-    def secret(self, env_name: str | None) -> Secret | None:
+    def secret(self, env_name: str | None) -> SecretStr | None:
         """Read a secret from the environment, or from the file named by ``<NAME>_FILE``."""
         if not env_name:
             return None
         if value := os.environ.get(env_name):
-            return Secret(value)
+            return SecretStr(value)
         if file := os.environ.get(env_name + "_FILE"):
             try:
-                return Secret(Path(file).read_text(encoding="utf-8").strip())
+                return SecretStr(Path(file).read_text(encoding="utf-8").strip())
             except OSError as exc:
                 raise ConfigError(self.source_path, env_name + "_FILE", f"cannot read {file}: {exc}") from exc
         return None
+
+    def signing_secret(self) -> SecretStr:
+        """The secret that signs links and forms: ``[web] secret_env`` (or its ``_FILE``), else one
+        generated once into ``var/secret.key`` (mode 0600) and read from there ever after."""
+        if (env := self.secret(self.web.secret_env)) is not None:
+            return env
+        path = self.path("var/secret.key")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+            _log.warning("%s is not set: generated a signing secret in %s", self.web.secret_env, path)
+        return SecretStr(path.read_text().strip())
+
+    def retired_secrets(self) -> tuple[SecretStr, ...]:
+        """``[web] previous_secret_envs``: links they signed still verify; they sign nothing new."""
+        return tuple(s for s in (self.secret(name) for name in self.web.previous_secret_envs) if s)
+
+    def address_key(self, signing: SecretStr) -> SecretStr:
+        """The key of forgotten addresses' hashes: ``[web] address_key_env`` (which survives a
+        rotation of the signing secret), else the signing secret."""
+        return self.secret(self.web.address_key_env) or signing
 
 
 def _key(loc: tuple[Any, ...]) -> str:

@@ -15,6 +15,7 @@ from feedservice.model import (
     Article,
     Delivery,
     DeliveryStatus,
+    Edition,
     FetchRecord,
     FetchResult,
     Forecast,
@@ -114,6 +115,20 @@ class WeatherStore(Protocol):
     ) -> dict[int, Observation]: ...
 
 
+class EditionStore(Protocol):
+    def get_edition(self, day: date) -> tuple[Edition, str, str] | None: ...
+
+    def last_edition_before(self, day: date) -> Edition | None: ...
+
+    def articles_carried(self, since: date, before: date) -> set[str]: ...
+
+    def articles_for_edition(self, after: datetime, until: datetime, published_since: datetime) -> list[Article]: ...
+
+    def save_edition(
+        self, edition: Edition, html: str, text: str, now: datetime, article_ids: Sequence[str] = ()
+    ) -> bool: ...
+
+
 class SubscriberStore(Protocol):
     def get_subscriber(self, email: str) -> Subscriber | None: ...
 
@@ -163,6 +178,8 @@ class DeliveryStore(SubscriberStore, Protocol):
     def delivery_counts(self, day: date) -> dict[str, int]: ...
 
     def sending_paused(self, day: date) -> str | None: ...
+
+    def resume_sending(self, day: date) -> bool: ...
 
     def pause_sending(self, day: date, reason: str, now: datetime) -> None: ...
 
