@@ -145,17 +145,16 @@ class SubscriberStore(Protocol):
         self, email_hash: str, status: SubscriberStatus, sections: Sequence[str], created: datetime
     ) -> bool: ...
 
-    def set_subscriber_status(self, email: str, status: SubscriberStatus) -> bool: ...
+    def set_subscriber_status(
+        self, subscriber: int | str, status: SubscriberStatus, sections: Sequence[str] | None = None
+    ) -> bool:
+        """By id, or by address; False if there is no such subscriber."""
 
     def iter_subscribers(self, status: SubscriberStatus | None = None, batch: int = 1000) -> Iterator[Subscriber]: ...
 
 
 class SignupStore(SubscriberStore, Protocol):
     def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None: ...
-
-    def set_status(
-        self, subscriber_id: int, status: SubscriberStatus, sections: Sequence[str] | None = None
-    ) -> bool: ...
 
     def start_confirmation(self, subscriber_id: int, nonce: str, now: datetime) -> None: ...
 

@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 from feedservice.entry.bootstrap import BUNDLED_TEMPLATES
 from feedservice.model import Article, Edition, WeatherBlock
 from feedservice.services.digest import DigestRenderer
-from feedservice.services.editions import ComposedEdition, compose_edition
+from feedservice.services.editions import AssembledEdition, assemble_edition
 from tests.test_digest import ARTICLES, NOW, SECTIONS, SITE
 
 DAY = date(2025, 7, 2)
@@ -34,7 +34,7 @@ class FakeEditionStore:
 
     def save_edition(
         self, edition: Edition, html: str, text: str, now: datetime, article_ids: object = ()
-    ) -> bool:  # pragma: no cover - not used by composing
+    ) -> bool:  # pragma: no cover - not used by assembling
         return True
 
 
@@ -48,7 +48,7 @@ class CountingRenderer(DigestRenderer):
         return super().render(*args, **kwargs)
 
 
-def _compose(store: FakeEditionStore, *, mail_when_empty: bool = False) -> tuple[ComposedEdition, CountingRenderer]:
+def _assemble(store: FakeEditionStore, *, mail_when_empty: bool = False) -> tuple[AssembledEdition, CountingRenderer]:
     renderer = CountingRenderer()
     asked: list[datetime] = []
 
@@ -56,33 +56,33 @@ def _compose(store: FakeEditionStore, *, mail_when_empty: bool = False) -> tuple
         asked.append(edition_end)
         return WeatherBlock(())
 
-    composed = asyncio.run(
-        compose_edition(store, renderer, SITE, SECTIONS, DAY, NOW, weather=weather,
+    assembled = asyncio.run(
+        assemble_edition(store, renderer, SITE, SECTIONS, DAY, NOW, weather=weather,
                         web_url="https://feeds.example/digest/2025-07-02", mail_when_empty=mail_when_empty)
     )  # fmt: skip
-    assert asked == [composed.edition.window_end]  # the weather of the edition's own morning
-    return composed, renderer
+    assert asked == [assembled.edition.window_end]  # the weather of the edition's own morning
+    return assembled, renderer
 
 
 def test_each_section_choice_is_rendered_once() -> None:
-    composed, renderer = _compose(FakeEditionStore(ARTICLES))
+    assembled, renderer = _assemble(FakeEditionStore(ARTICLES))
     assert renderer.renders == 1  # the web copy
-    both = composed.rendered_for(("space-sociology", "bigtech"))
-    assert both is not None and composed.rendered_for(("bigtech", "space-sociology")) is both
-    assert composed.rendered_for(()) is composed.rendered_for(())
+    both = assembled.rendered_for(("space-sociology", "bigtech"))
+    assert both is not None and assembled.rendered_for(("bigtech", "space-sociology")) is both
+    assert assembled.rendered_for(()) is assembled.rendered_for(())
     assert renderer.renders == 3  # the web copy, one choice of two sections, everything
-    assert "걷는 도시" in both.text and "걷는 도시" in composed.preview.rendered.text
+    assert "걷는 도시" in both.text and "걷는 도시" in assembled.preview.rendered.text
 
 
 def test_a_choice_with_nothing_new_gets_no_mail_unless_asked() -> None:
-    composed, _ = _compose(FakeEditionStore(ARTICLES[:1]))
-    assert composed.rendered_for(("space-sociology",)) is None
-    noted, _ = _compose(FakeEditionStore(ARTICLES[:1]), mail_when_empty=True)
+    assembled, _ = _assemble(FakeEditionStore(ARTICLES[:1]))
+    assert assembled.rendered_for(("space-sociology",)) is None
+    noted, _ = _assemble(FakeEditionStore(ARTICLES[:1]), mail_when_empty=True)
     assert noted.rendered_for(("space-sociology",)) is not None
 
 
 def test_an_article_another_edition_carried_is_left_out() -> None:
     carried = {DAY - timedelta(days=1): {"urn:2"}, DAY + timedelta(days=3): {"urn:3"}}
-    composed, _ = _compose(FakeEditionStore(ARTICLES, carried))
-    assert [a.id for a in composed.articles] == ["urn:1", "urn:4"]
-    assert "걷는 도시" not in composed.preview.rendered.text
+    assembled, _ = _assemble(FakeEditionStore(ARTICLES, carried))
+    assert [a.id for a in assembled.articles] == ["urn:1", "urn:4"]
+    assert "걷는 도시" not in assembled.preview.rendered.text

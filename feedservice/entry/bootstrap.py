@@ -287,9 +287,9 @@ class App:
     def edition_url(self, day: date) -> str:
         return f"{self.settings.site.public_url.rstrip('/')}/digest/{day.isoformat()}"
 
-    async def compose_edition(self, day: date) -> editions.ComposedEdition:
+    async def assemble_edition(self, day: date) -> editions.AssembledEdition:
         """The edition of ``day``, its web copy, and its renders per section choice."""
-        return await editions.compose_edition(
+        return await editions.assemble_edition(
             self.store, self.renderer(), self.digest_site, self.sections, day, self.clock(),
             weather=self.weather_for_digest, web_url=self.edition_url(day),
             mail_when_empty=self.settings.digest.when_empty == "note",
@@ -329,15 +329,15 @@ class App:
         self, day: date, *, progress: Progress | None = None, queue_only: bool = False
     ) -> deliver.SendReport:
         """Record the edition of ``day`` and its deliveries, then send what is due (``Sending``)."""
-        composed = await self.compose_edition(day)
-        return await self.sending().send_edition(
-            composed, self.web_links(), self.drain_settings(), progress=progress, queue_only=queue_only
+        assembled = await self.assemble_edition(day)
+        return await self.sending().send_digest(
+            assembled, self.web_links(), self.drain_settings(), progress=progress, queue_only=queue_only
         )
 
     async def drain(self, day: date, *, progress: Progress | None = None) -> deliver.SendReport:
         """Send what is due of an edition that was already recorded (``feedservice worker``)."""
-        composed = await self.compose_edition(day)
-        return await self.sending().drain(composed, self.drain_settings(), progress=progress)
+        assembled = await self.assemble_edition(day)
+        return await self.sending().drain(assembled, self.drain_settings(), progress=progress)
 
     async def cycle(self) -> collect_service.CollectReport:
         """collect → feeds (when anything changed or a feed file is missing)."""

@@ -101,8 +101,8 @@ def _next_edition_day(app: App) -> date:
 
 def cmd_digest_preview(app: App, args: argparse.Namespace) -> int:
     day = args.date or _next_edition_day(app)
-    composed = aio.run(app.compose_edition(day))
-    ed, preview = composed.edition, composed.preview
+    assembled = aio.run(app.assemble_edition(day))
+    ed, preview = assembled.edition, assembled.preview
     files = write_preview(app, ed, preview.rendered, Path(args.out))
     out.print(
         f"digest preview {day}: {preview.rendered.article_count} articles in "

@@ -1,7 +1,7 @@
-"""Preparing an edition: its window, its articles, its weather, and its renders.
+"""Assembling an edition: its window, its articles, its weather, and its renders.
 
 An edition is rendered once for the web copy and lazily once per distinct section choice
-(``ComposedEdition.rendered_for``): a list of 100,000 readers with a dozen choices costs a dozen
+(``AssembledEdition.rendered_for``): a list of 100,000 readers with a dozen choices costs a dozen
 renders, not 100,000.
 """
 
@@ -49,7 +49,7 @@ def edition_articles(store: EditionStore, edition: Edition) -> list[Article]:
 
 
 @dataclass
-class ComposedEdition:
+class AssembledEdition:
     """An edition with everything needed to render it for any section choice."""
 
     edition: Edition
@@ -77,7 +77,7 @@ class ComposedEdition:
         return self._cache[key]
 
 
-async def compose_edition(
+async def assemble_edition(
     store: EditionStore,
     renderer: digest.DigestRenderer,
     site: digest.DigestSite,
@@ -88,7 +88,7 @@ async def compose_edition(
     weather: Callable[[datetime], Awaitable[WeatherBlock]],
     web_url: str,
     mail_when_empty: bool,
-) -> ComposedEdition:
+) -> AssembledEdition:
     """Fix the edition of ``day``, gather its articles and weather, render its web copy."""
     renderer.check()
     ed = edition_for_day(store, site, day, now)
@@ -96,4 +96,4 @@ async def compose_edition(
     block = await weather(ed.window_end)
     everything = digest.pick_sections(sections, articles, site.max_per_section)
     web = renderer.render(site, ed, everything, block, web_url=web_url)
-    return ComposedEdition(ed, Preview(ed, web, block), renderer, site, sections, articles, web_url, mail_when_empty)
+    return AssembledEdition(ed, Preview(ed, web, block), renderer, site, sections, articles, web_url, mail_when_empty)

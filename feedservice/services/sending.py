@@ -21,7 +21,7 @@ from feedservice.model import Subscriber
 from feedservice.ports import DeliveryStore, EditionStore, Mailer
 from feedservice.services import deliver, mime
 from feedservice.services.digest import DigestSite
-from feedservice.services.editions import ComposedEdition
+from feedservice.services.editions import AssembledEdition
 
 log = logging.getLogger("feedservice")
 
@@ -44,9 +44,9 @@ class Sending:
     # DKIM signing, or None; asked for within each run, so a key problem is that run's failure
     signer: Callable[[], Callable[[bytes], bytes] | None] = lambda: None
 
-    async def send_edition(
+    async def send_digest(
         self,
-        composed: ComposedEdition,
+        assembled: AssembledEdition,
         web_links: dict[str, str],
         settings: deliver.DrainSettings,
         *,
@@ -59,7 +59,7 @@ class Sending:
         edition (the relay refused our sender, or the suppression breaker tripped) is resumed:
         this is how an operator says "go on".
         """
-        ed, preview = composed.edition, composed.preview
+        ed, preview = assembled.edition, assembled.preview
         now = self.clock()
         html, text = preview.rendered.fill(web_links)
         self.store.save_edition(ed, html, text, now, preview.rendered.article_ids)
@@ -67,15 +67,15 @@ class Sending:
             log.info("digest %s: resuming a paused edition", ed.day)
         report = deliver.SendReport()
         report.queued, report.skipped_empty = deliver.enqueue_edition(
-            self.store, self.site, ed, lambda chosen: composed.rendered_for(chosen) is not None, now
+            self.store, self.site, ed, lambda chosen: assembled.rendered_for(chosen) is not None, now
         )
         if queue_only:
             return report
-        return await self.drain(composed, settings, report=report, progress=progress)
+        return await self.drain(assembled, settings, report=report, progress=progress)
 
     async def drain(
         self,
-        composed: ComposedEdition,
+        assembled: AssembledEdition,
         settings: deliver.DrainSettings,
         *,
         report: deliver.SendReport | None = None,
@@ -86,12 +86,12 @@ class Sending:
         mailer = self.make_mailer()
         try:
             await deliver.EditionDrain(
-                self.store, mailer, self.site, composed.edition, composed.rendered_for, self.links_for, self.clock,
+                self.store, mailer, self.site, assembled.edition, assembled.rendered_for, self.links_for, self.clock,
                 settings, report=report, sign=self.signer(), progress=progress,
             ).run()  # fmt: skip
         finally:
             await mailer.aclose()
-        log.info("digest %s: %s", composed.edition.day, report.summary())
+        log.info("digest %s: %s", assembled.edition.day, report.summary())
         return report
 
     async def send_confirmation(self, templates: jinja2.Environment, email: str, confirm_url: str, hours: int) -> None:

@@ -96,21 +96,22 @@ class SubscriberStoreMixin(StoreBase):
             row = conn.execute(sa.select(t.subscribers).where(t.subscribers.c.id == subscriber_id)).first()
             return to_subscriber(row) if row else None
 
-    def set_subscriber_status(self, email: str, status: SubscriberStatus) -> bool:
-        sub = self.get_subscriber(email)
-        return sub is not None and self.set_status(sub.id, status)
-
-    def set_status(self, subscriber_id: int, status: SubscriberStatus, sections: Sequence[str] | None = None) -> bool:
-        """Change a subscriber's status (and sections); unsubscribing or suppressing forgets the address."""
+    def set_subscriber_status(
+        self, subscriber: int | str, status: SubscriberStatus, sections: Sequence[str] | None = None
+    ) -> bool:
+        """Change a subscriber's status (and sections), found by id or by address (through its
+        keyed hash, so also once forgotten); unsubscribing or suppressing forgets the address.
+        False if there is no such subscriber."""
         c = t.subscribers.c
+        found = c.id == subscriber if isinstance(subscriber, int) else c.email_hash == self.address_hash(subscriber)
         values: dict[str, Any] = {"status": status.value}
         if sections is not None:
             values["sections"] = list(sections)
         with self._tx("updating a subscriber") as conn:
-            row = conn.execute(sa.select(c.id, c.email_hash).where(c.id == subscriber_id)).first()
+            row = conn.execute(sa.select(c.id, c.email_hash).where(found)).first()
             if row is None:
                 return False
-            conn.execute(t.subscribers.update().where(c.id == subscriber_id).values(**values))
+            conn.execute(t.subscribers.update().where(c.id == row.id).values(**values))
             if status in FORGOTTEN:
                 self._forget(conn, row.id, row.email_hash)
             return True
