@@ -7,24 +7,30 @@ wrong, so the CLI can print one line and exit 2.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
-import re
 import secrets
-import string
 import tomllib
-import unicodedata
 from datetime import time
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
-from babel import Locale, UnknownLocaleError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from feedservice.config_values import (
+    HHMM,
+    EnvName,
+    HttpUrl,
+    IpNetwork,
+    Language,
+    ListenHost,
+    Slug,
+    Subject,
+    TimeZone,
+    control_character,
+)
 from feedservice.errors import ConfigError
 from feedservice.stations import DEFAULT_STATION_IDS, STATIONS
 
@@ -33,100 +39,6 @@ _log = logging.getLogger("feedservice")
 __all__ = ["MAX_CONFIG_BYTES", "Settings", "load_settings", "parse_settings"]
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a few KB; /dev/zero or a wrong path must not eat the memory
-
-
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {value!r}")
-    return value
-
-
-def _timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}") from None
-    return value
-
-
-def _hh_mm(value: str) -> str:
-    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
-        raise ValueError(f"not a time of day as HH:MM: {value!r}")
-    return value
-
-
-def _slug(value: str) -> str:
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", value):
-        raise ValueError(f"a slug is lower-case ASCII letters, digits, '-' or '_': {value!r}")
-    if value == "all":
-        raise ValueError("'all' is reserved for the feed of every section")
-    return value
-
-
-def _env_name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-        raise ValueError(f"not an environment variable name: {value!r}")
-    return value
-
-
-def _language(value: str) -> str:
-    """The feeds' <language> and the digest's date locale: what babel knows (``ko``, ``en``, ``ko_KR``)."""
-    try:
-        Locale.parse(value)
-    except (ValueError, UnknownLocaleError):
-        raise ValueError(f"unknown language {value!r}: use a locale such as 'ko' or 'en'") from None
-    return value
-
-
-_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
-
-
-def _listen_host(value: str) -> str:
-    """An IP address or a host name (RFC 1123), so that a typo stops at load, not when binding."""
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        if len(value) > 253 or not _HOSTNAME.fullmatch(value):
-            raise ValueError(f"not an IP address or host name: {value!r}") from None
-    return value
-
-
-SUBJECT_FIELDS = frozenset({"site", "date"})
-
-
-def _subject(value: str) -> str:
-    """A format string with only ``{site}`` and ``{date}``: anything else would fail at send time."""
-    try:
-        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value) if name is not None]
-    except ValueError as exc:
-        raise ValueError(f"not a valid subject template ({exc}); write {{{{ and }}}} for braces") from None
-    for name, spec, conv in fields:
-        if name not in SUBJECT_FIELDS or spec or conv:
-            raise ValueError(f"unknown placeholder {{{name}}}: the subject may use {{site}} and {{date}} only")
-    return value
-
-
-_CONTROL_NAMES = {"\t": "tab", "\n": "line feed", "\r": "carriage return", "\x00": "NUL"}
-
-
-def _control_character(value: str) -> str | None:
-    """The first control character or line/paragraph separator in ``value``, described, if any."""
-    for ch in value:
-        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
-            name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, "").lower()
-            return f"U+{ord(ch):04X}" + (f" ({name})" if name else "")
-    return None
-
-
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
-TimeZone = Annotated[str, AfterValidator(_timezone)]
-HHMM = Annotated[str, AfterValidator(_hh_mm)]
-Slug = Annotated[str, AfterValidator(_slug)]
-EnvName = Annotated[str, AfterValidator(_env_name)]
-Language = Annotated[str, AfterValidator(_language)]
-ListenHost = Annotated[str, AfterValidator(_listen_host)]
-Subject = Annotated[str, AfterValidator(_subject)]
 
 
 class _Table(BaseModel):
@@ -140,7 +52,7 @@ class _Table(BaseModel):
         (site name, from, subject, List-Id, the URLs in List-Unsubscribe, DKIM's domain), where a
         CR/LF would start a header of the attacker's choosing (``Bcc:``). One rule for every key."""
         for item in value if isinstance(value, tuple) else (value,):
-            if isinstance(item, str) and (found := _control_character(item)):
+            if isinstance(item, str) and (found := control_character(item)):
                 raise ValueError(f"control character {found} is not allowed (values must be one line)")
         return value
 
@@ -263,14 +175,6 @@ class DeliveryConfig(_Table):
         return self.mode or ("smtp" if self.smtp else "maildir")
 
 
-def _ip_network(value: str) -> str:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValueError(f"not an IP address or network: {value!r}") from None
-    return value
-
-
 class WebConfig(_Table):
     host: ListenHost = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -280,7 +184,7 @@ class WebConfig(_Table):
     address_key_env: EnvName | None = None  # keys forgotten addresses' hashes; default: the signing secret
     subscribe_per_hour: int = Field(default=10, ge=1, le=10000)
     # Peers whose X-Forwarded-For is believed (addresses or networks); none: the peer is the client.
-    trusted_proxies: tuple[Annotated[str, AfterValidator(_ip_network)], ...] = ()
+    trusted_proxies: tuple[IpNetwork, ...] = ()
 
 
 class RunConfig(_Table):
