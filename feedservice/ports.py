@@ -129,6 +129,14 @@ class EditionStore(Protocol):
     ) -> bool: ...
 
 
+class JobStore(Protocol):
+    """Runs of the scheduled jobs, for ``/metrics`` and ``feedservice status``."""
+
+    def job_started(self, job: str, now: datetime) -> int: ...
+
+    def job_finished(self, run_id: int, status: str, now: datetime, detail: str | None = None) -> None: ...
+
+
 class SubscriberStore(Protocol):
     def get_subscriber(self, email: str) -> Subscriber | None: ...
 

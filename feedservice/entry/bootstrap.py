@@ -6,7 +6,6 @@ their own settings (and may replace ``clock``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -240,23 +239,10 @@ class App:
         )
 
     async def publish_feeds(self) -> feeds.BuildReport:
-        """Rebuild what changed and, when a WebSub hub is configured, tell it which feeds moved.
-
-        Each build is recorded as a run of the job "feeds" (for `/metrics` and `status`).
-        """
-        run_id = await asyncio.to_thread(self.store.job_started, "feeds", self.clock())
-        try:
-            report = await asyncio.to_thread(self.build_feeds)
-        except BaseException as exc:
-            await asyncio.to_thread(self.store.job_finished, run_id, "failed", self.clock(), str(exc))
-            raise
-        await asyncio.to_thread(
-            self.store.job_finished, run_id, "ok", self.clock(), f"{len(report.changed)} files rewritten"
-        )
+        """Rebuild what changed; tell the WebSub hub, when one is configured, which feeds moved."""
         hub = self.settings.feeds.websub_hub
-        if hub and report.changed_urls:
-            await WebSubPublisher(hub).publish(report.changed_urls)
-        return report
+        notify = WebSubPublisher(hub).publish if hub else None
+        return await feeds.publish_feeds(self.build_feeds, self.store, self.clock, notify)
 
     async def refresh_weather(self) -> weather.RefreshReport:
         return await weather.refresh_weather(
