@@ -7,140 +7,38 @@ wrong, so the CLI can print one line and exit 2.
 
 from __future__ import annotations
 
-import ipaddress
+import logging
 import os
-import re
-import string
+import secrets
 import tomllib
-import unicodedata
 from datetime import time
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
-from babel import Locale, UnknownLocaleError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from feedservice.config_values import (
+    HHMM,
+    EnvName,
+    HttpUrl,
+    IpNetwork,
+    Language,
+    ListenHost,
+    Slug,
+    Subject,
+    TimeZone,
+    control_character,
+)
 from feedservice.errors import ConfigError
 from feedservice.stations import DEFAULT_STATION_IDS, STATIONS
 
-__all__ = ["MAX_CONFIG_BYTES", "Secret", "Settings", "load_settings", "parse_settings"]
+_log = logging.getLogger("feedservice")
+
+__all__ = ["MAX_CONFIG_BYTES", "Settings", "load_settings", "parse_settings"]
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a few KB; /dev/zero or a wrong path must not eat the memory
-
-
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {value!r}")
-    return value
-
-
-def _timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}") from None
-    return value
-
-
-def _hh_mm(value: str) -> str:
-    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
-        raise ValueError(f"not a time of day as HH:MM: {value!r}")
-    return value
-
-
-def _slug(value: str) -> str:
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", value):
-        raise ValueError(f"a slug is lower-case ASCII letters, digits, '-' or '_': {value!r}")
-    if value == "all":
-        raise ValueError("'all' is reserved for the feed of every section")
-    return value
-
-
-def _env_name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-        raise ValueError(f"not an environment variable name: {value!r}")
-    return value
-
-
-def _language(value: str) -> str:
-    """The feeds' <language> and the digest's date locale: what babel knows (``ko``, ``en``, ``ko_KR``)."""
-    try:
-        Locale.parse(value)
-    except (ValueError, UnknownLocaleError):
-        raise ValueError(f"unknown language {value!r}: use a locale such as 'ko' or 'en'") from None
-    return value
-
-
-_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
-
-
-def _listen_host(value: str) -> str:
-    """An IP address or a host name (RFC 1123), so that a typo stops at load, not when binding."""
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        if len(value) > 253 or not _HOSTNAME.fullmatch(value):
-            raise ValueError(f"not an IP address or host name: {value!r}") from None
-    return value
-
-
-SUBJECT_FIELDS = frozenset({"site", "date"})
-
-
-def _subject(value: str) -> str:
-    """A format string with only ``{site}`` and ``{date}``: anything else would fail at send time."""
-    try:
-        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value) if name is not None]
-    except ValueError as exc:
-        raise ValueError(f"not a valid subject template ({exc}); write {{{{ and }}}} for braces") from None
-    for name, spec, conv in fields:
-        if name not in SUBJECT_FIELDS or spec or conv:
-            raise ValueError(f"unknown placeholder {{{name}}}: the subject may use {{site}} and {{date}} only")
-    return value
-
-
-_CONTROL_NAMES = {"\t": "tab", "\n": "line feed", "\r": "carriage return", "\x00": "NUL"}
-
-
-def _control_character(value: str) -> str | None:
-    """The first control character or line/paragraph separator in ``value``, described, if any."""
-    for ch in value:
-        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
-            name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, "").lower()
-            return f"U+{ord(ch):04X}" + (f" ({name})" if name else "")
-    return None
-
-
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
-TimeZone = Annotated[str, AfterValidator(_timezone)]
-HHMM = Annotated[str, AfterValidator(_hh_mm)]
-Slug = Annotated[str, AfterValidator(_slug)]
-EnvName = Annotated[str, AfterValidator(_env_name)]
-Language = Annotated[str, AfterValidator(_language)]
-ListenHost = Annotated[str, AfterValidator(_listen_host)]
-Subject = Annotated[str, AfterValidator(_subject)]
-
-
-class Secret:
-    """A secret value that never shows in repr() or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
 
 
 class _Table(BaseModel):
@@ -154,7 +52,7 @@ class _Table(BaseModel):
         (site name, from, subject, List-Id, the URLs in List-Unsubscribe, DKIM's domain), where a
         CR/LF would start a header of the attacker's choosing (``Bcc:``). One rule for every key."""
         for item in value if isinstance(value, tuple) else (value,):
-            if isinstance(item, str) and (found := _control_character(item)):
+            if isinstance(item, str) and (found := control_character(item)):
                 raise ValueError(f"control character {found} is not allowed (values must be one line)")
         return value
 
@@ -277,14 +175,6 @@ class DeliveryConfig(_Table):
         return self.mode or ("smtp" if self.smtp else "maildir")
 
 
-def _ip_network(value: str) -> str:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValueError(f"not an IP address or network: {value!r}") from None
-    return value
-
-
 class WebConfig(_Table):
     host: ListenHost = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -294,7 +184,7 @@ class WebConfig(_Table):
     address_key_env: EnvName | None = None  # keys forgotten addresses' hashes; default: the signing secret
     subscribe_per_hour: int = Field(default=10, ge=1, le=10000)
     # Peers whose X-Forwarded-For is believed (addresses or networks); none: the peer is the client.
-    trusted_proxies: tuple[Annotated[str, AfterValidator(_ip_network)], ...] = ()
+    trusted_proxies: tuple[IpNetwork, ...] = ()
 
 
 class RunConfig(_Table):
@@ -343,18 +233,46 @@ class Settings(_Table):
             return prefix + str(self.path(url[len(prefix) :]).resolve())
         return url
 
-    def secret(self, env_name: str | None) -> Secret | None:
+    def secret(self, env_name: str | None) -> SecretStr | None:
         """Read a secret from the environment, or from the file named by ``<NAME>_FILE``."""
         if not env_name:
             return None
         if value := os.environ.get(env_name):
-            return Secret(value)
+            return SecretStr(value)
         if file := os.environ.get(env_name + "_FILE"):
             try:
-                return Secret(Path(file).read_text(encoding="utf-8").strip())
+                return SecretStr(Path(file).read_text(encoding="utf-8").strip())
             except OSError as exc:
                 raise ConfigError(self.source_path, env_name + "_FILE", f"cannot read {file}: {exc}") from exc
         return None
+
+    def signing_secret(self) -> SecretStr:
+        """The secret that signs links and forms: ``[web] secret_env`` (or its ``_FILE``), else one
+        generated once into ``var/secret.key`` (mode 0600) and read from there ever after."""
+        if (env := self.secret(self.web.secret_env)) is not None:
+            return env
+        path = self.path("var/secret.key")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+            _log.warning("%s is not set: generated a signing secret in %s", self.web.secret_env, path)
+        return SecretStr(path.read_text().strip())
+
+    def retired_secrets(self) -> tuple[SecretStr, ...]:
+        """``[web] previous_secret_envs``: links they signed still verify; they sign nothing new."""
+        return tuple(s for s in (self.secret(name) for name in self.web.previous_secret_envs) if s)
+
+    def address_key(self, signing: SecretStr) -> SecretStr:
+        """The key of forgotten addresses' hashes: ``[web] address_key_env`` (which survives a
+        rotation of the signing secret), else the signing secret. A named key that is not set is
+        an error: hashing with another key would make the list forget whom it suppresses."""
+        env = self.web.address_key_env
+        if not env:
+            return signing
+        if (pinned := self.secret(env)) is None:
+            raise ConfigError(self.source_path, "web.address_key_env", f"{env} is not set")
+        return pinned
 
 
 def _key(loc: tuple[Any, ...]) -> str:

@@ -15,6 +15,7 @@ from feedservice.model import (
     Article,
     Delivery,
     DeliveryStatus,
+    Edition,
     FetchRecord,
     FetchResult,
     Forecast,
@@ -114,6 +115,28 @@ class WeatherStore(Protocol):
     ) -> dict[int, Observation]: ...
 
 
+class EditionStore(Protocol):
+    def get_edition(self, day: date) -> tuple[Edition, str, str] | None: ...
+
+    def last_edition_before(self, day: date) -> Edition | None: ...
+
+    def articles_carried(self, since: date, before: date) -> set[str]: ...
+
+    def articles_for_edition(self, after: datetime, until: datetime, published_since: datetime) -> list[Article]: ...
+
+    def save_edition(
+        self, edition: Edition, html: str, text: str, now: datetime, article_ids: Sequence[str] = ()
+    ) -> bool: ...
+
+
+class JobStore(Protocol):
+    """Runs of the scheduled jobs, for ``/metrics`` and ``feedservice status``."""
+
+    def job_started(self, job: str, now: datetime) -> int: ...
+
+    def job_finished(self, run_id: int, status: str, now: datetime, detail: str | None = None) -> None: ...
+
+
 class SubscriberStore(Protocol):
     def get_subscriber(self, email: str) -> Subscriber | None: ...
 
@@ -130,17 +153,16 @@ class SubscriberStore(Protocol):
         self, email_hash: str, status: SubscriberStatus, sections: Sequence[str], created: datetime
     ) -> bool: ...
 
-    def set_subscriber_status(self, email: str, status: SubscriberStatus) -> bool: ...
+    def set_subscriber_status(
+        self, subscriber: int | str, status: SubscriberStatus, sections: Sequence[str] | None = None
+    ) -> bool:
+        """By id, or by address; False if there is no such subscriber."""
 
     def iter_subscribers(self, status: SubscriberStatus | None = None, batch: int = 1000) -> Iterator[Subscriber]: ...
 
 
 class SignupStore(SubscriberStore, Protocol):
     def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None: ...
-
-    def set_status(
-        self, subscriber_id: int, status: SubscriberStatus, sections: Sequence[str] | None = None
-    ) -> bool: ...
 
     def start_confirmation(self, subscriber_id: int, nonce: str, now: datetime) -> None: ...
 
@@ -163,6 +185,8 @@ class DeliveryStore(SubscriberStore, Protocol):
     def delivery_counts(self, day: date) -> dict[str, int]: ...
 
     def sending_paused(self, day: date) -> str | None: ...
+
+    def resume_sending(self, day: date) -> bool: ...
 
     def pause_sending(self, day: date, reason: str, now: datetime) -> None: ...
 

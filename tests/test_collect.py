@@ -7,7 +7,6 @@ other sources of the same run collected.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import gzip
 import json
 import os
@@ -395,7 +394,8 @@ def test_unreachable_port(make: Callable[..., App]) -> None:
 
 
 def test_parser_processes_start_ahead_and_then_parse(feed_server: FeedServer, make: Callable[..., App]) -> None:
-    """`run` starts the parser processes before its first collect; that collect then parses in them."""
+    """`run` starts the parser processes before its first collect; that collect then parses in them
+    (the pool itself: tests/test_parser_pool.py)."""
     feed_server.files["/a.xml"] = Served(GOOD)
     app = make([(feed_server.url("/a.xml"), "bigtech")], collect_extra="timeout = 5.0\nparse_processes = 2")
     assert app.start_parsers() > 0
@@ -403,9 +403,6 @@ def test_parser_processes_start_ahead_and_then_parse(feed_server: FeedServer, ma
     assert pool is not None
     workers = set(pool._processes)  # the processes the pool started, by pid
     assert len(workers) == 2 and os.getpid() not in workers
-    # Room for several feeds in each direction, so a worker does not wait for the parent to read.
-    for queue in (pool._call_queue, pool._result_queue):  # type: ignore[attr-defined]
-        assert fcntl.fcntl(queue._reader.fileno(), fcntl.F_GETPIPE_SZ) >= 1 << 20
     report = _collect(app)
     assert report.new_articles == 2 and set(pool._processes) == workers  # the same two, nothing new started
     single = make([(feed_server.url("/a.xml"), "bigtech")], collect_extra="timeout = 5.0\nparse_processes = 1")

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from feedservice.config import Secret, load_settings
+from feedservice.config import load_settings
+from feedservice.entry.bootstrap import make_app
 from feedservice.entry.cli import main
 from feedservice.errors import ConfigError
 from tests.conftest import ROOT, write_config
@@ -101,10 +103,10 @@ def test_secrets_come_from_the_environment_or_a_file(tmp_path: Path, monkeypatch
     secret_file.write_text("from-a-file\n")
     monkeypatch.setenv("FS_TEST_SECRET_FILE", str(secret_file))
     value = s.secret("FS_TEST_SECRET")
-    assert isinstance(value, Secret) and value.reveal() == "from-a-file"
+    assert isinstance(value, SecretStr) and value.get_secret_value() == "from-a-file"
     assert "from-a-file" not in repr(value)
     monkeypatch.setenv("FS_TEST_SECRET", "from-env")
-    assert s.secret("FS_TEST_SECRET").reveal() == "from-env"  # type: ignore[union-attr]
+    assert s.secret("FS_TEST_SECRET").get_secret_value() == "from-env"  # type: ignore[union-attr]
 
 
 def test_a_secret_in_the_file_is_refused(tmp_path: Path) -> None:
@@ -197,3 +199,34 @@ def test_every_config_table_has_the_one_line_rule() -> None:
     ]  # fmt: skip
     assert len(tables) > 10 and all(issubclass(cls, config._Table) for cls in tables)
     assert all("_one_line" in cls.__pydantic_decorators__.field_validators for cls in tables)
+
+
+def test_the_signing_secret_is_generated_once_and_never_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings(write_config(tmp_path))
+    monkeypatch.delenv("FS_TEST_SECRET")
+    first = s.signing_secret()
+    key = tmp_path / "var" / "secret.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert s.signing_secret().get_secret_value() == first.get_secret_value() == key.read_text()  # kept
+    app = make_app(s)  # reads the same file, and shows it nowhere
+    try:
+        assert app.secret() == first.get_secret_value().encode()
+        assert first.get_secret_value() not in repr(first) + repr(app)
+    finally:
+        app.close()
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("from-a-file\n")
+    monkeypatch.setenv("FS_TEST_SECRET_FILE", str(secret_file))
+    assert s.signing_secret().get_secret_value() == "from-a-file"  # the environment wins over var/
+
+
+def test_forgotten_addresses_keep_their_key_across_a_rotation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = _edit(tmp_path, "[web]", '[web]\naddress_key_env = "FS_TEST_ADDRESS_KEY"\nprevious_secret_envs = ["FS_OLD"]')
+    s = load_settings(path)
+    signing = s.signing_secret()
+    with pytest.raises(ConfigError, match="FS_TEST_ADDRESS_KEY is not set"):  # never silently another key
+        s.address_key(signing)
+    monkeypatch.setenv("FS_TEST_ADDRESS_KEY", "pinned")
+    monkeypatch.setenv("FS_OLD", "retired")
+    assert s.address_key(signing).get_secret_value() == "pinned"
+    assert [r.get_secret_value() for r in s.retired_secrets()] == ["retired"]

@@ -135,7 +135,7 @@ def _deliveries(app: App) -> list[Any]:
     import sqlalchemy as sa
 
     from feedservice.adapters.store import schema as t
-    from feedservice.adapters.store.mail import _delivery
+    from feedservice.adapters.store.ledger import _delivery
 
     with app.store.engine.connect() as conn:
         return [_delivery(r) for r in conn.execute(sa.select(t.deliveries))]

@@ -18,7 +18,7 @@ from lxml import etree
 
 from feedservice.adapters.store import open_store
 from feedservice.model import Article, Section
-from feedservice.services.feeds import FeedSite, build_feeds
+from feedservice.services.feeds import BuildReport, FeedSite, build_feeds, publish_feeds
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 SITE = FeedSite("뉴스스페이스", "https://www.newsspace.kr", "http://127.0.0.1:8080", "ko", ZoneInfo("Asia/Seoul"), 15)
@@ -367,3 +367,41 @@ def test_archive_walk_by_keyset_on_both_databases(db_url: str) -> None:
             after = last
         assert seen == ids, section
     store.close()
+
+
+class _Jobs:
+    """The job-run port in memory."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[object]] = []
+
+    def job_started(self, job: str, now: datetime) -> int:
+        self.runs.append([job, "running", None])
+        return len(self.runs) - 1
+
+    def job_finished(self, run_id: int, status: str, now: datetime, detail: str | None = None) -> None:
+        self.runs[run_id][1:] = [status, detail]
+
+
+def test_publishing_records_each_build_and_pings_the_hub_only_for_moved_feeds() -> None:
+    jobs, pinged = _Jobs(), []
+
+    async def notify(urls: object) -> None:
+        pinged.append(urls)
+
+    def moved() -> BuildReport:
+        return BuildReport(changed=[Path("all.xml")], changed_urls=["https://f.example/feeds/all.xml"])
+
+    clock = lambda: NOW  # noqa: E731
+    asyncio.run(publish_feeds(moved, jobs, clock, notify))
+    asyncio.run(publish_feeds(BuildReport, jobs, clock, notify))  # nothing changed: no ping
+    assert pinged == [["https://f.example/feeds/all.xml"]]
+
+    def broken() -> BuildReport:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        asyncio.run(publish_feeds(broken, jobs, clock, notify))
+    assert jobs.runs == [
+        ["feeds", "ok", "1 files rewritten"], ["feeds", "ok", "0 files rewritten"], ["feeds", "failed", "disk full"]
+    ]  # fmt: skip

@@ -131,6 +131,22 @@ def test_subscribers_stream_in_batches(db_url: str) -> None:
     store.close()
 
 
+def test_one_call_sets_a_subscribers_status_by_id_or_by_address(db_url: str) -> None:
+    """The web changes a reader by id (with their sections), suppression and the CLI by address."""
+    store = open_store(db_url, address_key=b"k")
+    sub, _ = store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
+    assert store.set_subscriber_status(sub.id, SubscriberStatus.SUBSCRIBED, ["bigtech"])
+    assert store.get_subscriber("reader@example.com").sections == ("bigtech",)  # type: ignore[union-attr]
+    assert store.set_subscriber_status("reader@example.com", SubscriberStatus.SUPPRESSED)
+    gone = store.get_subscriber_by_id(sub.id)
+    assert gone is not None and gone.email == "" and gone.status is SubscriberStatus.SUPPRESSED  # forgotten
+    # Still found by its address (through the kept hash): unsubscribing it again is no error.
+    assert store.set_subscriber_status("reader@example.com", SubscriberStatus.UNSUBSCRIBED)
+    assert not store.set_subscriber_status("nobody@example.com", SubscriberStatus.UNSUBSCRIBED)
+    assert not store.set_subscriber_status(sub.id + 1, SubscriberStatus.UNSUBSCRIBED)
+    store.close()
+
+
 def test_latest_observation_per_station(db_url: str) -> None:
     store = open_store(db_url)
     old = Observation(108, "서울", NOW - timedelta(hours=1), 28.0, "맑음", provider="kma")

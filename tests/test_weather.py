@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from feedservice.adapters.asos import AsosHourlyProvider
 from feedservice.adapters.forecast import VilageForecastProvider, to_grid
@@ -16,7 +17,6 @@ from feedservice.adapters.kma import KmaSurfaceProvider, parse_sfctm2
 from feedservice.adapters.openmeteo import OpenMeteoProvider
 from feedservice.adapters.store import open_store
 from feedservice.conditions import condition_word, sky_word
-from feedservice.config import Secret
 from feedservice.errors import WeatherError
 from feedservice.services.weather import (
     format_forecast,
@@ -107,7 +107,7 @@ def test_error_envelopes_and_garbage_are_weather_errors() -> None:
 def test_kma_provider_over_http(feed_server: FeedServer) -> None:
     sample = shared_fixture("weather", "apihub_kma_sfctm2_sample.txt").read_bytes()
     feed_server.files["/api/typ01/url/kma_sfctm2.php"] = Served(sample.decode().encode("cp949"), "text/plain")
-    provider = KmaSurfaceProvider(Secret("k"), base_url=feed_server.url("/api/typ01/url/kma_sfctm2.php"))
+    provider = KmaSurfaceProvider(SecretStr("k"), base_url=feed_server.url("/api/typ01/url/kma_sfctm2.php"))
     obs = asyncio.run(provider.observe(DEFAULT_STATION_IDS, datetime(2025, 8, 1, 6, 10, tzinfo=UTC)))
     assert len(obs) == 16
     path, _ = feed_server.requests[-1]
@@ -117,7 +117,7 @@ def test_kma_provider_over_http(feed_server: FeedServer) -> None:
 def test_kma_http_errors_and_missing_key(feed_server: FeedServer) -> None:
     body = shared_fixture("weather", "asos_error_key_not_registered_http403_sample.json").read_bytes()
     feed_server.files["/kma"] = Served(body, "application/json", status=403)
-    provider = KmaSurfaceProvider(Secret("k"), base_url=feed_server.url("/kma"))
+    provider = KmaSurfaceProvider(SecretStr("k"), base_url=feed_server.url("/kma"))
     with pytest.raises(WeatherError, match="HTTP 403"):
         asyncio.run(provider.observe([108], datetime.now(UTC)))
     with pytest.raises(WeatherError, match="no API key"):
@@ -173,7 +173,7 @@ def _asos_by_station() -> dict[str, bytes]:
 def test_asos_provider_gives_the_widget_line(feed_server: FeedServer) -> None:
     by_station = _asos_by_station()
     feed_server.dynamic["/asos"] = lambda q: Served(by_station[q["stnIds"]], "application/json")
-    provider = AsosHourlyProvider(Secret("k"), base_url=feed_server.url("/asos"))
+    provider = AsosHourlyProvider(SecretStr("k"), base_url=feed_server.url("/asos"))
     obs = asyncio.run(provider.observe(DEFAULT_STATION_IDS, datetime(2025, 8, 2, 0, 0, tzinfo=UTC)))
     by_id = {o.station_id: o for o in obs}
     assert " / ".join(format_observation(by_id[i]) for i in DEFAULT_STATION_IDS) == WIDGET
@@ -194,7 +194,7 @@ def test_asos_provider_gives_the_widget_line(feed_server: FeedServer) -> None:
 def test_asos_error_envelopes(feed_server: FeedServer, fixture: str, status: int, message: str) -> None:
     body = shared_fixture("weather", fixture).read_bytes()
     feed_server.files["/asos"] = Served(body, "application/json", status=status)
-    provider = AsosHourlyProvider(Secret("k"), base_url=feed_server.url("/asos"))
+    provider = AsosHourlyProvider(SecretStr("k"), base_url=feed_server.url("/asos"))
     with pytest.raises(WeatherError, match=re.escape(message)):
         asyncio.run(provider.observe([108], datetime(2025, 8, 2, tzinfo=UTC)))
 
@@ -207,7 +207,7 @@ def test_kma_grid_conversion() -> None:
 def test_forecast_low_high_and_rain_chance(feed_server: FeedServer) -> None:
     sample = shared_fixture("weather", "vilagefcst_getVilageFcst_sample.json").read_bytes()
     feed_server.files["/fcst"] = Served(sample, "application/json")
-    provider = VilageForecastProvider(Secret("k"), base_url=feed_server.url("/fcst"))
+    provider = VilageForecastProvider(SecretStr("k"), base_url=feed_server.url("/fcst"))
     [f] = asyncio.run(provider.forecast([108], datetime(2025, 7, 31, 22, 0, tzinfo=UTC)))  # 07:00 KST
     assert (f.low, f.high, f.rain_chance) == (25.0, 32.0, 20)
     path, _ = feed_server.requests[-1]

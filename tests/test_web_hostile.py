@@ -131,7 +131,7 @@ def test_rotated_secret_keeps_mailed_links_and_the_list(tmp_path: Path, monkeypa
     before = make_app(load_settings(cfg))
     kept = _subscribed(before, "kept@example.com")
     left = _subscribed(before, "left@example.com")
-    before.store.set_status(left.id, SubscriberStatus.UNSUBSCRIBED)  # kept only as its keyed hash
+    before.store.set_subscriber_status(left.id, SubscriberStatus.UNSUBSCRIBED)  # kept only as its keyed hash
     mailed = [_path(u) for u in before.links_for(kept)]
     before.close()
     # Rotation as README describes it: a new secret, the old one moved to a retired variable
@@ -202,7 +202,7 @@ def test_migration_4_adds_token_versions_to_an_older_database(db_url: str) -> No
     try:
         sub = store.get_subscriber_by_id(1)
         assert sub is not None and sub.token_version == 0 and sub.email == "a@example.com"
-        store.set_status(sub.id, SubscriberStatus.UNSUBSCRIBED)
+        store.set_subscriber_status(sub.id, SubscriberStatus.UNSUBSCRIBED)
         assert store.get_subscriber_by_id(1).token_version == 1  # type: ignore[union-attr]
     finally:
         store.close()

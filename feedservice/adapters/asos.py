@@ -21,9 +21,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+from pydantic import SecretStr
 
 from feedservice.conditions import condition_word
-from feedservice.config import Secret
 from feedservice.errors import WeatherError
 from feedservice.model import Observation
 from feedservice.stations import STATIONS
@@ -115,7 +115,7 @@ def latest_available_hour(now: datetime) -> datetime:
 class AsosHourlyProvider:
     name = "asos"
 
-    def __init__(self, api_key: Secret | None, *, base_url: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, api_key: SecretStr | None, *, base_url: str | None = None, timeout: float = 10.0) -> None:
         self._key = api_key
         self._url = base_url or DEFAULT_URL
         self._timeout = timeout
@@ -137,7 +137,7 @@ class AsosHourlyProvider:
     async def _one(self, client: httpx.AsyncClient, station: int, hour: datetime) -> list[Observation]:
         assert self._key is not None
         params = {
-            "serviceKey": self._key.reveal(), "pageNo": "1", "numOfRows": "1", "dataType": "JSON",
+            "serviceKey": self._key.get_secret_value(), "pageNo": "1", "numOfRows": "1", "dataType": "JSON",
             "dataCd": "ASOS", "dateCd": "HR", "startDt": hour.strftime("%Y%m%d"), "startHh": hour.strftime("%H"),
             "endDt": hour.strftime("%Y%m%d"), "endHh": hour.strftime("%H"), "stnIds": str(station),
         }  # fmt: skip

@@ -15,9 +15,9 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
+from pydantic import SecretStr
 
 from feedservice.adapters.asos import NO_KEY, check_envelope
-from feedservice.config import Secret
 from feedservice.errors import WeatherError
 from feedservice.model import Forecast
 from feedservice.stations import STATIONS
@@ -77,7 +77,7 @@ def summarize(items: list[dict[str, object]], day: date) -> tuple[float | None, 
 class VilageForecastProvider:
     name = "vilage-fcst"
 
-    def __init__(self, api_key: Secret | None, *, base_url: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, api_key: SecretStr | None, *, base_url: str | None = None, timeout: float = 10.0) -> None:
         self._key = api_key
         self._url = base_url or DEFAULT_URL
         self._timeout = timeout
@@ -111,7 +111,7 @@ class VilageForecastProvider:
                    ) -> list[dict[str, object]]:  # fmt: skip
         assert self._key is not None
         params = {
-            "serviceKey": self._key.reveal(), "pageNo": "1", "numOfRows": "1000", "dataType": "JSON",
+            "serviceKey": self._key.get_secret_value(), "pageNo": "1", "numOfRows": "1000", "dataType": "JSON",
             "base_date": base_date, "base_time": base_time, "nx": str(grid[0]), "ny": str(grid[1]),
         }  # fmt: skip
         try:

@@ -13,9 +13,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import httpx
+from pydantic import SecretStr
 
 from feedservice.conditions import condition_word
-from feedservice.config import Secret
 from feedservice.errors import WeatherError
 from feedservice.model import Observation
 from feedservice.stations import STATIONS
@@ -102,7 +102,7 @@ class KmaSurfaceProvider:
 
     def __init__(
         self,
-        api_key: Secret | None,
+        api_key: SecretStr | None,
         *,
         base_url: str | None = None,
         timeout: float = 10.0,
@@ -120,7 +120,7 @@ class KmaSurfaceProvider:
             "tm": now.astimezone(KST).strftime("%Y%m%d%H00"),
             "stn": "0",
             "help": "0",
-            "authKey": self._key.reveal(),
+            "authKey": self._key.get_secret_value(),
         }
         client = self._client or httpx.AsyncClient(timeout=self._timeout, trust_env=False)
         try:

@@ -20,9 +20,9 @@ import contextlib
 import re
 
 import aiosmtplib
+from pydantic import SecretStr
 
 from feedservice.addresses import wire_address
-from feedservice.config import Secret
 from feedservice.errors import DeliveryError, DeliveryFatal, SendingStopped
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -67,7 +67,7 @@ class SmtpMailer:
         *,
         tls: str = "starttls",
         username: str | None = None,
-        password: Secret | None = None,
+        password: SecretStr | None = None,
         timeout: float = 30.0,
         pool_size: int = 4,
         messages_per_connection: int = 100,
@@ -96,7 +96,7 @@ class SmtpMailer:
             raise SendingStopped(f"cannot connect to {where}: {exc.__class__.__name__}: {exc}") from exc
         if self.username:
             try:
-                await client.login(self.username, self._password.reveal() if self._password else "")
+                await client.login(self.username, self._password.get_secret_value() if self._password else "")
             except aiosmtplib.SMTPResponseException as exc:
                 _close(client)
                 who = f"{self.host} refused the login of {self.username!r}"

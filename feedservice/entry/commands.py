@@ -101,7 +101,8 @@ def _next_edition_day(app: App) -> date:
 
 def cmd_digest_preview(app: App, args: argparse.Namespace) -> int:
     day = args.date or _next_edition_day(app)
-    ed, _, preview = aio.run(app.prepare(day))
+    assembled = aio.run(app.assemble_edition(day))
+    ed, preview = assembled.edition, assembled.preview
     files = write_preview(app, ed, preview.rendered, Path(args.out))
     out.print(
         f"digest preview {day}: {preview.rendered.article_count} articles in "

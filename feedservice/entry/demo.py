@@ -326,7 +326,8 @@ async def _cycle(app, folder: Path, day) -> int:  # type: ignore[no-untyped-def]
     now = app.clock()
     for email, sections in (("reader@example.com", ()), ("bigtech.fan@example.com", ("bigtech",))):
         app.store.add_subscriber(email, sections, SubscriberStatus.SUBSCRIBED, now)
-    ed, _, preview = await app.prepare(day)
+    assembled = await app.assemble_edition(day)
+    ed, preview = assembled.edition, assembled.preview
     preview_dir = folder / "preview"
     write_preview(app, ed, preview.rendered, preview_dir)
     report = await app.send_digest(day)

@@ -246,7 +246,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
                 return page("요청을 처리할 수 없습니다", exc.status, message=exc.message)
             chosen = [s for s in form.get("sections", []) if s in known]
             status = SubscriberStatus.PAUSED if form.get("paused") else SubscriberStatus.SUBSCRIBED
-            app.store.set_status(sub.id, status, chosen)
+            app.store.set_subscriber_status(sub.id, status, chosen)
             sub = app.store.get_subscriber_by_id(sub.id) or sub
             message = "저장했습니다."
         unsubscribe = make_token(app.secret(), "unsubscribe", sub.id, sub.email_hash)
@@ -294,7 +294,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
                 "요청을 처리할 수 없습니다", 400, message="수신 거부 요청이 아닙니다. 아무것도 바뀌지 않았습니다."
             )
         if sub.status not in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED):
-            app.store.set_status(sub.id, SubscriberStatus.UNSUBSCRIBED)
+            app.store.set_subscriber_status(sub.id, SubscriberStatus.UNSUBSCRIBED)
             log.info("unsubscribed subscriber %d", sub.id)
         return page("수신 거부 완료", message="더 이상 뉴스레터를 보내지 않습니다.")
 

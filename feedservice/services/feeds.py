@@ -11,17 +11,19 @@ next page is written).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from feedservice.model import Article, Section
+from feedservice.ports import JobStore
 from feedservice.services.feed_formats import (
     FeedPage,
     FeedSite,
@@ -38,7 +40,17 @@ ALL = "all"
 EVERYTHING = Section(ALL, "전체 기사")
 RENDERERS = {"xml": ("rss", render_rss), "atom": ("atom", render_atom), "json": ("json", render_json)}
 
-__all__ = ["ALL", "ArchiveKey", "FeedSite", "FeedStore", "build_feeds", "feed_urls", "render_page", "write_if_changed"]
+__all__ = [
+    "ALL",
+    "ArchiveKey",
+    "FeedSite",
+    "FeedStore",
+    "build_feeds",
+    "feed_urls",
+    "publish_feeds",
+    "render_page",
+    "write_if_changed",
+]
 
 
 ArchiveKey = tuple[datetime, str]  # (first_seen, id): an article's place in the archive
@@ -238,4 +250,24 @@ def build_feeds(
         report.changed.append(output_dir / "index.opml")
     if report.changed:
         log.info("feeds rebuilt: %d files", len(report.changed), extra={"files": [p.name for p in report.changed]})
+    return report
+
+
+async def publish_feeds(
+    build: Callable[[], BuildReport],
+    jobs: JobStore,
+    clock: Callable[[], datetime],
+    notify: Callable[[Sequence[str]], Awaitable[object]] | None = None,
+) -> BuildReport:
+    """Rebuild what changed (``build``, in a thread) and tell the WebSub hub (``notify``) which
+    current feeds moved. Each build is recorded as a run of the job "feeds"."""
+    run_id = await asyncio.to_thread(jobs.job_started, "feeds", clock())
+    try:
+        report = await asyncio.to_thread(build)
+    except BaseException as exc:
+        await asyncio.to_thread(jobs.job_finished, run_id, "failed", clock(), str(exc))
+        raise
+    await asyncio.to_thread(jobs.job_finished, run_id, "ok", clock(), f"{len(report.changed)} files rewritten")
+    if notify is not None and report.changed_urls:
+        await notify(report.changed_urls)
     return report

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -22,6 +22,9 @@ from feedservice.stations import STATIONS
 log = logging.getLogger(__name__)
 
 CREDIT = "기상청 제공"
+
+# An edition composed this long after its window ended shows the weather of its own morning.
+LATE_EDITION = timedelta(minutes=30)
 
 
 @dataclass
@@ -96,6 +99,42 @@ async def with_forecast(
         log.warning("forecast skipped: %s", exc or f"no answer within {timeout:g} s")
         return block
     return replace(block, forecasts=tuple(forecasts))
+
+
+async def weather_for_edition(
+    store: WeatherStore,
+    providers: Sequence[WeatherProvider],
+    station_ids: Sequence[int],
+    clock: Callable[[], datetime],
+    *,
+    max_age: timedelta,
+    timeout: float,
+    forecast: ForecastProvider | None = None,
+    edition_end: datetime | None = None,
+) -> WeatherBlock:
+    """A fresh stored observation if there is one, else one refresh, else the stale or empty block.
+
+    An edition sent late (past its send time by more than half an hour) shows the weather of
+    its own morning: what was stored by then, without asking the providers. With no provider
+    the block is empty. ``timeout`` is one provider's; the refresh as a whole gets twice that, so
+    a weather problem never holds the digest up for long.
+    """
+    if not providers:
+        return WeatherBlock(())
+    if edition_end is not None and clock() - edition_end > LATE_EDITION:
+        return weather_block(store, station_ids, edition_end, max_age, as_of=True)
+    block = weather_block(store, station_ids, clock(), max_age)
+    if not block.observations or block.stale_before is not None:
+        try:
+            await asyncio.wait_for(
+                refresh_weather(store, providers, station_ids, clock(), timeout=timeout * 2), timeout * 2
+            )
+        except TimeoutError:
+            log.warning("weather refresh gave no answer within %g s; using what is stored", timeout * 2)
+        block = weather_block(store, station_ids, clock(), max_age)
+    if forecast is not None:
+        block = await with_forecast(block, forecast, station_ids, clock(), timeout=timeout * 2)
+    return block
 
 
 def format_forecast(f: Forecast) -> str:

@@ -1,8 +1,9 @@
-"""Storage of subscribers, digest editions and the per-recipient delivery ledger."""
+"""Storage of the delivery ledger: one row per edition and reader, claimed under a lease, and
+the pauses of an edition's sending."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -10,25 +11,8 @@ import sqlalchemy as sa
 
 from feedservice.adapters.store import schema as t
 from feedservice.adapters.store._base import StoreBase
-from feedservice.model import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
-from feedservice.tokens import address_hash
-
-
-def _subscriber(r: Any) -> Subscriber:
-    return Subscriber(
-        id=r.id,
-        email=r.email or "",
-        status=SubscriberStatus(r.status),
-        sections=tuple(r.sections or ()),
-        created=r.created,
-        email_hash=r.email_hash,
-        confirm_nonce=r.confirm_nonce,
-        confirm_sent=r.confirm_sent,
-        token_version=r.token_version,
-    )
-
-
-FORGOTTEN = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED)
+from feedservice.adapters.store.subscribers import to_subscriber
+from feedservice.model import Delivery, DeliveryStatus, Subscriber
 
 
 def _delivery(r: Any) -> Delivery:
@@ -45,180 +29,7 @@ def _delivery(r: Any) -> Delivery:
     )
 
 
-class MailStoreMixin(StoreBase):
-    # -- subscribers -------------------------------------------------------------------------
-    # An unsubscribed or suppressed address is forgotten: only its keyed hash stays (subscribers
-    # and the delivery ledger alike), enough to keep suppressing it and to know it on return.
-    address_key: bytes = b""
-
-    def address_hash(self, email: str) -> str:
-        return address_hash(self.address_key, email)
-
-    def _forget(self, conn: Any, subscriber_id: int, email_hash: str) -> None:
-        """Keep only the hash, and raise the token version: links mailed before stop working."""
-        c = t.subscribers.c
-        conn.execute(
-            t.subscribers.update().where(c.id == subscriber_id).values(email=None, token_version=c.token_version + 1)
-        )
-        conn.execute(
-            t.deliveries.update().where(t.deliveries.c.subscriber_id == subscriber_id).values(email=email_hash)
-        )
-
-    def add_subscriber(
-        self, email: str, sections: Sequence[str], status: SubscriberStatus, now: datetime,
-        created: datetime | None = None,
-    ) -> tuple[Subscriber, bool]:  # fmt: skip
-        """Insert or update by address (found by its hash, also once forgotten); (subscriber, new?)."""
-        h = self.address_hash(email)
-        c = t.subscribers.c
-        with self._tx("saving a subscriber") as conn:
-            row = conn.execute(sa.select(t.subscribers).where(c.email_hash == h)).first()
-            values: dict[str, Any] = {"status": status.value, "sections": list(sections)}
-            if status is SubscriberStatus.SUBSCRIBED and (row is None or row.confirmed is None):
-                values["confirmed"] = now
-            is_new = row is None
-            if row is None:
-                conn.execute(t.subscribers.insert().values(email=email, email_hash=h, created=created or now, **values))
-            else:
-                conn.execute(t.subscribers.update().where(c.id == row.id).values(email=email, **values))
-            row = conn.execute(sa.select(t.subscribers).where(c.email_hash == h)).one()
-            if status in FORGOTTEN:
-                self._forget(conn, row.id, h)
-                row = conn.execute(sa.select(t.subscribers).where(c.email_hash == h)).one()
-            return _subscriber(row), is_new
-
-    def keep_forgotten(
-        self, email_hash: str, status: SubscriberStatus, sections: Sequence[str], created: datetime
-    ) -> bool:
-        """Record a forgotten address (hash only), e.g. from an export; False if it was known."""
-        with self._tx("saving a subscriber") as conn:
-            stmt = self._insert(t.subscribers).values(
-                email=None, email_hash=email_hash, status=status.value, sections=list(sections), created=created
-            )
-            res = conn.execute(stmt.on_conflict_do_nothing(index_elements=["email_hash"]).returning(t.subscribers.c.id))
-            return res.first() is not None
-
-    def get_subscriber(self, email: str) -> Subscriber | None:
-        """By address; a forgotten one too (its address is then empty)."""
-        with self._tx("reading a subscriber") as conn:
-            q = sa.select(t.subscribers).where(t.subscribers.c.email_hash == self.address_hash(email))
-            row = conn.execute(q).first()
-            return _subscriber(row) if row else None
-
-    def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
-        with self._tx("reading a subscriber") as conn:
-            row = conn.execute(sa.select(t.subscribers).where(t.subscribers.c.id == subscriber_id)).first()
-            return _subscriber(row) if row else None
-
-    def set_subscriber_status(self, email: str, status: SubscriberStatus) -> bool:
-        sub = self.get_subscriber(email)
-        return sub is not None and self.set_status(sub.id, status)
-
-    def set_status(self, subscriber_id: int, status: SubscriberStatus, sections: Sequence[str] | None = None) -> bool:
-        """Change a subscriber's status (and sections); unsubscribing or suppressing forgets the address."""
-        c = t.subscribers.c
-        values: dict[str, Any] = {"status": status.value}
-        if sections is not None:
-            values["sections"] = list(sections)
-        with self._tx("updating a subscriber") as conn:
-            row = conn.execute(sa.select(c.id, c.email_hash).where(c.id == subscriber_id)).first()
-            if row is None:
-                return False
-            conn.execute(t.subscribers.update().where(c.id == subscriber_id).values(**values))
-            if status in FORGOTTEN:
-                self._forget(conn, row.id, row.email_hash)
-            return True
-
-    def start_confirmation(self, subscriber_id: int, nonce: str, now: datetime) -> None:
-        with self._tx("recording a confirmation mail") as conn:
-            conn.execute(
-                t.subscribers.update()
-                .where(t.subscribers.c.id == subscriber_id)
-                .values(confirm_nonce=nonce, confirm_sent=now)
-            )
-
-    def consume_confirmation(self, subscriber_id: int, nonce: str, now: datetime) -> bool:
-        """Confirm if ``nonce`` is the open one; it is cleared, so a link works once."""
-        c = t.subscribers.c
-        with self._tx("confirming a subscriber") as conn:
-            res = conn.execute(
-                t.subscribers.update()
-                .where(c.id == subscriber_id, c.confirm_nonce == nonce, c.status == SubscriberStatus.UNCONFIRMED.value)
-                .values(status=SubscriberStatus.SUBSCRIBED.value, confirm_nonce=None, confirmed=now)
-            )
-            return bool(res.rowcount)
-
-    def iter_subscribers(self, status: SubscriberStatus | None = None, batch: int = 1000) -> Iterator[Subscriber]:
-        """All subscribers by id, read in batches so memory stays flat."""
-        last = 0
-        while True:
-            q = sa.select(t.subscribers).where(t.subscribers.c.id > last)
-            if status is not None:
-                q = q.where(t.subscribers.c.status == status.value)
-            with self._tx("listing subscribers") as conn:
-                rows = conn.execute(q.order_by(t.subscribers.c.id).limit(batch)).all()
-            if not rows:
-                return
-            for r in rows:
-                yield _subscriber(r)
-            last = rows[-1].id
-
-    # -- editions ----------------------------------------------------------------------------
-    def save_edition(
-        self, edition: Edition, html: str, text: str, now: datetime, article_ids: Sequence[str] = ()
-    ) -> bool:
-        """Store an edition (and which articles it carried) once; False if it existed (kept as is)."""
-        with self._tx("saving an edition") as conn:
-            stmt = self._insert(t.editions).values(
-                day=edition.day,
-                window_start=edition.window_start,
-                window_end=edition.window_end,
-                subject=edition.subject,
-                html=html,
-                text=text,
-                created=now,
-            )
-            # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING.
-            res = conn.execute(stmt.on_conflict_do_nothing(index_elements=["day"]).returning(t.editions.c.day))
-            created = res.first() is not None
-            if created and article_ids:
-                conn.execute(
-                    t.edition_articles.insert(),
-                    [{"edition": edition.day, "article_id": a} for a in dict.fromkeys(article_ids)],
-                )
-            return created
-
-    def articles_carried(self, since: date, before: date) -> set[str]:
-        """Ids of the articles that editions from ``since`` up to (not including) ``before`` carried."""
-        ea = t.edition_articles
-        q = sa.select(ea.c.article_id).where(ea.c.edition >= since, ea.c.edition < before)
-        with self._tx("reading edition articles") as conn:
-            return set(conn.execute(q).scalars())
-
-    def get_edition(self, day: date) -> tuple[Edition, str, str] | None:
-        with self._tx("reading an edition") as conn:
-            r = conn.execute(sa.select(t.editions).where(t.editions.c.day == day)).first()
-        if r is None:
-            return None
-        ed = Edition(day=r.day, window_start=r.window_start, window_end=r.window_end, subject=r.subject)
-        return ed, r.html, r.text
-
-    def list_editions(self, limit: int = 60) -> list[Edition]:
-        q = sa.select(t.editions).order_by(t.editions.c.day.desc()).limit(limit)
-        with self._tx("listing editions") as conn:
-            return [
-                Edition(day=r.day, window_start=r.window_start, window_end=r.window_end, subject=r.subject)
-                for r in conn.execute(q)
-            ]
-
-    def last_edition_before(self, day: date) -> Edition | None:
-        q = sa.select(t.editions).where(t.editions.c.day < day).order_by(t.editions.c.day.desc()).limit(1)
-        with self._tx("reading editions") as conn:
-            r = conn.execute(q).first()
-        if r is None:
-            return None
-        return Edition(day=r.day, window_start=r.window_start, window_end=r.window_end, subject=r.subject)
-
+class LedgerStoreMixin(StoreBase):
     # -- deliveries --------------------------------------------------------------------------
     def enqueue_deliveries(self, day: date, rows: Sequence[tuple[int, str, str]], now: datetime) -> int:
         """Record (subscriber_id, email, message_id) as queued; existing rows stay as they are.
@@ -278,7 +89,7 @@ class MailStoreMixin(StoreBase):
             ids = [r.subscriber_id for r in rows]
             subs = (
                 {
-                    r.id: _subscriber(r)
+                    r.id: to_subscriber(r)
                     for r in conn.execute(sa.select(t.subscribers).where(t.subscribers.c.id.in_(ids)))
                 }
                 if ids

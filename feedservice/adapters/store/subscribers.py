@@ -1,0 +1,151 @@
+"""Storage of subscribers: sign-up, confirmation, status and section choices, forgetting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from feedservice.adapters.store import schema as t
+from feedservice.adapters.store._base import StoreBase
+from feedservice.model import Subscriber, SubscriberStatus
+from feedservice.tokens import address_hash
+
+
+def to_subscriber(r: Any) -> Subscriber:
+    return Subscriber(
+        id=r.id,
+        email=r.email or "",
+        status=SubscriberStatus(r.status),
+        sections=tuple(r.sections or ()),
+        created=r.created,
+        email_hash=r.email_hash,
+        confirm_nonce=r.confirm_nonce,
+        confirm_sent=r.confirm_sent,
+        token_version=r.token_version,
+    )
+
+
+FORGOTTEN = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED)
+
+
+class SubscriberStoreMixin(StoreBase):
+    # -- subscribers -------------------------------------------------------------------------
+    # An unsubscribed or suppressed address is forgotten: only its keyed hash stays (subscribers
+    # and the delivery ledger alike), enough to keep suppressing it and to know it on return.
+    address_key: bytes = b""
+
+    def address_hash(self, email: str) -> str:
+        return address_hash(self.address_key, email)
+
+    def _forget(self, conn: Any, subscriber_id: int, email_hash: str) -> None:
+        """Keep only the hash, and raise the token version: links mailed before stop working."""
+        c = t.subscribers.c
+        conn.execute(
+            t.subscribers.update().where(c.id == subscriber_id).values(email=None, token_version=c.token_version + 1)
+        )
+        conn.execute(
+            t.deliveries.update().where(t.deliveries.c.subscriber_id == subscriber_id).values(email=email_hash)
+        )
+
+    def add_subscriber(
+        self, email: str, sections: Sequence[str], status: SubscriberStatus, now: datetime,
+        created: datetime | None = None,
+    ) -> tuple[Subscriber, bool]:  # fmt: skip
+        """Insert or update by address (found by its hash, also once forgotten); (subscriber, new?)."""
+        h = self.address_hash(email)
+        c = t.subscribers.c
+        with self._tx("saving a subscriber") as conn:
+            row = conn.execute(sa.select(t.subscribers).where(c.email_hash == h)).first()
+            values: dict[str, Any] = {"status": status.value, "sections": list(sections)}
+            if status is SubscriberStatus.SUBSCRIBED and (row is None or row.confirmed is None):
+                values["confirmed"] = now
+            is_new = row is None
+            if row is None:
+                conn.execute(t.subscribers.insert().values(email=email, email_hash=h, created=created or now, **values))
+            else:
+                conn.execute(t.subscribers.update().where(c.id == row.id).values(email=email, **values))
+            row = conn.execute(sa.select(t.subscribers).where(c.email_hash == h)).one()
+            if status in FORGOTTEN:
+                self._forget(conn, row.id, h)
+                row = conn.execute(sa.select(t.subscribers).where(c.email_hash == h)).one()
+            return to_subscriber(row), is_new
+
+    def keep_forgotten(
+        self, email_hash: str, status: SubscriberStatus, sections: Sequence[str], created: datetime
+    ) -> bool:
+        """Record a forgotten address (hash only), e.g. from an export; False if it was known."""
+        with self._tx("saving a subscriber") as conn:
+            stmt = self._insert(t.subscribers).values(
+                email=None, email_hash=email_hash, status=status.value, sections=list(sections), created=created
+            )
+            res = conn.execute(stmt.on_conflict_do_nothing(index_elements=["email_hash"]).returning(t.subscribers.c.id))
+            return res.first() is not None
+
+    def get_subscriber(self, email: str) -> Subscriber | None:
+        """By address; a forgotten one too (its address is then empty)."""
+        with self._tx("reading a subscriber") as conn:
+            q = sa.select(t.subscribers).where(t.subscribers.c.email_hash == self.address_hash(email))
+            row = conn.execute(q).first()
+            return to_subscriber(row) if row else None
+
+    def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
+        with self._tx("reading a subscriber") as conn:
+            row = conn.execute(sa.select(t.subscribers).where(t.subscribers.c.id == subscriber_id)).first()
+            return to_subscriber(row) if row else None
+
+    def set_subscriber_status(
+        self, subscriber: int | str, status: SubscriberStatus, sections: Sequence[str] | None = None
+    ) -> bool:
+        """Change a subscriber's status (and sections), found by id or by address (through its
+        keyed hash, so also once forgotten); unsubscribing or suppressing forgets the address.
+        False if there is no such subscriber."""
+        c = t.subscribers.c
+        found = c.id == subscriber if isinstance(subscriber, int) else c.email_hash == self.address_hash(subscriber)
+        values: dict[str, Any] = {"status": status.value}
+        if sections is not None:
+            values["sections"] = list(sections)
+        with self._tx("updating a subscriber") as conn:
+            row = conn.execute(sa.select(c.id, c.email_hash).where(found)).first()
+            if row is None:
+                return False
+            conn.execute(t.subscribers.update().where(c.id == row.id).values(**values))
+            if status in FORGOTTEN:
+                self._forget(conn, row.id, row.email_hash)
+            return True
+
+    def start_confirmation(self, subscriber_id: int, nonce: str, now: datetime) -> None:
+        with self._tx("recording a confirmation mail") as conn:
+            conn.execute(
+                t.subscribers.update()
+                .where(t.subscribers.c.id == subscriber_id)
+                .values(confirm_nonce=nonce, confirm_sent=now)
+            )
+
+    def consume_confirmation(self, subscriber_id: int, nonce: str, now: datetime) -> bool:
+        """Confirm if ``nonce`` is the open one; it is cleared, so a link works once."""
+        c = t.subscribers.c
+        with self._tx("confirming a subscriber") as conn:
+            res = conn.execute(
+                t.subscribers.update()
+                .where(c.id == subscriber_id, c.confirm_nonce == nonce, c.status == SubscriberStatus.UNCONFIRMED.value)
+                .values(status=SubscriberStatus.SUBSCRIBED.value, confirm_nonce=None, confirmed=now)
+            )
+            return bool(res.rowcount)
+
+    def iter_subscribers(self, status: SubscriberStatus | None = None, batch: int = 1000) -> Iterator[Subscriber]:
+        """All subscribers by id, read in batches so memory stays flat."""
+        last = 0
+        while True:
+            q = sa.select(t.subscribers).where(t.subscribers.c.id > last)
+            if status is not None:
+                q = q.where(t.subscribers.c.status == status.value)
+            with self._tx("listing subscribers") as conn:
+                rows = conn.execute(q.order_by(t.subscribers.c.id).limit(batch)).all()
+            if not rows:
+                return
+            for r in rows:
+                yield to_subscriber(r)
+            last = rows[-1].id

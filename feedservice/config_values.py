@@ -1,0 +1,123 @@
+"""The value types of config.toml: strings checked when the file is loaded, each with a message
+that says what is wrong (``config`` turns it into a ``ConfigError`` naming the key)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import string
+import unicodedata
+from typing import Annotated
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale, UnknownLocaleError
+from pydantic import AfterValidator
+
+__all__ = [
+    "HHMM", "EnvName", "HttpUrl", "IpNetwork", "Language", "ListenHost", "Slug", "Subject", "TimeZone",
+    "control_character",
+]  # fmt: skip
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+def _hh_mm(value: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError(f"not a time of day as HH:MM: {value!r}")
+    return value
+
+
+def _slug(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", value):
+        raise ValueError(f"a slug is lower-case ASCII letters, digits, '-' or '_': {value!r}")
+    if value == "all":
+        raise ValueError("'all' is reserved for the feed of every section")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(f"not an environment variable name: {value!r}")
+    return value
+
+
+def _language(value: str) -> str:
+    """The feeds' <language> and the digest's date locale: what babel knows (``ko``, ``en``, ``ko_KR``)."""
+    try:
+        Locale.parse(value)
+    except (ValueError, UnknownLocaleError):
+        raise ValueError(f"unknown language {value!r}: use a locale such as 'ko' or 'en'") from None
+    return value
+
+
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _listen_host(value: str) -> str:
+    """An IP address or a host name (RFC 1123), so that a typo stops at load, not when binding."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if len(value) > 253 or not _HOSTNAME.fullmatch(value):
+            raise ValueError(f"not an IP address or host name: {value!r}") from None
+    return value
+
+
+SUBJECT_FIELDS = frozenset({"site", "date"})
+
+
+def _subject(value: str) -> str:
+    """A format string with only ``{site}`` and ``{date}``: anything else would fail at send time."""
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a valid subject template ({exc}); write {{{{ and }}}} for braces") from None
+    for name, spec, conv in fields:
+        if name not in SUBJECT_FIELDS or spec or conv:
+            raise ValueError(f"unknown placeholder {{{name}}}: the subject may use {{site}} and {{date}} only")
+    return value
+
+
+_CONTROL_NAMES = {"\t": "tab", "\n": "line feed", "\r": "carriage return", "\x00": "NUL"}
+
+
+def control_character(value: str) -> str | None:
+    """The first control character or line/paragraph separator in ``value``, described, if any."""
+    for ch in value:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, "").lower()
+            return f"U+{ord(ch):04X}" + (f" ({name})" if name else "")
+    return None
+
+
+def _ip_network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"not an IP address or network: {value!r}") from None
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+TimeZone = Annotated[str, AfterValidator(_timezone)]
+HHMM = Annotated[str, AfterValidator(_hh_mm)]
+Slug = Annotated[str, AfterValidator(_slug)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+Language = Annotated[str, AfterValidator(_language)]
+ListenHost = Annotated[str, AfterValidator(_listen_host)]
+Subject = Annotated[str, AfterValidator(_subject)]
+IpNetwork = Annotated[str, AfterValidator(_ip_network)]
