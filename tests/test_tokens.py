@@ -117,7 +117,7 @@ def test_csrf_field_belongs_to_its_cookie_and_survives_rotation() -> None:
 @pytest.fixture
 def recorded_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
     monkeypatch.setenv("FS_TEST_SECRET", RECORDED_SECRET)
-    app = make_app(load_settings(write_config(tmp_path)))
+    app = make_app(load_settings(write_config(tmp_path)), clock=lambda: NOW)  # before LEGACY_UNTIL, whenever run
     for n in range(1, 7):
         app.store.add_subscriber(f"other{n}@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
     sub, _ = app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
