@@ -65,8 +65,9 @@ def edition() -> tuple[digest.DigestSite, digest.Edition, list[Article], Weather
 
 def links(sid: int, addr: str) -> tuple[str, str]:
     base = "https://feeds.newsspace.kr"
-    return (f"{base}/unsubscribe/{make_token(SECRET, 'unsubscribe', sid, addr)}",
-            f"{base}/preferences/{make_token(SECRET, 'preferences', sid, addr)}")  # fmt: skip
+    now = datetime.now(UTC)
+    return (f"{base}/unsubscribe/{make_token(SECRET, 'unsubscribe', sid, addr, now=now)}",
+            f"{base}/preferences/{make_token(SECRET, 'preferences', sid, addr, now=now)}")  # fmt: skip
 
 
 def ours(n: int) -> tuple[float, int]:

@@ -178,7 +178,7 @@ def child_naive(n: int) -> None:
         started = time.perf_counter()
         for i in range(n):
             addr = f"reader{i:06d}@example.com"
-            unsub = "https://f.kr/unsubscribe/" + make_token(b"bench", "unsubscribe", i, addr)
+            unsub = "https://f.kr/unsubscribe/" + make_token(b"bench", "unsubscribe", i, addr, now=datetime.now(UTC))
             chosen = [s for s in sections if not CHOICES[i % 8] or s.slug in CHOICES[i % 8]]
             rendered = renderer.render(site, ed, digest.pick_sections(chosen, arts, 5), WeatherBlock(()),
                                        web_url="https://f.kr/d")  # fmt: skip

@@ -157,6 +157,40 @@ def test_retry_after_max_age_and_ttl_are_respected(feed_server: FeedServer, make
     assert _collect(app, force=False).skipped == 4 and feed_server.requests == []
 
 
+# Hostile Cache-Control values: the source is still collected, and its next fetch lands between
+# our interval (15 minutes) and a day, never past it and never sooner.
+HOSTILE_CACHE_CONTROL = {
+    "max-age=99999999999999999999": timedelta(hours=24),  # overflowed timedelta: the source failed
+    "max-age=" + "9" * 5000: timedelta(hours=24),
+    "max-age=000000000000000005400": timedelta(minutes=90),
+    'public, max-age="5400"': timedelta(minutes=90),
+    "PUBLIC, MAX-AGE=5400": timedelta(minutes=90),
+    "max-age=60, max-age=5400": timedelta(minutes=90),  # duplicates: one of them, bounded either way
+    "s-maxage=7200": timedelta(hours=2),
+    "max-age=-5400": timedelta(minutes=15),
+    "max-age=+5400": timedelta(minutes=15),
+    "max-age=5_400": timedelta(minutes=15),
+    "max-age=\u0665\u0664\u0660\u0660": timedelta(minutes=15),  # Arabic-Indic digits
+    "max-age=1e9": timedelta(minutes=15),
+    'max-age, =,,;;="\\': timedelta(minutes=15),
+    'no-cache="max-age=5400"': timedelta(minutes=15),
+}
+
+
+def test_hostile_cache_control_values_keep_the_source_polled(feed_server: FeedServer, make: Callable[..., App]) -> None:
+    paths = {value: f"/cc{n}.xml" for n, value in enumerate(HOSTILE_CACHE_CONTROL)}
+    for value, path in paths.items():
+        # A header value is sent as Latin-1 on the wire; the Arabic digits arrive as UTF-8 bytes.
+        wire = value.encode().decode("latin-1")
+        feed_server.files[path] = Served(GOOD, headers={"Cache-Control": wire})
+    app = make([(feed_server.url(p), "bigtech") for p in paths.values()])
+    report = _collect(app)
+    assert report.errors == {}
+    for value, path in paths.items():
+        src = _source(app, feed_server.url(path))
+        assert src.failures == 0 and src.next_attempt - NOW == HOSTILE_CACHE_CONTROL[value], value[:40]
+
+
 def test_failures_back_off_exponentially(feed_server: FeedServer, make: Callable[..., App]) -> None:
     feed_server.files["/err.xml"] = Served(b"oops", status=500, content_type="text/plain")
     app = make([(feed_server.url("/err.xml"), "bigtech")])

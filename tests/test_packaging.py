@@ -97,3 +97,14 @@ def test_every_library_the_package_imports_is_a_declared_dependency() -> None:
         if not {d.lower().replace("_", "-") for d in providers.get(module, [])} & declared
     }
     assert undeclared == {}
+
+
+def test_the_service_has_one_http_client() -> None:
+    """aiohttp collects, fetches the weather and pings WebSub (issue 15): a second client library
+    means a second set of timeouts, proxies and exceptions to get right. httpx stays a test extra,
+    for starlette's TestClient."""
+    imported = _imported_top_modules(ROOT / "feedservice")
+    assert "aiohttp" in imported
+    assert imported & {"httpx", "httpcore", "requests", "urllib3"} == set()
+    runtime = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    assert not [req for req in runtime if req.lower().startswith(("httpx", "requests"))]

@@ -16,6 +16,7 @@ from feedservice.adapters.forecast import VilageForecastProvider, to_grid
 from feedservice.adapters.kma import KmaSurfaceProvider, parse_sfctm2
 from feedservice.adapters.openmeteo import OpenMeteoProvider
 from feedservice.adapters.store import open_store
+from feedservice.adapters.websub import WebSubPublisher
 from feedservice.conditions import condition_word, sky_word
 from feedservice.errors import WeatherError
 from feedservice.services.weather import (
@@ -26,7 +27,7 @@ from feedservice.services.weather import (
     weather_block,
 )
 from feedservice.stations import DEFAULT_STATION_IDS
-from tests.conftest import FeedServer, Served, shared_fixture
+from tests.conftest import FeedServer, Served, SilentServer, shared_fixture
 
 WIDGET = (
     "구름많음 동두천 27.7℃ / 흐림 강릉 29.4℃ / 구름조금 서울 29.1℃ / 구름조금 대전 30.2℃ / "
@@ -122,6 +123,46 @@ def test_kma_http_errors_and_missing_key(feed_server: FeedServer) -> None:
         asyncio.run(provider.observe([108], datetime.now(UTC)))
     with pytest.raises(WeatherError, match="no API key"):
         asyncio.run(KmaSurfaceProvider(None, base_url=feed_server.url("/kma")).observe([108], datetime.now(UTC)))
+
+
+def test_providers_and_the_hub_follow_no_redirect(feed_server: FeedServer) -> None:
+    """The configured host is trusted, where it redirects to is not (aiohttp follows redirects
+    unless told not to): a 3xx is the provider's failure and its target is never asked."""
+    sample = shared_fixture("weather", "apihub_kma_sfctm2_sample.txt").read_bytes()
+    feed_server.files["/elsewhere"] = Served(sample.decode().encode("cp949"), "text/plain")
+    for path, status in (("/moved", 302), ("/hub-moved", 307)):
+        feed_server.files[path] = Served(b"", "text/plain", status=status, headers={"Location": "/elsewhere"})
+    now = datetime(2025, 8, 1, 6, 10, tzinfo=UTC)
+    with pytest.raises(WeatherError, match="HTTP 302"):
+        asyncio.run(KmaSurfaceProvider(SecretStr("k"), base_url=feed_server.url("/moved")).observe([108], now))
+    with pytest.raises(WeatherError, match="HTTP 302"):
+        asyncio.run(OpenMeteoProvider(base_url=feed_server.url("/moved")).observe([108], now))
+    assert asyncio.run(WebSubPublisher(feed_server.url("/hub-moved")).publish(["https://f.kr/feeds/a.xml"])) is False
+    assert [p for p, _ in feed_server.requests if p.startswith("/elsewhere")] == []
+
+
+def test_a_hung_or_absent_weather_server_is_a_weather_error_in_time(silent_server: SilentServer) -> None:
+    now = datetime(2025, 8, 1, 6, 10, tzinfo=UTC)
+    hung = f"http://127.0.0.1:{silent_server.port}/kma"
+    providers = [
+        KmaSurfaceProvider(SecretStr("k"), base_url=hung, timeout=0.5),
+        OpenMeteoProvider(base_url=hung, timeout=0.5),
+        AsosHourlyProvider(SecretStr("k"), base_url=hung, timeout=0.5),
+        KmaSurfaceProvider(SecretStr("k"), base_url="http://127.0.0.1:9/kma", timeout=0.5),  # nothing listens
+    ]
+    for provider in providers:
+        started = asyncio.run(_timed(provider.observe([108], now)))
+        assert started < 5, provider
+    assert asyncio.run(WebSubPublisher(hung, timeout=0.5).publish(["https://f.kr/feeds/a.xml"])) is False
+
+
+async def _timed(call) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until ``call`` failed with a WeatherError (anything else fails the test)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(WeatherError):
+        await call
+    return loop.time() - started
 
 
 def test_open_meteo_by_coordinates(feed_server: FeedServer) -> None:

@@ -20,9 +20,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
+import aiohttp
 from pydantic import SecretStr
 
+from feedservice.adapters.apiclient import FAILURES, describe, open_session, request
 from feedservice.conditions import condition_word
 from feedservice.errors import WeatherError
 from feedservice.model import Observation
@@ -124,8 +125,8 @@ class AsosHourlyProvider:
         if not self._key:
             raise WeatherError(self.name, NO_KEY)
         hour = latest_available_hour(now)
-        async with httpx.AsyncClient(timeout=self._timeout, trust_env=False) as client:
-            results = await asyncio.gather(*(self._one(client, s, hour) for s in station_ids), return_exceptions=True)
+        async with open_session(self._timeout) as session:
+            results = await asyncio.gather(*(self._one(session, s, hour) for s in station_ids), return_exceptions=True)
         obs = [o for r in results if isinstance(r, list) for o in r]
         errors = [r for r in results if isinstance(r, BaseException)]
         if not obs:
@@ -134,7 +135,7 @@ class AsosHourlyProvider:
             raise WeatherError(self.name, f"no observations: {errors[0] if errors else 'empty response'}")
         return obs
 
-    async def _one(self, client: httpx.AsyncClient, station: int, hour: datetime) -> list[Observation]:
+    async def _one(self, session: aiohttp.ClientSession, station: int, hour: datetime) -> list[Observation]:
         assert self._key is not None
         params = {
             "serviceKey": self._key.get_secret_value(), "pageNo": "1", "numOfRows": "1", "dataType": "JSON",
@@ -142,7 +143,7 @@ class AsosHourlyProvider:
             "endDt": hour.strftime("%Y%m%d"), "endHh": hour.strftime("%H"), "stnIds": str(station),
         }  # fmt: skip
         try:
-            resp = await client.get(self._url, params=params)
-        except httpx.HTTPError as exc:
-            raise WeatherError(self.name, f"{exc.__class__.__name__}: {exc or 'request failed'}") from None
-        return parse_items(check_envelope(resp.text, self.name), self.name)
+            reply = await request(session, "GET", self._url, params=params)
+        except FAILURES as exc:
+            raise WeatherError(self.name, describe(exc)) from None
+        return parse_items(check_envelope(reply.text(), self.name), self.name)

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import httpx
+import aiohttp
 from pydantic import SecretStr
 
+from feedservice.adapters.apiclient import FAILURES, describe, open_session, request
 from feedservice.adapters.asos import NO_KEY, check_envelope
 from feedservice.errors import WeatherError
 from feedservice.model import Forecast
@@ -91,9 +92,9 @@ class VilageForecastProvider:
                 grids.setdefault(to_grid(STATIONS[sid].lat, STATIONS[sid].lon), []).append(sid)
         base_date, base_time = base_for(now)
         today = now.astimezone(KST).date()
-        async with httpx.AsyncClient(timeout=self._timeout, trust_env=False) as client:
+        async with open_session(self._timeout) as session:
             results = await asyncio.gather(
-                *(self._one(client, grid, base_date, base_time) for grid in grids), return_exceptions=True
+                *(self._one(session, grid, base_date, base_time) for grid in grids), return_exceptions=True
             )
         out: list[Forecast] = []
         errors = []
@@ -107,7 +108,7 @@ class VilageForecastProvider:
             raise errors[0] if isinstance(errors[0], WeatherError) else WeatherError(self.name, str(errors[0]))
         return out
 
-    async def _one(self, client: httpx.AsyncClient, grid: tuple[int, int], base_date: str, base_time: str
+    async def _one(self, session: aiohttp.ClientSession, grid: tuple[int, int], base_date: str, base_time: str
                    ) -> list[dict[str, object]]:  # fmt: skip
         assert self._key is not None
         params = {
@@ -115,10 +116,10 @@ class VilageForecastProvider:
             "base_date": base_date, "base_time": base_time, "nx": str(grid[0]), "ny": str(grid[1]),
         }  # fmt: skip
         try:
-            resp = await client.get(self._url, params=params)
-        except httpx.HTTPError as exc:
-            raise WeatherError(self.name, f"{exc.__class__.__name__}: {exc or 'request failed'}") from None
-        doc = check_envelope(resp.text, self.name)
+            reply = await request(session, "GET", self._url, params=params)
+        except FAILURES as exc:
+            raise WeatherError(self.name, describe(exc)) from None
+        doc = check_envelope(reply.text(), self.name)
         try:
             items = doc["response"]["body"]["items"]["item"]
         except (KeyError, TypeError):

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import httpx
+import aiohttp
 from pydantic import SecretStr
 
+from feedservice.adapters.apiclient import FAILURES, describe, get
 from feedservice.conditions import condition_word
 from feedservice.errors import WeatherError
 from feedservice.model import Observation
@@ -106,11 +107,11 @@ class KmaSurfaceProvider:
         *,
         base_url: str | None = None,
         timeout: float = 10.0,
-        client: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._key = api_key
         self._url = base_url or DEFAULT_URL
-        self._client = client
+        self._session = session
         self._timeout = timeout
 
     async def observe(self, station_ids: Sequence[int], now: datetime) -> list[Observation]:
@@ -122,17 +123,13 @@ class KmaSurfaceProvider:
             "help": "0",
             "authKey": self._key.get_secret_value(),
         }
-        client = self._client or httpx.AsyncClient(timeout=self._timeout, trust_env=False)
         try:
-            resp = await client.get(self._url, params=params)
-        except httpx.HTTPError as exc:
-            raise WeatherError(self.name, f"{exc.__class__.__name__}: {exc or 'request failed'}") from None
-        finally:
-            if self._client is None:
-                await client.aclose()
-        body = resp.content.decode("cp949", errors="replace")
-        if resp.status_code != 200:
-            raise WeatherError(self.name, f"HTTP {resp.status_code}: {' '.join(body.split())[:120]}")
+            reply = await get(self._url, params, session=self._session, timeout=self._timeout)
+        except FAILURES as exc:
+            raise WeatherError(self.name, describe(exc)) from None
+        body = reply.text("cp949")
+        if reply.status != 200:
+            raise WeatherError(self.name, f"HTTP {reply.status}: {' '.join(body.split())[:120]}")
         wanted = set(station_ids)
         found = [o for o in parse_sfctm2(body, provider=self.name) if o.station_id in wanted]
         if not found:

@@ -6,13 +6,15 @@ needs a paid plan or a KMA key. Open-Meteo has no haze or yellow-dust codes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
+import aiohttp
 
+from feedservice.adapters.apiclient import FAILURES, describe, get
 from feedservice.conditions import OPEN_METEO
 from feedservice.errors import WeatherError
 from feedservice.model import Observation
@@ -25,11 +27,11 @@ class OpenMeteoProvider:
     name = "open-meteo"
 
     def __init__(
-        self, *, base_url: str | None = None, timeout: float = 10.0, client: httpx.AsyncClient | None = None
+        self, *, base_url: str | None = None, timeout: float = 10.0, session: aiohttp.ClientSession | None = None
     ) -> None:
         self._url = base_url or DEFAULT_URL
         self._timeout = timeout
-        self._client = client
+        self._session = session
 
     async def observe(self, station_ids: Sequence[int], now: datetime) -> list[Observation]:
         stations = [STATIONS[i] for i in station_ids if i in STATIONS]
@@ -39,19 +41,16 @@ class OpenMeteoProvider:
             "current": "temperature_2m,weather_code",
             "timezone": "Asia/Seoul",
         }
-        client = self._client or httpx.AsyncClient(timeout=self._timeout, trust_env=False)
         try:
-            resp = await client.get(self._url, params=params)
-            if resp.status_code != 200:
-                raise WeatherError(self.name, f"HTTP {resp.status_code}: {resp.text[:120]!r}")
-            data: Any = resp.json()
-        except httpx.HTTPError as exc:
-            raise WeatherError(self.name, f"{exc.__class__.__name__}: {exc or 'request failed'}") from None
+            reply = await get(self._url, params, session=self._session, timeout=self._timeout)
+        except FAILURES as exc:
+            raise WeatherError(self.name, describe(exc)) from None
+        if reply.status != 200:
+            raise WeatherError(self.name, f"HTTP {reply.status}: {reply.text()[:120]!r}")
+        try:
+            data: Any = json.loads(reply.body)
         except ValueError:
             raise WeatherError(self.name, "response is not JSON") from None
-        finally:
-            if self._client is None:
-                await client.aclose()
         items = data if isinstance(data, list) else [data]
         if len(items) != len(stations):
             raise WeatherError(self.name, f"expected {len(stations)} locations, got {len(items)}")

@@ -288,9 +288,9 @@ class App:
 
     def links_for(self, sub: Subscriber) -> tuple[str, str]:
         base = self.settings.site.public_url.rstrip("/")
-        secret = self.secret()
-        unsub = make_token(secret, "unsubscribe", sub.id, sub.email_hash)
-        prefs = make_token(secret, "preferences", sub.id, sub.email_hash, version=sub.token_version)
+        secret, now = self.secret(), self.clock()
+        unsub = make_token(secret, "unsubscribe", sub.id, sub.email_hash, now=now)
+        prefs = make_token(secret, "preferences", sub.id, sub.email_hash, now=now, version=sub.token_version)
         return f"{base}/unsubscribe/{unsub}", f"{base}/preferences/{prefs}"
 
     def drain_settings(self) -> deliver.DrainSettings:

@@ -32,5 +32,5 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "apscheduler", "mail.log"):
+    for noisy in ("apscheduler", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -9,8 +9,6 @@ one address at most once an hour.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import secrets
 import threading
@@ -31,12 +29,13 @@ from feedservice.entry.clients import ClientAddress, RateLimit
 from feedservice.entry.forms import FormError, read_form
 from feedservice.model import Subscriber, SubscriberStatus
 from feedservice.services.subscribers import InvalidAddress, normalize_email, request_signup
-from feedservice.tokens import make_token, new_nonce, token_subscriber, verify_token
+from feedservice.tokens import csrf_token, make_token, new_nonce, token_subscriber, verify_csrf, verify_token
 
 log = logging.getLogger(__name__)
 
 CSRF_COOKIE = "fs_csrf"
 CONFIRM_HOURS = 48
+CONFIRM_AGE = timedelta(hours=CONFIRM_HOURS)  # a confirmation link's life, checked when it is used
 
 
 def is_safe(request: Request) -> bool:
@@ -58,12 +57,11 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
     client_address = ClientAddress(settings.web.trusted_proxies)
     public_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.site.public_url))
 
-    def csrf_for(cookie: str) -> str:
-        return hmac.new(app.secret(), b"csrf\x00" + cookie.encode(), hashlib.sha256).hexdigest()
-
     def render(template: str, request: Request, status: int = 200, **kw: Any) -> HTMLResponse:
         cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
-        html = env.get_template(template).render(site_name=settings.site.name, csrf=csrf_for(cookie), **kw)
+        html = env.get_template(template).render(
+            site_name=settings.site.name, csrf=csrf_token(app.secret(), cookie), **kw
+        )
         response = HTMLResponse(html, status_code=status)
         if request.cookies.get(CSRF_COOKIE) != cookie:
             response.set_cookie(
@@ -87,7 +85,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
             raise FormError(403, "다른 사이트에서 보낸 요청은 받지 않습니다.")
         cookie = request.cookies.get(CSRF_COOKIE)
         sent = (form.get("csrf") or [""])[0]
-        if not cookie or not hmac.compare_digest(sent, csrf_for(cookie)):
+        if not cookie or not verify_csrf(app.verify_secrets(), cookie, sent):
             raise FormError(403, "페이지가 오래되었습니다. 새로 고친 뒤 다시 시도해 주세요.")
 
     async def checked_form(request: Request) -> dict[str, list[str]]:
@@ -125,8 +123,8 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
             nonce = new_nonce()
             app.store.start_confirmation(outcome.subscriber.id, nonce, app.clock())
             sub = outcome.subscriber
-            expires = app.clock() + timedelta(hours=CONFIRM_HOURS)
-            return f"{base}/confirm/{make_token(app.secret(), f'confirm:{nonce}', sub.id, sub.email_hash, expires)}"
+            token = make_token(app.secret(), f"confirm:{nonce}", sub.id, sub.email_hash, now=app.clock())
+            return f"{base}/confirm/{token}"
 
     async def process_signup(email: str, chosen: list[str]) -> None:
         """Everything about a sign-up that depends on the address (is it known? subscribed? a
@@ -193,7 +191,15 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         if (
             sub is None
             or nonce is None
-            or not verify_token(app.verify_secrets(), token, f"confirm:{nonce}", sub.id, sub.email_hash, app.clock())
+            or not verify_token(
+                app.verify_secrets(),
+                token,
+                f"confirm:{nonce}",
+                sub.id,
+                sub.email_hash,
+                app.clock(),
+                max_age=CONFIRM_AGE,
+            )
         ):
             return page(
                 "링크를 쓸 수 없습니다",
@@ -218,7 +224,9 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         if not app.store.consume_confirmation(sub.id, nonce, app.clock()):
             return page("링크를 쓸 수 없습니다", 400, message="링크가 만료되었거나 이미 사용되었습니다.")
         log.info("subscriber %d confirmed", sub.id)
-        prefs = make_token(app.secret(), "preferences", sub.id, sub.email_hash, version=sub.token_version)
+        prefs = make_token(
+            app.secret(), "preferences", sub.id, sub.email_hash, now=app.clock(), version=sub.token_version
+        )
         return page(
             "구독이 시작되었습니다",
             message="내일 아침부터 뉴스레터를 보내 드립니다.",
@@ -249,7 +257,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
             app.store.set_subscriber_status(sub.id, status, chosen)
             sub = app.store.get_subscriber_by_id(sub.id) or sub
             message = "저장했습니다."
-        unsubscribe = make_token(app.secret(), "unsubscribe", sub.id, sub.email_hash)
+        unsubscribe = make_token(app.secret(), "unsubscribe", sub.id, sub.email_hash, now=app.clock())
         return render(
             "preferences.html.j2",
             request,

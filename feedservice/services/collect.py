@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
@@ -23,6 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from werkzeug.datastructures import ResponseCacheControl
+from werkzeug.http import parse_cache_control_header
+
 from feedservice.errors import FeedServiceError, FetchError
 from feedservice.model import Article, FetchRecord, ParsedFeed, Route, SourceState
 from feedservice.ports import FeedParser, Fetcher, SourceStore
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(hours=6)
 MAX_POLL_INTERVAL = timedelta(hours=24)
+DELTA_SECONDS_CAP = 2**31  # RFC 9111 §1.2.2: a larger delta-seconds is taken as this
 
 
 @dataclass
@@ -72,9 +75,21 @@ def next_attempt_after_failure(
 
 
 def max_age(headers: Mapping[str, str]) -> timedelta | None:
-    """Cache-Control max-age (or s-maxage) of a response, if it gives one."""
-    m = re.search(r"(?:^|[,\s])(?:s-)?max-age\s*=\s*\"?(\d+)", headers.get("cache-control", ""), re.IGNORECASE)
-    return timedelta(seconds=int(m.group(1))) if m else None
+    """Cache-Control max-age (else s-maxage) of a response, if it gives a usable one.
+
+    werkzeug splits the header and unquotes values (the last of duplicated directives wins; the
+    result is bounded by ``poll_interval`` either way). The number is checked here, because
+    werkzeug's ``int()`` also takes ``-5``, ``+5``, ``1_000`` and non-ASCII digits: RFC 9111's
+    delta-seconds are ASCII digits, and any value above 2**31 means 2**31 (§1.2.2) — a 20-digit
+    value overflowed ``timedelta`` and failed the source's collect.
+    """
+    directives = parse_cache_control_header(headers.get("cache-control", "").lower(), cls=ResponseCacheControl)
+    for name in ("max-age", "s-maxage"):
+        raw = directives.get(name)
+        if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+            digits = raw.lstrip("0") or "0"
+            return timedelta(seconds=int(digits) if len(digits) <= 10 else DELTA_SECONDS_CAP)
+    return None
 
 
 def poll_interval(interval: timedelta, headers: Mapping[str, str], ttl_minutes: int | None = None) -> timedelta:
