@@ -13,6 +13,7 @@ from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import atoma
 import fastfeedparser
@@ -22,6 +23,7 @@ import pytest
 from lxml import etree
 
 from feedservice.model import Article
+from feedservice.services.feed_formats import atom_id
 from feedservice.services.feeds import FeedSite, build_feeds
 from tests.conftest import shared_fixture
 from tests.test_feeds import NOW, SECTIONS, SITE, _article, _store
@@ -38,10 +40,12 @@ def _articles() -> list[Article]:
     entities and line breaks, full content and summaries only; enough for archive pages."""
     arts = [
         _article(1, summary_html="<p>첫&nbsp;줄<br>둘째 줄</p>", content_html="<p>본문 <b>1</b></p>"),
-        _article(2, author="", image_url=None, image_type=None, image_length=None),  # a source without authors
+        # A source without authors, whose GUIDs are not IRIs (an RSS guid isPermaLink="false", a JSON Feed id).
+        _article(2, id="20261128-0002", author="", image_url=None, image_type=None, image_length=None),
         _article(3, image_type=None, image_length=None),  # a photo whose type and size the source did not say
     ]
     arts += [_article(n, author="" if n % 2 else "박기자", published=NOW - timedelta(minutes=n)) for n in range(4, 12)]
+    arts[4] = replace(arts[4], id="기사 5")  # a GUID with a space and Hangul, on an archive page
     return arts
 
 
@@ -73,9 +77,13 @@ def _files(out: Path, ext: str) -> Iterator[Path]:
 
 # -- Atom ------------------------------------------------------------------------------------------
 def atom_rule_problems(root: etree._Element) -> list[str]:
-    """RFC 4287 §4.1.1–4.1.2's rules that its RELAX NG grammar leaves out."""
+    """RFC 4287 §4.1.1–4.1.2 and §4.2.6's rules that its RELAX NG grammar leaves out."""
     problems = []
     feed_authors = root.findall(A + "author")
+    for el in root.iter(A + "id"):
+        value = el.text or ""
+        if not urlsplit(value).scheme or any(c.isspace() for c in value):
+            problems.append(f"{value!r}: an atom:id must be an absolute IRI (§4.2.6)")
     for entry in root.iterfind(A + "entry"):
         eid = entry.findtext(A + "id")
         if not feed_authors and entry.find(A + "author") is None:
@@ -103,6 +111,8 @@ def test_atom_author_rule_is_checked() -> None:
     assert atom_rule_problems(doc) == ["urn:e: no atom:author in the entry, and none in the feed (§4.1.1)"]
     etree.SubElement(etree.SubElement(doc, A + "author"), A + "name").text = "뉴스스페이스"
     assert atom_rule_problems(doc) == []
+    doc.find(f"{A}entry/{A}id").text = "12345"  # type: ignore[union-attr]  # a source's bare GUID, as we wrote it
+    assert atom_rule_problems(doc) == ["'12345': an atom:id must be an absolute IRI (§4.2.6)"]
 
 
 def test_atom_is_valid_rfc4287(built: tuple[Path, dict[str, Article], FeedSite]) -> None:
@@ -115,7 +125,8 @@ def test_atom_is_valid_rfc4287(built: tuple[Path, dict[str, Article], FeedSite])
 
 
 def test_atom_in_three_parsers(built: tuple[Path, dict[str, Article], FeedSite]) -> None:
-    out, expected, site = built
+    out, by_id, site = built
+    expected = {atom_id(site, k): v for k, v in by_id.items()}  # a bare GUID is written as a tag URI
     for path in _files(out, "atom"):
         data = path.read_bytes()
         fp = feedparser.parse(data)
@@ -152,6 +163,23 @@ def test_atom_in_three_parsers(built: tuple[Path, dict[str, Article], FeedSite])
             assert [p.name for p in a.authors] == [byline or site.name]  # atoma applies the feed's author
             assert e.get("author") == (byline or site.name) or (not byline and "author" not in e)
             assert f.get("author") in ({byline} if byline else {None, site.name})
+
+
+def test_atom_ids_are_iris_that_stay_with_their_article(built: tuple[Path, dict[str, Article], FeedSite]) -> None:
+    """A source's bare GUID ("20261128-0002", "기사 5") is written as a tag URI under the site's domain,
+    the same in every file that carries the article, so a reader never sees it as a new entry;
+    ids that are IRIs already are written as they are."""
+    out, _, _ = built
+    links: dict[str, set[str | None]] = {}
+    for path in out.rglob("*.atom"):
+        for entry in etree.parse(str(path)).getroot().iterfind(A + "entry"):
+            alternate = entry.find(A + "link[@rel='alternate']")
+            links.setdefault(entry.findtext(A + "id") or "", set()).add(
+                None if alternate is None else alternate.get("href"))  # fmt: skip
+    assert all(len(urls) == 1 for urls in links.values())  # one id, one article, in every file
+    assert links["tag:www.newsspace.kr,2026:article/20261128-0002"] == {_article(2).url}
+    assert links["tag:www.newsspace.kr,2026:article/%EA%B8%B0%EC%82%AC%205"] == {_article(5).url}
+    assert links[_article(1).id] == {_article(1).url}  # a URL id as it is
 
 
 # -- RSS -------------------------------------------------------------------------------------------
