@@ -13,6 +13,7 @@ from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import atoma
 import fastfeedparser
@@ -21,9 +22,11 @@ import jsonschema
 import pytest
 from lxml import etree
 
+from feedservice.entry.cli import main
 from feedservice.model import Article
+from feedservice.services.feed_formats import atom_id
 from feedservice.services.feeds import FeedSite, build_feeds
-from tests.conftest import shared_fixture
+from tests.conftest import FeedServer, Served, shared_fixture, write_config
 from tests.test_feeds import NOW, SECTIONS, SITE, _article, _store
 
 A = "{http://www.w3.org/2005/Atom}"
@@ -38,10 +41,12 @@ def _articles() -> list[Article]:
     entities and line breaks, full content and summaries only; enough for archive pages."""
     arts = [
         _article(1, summary_html="<p>첫&nbsp;줄<br>둘째 줄</p>", content_html="<p>본문 <b>1</b></p>"),
-        _article(2, author="", image_url=None, image_type=None, image_length=None),  # a source without authors
+        # A source without authors, whose GUIDs are not IRIs (an RSS guid isPermaLink="false", a JSON Feed id).
+        _article(2, id="20261128-0002", author="", image_url=None, image_type=None, image_length=None),
         _article(3, image_type=None, image_length=None),  # a photo whose type and size the source did not say
     ]
     arts += [_article(n, author="" if n % 2 else "박기자", published=NOW - timedelta(minutes=n)) for n in range(4, 12)]
+    arts[4] = replace(arts[4], id="기사 5")  # a GUID with a space and Hangul, on an archive page
     return arts
 
 
@@ -73,9 +78,13 @@ def _files(out: Path, ext: str) -> Iterator[Path]:
 
 # -- Atom ------------------------------------------------------------------------------------------
 def atom_rule_problems(root: etree._Element) -> list[str]:
-    """RFC 4287 §4.1.1–4.1.2's rules that its RELAX NG grammar leaves out."""
+    """RFC 4287 §4.1.1–4.1.2 and §4.2.6's rules that its RELAX NG grammar leaves out."""
     problems = []
     feed_authors = root.findall(A + "author")
+    for el in root.iter(A + "id"):
+        value = el.text or ""
+        if not urlsplit(value).scheme or any(c.isspace() for c in value):
+            problems.append(f"{value!r}: an atom:id must be an absolute IRI (§4.2.6)")
     for entry in root.iterfind(A + "entry"):
         eid = entry.findtext(A + "id")
         if not feed_authors and entry.find(A + "author") is None:
@@ -103,6 +112,8 @@ def test_atom_author_rule_is_checked() -> None:
     assert atom_rule_problems(doc) == ["urn:e: no atom:author in the entry, and none in the feed (§4.1.1)"]
     etree.SubElement(etree.SubElement(doc, A + "author"), A + "name").text = "뉴스스페이스"
     assert atom_rule_problems(doc) == []
+    doc.find(f"{A}entry/{A}id").text = "12345"  # type: ignore[union-attr]  # a source's bare GUID, as we wrote it
+    assert atom_rule_problems(doc) == ["'12345': an atom:id must be an absolute IRI (§4.2.6)"]
 
 
 def test_atom_is_valid_rfc4287(built: tuple[Path, dict[str, Article], FeedSite]) -> None:
@@ -115,7 +126,8 @@ def test_atom_is_valid_rfc4287(built: tuple[Path, dict[str, Article], FeedSite])
 
 
 def test_atom_in_three_parsers(built: tuple[Path, dict[str, Article], FeedSite]) -> None:
-    out, expected, site = built
+    out, by_id, site = built
+    expected = {atom_id(site, k): v for k, v in by_id.items()}  # a bare GUID is written as a tag URI
     for path in _files(out, "atom"):
         data = path.read_bytes()
         fp = feedparser.parse(data)
@@ -152,6 +164,23 @@ def test_atom_in_three_parsers(built: tuple[Path, dict[str, Article], FeedSite])
             assert [p.name for p in a.authors] == [byline or site.name]  # atoma applies the feed's author
             assert e.get("author") == (byline or site.name) or (not byline and "author" not in e)
             assert f.get("author") in ({byline} if byline else {None, site.name})
+
+
+def test_atom_ids_are_iris_that_stay_with_their_article(built: tuple[Path, dict[str, Article], FeedSite]) -> None:
+    """A source's bare GUID ("20261128-0002", "기사 5") is written as a tag URI under the site's domain,
+    the same in every file that carries the article, so a reader never sees it as a new entry;
+    ids that are IRIs already are written as they are."""
+    out, _, _ = built
+    links: dict[str, set[str | None]] = {}
+    for path in out.rglob("*.atom"):
+        for entry in etree.parse(str(path)).getroot().iterfind(A + "entry"):
+            alternate = entry.find(A + "link[@rel='alternate']")
+            links.setdefault(entry.findtext(A + "id") or "", set()).add(
+                None if alternate is None else alternate.get("href"))  # fmt: skip
+    assert all(len(urls) == 1 for urls in links.values())  # one id, one article, in every file
+    assert links["tag:www.newsspace.kr,2026:article/20261128-0002"] == {_article(2).url}
+    assert links["tag:www.newsspace.kr,2026:article/%EA%B8%B0%EC%82%AC%205"] == {_article(5).url}
+    assert links[_article(1).id] == {_article(1).url}  # a URL id as it is
 
 
 # -- RSS -------------------------------------------------------------------------------------------
@@ -318,3 +347,54 @@ def test_archive_pages_link_both_ways(built: tuple[Path, dict[str, Article], Fee
     assert {link.get("rel"): link.get("href") for link in current.iterfind(A + "link")}["prev-archive"] == (
         f"{base}4.atom"
     )
+
+
+# -- what real sources send ------------------------------------------------------------------------
+REAL = {  # the real Korean feeds of ../shared/fixtures/feeds/real, each in a section
+    "khan_total_news_2018-04-06.xml": "bigtech",  # no pubDate, empty CDATA authors, 324 items
+    "hanion_clicktop_ndsoft_2026-08-29.xml": "bigtech",  # dates without a zone, names as <author>
+    "knews-rss_derived_hani_all_2022-07-23.xml": "space-sociology",  # tables, double-escaped entities
+    "knews-rss_derived_chosun_all_2022-07-23.xml": "space-sociology",  # a site-root guid, empty content
+}
+
+
+def test_real_korean_feeds_collected_make_valid_feeds(tmp_path: Path, feed_server: FeedServer) -> None:
+    """The four real feeds, collected over HTTP as a site would, make current feeds and archive pages
+    that pass the same standards and parsers as the hand-made articles above: what sources really
+    send (tables, missing dates and authors, photos only in the HTML) must not make our files invalid."""
+    for name in REAL:
+        feed_server.files[f"/{name}"] = Served(shared_fixture("feeds", "real", name).read_bytes())
+    cfg = write_config(tmp_path, sources=[(feed_server.url(f"/{n}"), s) for n, s in REAL.items()])
+    assert main(["--config", str(cfg), "collect"]) == 0
+    out, public = tmp_path / "feeds", "http://127.0.0.1:8080/feeds/"
+    grammar = etree.RelaxNG(etree.parse(str(shared_fixture("schemas", "atom.rng"))))
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text(encoding="utf-8")))
+    checked: dict[str, int] = {}
+    for path in sorted(out.rglob("*.*")):
+        data, ext = path.read_bytes(), path.suffix
+        if ext == ".atom":
+            doc = etree.fromstring(data)
+            assert grammar.validate(etree.ElementTree(doc)), (path, grammar.error_log.last_error)
+            assert atom_rule_problems(doc) == [], path
+            fp, ffp, at = feedparser.parse(data), fastfeedparser.parse(data), atoma.parse_atom_bytes(data)
+            links = [[x.href for x in e.links if x.rel == "alternate"] for e in at.entries]
+            assert [[e.link] for e in fp.entries] == [[e.link] for e in ffp.entries] == links, path
+        elif ext == ".xml":
+            assert rss_problems(etree.fromstring(data), public + path.relative_to(out).as_posix()) == [], path
+            fp, ffp, at = feedparser.parse(data), fastfeedparser.parse(data), atoma.parse_rss_bytes(data)
+            assert [e.link for e in fp.entries] == [e.link for e in ffp.entries] == [i.link for i in at.items], path
+        elif ext == ".json":
+            doc = json.loads(data)
+            assert [e.message for e in validator.iter_errors(doc)] == [], path
+            ffp, at = fastfeedparser.parse(data), atoma.parse_json_feed_bytes(data)
+            assert [i["url"] for i in doc["items"]] == [e.link for e in ffp.entries] == [i.url for i in at.items]
+            checked[ext] = checked.get(ext, 0) + 1
+            continue
+        else:
+            continue
+        assert not fp.bozo, (path, fp.bozo_exception)
+        assert len(fp.entries) > 0 and all(e.link.startswith(("http://", "https://")) for e in fp.entries), path
+        checked[ext] = checked.get(ext, 0) + 1
+    pages = len(list((out / "archive" / "all").glob("*.atom")))
+    assert pages >= 8  # 456 articles in pages of 50: the archive is really walked
+    assert checked[".atom"] == checked[".xml"] == checked[".json"] > pages

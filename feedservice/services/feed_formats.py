@@ -7,9 +7,11 @@ newest article's, not the build time, so the same content gives the same bytes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import quote, urlsplit
 from xml.sax.saxutils import escape, quoteattr
 from zoneinfo import ZoneInfo
 
@@ -208,10 +210,29 @@ def render_atom(site: FeedSite, page: FeedPage) -> bytes:
     return bytes(etree.tostring(feed, encoding="UTF-8", xml_declaration=True, pretty_print=True))
 
 
+# An absolute IRI as RFC 3987 writes it: a scheme, then no space and none of the characters an
+# IRI cannot hold. Enough to tell a URL or URN from a bare GUID such as "12345".
+_ABSOLUTE_IRI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]+\Z")
+_TAG_DATE = "2026"  # the year feedservice started minting tag URIs; it must never change (RFC 4151)
+
+
+def atom_id(site: FeedSite, article_id: str) -> str:
+    """The atom:id of an article: its own id when that is an absolute IRI (RFC 4287 §4.2.6), else a
+    tag URI (RFC 4151) minted under the site's domain from that id.
+
+    Sources' GUIDs are often not IRIs (``<guid isPermaLink="false">12345</guid>``, a JSON Feed
+    item's ``"id": "1"``); written as they are, they made the Atom invalid. Stored ids are unique,
+    so the tag URI is unique too, and the same on every build and on every archive page."""
+    if _ABSOLUTE_IRI.match(article_id):
+        return article_id
+    authority = urlsplit(site.url).hostname or "feedservice.invalid"
+    return f"tag:{authority},{_TAG_DATE}:article/{quote(article_id, safe='')}"
+
+
 def _atom_entry(site: FeedSite, a: Article) -> etree._Element:
     check_entry(a)
     entry = etree.Element(f"{{{ATOM_NS}}}entry")
-    _el(entry, "id", a.id)
+    _el(entry, "id", atom_id(site, a.id))
     _el(entry, "title", clean_text(a.title), type="text")
     _el(entry, "updated", (a.updated or a.published or EPOCH).astimezone(site.tz).isoformat())
     _el(entry, "published", (a.published or EPOCH).astimezone(site.tz).isoformat())
