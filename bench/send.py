@@ -108,7 +108,9 @@ level = "WARNING"
     )
     os.environ.setdefault("FEEDSERVICE_SECRET", "bench")
     app = make_app(load_settings(cfg))
-    end = datetime(2026, 11, 27, 22, 0, tzinfo=UTC)  # 07:00 KST on DAY
+    # First collected a minute ago: an edition takes what was collected since the previous one (the
+    # first reaches back 24 h) and composes at the real clock, so fixed dates would leave it empty.
+    end = datetime.now(UTC) - timedelta(minutes=1)
     arts = [
         Article(id=f"urn:{s}:{i}", url=f"https://www.newsspace.kr/{s}/{i}", section=s, title=f"{s} 기사 {i}",
                 summary_html="<p>" + "오늘의 주요 소식을 전합니다. " * 8 + "</p>", author="김정영",

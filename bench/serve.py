@@ -4,8 +4,9 @@
 
 Builds a 50-entry section feed with feedservice itself (Korean articles like bench/collect.py's),
 then measures requests/s with wrk (Debian's package, installed when missing) on 127.0.0.1 for
-the 200 path and the 304 path (If-None-Match with the server's own ETag), for feedservice and for
-Debian's nginx serving the built file from disk. Medians of --reps alternating runs.
+the 200 path and the 304 path (If-None-Match with the server's own ETag), for feedservice (the
+ASGI path under uvicorn) and for Debian's nginx serving the built file from disk, in the same run.
+Medians of --reps alternating runs. Target (issue 15): feedservice ≥ 25% of nginx's rate.
 """
 
 from __future__ import annotations
@@ -168,15 +169,16 @@ def main() -> None:
     med = {k: median(v) for k, v in results.items()}
     md = "\n".join(
         [
-            "## Serving feeds (issue 4)",
+            "## Serving feeds (issues 4 and 15)",
             "",
             f"`.venv/bin/python bench/serve.py {' '.join(a for a in sys.argv[1:] if a != '--write')}` on "
             f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores: wrk -t2 -c{args.connections} for {args.duration} s "
             f"against one 50-entry section feed ({size:,} bytes) on 127.0.0.1, served by `feedservice serve` "
-            "(uvicorn with uvloop and httptools, feed requests answered by feedservice's protocol in the parser "
-            "callback; `[web] workers` processes) and by Debian's nginx as packaged (a "
+            "(uvicorn with uvloop and httptools; feed requests answered by the ASGI app, `entry/feedserver.py`, "
+            "from replies prepared once per file version; `[web] workers` processes) and by Debian's nginx (a "
             "worker per core, access log on) from the file the build wrote; 304 = If-None-Match with the server's "
-            f"own ETag. Medians of {args.reps} alternating runs; nginx's figure is the median over all its runs.",
+            f"own ETag. Medians of {args.reps} alternating runs (a shared, noisy machine: compare the ratios, "
+            "each taken within one run); nginx's figure is the median over all its runs.",
             "",
             "| path | feedservice workers | feedservice (req/s) | nginx (req/s) | feedservice / nginx |",
             "|---|---|---|---|---|",

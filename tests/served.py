@@ -1,4 +1,4 @@
-"""The web app under uvicorn, as `feedservice serve` runs it (feedservice's HTTP protocol), on a
+"""The web app under uvicorn, as `feedservice serve` runs it (with entry/httplimits.py's protocol), on a
 free port in a thread: for tests that need real connections."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from feedservice.entry.bootstrap import App
-from feedservice.entry.feedproto import FeedProtocol
+from feedservice.entry.httplimits import LimitedHttpProtocol
 from feedservice.entry.web import create_app
 from tests.conftest import free_port
 
@@ -41,9 +41,9 @@ def running(config: uvicorn.Config) -> Iterator[int]:
 
 
 def served(
-    app: App, protocol: type[FeedProtocol] = FeedProtocol, **config: object
+    app: App, protocol: type[LimitedHttpProtocol] = LimitedHttpProtocol, **config: object
 ) -> contextlib.AbstractContextManager[int]:
-    """Serve ``app`` with feedservice's protocol; ``config``: more uvicorn.Config options."""
+    """Serve ``app`` as `feedservice serve` does; ``config``: more uvicorn.Config options."""
     return running(uvicorn.Config(create_app(app), host="127.0.0.1", http=protocol, lifespan="off",
                                   log_config=None, **config))  # type: ignore[arg-type]  # fmt: skip
 
@@ -79,16 +79,24 @@ def serve_process(config_path: Path) -> Iterator[int]:
     with log.open("wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(config_path), "serve"],
                                 stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, log.read_text(encoding="utf-8", errors="replace")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "feedservice serve did not start"
-            time.sleep(0.1)
+    with process_serving(proc, f"http://127.0.0.1:{port}/healthz", log, 20):
         yield port
+
+
+@contextlib.contextmanager
+def process_serving(proc: subprocess.Popen[bytes], url: str, log: Path, wait: float) -> Iterator[None]:
+    """Wait (up to ``wait`` seconds) until the server ``proc`` answers ``url`` with a 2xx/4xx;
+    stop it when the block ends. A server that exits fails the test with its ``log``."""
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            assert proc.poll() is None, log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url, timeout=1).status_code < 500:
+                    break
+            assert time.monotonic() < deadline, f"{proc.args!r} did not start"
+            time.sleep(0.05)
+        yield
     finally:
         proc.terminate()
         try:

@@ -1,5 +1,6 @@
-"""Content coding of served feeds (RFC 9110 §12.5.3): gzip only where the client accepts it, over
-real HTTP through uvicorn with feedservice's protocol and through the ASGI path."""
+"""Serving feed files: content coding (RFC 9110 §12.5.3: gzip only where the client accepts it),
+over real HTTP through uvicorn and through the ASGI test client; feed requests are ordinary ASGI
+requests under uvicorn."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import gzip
 
 import httpx
 import pytest
+import uvicorn
 
-from feedservice.entry.feedserver import choose_coding
+from feedservice.entry.bootstrap import App
+from feedservice.entry.feedserver import ASGIApp, Message, Receive, Scope, Send, choose_coding
+from feedservice.entry.httplimits import LimitedHttpProtocol
+from feedservice.entry.web import create_app
 from tests import test_web
+from tests.served import running
 
 GZIP, PLAIN, REFUSED = True, False, None
 
@@ -73,3 +79,36 @@ def test_gzip_only_where_accepted_over_http(client: httpx.Client) -> None:
     etag = client.get("/feeds/bigtech.atom", headers={"Accept-Encoding": "identity"}).headers["etag"]
     r = client.get("/feeds/bigtech.atom", headers={"Accept-Encoding": "gzip;q=0", "If-None-Match": etag})
     assert r.status_code == 304 and r.headers["etag"] == etag and "content-encoding" not in r.headers
+
+
+def test_feed_requests_pass_through_asgi_middleware_under_uvicorn(app: App) -> None:
+    """Feed requests go through the ASGI app like every other: a middleware around it (here one
+    that stamps its responses, as an access log or metrics would count them) sees them too.
+    (The server used to answer them in its own parser callback, around every middleware.)"""
+    seen: list[str] = []
+
+    class Stamp:
+        def __init__(self, inner: ASGIApp) -> None:
+            self.app = inner  # the attribute uvicorn's own wrappers carry
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            seen.append(scope.get("path", ""))
+
+            async def stamped(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message["headers"], (b"x-stamp", b"1")]
+                await send(message)
+
+            await self.app(scope, receive, stamped)
+
+    config = uvicorn.Config(
+        Stamp(create_app(app)), host="127.0.0.1", http=LimitedHttpProtocol, lifespan="off", log_config=None
+    )
+    with running(config) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+        r = http.get("/feeds/bigtech.xml")
+        etag = r.headers["etag"]
+        again = http.get("/feeds/bigtech.xml", headers={"If-None-Match": etag})
+        head = http.head("/feeds/bigtech.atom")
+    assert (r.status_code, again.status_code, head.status_code) == (200, 304, 200)
+    assert [x.headers.get("x-stamp") for x in (r, again, head)] == ["1", "1", "1"]
+    assert seen == ["/feeds/bigtech.xml", "/feeds/bigtech.xml", "/feeds/bigtech.atom"]

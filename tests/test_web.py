@@ -1,5 +1,5 @@
-"""The web app, through its ASGI test client and over HTTP from uvicorn with feedservice's protocol
-(which answers feed requests itself): feeds with validators, index, digest pages, unsubscribe."""
+"""The web app, through its ASGI test client and over HTTP from uvicorn as `feedservice serve` runs
+it: feeds with validators, index, digest pages, unsubscribe."""
 
 from __future__ import annotations
 

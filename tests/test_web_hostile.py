@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 
 from feedservice.config import load_settings
 from feedservice.entry.bootstrap import App, make_app
-from feedservice.entry.feedproto import FeedProtocol
+from feedservice.entry.httplimits import LimitedHttpProtocol
 from feedservice.entry.web import create_app
 from feedservice.model import Subscriber, SubscriberStatus
 from tests.conftest import write_config
@@ -220,7 +220,7 @@ def _closed_after(sock: socket.socket, limit: float) -> tuple[float, bytes]:
     return time.monotonic() - start, data
 
 
-class _Quick(FeedProtocol):
+class _Quick(LimitedHttpProtocol):
     head_timeout = 1.0
     body_timeout = 1.0
 
@@ -290,8 +290,8 @@ def test_slow_body_is_closed_after_the_timeout(app: App, caplog: pytest.LogCaptu
 
 
 def test_production_limits_are_sane() -> None:
-    assert FeedProtocol.max_head_bytes == 32 * 1024 and FeedProtocol.max_headers == 100
-    assert 5 <= FeedProtocol.head_timeout <= 60 and 5 <= FeedProtocol.body_timeout <= 60
+    assert LimitedHttpProtocol.max_head_bytes == 32 * 1024 and LimitedHttpProtocol.max_headers == 100
+    assert 5 <= LimitedHttpProtocol.head_timeout <= 60 and 5 <= LimitedHttpProtocol.body_timeout <= 60
 
 
 # -- 4. the client behind a proxy, and the sign-up limiter's memory --------------------------------

@@ -4,6 +4,11 @@ Every request under /feeds/ is answered from memory: the file's bytes, its gzip 
 strong ETag per representation and the response headers are prepared once per file
 version (re-read only when the file's mtime or size changes). No database, no
 rendering, no framework routing per request: this path is the one feed readers hammer.
+
+It is an ordinary ASGI app and uses nothing of the server's own: any ASGI server runs it, and
+the server's limits (``limit_concurrency``, ``root_path``, the request bounds of
+``entry/httplimits.py``) apply to feed requests as to every other. Where one process is not
+fast enough, nginx serves the same files from disk (docs/publishing.md, tests/test_nginx.py).
 """
 
 from __future__ import annotations
@@ -40,17 +45,11 @@ IMMUTABLE = b"public, max-age=31536000, immutable"
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One complete response, built once: as a header list for the ASGI path, and as serialised
-    header lines (no status line, no Date) for a server that writes to the socket itself."""
+    """One complete response, built once per file version: status, ASGI header list, body."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
-    head: bytes
-    body: bytes
-
-    @classmethod
-    def of(cls, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> Reply:
-        return cls(status, headers, b"".join(b"%s: %s\r\n" % h for h in headers), body)
+    body: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +106,13 @@ def _prepare(key: tuple[int, int], data: bytes, mtime: int, content_type: bytes,
         [(b"content-type", content_type), (b"etag", etags[1]), (b"content-encoding", b"gzip"), *common],
     )
     bodies = (data, gzip.compress(data, 6, mtime=0))
-    full = [Reply.of(200, [*headers[gz], (b"content-length", b"%d" % len(bodies[gz]))], bodies[gz]) for gz in (0, 1)]
+    full = [Reply(200, [*headers[gz], (b"content-length", b"%d" % len(bodies[gz]))], bodies[gz]) for gz in (0, 1)]
     return Prepared(
         key,
         etags,
         mtime,
         full=(full[0], full[1]),
-        not_modified=(Reply.of(304, headers[0]), Reply.of(304, headers[1])),
+        not_modified=(Reply(304, headers[0]), Reply(304, headers[1])),
     )
 
 
@@ -136,7 +135,7 @@ def is_not_modified(headers: dict[bytes, bytes], prepared: Prepared) -> bool:
 
 def _plain(status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> Reply:
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
-    return Reply.of(status, headers + (extra or []), body)
+    return Reply(status, headers + (extra or []), body)
 
 
 @functools.lru_cache(maxsize=512)

@@ -30,7 +30,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from feedservice.adapters.leader import LeaderLock
 from feedservice.entry import aio
 from feedservice.entry.bootstrap import App
-from feedservice.entry.feedproto import FeedProtocol
+from feedservice.entry.httplimits import LimitedHttpProtocol
 from feedservice.entry.web import create_app
 from feedservice.errors import FeedServiceError, WeatherError
 
@@ -218,7 +218,7 @@ async def serve(app: App, *, with_scheduler: bool) -> None:
     web = app.settings.web
     config = uvicorn.Config(
         create_app(app), host=web.host, port=web.port, log_config=None, access_log=False, lifespan="off",
-        http=FeedProtocol, proxy_headers=False,  # [web] trusted_proxies decides instead (entry/clients.py)
+        http=LimitedHttpProtocol, proxy_headers=False,  # [web] trusted_proxies decides instead (entry/clients.py)
         timeout_graceful_shutdown=int(app.settings.run.shutdown_timeout),
     )  # fmt: skip
     server = _Server(config)
@@ -263,7 +263,7 @@ def serve_workers(app: App, *, with_scheduler: bool) -> None:
     try:
         uvicorn.run(
             "feedservice.entry.web:app_from_environment", factory=True, host=web.host, port=web.port,
-            workers=web.workers, log_config=None, access_log=False, lifespan="off", http=FeedProtocol,
+            workers=web.workers, log_config=None, access_log=False, lifespan="off", http=LimitedHttpProtocol,
             proxy_headers=False,  # [web] trusted_proxies decides instead (entry/clients.py)
         )  # fmt: skip
     finally:
