@@ -25,6 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from feedservice.errors import ConfigError
 from feedservice.stations import DEFAULT_STATION_IDS, STATIONS
+from feedservice.verp import MAX_TOKEN
 
 __all__ = ["MAX_CONFIG_BYTES", "Secret", "Settings", "load_settings", "parse_settings"]
 
@@ -297,6 +298,28 @@ class WebConfig(_Table):
     trusted_proxies: tuple[Annotated[str, AfterValidator(_ip_network)], ...] = ()
 
 
+def _return_path(value: str) -> str:
+    """A bare address whose local part leaves room for ``+<VERP token>`` within 64 octets."""
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain or "." not in domain or any(c in value for c in ' <>"+'):
+        raise ValueError(f"not a bare mail address without '+' (as bounces@example.com): {value!r}")
+    if len(local.encode()) + 1 + MAX_TOKEN > 64:
+        raise ValueError(f"the local part {local!r} leaves no room for the VERP token: use at most "
+                         f"{63 - MAX_TOKEN} characters")  # fmt: skip
+    return value
+
+
+class BouncesConfig(_Table):
+    """``[bounces]``: where bounce mail comes back, and when a reader is suppressed for it."""
+
+    # The envelope sender: each message goes out as local+<token>@domain (VERP); unset: as today.
+    return_path: Annotated[str, AfterValidator(_return_path)] | None = None
+    maildir: str | None = None  # a Maildir the MTA delivers bounce mail into
+    soft_limit: int = Field(default=3, ge=1, le=100)  # soft bounces that suppress…
+    soft_days: int = Field(default=14, ge=1, le=365)  # …within this many days, no delivery between
+    check_minutes: int = Field(default=5, ge=1, le=24 * 60)  # how often `run` reads the intakes
+
+
 class RunConfig(_Table):
     """`feedservice run`: scheduling, several instances, stopping."""
 
@@ -325,6 +348,7 @@ class Settings(_Table):
     digest: DigestConfig
     delivery: DeliveryConfig = DeliveryConfig()
     web: WebConfig = WebConfig()
+    bounces: BouncesConfig | None = None
     run: RunConfig = RunConfig()
     logging: LoggingConfig = LoggingConfig()
     base_dir: Path = Path(".")

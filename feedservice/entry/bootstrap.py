@@ -37,11 +37,12 @@ from feedservice.adapters.websub import WebSubPublisher
 from feedservice.addresses import wire_mailbox
 from feedservice.config import Settings
 from feedservice.errors import ConfigError, FeedServiceError
-from feedservice.model import Edition, Route, Section, Subscriber, WeatherBlock
+from feedservice.model import Delivery, Edition, Route, Section, Subscriber, WeatherBlock
 from feedservice.ports import Mailer, WeatherProvider
 from feedservice.services import collect as collect_service
 from feedservice.services import deliver, digest, feeds, mime, weather
 from feedservice.tokens import make_token
+from feedservice.verp import envelope_sender
 from feedservice.workers import exit_with_parent
 
 log = logging.getLogger("feedservice")
@@ -402,6 +403,14 @@ class App:
         prefs = make_token(secret, "preferences", sub.id, sub.email_hash, version=sub.token_version)
         return f"{base}/unsubscribe/{unsub}", f"{base}/preferences/{prefs}"
 
+    def envelope_for(self) -> Callable[[Delivery], str] | None:
+        """``[bounces] return_path``: each message's MAIL FROM names its delivery (VERP); else None."""
+        b = self.settings.bounces
+        if b is None or b.return_path is None:
+            return None
+        return_path, secret = b.return_path, self.secret()
+        return lambda d: envelope_sender(return_path, secret, d.edition, d.subscriber_id)
+
     def drain_settings(self) -> deliver.DrainSettings:
         d = self.settings.delivery
         smtp = d.smtp if d.effective_mode == "smtp" else None
@@ -476,6 +485,7 @@ class App:
             await deliver.EditionDrain(
                 self.store, mailer, self.digest_site, ed, rendered_for, self.links_for, self.clock,
                 self.drain_settings(), report=report, sign=self.signer(), progress=progress,
+                envelope=self.envelope_for(),
             ).run()  # fmt: skip
         finally:
             await mailer.aclose()
