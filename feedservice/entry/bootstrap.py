@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from feedservice.adapters.asos import AsosHourlyProvider
+from feedservice.adapters.bounces.maildir import MaildirIntake
+from feedservice.adapters.bounces.reading import read_bounce
 from feedservice.adapters.dkim import DkimSigner
 from feedservice.adapters.forecast import VilageForecastProvider
 from feedservice.adapters.http import HttpFetcher, user_agent
@@ -38,7 +40,8 @@ from feedservice.addresses import wire_mailbox
 from feedservice.config import Settings
 from feedservice.errors import ConfigError, FeedServiceError
 from feedservice.model import Delivery, Edition, Route, Section, Subscriber, WeatherBlock
-from feedservice.ports import Mailer, WeatherProvider
+from feedservice.ports import BounceIntake, Mailer, WeatherProvider
+from feedservice.services import bounces as bounce_service
 from feedservice.services import collect as collect_service
 from feedservice.services import deliver, digest, feeds, mime, weather
 from feedservice.tokens import make_token
@@ -410,6 +413,23 @@ class App:
             return None
         return_path, secret = b.return_path, self.secret()
         return lambda d: envelope_sender(return_path, secret, d.edition, d.subscriber_id)
+
+    def bounce_intakes(self) -> list[BounceIntake]:
+        """Every configured ``[bounces]`` intake (none: bounce mail is not read)."""
+        b = self.settings.bounces
+        return [MaildirIntake(self.settings.path(b.maildir))] if b is not None and b.maildir else []
+
+    def check_bounces(self, *, force: bool = False) -> bounce_service.CheckReport:
+        """Read every intake once: record, match and apply the bounce policy (``services.bounces``)."""
+        b = self.settings.bounces
+        assert b is not None, "check_bounces needs [bounces]"
+        policy = bounce_service.BouncePolicy(soft_limit=b.soft_limit, soft_days=b.soft_days,
+                                             trust_recipient=b.return_path is None)  # fmt: skip
+        check = bounce_service.BounceCheck(self.store, self.bounce_intakes(), read_bounce, self.verify_secrets(),
+                                           self.clock, policy)  # fmt: skip
+        report = check.run(force=force)
+        log.info("bounces: %s", report.summary())
+        return report
 
     def drain_settings(self) -> deliver.DrainSettings:
         d = self.settings.delivery

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from feedservice.entry import aio
 from feedservice.entry.bootstrap import App
+from feedservice.entry.bounce_commands import cmd_bounces_check, cmd_bounces_list  # noqa: F401  (Command looks here)
 from feedservice.entry.preview import NOTICE, write_preview
 from feedservice.model import SubscriberStatus
 from feedservice.services import deliver

@@ -1,12 +1,13 @@
 """The storage adapter: one ``Store`` over SQLAlchemy Core, for SQLite and PostgreSQL alike.
 
 ``open_store(url)`` connects and migrates; the store's methods come from one
-mixin per domain (feeds, mail, weather).
+mixin per domain (feeds, mail, weather, jobs, bounces).
 """
 
 from __future__ import annotations
 
 from feedservice.adapters.store._base import make_engine, wrap_errors
+from feedservice.adapters.store.bounces import BounceStoreMixin
 from feedservice.adapters.store.feeds import FeedStoreMixin
 from feedservice.adapters.store.jobs import JobStoreMixin
 from feedservice.adapters.store.mail import MailStoreMixin
@@ -16,7 +17,7 @@ from feedservice.adapters.store.weather import WeatherStoreMixin
 __all__ = ["Store", "open_store"]
 
 
-class Store(FeedStoreMixin, MailStoreMixin, WeatherStoreMixin, JobStoreMixin):
+class Store(FeedStoreMixin, MailStoreMixin, WeatherStoreMixin, JobStoreMixin, BounceStoreMixin):
     def __init__(self, url: str, *, address_key: bytes = b"") -> None:
         self.url = url
         self.engine = make_engine(url)
