@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 
-__all__ = ["BounceKind", "BounceReading", "BounceRecord", "BounceRow", "ReturnedMail", "soft_streak", "status_kind"]
+__all__ = [
+    "BounceKind", "BounceReading", "BounceRecord", "BounceRow", "EditionFeedback", "ReturnedMail", "soft_streak",
+    "status_kind",
+]  # fmt: skip
 
 
 class BounceKind(StrEnum):
@@ -122,3 +125,36 @@ def soft_streak(soft: list[date | None], clean: list[date]) -> int:
         if reset is not None:
             known = {e for e in known if e > reset}
     return len(known) + sum(1 for e in soft if e is None)
+
+
+COMPLAINT_WARNING = 0.001  # Gmail's and Naver's guidance: stay under 0.1%, never reach 0.3%
+
+
+@dataclass(frozen=True)
+class EditionFeedback:
+    """What came back from one edition. Bounces and complaints count readers (once each, matched to
+    this edition); unsubscribes count readers who left with this edition their last one."""
+
+    delivered: int
+    hard: int
+    soft: int
+    complaints: int
+    unsubscribes: int
+
+    def rate(self, n: int) -> float:
+        return n / self.delivered if self.delivered else 0.0
+
+    @property
+    def warning(self) -> str | None:
+        share = self.rate(self.complaints)
+        if self.complaints and share >= COMPLAINT_WARNING:
+            return (f"complaints reached {share:.2%} of this edition: Gmail and Naver ask bulk senders to stay "
+                    "under 0.1% and never reach 0.3%")  # fmt: skip
+        return None
+
+    def summary(self) -> str:
+        def part(n: int, what: str) -> str:
+            return f"{n} {what} ({self.rate(n):.2%})"
+
+        return (f"{self.delivered} delivered, {part(self.hard, 'hard bounces')}, {part(self.soft, 'soft bounces')}, "
+                f"{part(self.complaints, 'complaints')}, {part(self.unsubscribes, 'unsubscribes')}")  # fmt: skip

@@ -12,13 +12,16 @@ from email import message_from_bytes
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
 
-from feedservice.bounce_model import soft_streak
+from feedservice.bounce_model import EditionFeedback, soft_streak
 from feedservice.config import load_settings
 from feedservice.entry import bootstrap
 from feedservice.entry.bootstrap import App, make_app
 from feedservice.entry.cli import main
 from feedservice.entry.demo import sample_rss
+from feedservice.entry.web import create_app
 from feedservice.model import SubscriberStatus
 from feedservice.verp import envelope_sender
 from tests.conftest import FeedServer, Served, SmtpSink, write_config
@@ -40,13 +43,14 @@ def deliver(maildir: Path, name: str, data: bytes) -> None:
     os.rename(maildir / "tmp" / name, maildir / "new" / name)
 
 
-def _setup(tmp_path: Path, feed_server: FeedServer, port: int, bounces: str) -> tuple[Path, Path]:
+def _setup(tmp_path: Path, feed_server: FeedServer, port: int, bounces: str,
+           db_url: str | None = None) -> tuple[Path, Path]:  # fmt: skip
     feed_server.files["/rss.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", ITEMS))
     maildir = tmp_path / "bounces"
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True)
     cfg = write_config(
-        tmp_path, sources=[(feed_server.url("/rss.xml"), "bigtech")],
+        tmp_path, db_url=db_url, sources=[(feed_server.url("/rss.xml"), "bigtech")],
         delivery_extra=f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"\ntimeout = 2.0\n'
                        f'[bounces]\nmaildir = "{maildir}"\n{bounces}',
     )  # fmt: skip
@@ -79,12 +83,18 @@ def _status(app: App, email_or_id: str | int) -> SubscriberStatus:
     return sub.status
 
 
-def test_check_learns_from_every_kind_once(
-    tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int],
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+@pytest.fixture
+def verp_on(tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int],
+            db_url: str) -> tuple[SmtpSink, Path, Path]:  # fmt: skip
+    """A relay, and a config with VERP and a bounce Maildir: (the relay's sink, config, Maildir)."""
     sink, port = smtp_server
-    cfg, maildir = _setup(tmp_path, feed_server, port, VERP_ON)
+    return sink, *_setup(tmp_path, feed_server, port, VERP_ON, db_url)
+
+
+def test_check_learns_from_every_kind_once(
+    verp_on: tuple[SmtpSink, Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink, cfg, maildir = verp_on
     readers = ["hard@example.com", "gmail@gmail.com", "naver@naver.com", "full@example.org", "slow@daum.net",
                "complains@example.net", "away@example.net", "victim@example.com"]  # fmt: skip
     sent = _send(cfg, sink, *readers)
@@ -156,10 +166,9 @@ def test_check_learns_from_every_kind_once(
 
 
 def test_soft_bounces_suppress_after_the_limit_unless_a_delivery_came_between(
-    tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int]
+    verp_on: tuple[SmtpSink, Path, Path],
 ) -> None:
-    sink, port = smtp_server
-    cfg, maildir = _setup(tmp_path, feed_server, port, VERP_ON)
+    sink, cfg, maildir = verp_on
     sent = _send(cfg, sink, "a@example.com", "b@example.com")
     a, b = sent["a@example.com"][0], sent["b@example.com"][0]
     before, after = DAY - timedelta(days=1), DAY + timedelta(days=1)
@@ -287,3 +296,39 @@ def test_run_reads_the_bounce_maildir_every_check_minutes(
         assert run.status == "ok" and "1 hard" in (run.detail or "")
     finally:
         app.close()
+
+
+def test_digest_status_and_metrics_show_what_came_back_from_an_edition(
+    verp_on: tuple[SmtpSink, Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink, cfg, maildir = verp_on
+    sent = _send(cfg, sink, "a@example.com", "b@example.com", "c@example.com", "d@example.com")
+    deliver(maildir, "hard", sample("postfix-5.1.1.eml", verp=sent["a@example.com"][1]))
+    deliver(maildir, "soft", sample("exim-5.2.2.eml", verp=sent["b@example.com"][1]))
+    deliver(maildir, "arf", sample("arf-complaint.eml", message_id=sent["c@example.com"][2]))
+    app = _app(cfg, CHECK_TIME)
+    try:
+        app.check_bounces()
+        app.store.set_subscriber_status("d@example.com", SubscriberStatus.UNSUBSCRIBED)
+        text = TestClient(create_app(app)).get("/metrics").text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        counts = {s.labels["kind"]: s.value for s in families["feedservice_edition_feedback"].samples}
+        assert counts == {"delivered": 4, "hard": 1, "soft": 1, "complaints": 1, "unsubscribes": 1}
+        rates = {s.labels["kind"]: s.value for s in families["feedservice_edition_feedback_rate"].samples}
+        assert rates == {"hard": 0.25, "soft": 0.25, "complaints": 0.25, "unsubscribes": 0.25}
+        assert {s.labels["edition"] for s in families["feedservice_edition_feedback"].samples} == {DAY.isoformat()}
+    finally:
+        app.close()
+    monkeypatch.setattr(bootstrap, "utcnow", lambda: CHECK_TIME)
+    assert main(["--config", str(cfg), "digest", "status", "--date", DAY.isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert ("came back: 4 delivered, 1 hard bounces (25.00%), 1 soft bounces (25.00%), 1 complaints (25.00%), "
+            "1 unsubscribes (25.00%)") in out  # fmt: skip
+    assert "warning: complaints reached 25.00% of this edition" in out
+
+
+@pytest.mark.parametrize(("delivered", "complaints", "warned"), [(1000, 1, True), (1001, 1, False), (10, 0, False),
+                                                                 (0, 0, False)])  # fmt: skip
+def test_a_warning_when_complaints_reach_a_tenth_of_a_percent(delivered: int, complaints: int, warned: bool) -> None:
+    feedback = EditionFeedback(delivered=delivered, hard=0, soft=0, complaints=complaints, unsubscribes=0)
+    assert (feedback.warning is not None) is warned

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 
 from rich.console import Console
 
 from feedservice.entry.bootstrap import App
 from feedservice.errors import ConfigError
 
-__all__ = ["cmd_bounces_check", "cmd_bounces_list"]
+__all__ = ["cmd_bounces_check", "cmd_bounces_list", "print_edition_feedback"]
 
 OK, FAILED = 0, 1
 out = Console(highlight=False, soft_wrap=True)
@@ -39,3 +39,11 @@ def cmd_bounces_list(app: App, args: argparse.Namespace) -> int:
         out.print("\t".join(fields), markup=False)
     out.print(f"{len(records)} messages" + (" (unmatched only)" if args.unmatched else ""))
     return OK
+
+
+def print_edition_feedback(app: App, day: date) -> None:
+    """`digest status`'s lines on what came back from the edition (bounces, complaints, leavers)."""
+    feedback = app.store.edition_feedback(day)
+    out.print(f"  came back: {feedback.summary()}", markup=False)
+    if (warning := feedback.warning) is not None:
+        out.print(f"  warning: {warning}", markup=False)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from feedservice.adapters.store import schema as t
 from feedservice.adapters.store._base import StoreBase
-from feedservice.bounce_model import BounceKind, BounceRecord, BounceRow
+from feedservice.bounce_model import BounceKind, BounceRecord, BounceRow, EditionFeedback
 from feedservice.model import DeliveryStatus, SubscriberStatus
 
 __all__ = ["BounceStoreMixin"]
@@ -125,3 +125,29 @@ class BounceStoreMixin(StoreBase):
             return [(r.at, r.reason, r.bounce_id) for r in conn.execute(
                 sa.select(s.at, s.reason, s.bounce_id).where(s.subscriber_id == subscriber_id).order_by(s.id)
             )]  # fmt: skip
+
+    def edition_feedback(self, day: date) -> EditionFeedback:
+        b, d, s = t.bounce_mail.c, t.deliveries.c, t.subscribers.c
+        sent = DeliveryStatus.SENT.value
+        with self._tx("counting an edition's feedback") as conn:
+            delivered = conn.execute(
+                sa.select(sa.func.count()).where(d.edition == day, d.status == sent)
+            ).scalar_one()
+            by_kind = dict(conn.execute(
+                sa.select(b.kind, sa.func.count(sa.distinct(b.subscriber_id)))
+                .where(b.edition == day, b.subscriber_id.is_not(None)).group_by(b.kind)
+            ).tuples().all())  # fmt: skip
+            after = t.deliveries.alias("after")  # a later edition sent to the same reader
+            later = sa.select(after.c.id).where(
+                after.c.subscriber_id == d.subscriber_id, after.c.edition > day, after.c.status == sent
+            )
+            unsubscribes = conn.execute(
+                sa.select(sa.func.count()).select_from(t.deliveries.join(t.subscribers, s.id == d.subscriber_id))
+                .where(d.edition == day, d.status == sent, s.status == SubscriberStatus.UNSUBSCRIBED.value,
+                       ~sa.exists(later))
+            ).scalar_one()  # fmt: skip
+        return EditionFeedback(
+            delivered=int(delivered), hard=int(by_kind.get(BounceKind.HARD.value, 0)),
+            soft=int(by_kind.get(BounceKind.SOFT.value, 0)),
+            complaints=int(by_kind.get(BounceKind.COMPLAINT.value, 0)), unsubscribes=int(unsubscribes),
+        )  # fmt: skip
