@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from feedservice.adapters.bounces.reading import read_bounce
 from feedservice.bounce_model import EditionFeedback, soft_streak
 from feedservice.config import load_settings
 from feedservice.entry import bootstrap
@@ -23,6 +24,7 @@ from feedservice.entry.cli import main
 from feedservice.entry.demo import sample_rss
 from feedservice.entry.web import create_app
 from feedservice.model import SubscriberStatus
+from feedservice.services.bounces import BounceCheck, BouncePolicy
 from feedservice.verp import envelope_sender
 from tests.conftest import FeedServer, Served, SmtpSink, write_config
 from tests.test_bounce_reading import SECRET, sample
@@ -332,3 +334,25 @@ def test_digest_status_and_metrics_show_what_came_back_from_an_edition(
 def test_a_warning_when_complaints_reach_a_tenth_of_a_percent(delivered: int, complaints: int, warned: bool) -> None:
     feedback = EditionFeedback(delivered=delivered, hard=0, soft=0, complaints=complaints, unsubscribes=0)
     assert (feedback.warning is not None) is warned
+
+
+def test_a_flood_of_bounce_mail_is_read_over_several_runs(
+    tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int]
+) -> None:
+    _, port = smtp_server
+    cfg, maildir = _setup(tmp_path, feed_server, port, VERP_ON)
+    for i in range(5):
+        deliver(maildir, f"spam{i}", sample("spam.eml").replace(b"promo.1@", f"promo.{i}@".encode()))
+    app = _app(cfg, CHECK_TIME)
+    try:
+        def check() -> str:
+            return BounceCheck(app.store, app.bounce_intakes(), read_bounce, [SECRET], app.clock,
+                               BouncePolicy(batch=2)).run().summary()  # fmt: skip
+
+        assert [check() for _ in range(4)] == [
+            "0 hard, 0 soft, 0 complaints, 0 auto-replies, 2 unmatched; 0 suppressed; more mail is waiting: "
+            "the next run goes on"] * 2 + ["0 hard, 0 soft, 0 complaints, 0 auto-replies, 1 unmatched; 0 suppressed",
+            "0 hard, 0 soft, 0 complaints, 0 auto-replies, 0 unmatched; 0 suppressed"]  # fmt: skip
+        assert len(app.store.list_bounces()) == 5
+    finally:
+        app.close()

@@ -46,6 +46,7 @@ class BouncePolicy:
     breaker_share: float = 0.05
     breaker_minimum: int = 20
     trust_recipient: bool = True  # False when VERP is on: a named recipient alone suppresses nobody
+    batch: int = 1000  # messages read per run: memory stays bounded, the rest waits for the next run
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class CheckReport:
     suppressed: int = 0
     known: int = 0  # recorded by an earlier run (only moved out of new/ now)
     held: str | None = None  # the breaker tripped: nothing recorded, nothing moved
+    more: bool = False  # more mail is waiting than one run reads
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -76,6 +78,8 @@ class CheckReport:
             text += f"; {self.policy} refused by policy (about how we send: nobody suppressed)"
         if self.known:
             text += f"; {self.known} read before"
+        if self.more:
+            text += "; more mail is waiting: the next run goes on"
         for line in (self.held, *self.errors):
             if line:
                 text += f"\n{line}"
@@ -155,10 +159,14 @@ class BounceCheck:
 
     # -- gather --------------------------------------------------------------------------------
     def _gather(self) -> list[_Item]:
+        """At most ``policy.batch`` new messages (a flood of bounces is read over several runs)."""
         items: list[_Item] = []
         for intake in self.intakes:
             try:
                 for mail in intake.pending():
+                    if len(items) >= self.policy.batch:
+                        self.report.more = True
+                        return items
                     digest = hashlib.sha256(mail.raw).hexdigest()
                     if self.store.bounce_known(digest):  # recorded before; the move was lost
                         intake.done(mail, matched=True)
