@@ -133,3 +133,13 @@ def test_hostile_mail_is_kept_never_a_crash(raw: bytes) -> None:
 )  # fmt: skip
 def test_status_kinds(status: str, kind: BounceKind | None) -> None:
     assert status_kind(status) is kind
+
+
+def test_a_persons_auto_reply_quoting_a_bounce_code_is_not_a_bounce() -> None:
+    """RFC 3834 asks auto-replies for a null return path too: that alone does not make a mail system."""
+    raw = (
+        b"Return-Path: <>\r\nFrom: Kim <kim@example.com>\r\nTo: bounces@newsspace.kr\r\n"
+        b"Subject: Re: briefing\r\nAuto-Submitted: auto-replied\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"I am travelling. (My old address gave 550 5.1.1; write to the new one.)\r\n"
+    )
+    assert read_bounce(raw).kind is BounceKind.AUTO_REPLY

@@ -93,10 +93,10 @@ def _read(msg: Message) -> BounceReading:
 
 
 def _from_mail_system(msg: Message) -> bool:
-    """Sent by a mail system, not a person: MAILER-DAEMON or postmaster, with a null return path."""
-    sender = (getaddresses([str(msg.get("from", ""))]) or [("", "")])[0][1].lower()
-    return_path = str(msg.get("return-path", "")).strip()
-    return sender.split("@")[0] in ("mailer-daemon", "postmaster") or return_path == "<>"
+    """Sent by a mail system, not a person: from MAILER-DAEMON or postmaster, or a "Mail Delivery
+    System/Subsystem". (Not a null return path alone: RFC 3834 asks auto-replies for one too.)"""
+    name, sender = (getaddresses([str(msg.get("from", ""))]) or [("", "")])[0]
+    return sender.lower().split("@")[0] in ("mailer-daemon", "postmaster") or "mail delivery" in name.lower()
 
 
 def _first_line_with(msg: Message, code: str) -> str:
