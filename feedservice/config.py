@@ -26,6 +26,7 @@ from feedservice.config_values import (
     IpNetwork,
     Language,
     ListenHost,
+    ReturnPath,
     Slug,
     Subject,
     TimeZone,
@@ -187,6 +188,17 @@ class WebConfig(_Table):
     trusted_proxies: tuple[IpNetwork, ...] = ()
 
 
+class BouncesConfig(_Table):
+    """``[bounces]``: where bounce mail comes back, and when a reader is suppressed for it."""
+
+    # The envelope sender: each message goes out as local+<token>@domain (VERP); unset: as today.
+    return_path: ReturnPath | None = None
+    maildir: str | None = None  # a Maildir the MTA delivers bounce mail into
+    soft_limit: int = Field(default=3, ge=1, le=100)  # soft bounces that suppress…
+    soft_days: int = Field(default=14, ge=1, le=365)  # …within this many days, no delivery between
+    check_minutes: int = Field(default=5, ge=1, le=24 * 60)  # how often `run` reads the intakes
+
+
 class RunConfig(_Table):
     """`feedservice run`: scheduling, several instances, stopping."""
 
@@ -215,6 +227,7 @@ class Settings(_Table):
     digest: DigestConfig
     delivery: DeliveryConfig = DeliveryConfig()
     web: WebConfig = WebConfig()
+    bounces: BouncesConfig | None = None
     run: RunConfig = RunConfig()
     logging: LoggingConfig = LoggingConfig()
     base_dir: Path = Path(".")

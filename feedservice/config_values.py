@@ -14,8 +14,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel import Locale, UnknownLocaleError
 from pydantic import AfterValidator
 
+from feedservice.verp import MAX_TOKEN
+
 __all__ = [
-    "HHMM", "EnvName", "HttpUrl", "IpNetwork", "Language", "ListenHost", "Slug", "Subject", "TimeZone",
+    "HHMM", "EnvName", "HttpUrl", "IpNetwork", "Language", "ListenHost", "ReturnPath", "Slug", "Subject", "TimeZone",
     "control_character",
 ]  # fmt: skip
 
@@ -112,6 +114,17 @@ def _ip_network(value: str) -> str:
     return value
 
 
+def _return_path(value: str) -> str:
+    """A bare address whose local part leaves room for ``+<VERP token>`` within 64 octets."""
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain or "." not in domain or any(c in value for c in ' <>"+'):
+        raise ValueError(f"not a bare mail address without '+' (as bounces@example.com): {value!r}")
+    if len(local.encode()) + 1 + MAX_TOKEN > 64:
+        raise ValueError(f"the local part {local!r} leaves no room for the VERP token: use at most "
+                         f"{63 - MAX_TOKEN} characters")  # fmt: skip
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 HHMM = Annotated[str, AfterValidator(_hh_mm)]
@@ -121,3 +134,4 @@ Language = Annotated[str, AfterValidator(_language)]
 ListenHost = Annotated[str, AfterValidator(_listen_host)]
 Subject = Annotated[str, AfterValidator(_subject)]
 IpNetwork = Annotated[str, AfterValidator(_ip_network)]
+ReturnPath = Annotated[str, AfterValidator(_return_path)]

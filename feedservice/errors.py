@@ -7,6 +7,7 @@
     ├── ParseError           fetched bytes are not a usable feed (carries the URL)
     ├── WeatherError         a weather provider failed (carries the provider)
     ├── TemplateError        a digest template is broken (carries its name and line)
+    ├── IntakeError          a bounce intake (Maildir, IMAP) cannot be read (carries its name)
     └── DeliveryError        a message could not be handed over (about its recipient)
         └── SendingStopped   about us, not the recipient (connect, EHLO, STARTTLS, AUTH, MAIL
             │                FROM): the run stops; a temporary one is retried by a later run
@@ -95,3 +96,9 @@ class DeliveryFatal(SendingStopped):
 
 def _rebuild_fetch_error(url: str, message: str, retry_after: float | None, gone: bool) -> FetchError:
     return FetchError(url, message, retry_after=retry_after, gone=gone)
+
+
+class IntakeError(FeedServiceError):
+    def __init__(self, intake: str, message: str) -> None:
+        self.intake, self.message = intake, message
+        super().__init__(f"{intake}: {message}")

@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from feedservice.bounce_model import BounceRow, ReturnedMail
 from feedservice.model import (
     Article,
     Delivery,
@@ -204,3 +205,35 @@ class DeliveryStore(SubscriberStore, Protocol):
         now: datetime,
         next_attempt: datetime | None = None,
     ) -> None: ...
+
+
+class BounceIntake(Protocol):
+    """Where returned mail arrives (a Maildir the MTA delivers into, an IMAP folder)."""
+
+    name: str
+
+    def pending(self) -> Iterator[ReturnedMail]:
+        """Every message not yet handled."""
+        ...
+
+    def done(self, mail: ReturnedMail, *, matched: bool) -> None:
+        """Mark a message handled (it is never deleted); ``matched`` False flags it for a person."""
+        ...
+
+
+class BounceStore(Protocol):
+    """What reading returned mail needs from storage."""
+
+    def bounce_known(self, digest: str) -> bool: ...
+
+    def record_bounce(self, row: BounceRow) -> bool: ...
+
+    def delivery_by_message_id(self, message_ids: Sequence[str]) -> tuple[date, int] | None: ...
+
+    def get_subscriber(self, email: str) -> Subscriber | None: ...
+
+    def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None: ...
+
+    def soft_history(self, subscriber_id: int, since: datetime) -> tuple[list[date | None], list[date]]: ...
+
+    def subscribed_count(self) -> int: ...

@@ -19,6 +19,8 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from feedservice.adapters.asos import AsosHourlyProvider
+from feedservice.adapters.bounces.maildir import MaildirIntake
+from feedservice.adapters.bounces.reading import read_bounce
 from feedservice.adapters.dkim import DkimSigner
 from feedservice.adapters.forecast import VilageForecastProvider
 from feedservice.adapters.http import HttpFetcher, user_agent
@@ -33,12 +35,14 @@ from feedservice.adapters.websub import WebSubPublisher
 from feedservice.addresses import wire_mailbox
 from feedservice.config import Settings
 from feedservice.errors import ConfigError
-from feedservice.model import Edition, Route, Section, Subscriber, WeatherBlock
-from feedservice.ports import Mailer, WeatherProvider
+from feedservice.model import Delivery, Edition, Route, Section, Subscriber, WeatherBlock
+from feedservice.ports import BounceIntake, Mailer, WeatherProvider
+from feedservice.services import bounces as bounce_service
 from feedservice.services import collect as collect_service
 from feedservice.services import deliver, digest, editions, feeds, weather
 from feedservice.services.sending import Progress, Sending
 from feedservice.tokens import make_token
+from feedservice.verp import envelope_sender
 
 log = logging.getLogger("feedservice")
 
@@ -293,6 +297,31 @@ class App:
         prefs = make_token(secret, "preferences", sub.id, sub.email_hash, now=now, version=sub.token_version)
         return f"{base}/unsubscribe/{unsub}", f"{base}/preferences/{prefs}"
 
+    def envelope_for(self) -> Callable[[Delivery], str] | None:
+        """``[bounces] return_path``: each message's MAIL FROM names its delivery (VERP); else None."""
+        b = self.settings.bounces
+        if b is None or b.return_path is None:
+            return None
+        return_path, secret = b.return_path, self.secret()
+        return lambda d: envelope_sender(return_path, secret, d.edition, d.subscriber_id)
+
+    def bounce_intakes(self) -> list[BounceIntake]:
+        """Every configured ``[bounces]`` intake (none: bounce mail is not read)."""
+        b = self.settings.bounces
+        return [MaildirIntake(self.settings.path(b.maildir))] if b is not None and b.maildir else []
+
+    def check_bounces(self, *, force: bool = False) -> bounce_service.CheckReport:
+        """Read every intake once: record, match and apply the bounce policy (``services.bounces``)."""
+        b = self.settings.bounces
+        assert b is not None, "check_bounces needs [bounces]"
+        policy = bounce_service.BouncePolicy(soft_limit=b.soft_limit, soft_days=b.soft_days,
+                                             trust_recipient=b.return_path is None)  # fmt: skip
+        check = bounce_service.BounceCheck(self.store, self.bounce_intakes(), read_bounce, self.verify_secrets(),
+                                           self.clock, policy)  # fmt: skip
+        report = check.run(force=force)
+        log.info("bounces: %s", report.summary())
+        return report
+
     def drain_settings(self) -> deliver.DrainSettings:
         d = self.settings.delivery
         smtp = d.smtp if d.effective_mode == "smtp" else None
@@ -306,7 +335,9 @@ class App:
         )
 
     def sending(self) -> Sending:
-        return Sending(self.store, self.digest_site, self.make_mailer, self.links_for, self.clock, self.signer)
+        return Sending(
+            self.store, self.digest_site, self.make_mailer, self.links_for, self.clock, self.signer, self.envelope_for()
+        )
 
     async def send_confirmation(self, email: str, confirm_url: str, hours: int) -> None:
         await self.sending().send_confirmation(self.renderer().env, email, confirm_url, hours)

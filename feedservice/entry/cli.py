@@ -140,6 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     se = _leaf(ssub, "export", "export every subscriber as CSV (re-importable)", handler="subscribers_export")
     se.add_argument("--out", default="-", help="file to write (default: standard output)")
 
+    b = sub.add_parser("bounces", help="read bounce mail and complaints; list what came back")
+    bsub = b.add_subparsers(dest="bounces_command", metavar="ACTION", required=True)
+    bc = _leaf(bsub, "check", "read every [bounces] intake once; print hard, soft, complaints, auto-replies, "
+               "unmatched", handler="bounces_check")  # fmt: skip
+    bc.add_argument("--force", action="store_true",
+                    help="apply a run that would suppress a suspicious share of the list (the breaker)")  # fmt: skip
+    bl = _leaf(bsub, "list", "list returned mail: kind, the reader and edition it is about, what it did",
+               handler="bounces_list")  # fmt: skip
+    bl.add_argument("--since", type=_date, help="from this day on, YYYY-MM-DD (site time zone)")
+    bl.add_argument("--unmatched", action="store_true", help="only what matched no delivery (for a person to read)")
+
     wk = _leaf(sub, "worker", "send the due deliveries of recorded editions (several may run at once)",
                writes=("delivery.maildir",))  # fmt: skip
     wk.add_argument("--date", type=_date, help="only this edition (default: every edition with work to do)")

@@ -17,6 +17,11 @@ from rich.table import Table
 
 from feedservice.entry import aio
 from feedservice.entry.bootstrap import App
+from feedservice.entry.bounce_commands import (  # the cmd_* handlers: cli.Command looks them up here
+    cmd_bounces_check,  # noqa: F401
+    cmd_bounces_list,  # noqa: F401
+    print_edition_feedback,
+)
 from feedservice.entry.preview import NOTICE, write_preview
 from feedservice.model import SubscriberStatus
 from feedservice.services import deliver
@@ -216,6 +221,7 @@ def cmd_digest_status(app: App, args: argparse.Namespace) -> int:
         return FAILED
     counts = app.store.delivery_counts(day)
     out.print(f"digest status {day}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    print_edition_feedback(app, day)
     if (paused := app.store.sending_paused(day)) is not None:
         out.print(f"  sending {paused}")
         out.print(f"  resume with: feedservice digest send --date {day}")

@@ -3,13 +3,14 @@ process of a deployment answers the same."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from feedservice.bounce_model import EditionFeedback
 from feedservice.entry.bootstrap import App
 
 
@@ -59,6 +60,8 @@ class _Collector:
             for status, n in store.delivery_counts(editions[0].day).items():
                 deliveries.add_metric([editions[0].day.isoformat(), status], n)
         yield deliveries
+        if editions:
+            yield from feedback_metrics(editions[0].day, store.edition_feedback(editions[0].day))
         duration = GaugeMetricFamily("feedservice_job_last_duration_seconds", "How long each job's last run took",
                                      labels=["job"])  # fmt: skip
         success = GaugeMetricFamily("feedservice_job_last_success_timestamp_seconds",
@@ -79,6 +82,20 @@ class _Collector:
         for (job, status), n in store.job_run_counts().items():
             runs.add_metric([job, status], n)
         yield runs
+
+
+def feedback_metrics(day: date, feedback: EditionFeedback) -> list[GaugeMetricFamily]:
+    """What came back from the latest edition: readers by kind, and each kind's share of the delivered."""
+    counts = GaugeMetricFamily("feedservice_edition_feedback", "Readers of the latest edition by what came back",
+                               labels=["edition", "kind"])  # fmt: skip
+    rates = GaugeMetricFamily("feedservice_edition_feedback_rate", "Share of the latest edition's delivered messages "
+                              "(complaints: keep under 0.001)", labels=["edition", "kind"])  # fmt: skip
+    for kind in ("delivered", "hard", "soft", "complaints", "unsubscribes"):
+        n = getattr(feedback, kind)
+        counts.add_metric([day.isoformat(), kind], n)
+        if kind != "delivered":
+            rates.add_metric([day.isoformat(), kind], feedback.rate(n))
+    return [counts, rates]
 
 
 def ops_handlers(app: App):  # type: ignore[no-untyped-def]

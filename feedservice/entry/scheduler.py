@@ -2,10 +2,11 @@
 and a sending helper, in one event loop.
 
 Jobs: collect (+ feed rebuild when anything changed) every collect.interval_minutes, weather
-every weather.refresh_minutes, the digest daily at digest.send_at (site timezone), and delivery
-retries every 5 minutes. They persist in the database (apscheduler's SQLAlchemy job store): after
-a restart a missed digest runs once within its grace time, or is recorded as skipped. A failing
-job is recorded and logged, and the service keeps running.
+every weather.refresh_minutes, bounce mail every bounces.check_minutes (with an intake), the
+digest daily at digest.send_at (site timezone), and delivery retries every 5 minutes. They
+persist in the database (apscheduler's SQLAlchemy job store): after a restart a missed digest
+runs once within its grace time, or is recorded as skipped. A failing job is recorded and
+logged, and the service keeps running.
 """
 
 from __future__ import annotations
@@ -104,6 +105,18 @@ async def deliveries_job() -> None:
     await _run("deliveries", drain_all)
 
 
+async def bounces_job() -> None:
+    """Read the bounce intakes; a run the breaker held (or an intake that failed) is a failed job."""
+
+    async def check() -> object:
+        report = await asyncio.to_thread(_app().check_bounces)
+        if report.held or report.errors:
+            raise FeedServiceError(report.summary())
+        return report
+
+    await _run("bounces", check)
+
+
 def _on_missed(event: JobExecutionEvent) -> None:
     app = _app()
     detail = f"missed its time ({event.scheduled_run_time:%Y-%m-%d %H:%M %Z}) by more than the grace time"
@@ -134,6 +147,8 @@ def install_jobs(scheduler: AsyncIOScheduler, app: App) -> None:
                    int(s.run.digest_grace_hours * 3600) or 1, False),
         "deliveries": (deliveries_job, IntervalTrigger(minutes=5), 3600, False),
     }  # fmt: skip
+    if app.bounce_intakes() and s.bounces is not None:
+        wanted["bounces"] = (bounces_job, IntervalTrigger(minutes=s.bounces.check_minutes), 3600, True)
     if s.weather.provider != "none":
         wanted["weather"] = (weather_job, IntervalTrigger(minutes=s.weather.refresh_minutes), 3600, True)
     for job in scheduler.get_jobs():

@@ -135,12 +135,14 @@ class EditionDrain:
         report: SendReport | None = None,
         sign: Callable[[bytes], bytes] | None = None,
         progress: Callable[[SendReport], None] | None = None,
+        envelope: Callable[[Delivery], str] | None = None,
     ) -> None:
         self.store, self.mailer, self.site, self.edition = store, mailer, site, edition
         self.rendered_for, self.links_for, self.clock, self.settings = rendered_for, links_for, clock, settings
         self.report = report or SendReport()
         self.sign, self.progress = sign, progress
         self.envelope_from = parseaddr(site.sender)[1]
+        self.envelope = envelope  # the MAIL FROM per delivery (VERP, ``[bounces] return_path``)
         self.deadline = edition.window_end + settings.expires
         self.limiter = RateLimiter(settings.rate)
         self.queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=settings.pool_size * 2)
@@ -285,7 +287,8 @@ class EditionDrain:
             return Outcome(DeliveryStatus.FAILED, "nothing to send")
         await self.limiter.acquire()
         try:
-            reply = await self.mailer.send(self.envelope_from, sub.email, data)
+            sender = self.envelope(d) if self.envelope is not None else self.envelope_from
+            reply = await self.mailer.send(sender, sub.email, data)
         except SendingStopped:
             raise
         except DeliveryError as exc:

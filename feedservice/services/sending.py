@@ -17,7 +17,7 @@ from typing import Protocol
 import jinja2
 
 from feedservice.errors import FeedServiceError
-from feedservice.model import Subscriber
+from feedservice.model import Delivery, Subscriber
 from feedservice.ports import DeliveryStore, EditionStore, Mailer
 from feedservice.services import deliver, mime
 from feedservice.services.digest import DigestSite
@@ -43,6 +43,8 @@ class Sending:
     clock: Callable[[], datetime]
     # DKIM signing, or None; asked for within each run, so a key problem is that run's failure
     signer: Callable[[], Callable[[bytes], bytes] | None] = lambda: None
+    # the MAIL FROM per delivery (VERP, ``[bounces] return_path``), or None for the From address
+    envelope: Callable[[Delivery], str] | None = None
 
     async def send_digest(
         self,
@@ -87,7 +89,7 @@ class Sending:
         try:
             await deliver.EditionDrain(
                 self.store, mailer, self.site, assembled.edition, assembled.rendered_for, self.links_for, self.clock,
-                settings, report=report, sign=self.signer(), progress=progress,
+                settings, report=report, sign=self.signer(), progress=progress, envelope=self.envelope,
             ).run()  # fmt: skip
         finally:
             await mailer.aclose()

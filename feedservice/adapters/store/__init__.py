@@ -1,12 +1,13 @@
 """The storage adapter: one ``Store`` over SQLAlchemy Core, for SQLite and PostgreSQL alike.
 
 ``open_store(url)`` connects and migrates; the store's methods come from one
-mixin per domain (feeds, subscribers, editions, the delivery ledger, weather, jobs).
+mixin per domain (feeds, subscribers, editions, the delivery ledger, weather, jobs, bounces).
 """
 
 from __future__ import annotations
 
 from feedservice.adapters.store._base import make_engine, wrap_errors
+from feedservice.adapters.store.bounces import BounceStoreMixin
 from feedservice.adapters.store.editions import EditionStoreMixin
 from feedservice.adapters.store.feeds import FeedStoreMixin
 from feedservice.adapters.store.jobs import JobStoreMixin
@@ -19,7 +20,13 @@ __all__ = ["Store", "open_store"]
 
 
 class Store(
-    FeedStoreMixin, SubscriberStoreMixin, EditionStoreMixin, LedgerStoreMixin, WeatherStoreMixin, JobStoreMixin
+    FeedStoreMixin,
+    SubscriberStoreMixin,
+    EditionStoreMixin,
+    LedgerStoreMixin,
+    WeatherStoreMixin,
+    JobStoreMixin,
+    BounceStoreMixin,
 ):
     def __init__(self, url: str, *, address_key: bytes = b"") -> None:
         self.url = url

@@ -184,6 +184,40 @@ send_pauses = sa.Table(
     sa.Column("paused_at", UTCDateTime, nullable=False),
 )
 
+# Migration 17 (issue 16): every piece of mail that came back to the bounce address, matched or
+# not, kept raw (never deleted: B5 of the fixtures README), and each suppression it caused.
+bounce_mail = sa.Table(
+    "bounce_mail",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),  # SHA-256 of the raw bytes: read once
+    sa.Column("received", UTCDateTime, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),  # the intake and where in it ("maildir:new/…")
+    sa.Column("kind", sa.String(16), nullable=False),  # bounce_model.BounceKind
+    sa.Column("edition", sa.Date),  # the delivery it is about, when matched
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id")),
+    sa.Column("matched_by", sa.String(16)),  # verp, message-id, recipient; NULL: unmatched
+    sa.Column("recipient", sa.Text),
+    sa.Column("status", sa.String(16)),  # RFC 3463 code
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),  # what it did: "suppressed: …", "soft 1 of 3", "none"
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Index("ix_bounce_mail_subscriber", "subscriber_id", "received"),
+    sa.Index("ix_bounce_mail_received", "received"),
+)
+
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("bounce_id", sa.Integer, sa.ForeignKey("bounce_mail.id")),  # the message that caused it
+    sa.Index("ix_suppressions_subscriber", "subscriber_id"),
+)
+
 _V1_TABLES = [
     sections,
     sources,
@@ -233,9 +267,19 @@ def _v6(conn: Connection) -> None:
     conn.execute(sa.text("DROP INDEX ix_articles_section_first_seen"))
 
 
+def _v17(conn: Connection) -> None:
+    bounce_mail.create(conn)
+    suppressions.create(conn)
+    # A complaint names its delivery by the original's Message-ID: found by index, not by
+    # reading every delivery ever made.
+    conn.execute(sa.text("CREATE INDEX ix_deliveries_message_id ON deliveries (message_id)"))
+
+
 # Append (number, step) pairs; never edit a step once it has been released. Steps after the
 # first are plain DDL: the Table objects above are what step 1 created.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6), (17, _v17)
+]
 LATEST = MIGRATIONS[-1][0]
 
 
