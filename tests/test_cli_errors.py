@@ -7,6 +7,7 @@ at run time exit 1, and nothing prints a traceback unless `--debug` asks for it.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,41 @@ def test_the_folder_check_leaves_nothing_behind(tmp_path: Path) -> None:
     (tmp_path / "mail").write_text("a file where the Maildir should be\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"delivery\.maildir: .*is a file, not a folder"):
         check_folders(settings, ("delivery.maildir",))
+
+
+def _console(cfg: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [FEEDSERVICE, "--config", str(cfg), *args], capture_output=True, text=True, timeout=120, **kw
+    )
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_a_host_that_does_not_resolve_or_a_taken_port_is_one_line(tmp_path: Path, command: str) -> None:
+    """uvicorn answered these with its own log lines and exit 3; now they are ours, exit 2 or 1."""
+    cfg = write_config(tmp_path)
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text.replace("[web]\n", '[web]\nhost = "no-such-host.invalid"\n', 1), encoding="utf-8")
+    proc = _console(cfg, command, stdin=subprocess.DEVNULL)
+    assert (proc.returncode, proc.stderr.splitlines()) == (2, [
+        f"feedservice: config error: {cfg}: web.host: cannot resolve 'no-such-host.invalid': Name or service not known"
+    ]), proc.stderr  # fmt: skip
+
+    cfg.write_text(text.replace("[web]\n", '[web]\nhost = "192.0.2.1"\n', 1), encoding="utf-8")  # TEST-NET-1
+    proc = _console(cfg, command, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"feedservice: config error: {cfg}: web.host: cannot listen on 192.0.2.1:8080: Cannot assign requested address"
+    ]
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for workers in (1, 2):  # one process, and uvicorn's supervisor
+            edit = f"[web]\nport = {port}\nworkers = {workers}\n"
+            cfg.write_text(text.replace("[web]\n", edit, 1), encoding="utf-8")
+            proc = _console(cfg, command, stdin=subprocess.DEVNULL)
+            assert (proc.returncode, proc.stderr.splitlines()) == (1, [
+                f"feedservice: web.port: cannot listen on 127.0.0.1:{port}: Address already in use"
+            ]), proc.stderr  # fmt: skip
+
