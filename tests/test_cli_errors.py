@@ -7,6 +7,7 @@ at run time exit 1, and nothing prints a traceback unless `--debug` asks for it.
 
 from __future__ import annotations
 
+import resource
 import socket
 import subprocess
 import sys
@@ -176,3 +177,44 @@ def test_a_host_that_does_not_resolve_or_a_taken_port_is_one_line(tmp_path: Path
                 f"feedservice: web.port: cannot listen on 127.0.0.1:{port}: Address already in use"
             ]), proc.stderr  # fmt: skip
 
+
+def _limit_memory() -> None:
+    """2 GB of address space: the old unbounded read fails with MemoryError instead of eating the host."""
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def test_an_endless_or_huge_import_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    big = tmp_path / "big.csv"
+    with big.open("wb") as f:  # sparse: costs no disk
+        f.truncate(commands.MAX_IMPORT_BYTES + 1)
+    for name, source, stdin in [
+        ("/dev/zero", "/dev/zero", "/dev/null"),
+        ("standard input", "-", "/dev/zero"),
+        (str(big), str(big), "/dev/null"),
+    ]:
+        with open(stdin, "rb") as input_:
+            proc = _console(cfg, "subscribers", "import", source, stdin=input_, preexec_fn=_limit_memory)
+        assert (proc.returncode, proc.stderr.splitlines()) == (1, [
+            f"feedservice: {name}: larger than 64 MB: not a subscriber CSV (split it)"
+        ]), proc.stderr  # fmt: skip
+
+
+def test_text_the_csv_reader_refuses_is_a_bad_row_and_the_rows_before_it_are_kept(tmp_path: Path) -> None:
+    """A field over the csv module's 128 KB limit (or a file of NULs) was a csv.Error traceback-line."""
+    cfg = write_config(tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text('email\nfirst@example.com\n"' + "x" * 200_000 + '"\nlast@example.com\n', encoding="utf-8")
+    zeros = tmp_path / "zeros.csv"
+    zeros.write_bytes(b"\0" * 200_000)
+    proc = _console(cfg, "subscribers", "import", str(bad), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stderr == "", proc.stderr
+    assert proc.stdout.splitlines() == [
+        "import: 1 added, 0 updated, 0 unchanged, 1 bad rows",
+        "  line 3: not CSV: field larger than field limit (131072); the rest of the file was not read",
+    ]
+    proc = _console(cfg, "subscribers", "import", str(zeros), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+    assert proc.stdout.splitlines()[1:] == ["  line 1: not CSV: field larger than field limit (131072)"]
+    listed = _console(cfg, "subscribers", "list", stdin=subprocess.DEVNULL).stdout
+    assert "first@example.com" in listed and "last@example.com" not in listed
