@@ -67,6 +67,11 @@ CASES: list[tuple[str, list[str], tuple[str, str] | None, int, list[str]]] = [
      ["digest.subject", "{foo}"]),
     ("collect-timeout-nan", ["collect"], ("[collect]\n", "[collect]\nconnect_timeout = nan\n"), 2,
      ["collect.connect_timeout", "finite"]),
+    # 1,000 nested arrays or tables: tomllib's RecursionError was an "unexpected error", exit 1
+    ("config-nested-arrays", ["sources"], ("[site]\n", "[site]\nx = " + "[" * 1000 + "]" * 1000 + "\n"), 2,
+     ["config.toml", "nested too deeply"]),
+    ("config-nested-tables", ["sources"], ("[site]\n", "[site]\nx = " + "{{a=" * 1000 + "1" + "}}" * 1000 + "\n"),
+     2, ["config.toml", "nested too deeply"]),
 ]  # fmt: skip
 
 
