@@ -373,9 +373,13 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(str(p), "", f"larger than {MAX_CONFIG_BYTES // 1024 // 1024} MB: not a config file")
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(str(p), "", "not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+        return parse_settings(data, source=str(p), base_dir=p.resolve().parent)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), "", f"not valid TOML: {exc}") from None
-    return parse_settings(data, source=str(p), base_dir=p.resolve().parent)
+    except RecursionError:  # tomllib (and any walk over the values) recurse once per level
+        raise ConfigError(str(p), "", "values nested too deeply: not a config file") from None

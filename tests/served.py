@@ -58,11 +58,14 @@ def serve_config(app: App, monkeypatch: pytest.MonkeyPatch) -> uvicorn.Config:
         def __init__(self, config: uvicorn.Config) -> None:
             captured.append(config)
 
-        async def serve(self) -> None:
+        async def serve(self, sockets: object = None) -> None:
             return None
 
     with monkeypatch.context() as patch:
         patch.setattr(scheduler, "_Server", Capture)
+        # serve opens its listening sockets first (entry/listen.py): none here, the caller's
+        # running() picks a free port, and the configured 8080 may be taken on this machine.
+        patch.setattr(scheduler, "open_listeners", lambda *args, **kwargs: [])
         asyncio.run(scheduler.serve(app, with_scheduler=False))
     [config] = captured
     return config

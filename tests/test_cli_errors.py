@@ -7,6 +7,8 @@ at run time exit 1, and nothing prints a traceback unless `--debug` asks for it.
 
 from __future__ import annotations
 
+import resource
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +67,11 @@ CASES: list[tuple[str, list[str], tuple[str, str] | None, int, list[str]]] = [
      ["digest.subject", "{foo}"]),
     ("collect-timeout-nan", ["collect"], ("[collect]\n", "[collect]\nconnect_timeout = nan\n"), 2,
      ["collect.connect_timeout", "finite"]),
+    # 1,000 nested arrays or tables: tomllib's RecursionError was an "unexpected error", exit 1
+    ("config-nested-arrays", ["sources"], ("[site]\n", "[site]\nx = " + "[" * 1000 + "]" * 1000 + "\n"), 2,
+     ["config.toml", "nested too deeply"]),
+    ("config-nested-tables", ["sources"], ("[site]\n", "[site]\nx = " + "{{a=" * 1000 + "1" + "}}" * 1000 + "\n"),
+     2, ["config.toml", "nested too deeply"]),
 ]  # fmt: skip
 
 
@@ -137,3 +144,82 @@ def test_the_folder_check_leaves_nothing_behind(tmp_path: Path) -> None:
     (tmp_path / "mail").write_text("a file where the Maildir should be\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"delivery\.maildir: .*is a file, not a folder"):
         check_folders(settings, ("delivery.maildir",))
+
+
+def _console(cfg: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [FEEDSERVICE, "--config", str(cfg), *args], capture_output=True, text=True, timeout=120, **kw
+    )
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_a_host_that_does_not_resolve_or_a_taken_port_is_one_line(tmp_path: Path, command: str) -> None:
+    """uvicorn answered these with its own log lines and exit 3; now they are ours, exit 2 or 1."""
+    cfg = write_config(tmp_path)
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text.replace("[web]\n", '[web]\nhost = "no-such-host.invalid"\n', 1), encoding="utf-8")
+    proc = _console(cfg, command, stdin=subprocess.DEVNULL)
+    assert (proc.returncode, proc.stderr.splitlines()) == (2, [
+        f"feedservice: config error: {cfg}: web.host: cannot resolve 'no-such-host.invalid': Name or service not known"
+    ]), proc.stderr  # fmt: skip
+
+    cfg.write_text(text.replace("[web]\n", '[web]\nhost = "192.0.2.1"\n', 1), encoding="utf-8")  # TEST-NET-1
+    proc = _console(cfg, command, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"feedservice: config error: {cfg}: web.host: cannot listen on 192.0.2.1:8080: Cannot assign requested address"
+    ]
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for workers in (1, 2):  # one process, and uvicorn's supervisor
+            edit = f"[web]\nport = {port}\nworkers = {workers}\n"
+            cfg.write_text(text.replace("[web]\n", edit, 1), encoding="utf-8")
+            proc = _console(cfg, command, stdin=subprocess.DEVNULL)
+            assert (proc.returncode, proc.stderr.splitlines()) == (1, [
+                f"feedservice: web.port: cannot listen on 127.0.0.1:{port}: Address already in use"
+            ]), proc.stderr  # fmt: skip
+
+
+def _limit_memory() -> None:
+    """2 GB of address space: the old unbounded read fails with MemoryError instead of eating the host."""
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def test_an_endless_or_huge_import_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    big = tmp_path / "big.csv"
+    with big.open("wb") as f:  # sparse: costs no disk
+        f.truncate(commands.MAX_IMPORT_BYTES + 1)
+    for name, source, stdin in [
+        ("/dev/zero", "/dev/zero", "/dev/null"),
+        ("standard input", "-", "/dev/zero"),
+        (str(big), str(big), "/dev/null"),
+    ]:
+        with open(stdin, "rb") as input_:
+            proc = _console(cfg, "subscribers", "import", source, stdin=input_, preexec_fn=_limit_memory)
+        assert (proc.returncode, proc.stderr.splitlines()) == (1, [
+            f"feedservice: {name}: larger than 64 MB: not a subscriber CSV (split it)"
+        ]), proc.stderr  # fmt: skip
+
+
+def test_text_the_csv_reader_refuses_is_a_bad_row_and_the_rows_before_it_are_kept(tmp_path: Path) -> None:
+    """A field over the csv module's 128 KB limit (or a file of NULs) was a csv.Error traceback-line."""
+    cfg = write_config(tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text('email\nfirst@example.com\n"' + "x" * 200_000 + '"\nlast@example.com\n', encoding="utf-8")
+    zeros = tmp_path / "zeros.csv"
+    zeros.write_bytes(b"\0" * 200_000)
+    proc = _console(cfg, "subscribers", "import", str(bad), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stderr == "", proc.stderr
+    assert proc.stdout.splitlines() == [
+        "import: 1 added, 0 updated, 0 unchanged, 1 bad rows",
+        "  line 3: not CSV: field larger than field limit (131072); the rest of the file was not read",
+    ]
+    proc = _console(cfg, "subscribers", "import", str(zeros), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+    assert proc.stdout.splitlines()[1:] == ["  line 1: not CSV: field larger than field limit (131072)"]
+    listed = _console(cfg, "subscribers", "list", stdin=subprocess.DEVNULL).stdout
+    assert "first@example.com" in listed and "last@example.com" not in listed

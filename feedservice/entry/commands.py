@@ -29,6 +29,9 @@ from feedservice.services import subscribers as subs
 from feedservice.services.weather import format_observation, national_summary
 
 OK, FAILED, USAGE = 0, 1, 2
+# A subscriber CSV row is under 100 bytes: 64 MB is over half a million readers. `import
+# /dev/zero` (or a wrong path to a disk image) read until MemoryError before this cap.
+MAX_IMPORT_BYTES = 64 * 1024 * 1024
 log = logging.getLogger("feedservice")
 # On a terminal rich fits its width; piped output gets wide rows instead of wrapped cells.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -271,11 +274,19 @@ def cmd_subscribers_remove(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_subscribers_import(app: App, args: argparse.Namespace) -> int:
-    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    name = "standard input" if args.file == "-" else args.file
+    if args.file == "-":
+        data = sys.stdin.buffer.read(MAX_IMPORT_BYTES + 1)
+    else:
+        with open(args.file, "rb") as f:
+            data = f.read(MAX_IMPORT_BYTES + 1)
+    if len(data) > MAX_IMPORT_BYTES:
+        limit = MAX_IMPORT_BYTES // 1024 // 1024
+        print(f"feedservice: {name}: larger than {limit} MB: not a subscriber CSV (split it)", file=sys.stderr)
+        return FAILED
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        name = "standard input" if args.file == "-" else args.file
         print(f"feedservice: {name}: not UTF-8 text (byte {exc.start}): expected a CSV file", file=sys.stderr)
         return FAILED
     report = subs.import_csv(app.store, text, _known(app))

@@ -32,6 +32,7 @@ from feedservice.adapters.leader import LeaderLock
 from feedservice.entry import aio
 from feedservice.entry.bootstrap import App
 from feedservice.entry.httplimits import LimitedHttpProtocol
+from feedservice.entry.listen import open_listeners
 from feedservice.entry.web import create_app
 from feedservice.errors import FeedServiceError, WeatherError
 
@@ -236,12 +237,14 @@ async def serve(app: App, *, with_scheduler: bool) -> None:
         http=LimitedHttpProtocol, proxy_headers=False,  # [web] trusted_proxies decides instead (entry/clients.py)
         timeout_graceful_shutdown=int(app.settings.run.shutdown_timeout),
     )  # fmt: skip
+    # Opened before anything starts, so a bad host or a taken port is one line and exit 1 or 2.
+    sockets = open_listeners(web.host, web.port, config_path=app.settings.source_path)
     server = _Server(config)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(lead(app, stop)), asyncio.create_task(help_send(app, stop))] if with_scheduler else []
     log.info("serving on http://%s:%d/", web.host, web.port)
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         # Stop taking new work: a send under way stops after its messages in flight and hands
         # back what it had claimed; then give everything up to shutdown_timeout to finish.
@@ -259,6 +262,10 @@ def serve_workers(app: App, *, with_scheduler: bool) -> None:
     this supervising process, on an event loop of its own in a thread.
     """
     web = app.settings.web
+    # uvicorn's supervisor binds by itself and answers a failure with sys.exit(3): try the
+    # address first so that a bad host or a taken port is our one line (entry/listen.py).
+    for sock in open_listeners(web.host, web.port, config_path=app.settings.source_path):
+        sock.close()
     os.environ["FEEDSERVICE_CONFIG"] = str(Path(app.settings.source_path).resolve())
     stop = threading.Event()
     thread = None

@@ -61,14 +61,33 @@ def export_csv(subscribers: Iterable[Subscriber]) -> str:
 def import_csv(
     store: SubscriberStore, text: str, known_sections: Sequence[str], now: datetime | None = None
 ) -> ImportReport:
-    """Idempotent: an identical row changes nothing; bad rows are reported by line and skipped."""
+    """Idempotent: an identical row changes nothing; bad rows are reported by line and skipped.
+
+    Text the csv module cannot read (a field over its 128 KB limit, a NUL-filled file) ends the
+    import at that line with an error in the report: the rows before it are kept (importing the
+    fixed file again changes nothing for them), and no csv.Error escapes as a traceback.
+    """
     now = now or datetime.now(UTC)
     report = ImportReport()
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "email" not in reader.fieldnames:
+    try:
+        header = reader.fieldnames
+    except csv.Error as exc:
+        report.errors.append((1, f"not CSV: {exc}"))
+        return report
+    if not header or "email" not in header:
         report.errors.append((1, "the header must name an 'email' column"))
         return report
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            # line_num counts the lines read before the one the reader gave up on
+            report.errors.append((reader.line_num + 1, f"not CSV: {exc}; the rest of the file was not read"))
+            break
         line = reader.line_num
         try:
             sections = parse_sections(row.get("sections") or "", known_sections)
