@@ -253,3 +253,24 @@ def test_readyz_metrics_and_status(tmp_path: Path, feed_server: FeedServer) -> N
         assert runs[("feeds", "ok")] == 1 and runs[("collect", "ok")] == 1  # feed builds are counted
     finally:
         app.close()
+
+
+def test_ctrl_c_stops_run_with_its_parser_processes_and_no_traceback(tmp_path: Path, feed_server: FeedServer) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole process group, parser processes included."""
+    cfg = _config(tmp_path, feed_server)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[collect]\n", "[collect]\nparse_processes = 2\n", 1),
+                   encoding="utf-8")  # fmt: skip
+    command = [sys.executable, "-m", "feedservice", "--config", str(cfg), "run"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: ("collect", "ok") in _job_runs(cfg), 30, "the first collect did not run")  # the pool is up
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    assert "parser processes started" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+

@@ -10,6 +10,7 @@ import fcntl
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -22,7 +23,12 @@ PIPE_SIZE = 1 << 20
 
 def exit_with_parent(parent: int) -> None:
     """Exit when the process that started this one is gone (even after a SIGKILL, which leaves a
-    pool worker's queue open), instead of lingering as an orphan."""
+    pool worker's queue open), instead of lingering as an orphan.
+
+    A parser process also ignores SIGINT: Ctrl-C in a terminal reaches the whole process group,
+    and the parent, which owns the pool, shuts it down; without this each parser printed a
+    KeyboardInterrupt traceback on the way out."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:
