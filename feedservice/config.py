@@ -264,12 +264,39 @@ class SmtpConfig(_Table):
     rate_limit: float = Field(default=0.0, ge=0, le=10_000)
 
 
+def _mail_domain(value: str) -> str:
+    domain = value.strip().lower().rstrip(".")
+    if not re.fullmatch(r"[^\s@/:]+\.[^\s@/:]+", domain):
+        raise ValueError(f"not a mail domain: {value!r}")
+    return domain
+
+
+MailDomain = Annotated[str, AfterValidator(_mail_domain)]
+
+
+class DomainPacingConfig(_Table):
+    """``[delivery.domains.NAME]``: NAME is a domain, or names a group listed in ``domains``."""
+
+    domains: tuple[MailDomain, ...] = ()  # a group (one mailbox provider's domains); empty: NAME itself
+    concurrency: int = Field(default=2, ge=1, le=200)  # messages in flight to these domains at once
+    per_minute: float = Field(default=0.0, ge=0, le=100_000)  # 0: no rate limit
+
+
 class DeliveryConfig(_Table):
     mode: Literal["maildir", "smtp"] | None = None
     maildir: str = "var/mail"
     smtp: SmtpConfig | None = None
     expire_hours: float = Field(default=6.0, gt=0, le=72)
     lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    # A throttling reply from a domain pauses it this long, doubling on repeats up to an hour.
+    domain_pause_seconds: float = Field(default=300.0, gt=0, le=3600)
+    domains: dict[str, DomainPacingConfig] = {}
+
+    def domain_groups(self) -> dict[str, tuple[tuple[str, ...], DomainPacingConfig]]:
+        """Each ``[delivery.domains]`` entry: its name, the domains it covers and its limits."""
+        return {
+            name: (p.domains or (_mail_domain(name),), p) for name, p in self.domains.items()
+        }
 
     @property
     def effective_mode(self) -> str:
@@ -420,9 +447,26 @@ def _check_references(s: Settings) -> None:
     if s.delivery.effective_mode == "smtp" and s.delivery.smtp is None:
         raise ConfigError(s.source_path, "delivery.smtp", 'mode = "smtp" needs a [delivery.smtp] table')
     _check_from(s)
+    _check_domains(s)
     url = s.database.url
     if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgresql+psycopg://"))):
         raise ConfigError(s.source_path, "database.url", f"expected sqlite:///… or postgresql://…, got {url!r}")
+
+
+def _check_domains(s: Settings) -> None:
+    """Every ``[delivery.domains]`` name is a domain or a group, and a domain belongs to one entry."""
+    owner: dict[str, str] = {}
+    for name, p in s.delivery.domains.items():
+        key = f'delivery.domains."{name}"'
+        if not p.domains:
+            try:
+                _mail_domain(name)
+            except ValueError:
+                raise ConfigError(s.source_path, key, "not a domain: name one, or list a group's `domains`") from None
+        for domain in p.domains or (_mail_domain(name),):
+            if domain in owner:
+                raise ConfigError(s.source_path, key, f"{domain} is already paced by {owner[domain]!r}")
+            owner[domain] = name
 
 
 def _check_from(s: Settings) -> None:

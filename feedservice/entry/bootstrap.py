@@ -412,6 +412,11 @@ class App:
             lease=timedelta(seconds=d.lease_seconds),
             expires=timedelta(hours=d.expire_hours),
             shutdown_timeout=self.settings.run.shutdown_timeout,
+            lanes=tuple(
+                deliver.LaneRule(name, domains, p.concurrency, p.per_minute)
+                for name, (domains, p) in d.domain_groups().items()
+            ),
+            domain_pause=timedelta(seconds=d.domain_pause_seconds),
         )
 
     async def send_confirmation(self, email: str, confirm_url: str, hours: int) -> None:

@@ -218,6 +218,9 @@ def cmd_digest_status(app: App, args: argparse.Namespace) -> int:
     if (paused := app.store.sending_paused(day)) is not None:
         out.print(f"  sending {paused}")
         out.print(f"  resume with: feedservice digest send --date {day}")
+    for p in app.store.paused_domains(app.clock()):
+        until = p.until.astimezone(app.settings.site.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+        out.print(f"  {p.lane} paused until {until} (throttle {p.strikes} in a row), its mail deferred: {p.reason}")
     for d in app.store.delivery_errors(day):
         out.print(f"  {d.status.value}: {d.email}: {d.last_reply}")
     return OK

@@ -1,7 +1,7 @@
 """The storage adapter: one ``Store`` over SQLAlchemy Core, for SQLite and PostgreSQL alike.
 
 ``open_store(url)`` connects and migrates; the store's methods come from one
-mixin per domain (feeds, mail, weather).
+mixin per domain (feeds, mail, pacing, weather, jobs).
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from feedservice.adapters.store._base import make_engine, wrap_errors
 from feedservice.adapters.store.feeds import FeedStoreMixin
 from feedservice.adapters.store.jobs import JobStoreMixin
 from feedservice.adapters.store.mail import MailStoreMixin
+from feedservice.adapters.store.pacing import PacingStoreMixin
 from feedservice.adapters.store.schema import LATEST, current_version, migrate
 from feedservice.adapters.store.weather import WeatherStoreMixin
 
 __all__ = ["Store", "open_store"]
 
 
-class Store(FeedStoreMixin, MailStoreMixin, WeatherStoreMixin, JobStoreMixin):
+class Store(FeedStoreMixin, MailStoreMixin, PacingStoreMixin, WeatherStoreMixin, JobStoreMixin):
     def __init__(self, url: str, *, address_key: bytes = b"") -> None:
         self.url = url
         self.engine = make_engine(url)
