@@ -290,6 +290,7 @@ class DeliveryConfig(_Table):
     lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     # A throttling reply from a domain pauses it this long, doubling on repeats up to an hour.
     domain_pause_seconds: float = Field(default=300.0, gt=0, le=3600)
+    dkim_threads: int = Field(default=2, ge=0, le=16)  # threads that DKIM-sign; 0: on the event loop
     domains: dict[str, DomainPacingConfig] = {}
 
     def domain_groups(self) -> dict[str, tuple[tuple[str, ...], DomainPacingConfig]]:

@@ -417,6 +417,7 @@ class App:
                 for name, (domains, p) in d.domain_groups().items()
             ),
             domain_pause=timedelta(seconds=d.domain_pause_seconds),
+            sign_threads=d.dkim_threads,
         )
 
     async def send_confirmation(self, email: str, confirm_url: str, hours: int) -> None:

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -123,6 +124,9 @@ class DrainSettings:
     breaker_minimum: int = 20  # …and at least this many readers in one run
     lanes: tuple[LaneRule, ...] = ()  # [delivery.domains]: per-provider limits
     domain_pause: timedelta = timedelta(seconds=300)  # the first pause after a throttle
+    # DKIM signing threads: OpenSSL signs without the GIL, so the loop goes on sending meanwhile;
+    # 0 signs on the event loop itself.
+    sign_threads: int = 2
 
 
 Item = tuple[Delivery, Subscriber | None]
@@ -165,6 +169,7 @@ class EditionDrain:
         self.to_suppress: list[tuple[Delivery, Subscriber, Outcome]] = []  # applied if the run ends well
         self.held_back: set[int] = set()  # their delivery ids
         self.recorder = GroupCommit(store, clock)
+        self.signing: ThreadPoolExecutor | None = None  # while a signed run runs
 
     # -- the run -------------------------------------------------------------------------------
     async def run(self) -> SendReport:
@@ -178,6 +183,8 @@ class EditionDrain:
         counts = await asyncio.to_thread(self.store.delivery_counts, day)
         self.breaker.recipients = sum(counts.values())
         self.pacer = DomainPacer(self.settings.lanes, await asyncio.to_thread(self.store.domain_pauses))
+        if self.sign is not None and self.settings.sign_threads > 0:
+            self.signing = ThreadPoolExecutor(self.settings.sign_threads, thread_name_prefix="dkim")
         recording = asyncio.create_task(self.recorder.run())
         senders = [asyncio.create_task(self._sender()) for _ in range(self.settings.pool_size)]
         producer = asyncio.create_task(self._produce())
@@ -197,6 +204,8 @@ class EditionDrain:
             await recording
             await self._settle_suppressions(apply=not cancelled and not self.breaker.tripped)
             await self._hand_back()
+            if self.signing is not None:
+                self.signing.shutdown(wait=False, cancel_futures=True)
         if cancelled:
             raise asyncio.CancelledError
         if self.error is not None:
@@ -327,6 +336,13 @@ class EditionDrain:
         data = self._compose(d, sub)
         if data is None:
             return Outcome(DeliveryStatus.FAILED, "nothing to send")
+        if self.signing is not None and self.sign is not None:
+            # Off the loop: ~0.3 ms of RSA per message in which OpenSSL holds no GIL, so another
+            # core signs while this one personalises and speaks SMTP; worth it only where a core
+            # is free (bench/send.py's signed rows compare both ways, docs/benchmarks.md).
+            data = await asyncio.get_running_loop().run_in_executor(self.signing, self.sign, data)
+        elif self.sign is not None:
+            data = self.sign(data)
         await self.limiter.acquire()
         await lane.limiter.acquire()
         if (waiting := self._lane_paused(lane)) is not None:  # paused while this one waited its turn
@@ -377,7 +393,7 @@ class EditionDrain:
         data = personalize(self.site, prepare(self.site, rendered, self.edition.day), to=sub.email,
                            msg_id=d.message_id, unsubscribe_url=unsubscribe, preferences_url=preferences,
                            now=self.clock())  # fmt: skip
-        return self.sign(data) if self.sign is not None else data
+        return data
 
     def _stop_for(self, exc: SendingStopped) -> None:
         if isinstance(exc, DeliveryFatal):
