@@ -125,7 +125,7 @@ def test_a_throttling_domain_pauses_alone_and_loses_nothing(tmp_path: Path, feed
     ("code", "text", "permanent", "expected"),
     [
         (421, "421 4.3.1 Too many messages", False, True),  # Naver
-        (421, "421 4.7.28 Our system has detected an unusual rate of unsolicited mail", False, True),  # Gmail
+        (421, "421 4.7.0 Try again later, closing connection", False, True),
         (450, "450 4.7.1 Rate limited", False, True),
         (451, "451 Too many connections from your IP", False, True),
         (451, "451 4.2.2 Mailbox full, try later", False, False),

@@ -61,7 +61,7 @@ def classify(exc: DeliveryError, *, now: datetime, deadline: datetime, attempts:
 def throttled(exc: DeliveryError) -> bool:
     """A temporary refusal that says we send too much or too fast to this recipient's provider.
 
-    Naver's ``421 4.3.1``/``4.3.2``, Gmail's ``421 4.7.28`` and ``450 4.7.x`` rate limits, and
+    Naver's ``421 4.3.1``/``4.3.2``, temporary ``4.7.x`` rate limits (Gmail's ``4.7.32``), and
     any "too many …" wording. Permanent refusals never are (5.7.x is a policy rejection).
     """
     if exc.permanent:
