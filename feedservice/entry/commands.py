@@ -226,6 +226,19 @@ def cmd_digest_status(app: App, args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_doctor(app: App, args: argparse.Namespace) -> int:
+    from feedservice.entry.doctor import Doctor
+
+    doctor = Doctor(app)
+    checks = doctor.run()
+    for check in checks:
+        out.print(check.line(), markup=False, highlight=False)
+    out.print("DNS records to publish (docs/deliverability.md):", markup=False, highlight=False)
+    for record in doctor.records:
+        out.print(f"  {record}", markup=False, highlight=False, soft_wrap=True)
+    return OK if all(c.ok for c in checks) else FAILED
+
+
 def _known(app: App) -> list[str]:
     return [s.slug for s in app.settings.sections]
 
