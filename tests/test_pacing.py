@@ -5,6 +5,7 @@ rules of when a throttle pauses a domain and for how long."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,9 @@ T0 = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
 BASE = timedelta(seconds=300)
 
 
+GROUPS = {"hanmail.net": "daum", "kakao.com": "daum", "daum.net": "daum"}  # as PACING below groups them
+
+
 class ThrottlingRelay(FaultySink):
     """Accepts everything, but for ``naver.com``: ``accept`` messages, then a 421 to every RCPT
     while ``throttling``. Counts messages in flight per domain, and naver RCPTs after the first 421."""
@@ -33,7 +37,8 @@ class ThrottlingRelay(FaultySink):
     def __init__(self, accept: int) -> None:
         super().__init__(delay=0.03)
         self.accept, self.throttling = accept, True
-        self.in_flight: Counter[str] = Counter()
+        self.done: list[tuple[str, float]] = []  # (domain, monotonic time) of each accepted message
+        self.in_flight: Counter[str] = Counter()  # by domain, and by provider group
         self.most: Counter[str] = Counter()
         self.rcpts_after_throttle = 0
         self.throttled = 0
@@ -47,16 +52,20 @@ class ThrottlingRelay(FaultySink):
             if self.throttling and accepted_naver + self.in_flight["naver.com"] >= self.accept:
                 self.throttled += 1
                 return NAVER_THROTTLE
-        self.in_flight[domain] += 1
-        self.most[domain] = max(self.most[domain], self.in_flight[domain])
+        for key in {domain, GROUPS.get(domain, domain)}:
+            self.in_flight[key] += 1
+            self.most[key] = max(self.most[key], self.in_flight[key])
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        domain = envelope.rcpt_tos[0].rpartition("@")[2]
         try:
             return await super().handle_DATA(server, session, envelope)
         finally:
-            self.in_flight[envelope.rcpt_tos[0].rpartition("@")[2]] -= 1
+            self.done.append((domain, time.monotonic()))
+            for key in {domain, GROUPS.get(domain, domain)}:
+                self.in_flight[key] -= 1
 
 
 PACING = """domain_pause_seconds = 20
@@ -86,7 +95,7 @@ def test_a_throttling_domain_pauses_alone_and_loses_nothing(tmp_path: Path, feed
         got = Counter(to for to, _ in relay.received)
         # Other domains at full speed: all sent in this run, several at once; the daum group one at a time.
         assert all(got[a] == 1 for a in others + daum)
-        assert relay.most["example.com"] >= 3 and relay.most["hanmail.net"] + relay.most["kakao.com"] <= 2
+        assert relay.most["example.com"] >= 3 and relay.most["daum"] == 1
         assert relay.most["naver.com"] <= 2
         # Naver throttled us once its 3 were in: at most its concurrency (2) tried after the first 421.
         assert relay.throttled >= 1 and relay.rcpts_after_throttle <= 1
@@ -116,6 +125,26 @@ def test_a_throttling_domain_pauses_alone_and_loses_nothing(tmp_path: Path, feed
         assert third.sent == 10 and all(got[a] == 1 for a in [*naver, "late@naver.com", *daum, *others])
         assert {d.status.value for d in _deliveries(app)} == {"sent"}
         assert relay.most["naver.com"] <= 2
+    finally:
+        app.close()
+        controller.stop()
+
+
+def test_per_minute_spaces_one_provider_only(tmp_path: Path, feed_server: FeedServer) -> None:
+    relay = ThrottlingRelay(accept=100)
+    port = free_port()
+    controller = Controller(relay, hostname="127.0.0.1", port=port)
+    controller.start()
+    pacing = '[delivery.domains."naver.com"]\nconcurrency = 4\nper_minute = 120\n'  # one every 0.5 s
+    app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 4", delivery_extra=pacing, clock=None, items=FRESH)
+    try:
+        _add(app, *[f"n{i}@naver.com" for i in range(5)], *[f"r{i:02d}@example.com" for i in range(12)])
+        report = asyncio.run(app.send_digest(datetime.fromisoformat(TODAY).date()))
+        assert report.sent == 17
+        naver = [t for d, t in relay.done if d == "naver.com"]
+        others = [t for d, t in relay.done if d == "example.com"]
+        assert len(naver) == 5 and naver[-1] - naver[0] >= 1.8  # 4 intervals of 0.5 s, less the DATA time
+        assert max(others) < naver[-1]  # example.com was not held to naver's pace
     finally:
         app.close()
         controller.stop()
