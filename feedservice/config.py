@@ -12,13 +12,13 @@ import os
 import secrets
 import tomllib
 from datetime import time
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from feedservice.config_checks import check_references
 from feedservice.config_values import (
     HHMM,
     EnvName,
@@ -26,14 +26,16 @@ from feedservice.config_values import (
     IpNetwork,
     Language,
     ListenHost,
+    MailDomain,
     ReturnPath,
     Slug,
     Subject,
     TimeZone,
     control_character,
+    mail_domain,
 )
 from feedservice.errors import ConfigError
-from feedservice.stations import DEFAULT_STATION_IDS, STATIONS
+from feedservice.stations import DEFAULT_STATION_IDS
 
 _log = logging.getLogger("feedservice")
 
@@ -163,12 +165,30 @@ class SmtpConfig(_Table):
     rate_limit: float = Field(default=0.0, ge=0, le=10_000)
 
 
+class DomainPacingConfig(_Table):
+    """``[delivery.domains.NAME]``: NAME is a domain, or names a group listed in ``domains``."""
+
+    domains: tuple[MailDomain, ...] = ()  # a group (one mailbox provider's domains); empty: NAME itself
+    concurrency: int = Field(default=2, ge=1, le=200)  # messages in flight to these domains at once
+    per_minute: float = Field(default=0.0, ge=0, le=100_000)  # 0: no rate limit
+
+
 class DeliveryConfig(_Table):
     mode: Literal["maildir", "smtp"] | None = None
     maildir: str = "var/mail"
     smtp: SmtpConfig | None = None
     expire_hours: float = Field(default=6.0, gt=0, le=72)
     lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    # A throttling reply from a domain pauses it this long, doubling on repeats up to an hour.
+    domain_pause_seconds: float = Field(default=300.0, gt=0, le=3600)
+    dkim_threads: int = Field(default=2, ge=0, le=16)  # threads that DKIM-sign; 0: on the event loop
+    domains: dict[str, DomainPacingConfig] = {}
+
+    def domain_groups(self) -> dict[str, tuple[tuple[str, ...], DomainPacingConfig]]:
+        """Each ``[delivery.domains]`` entry: its name, the domains it covers and its limits."""
+        return {
+            name: (p.domains or (mail_domain(name),), p) for name, p in self.domains.items()
+        }
 
     @property
     def effective_mode(self) -> str:
@@ -320,46 +340,8 @@ def parse_settings(data: dict[str, Any], *, source: str = "config.toml", base_di
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(source, _key(first["loc"]), _message(dict(first))) from None
-    _check_references(settings)
+    check_references(settings)
     return settings
-
-
-def _check_references(s: Settings) -> None:
-    seen: set[str] = set()
-    for i, sec in enumerate(s.sections):
-        if sec.slug in seen:
-            raise ConfigError(s.source_path, f"sections[{i}].slug", f"duplicate section {sec.slug!r}")
-        seen.add(sec.slug)
-    urls: set[str] = set()
-    for i, src in enumerate(s.sources):
-        if src.section not in seen:
-            raise ConfigError(
-                s.source_path, f"sources[{i}].section", f"no such section {src.section!r} in [[sections]]"
-            )
-        for j, r in enumerate(src.routes):
-            key = f"sources[{i}].routes[{j}]"
-            if r.section not in seen:
-                raise ConfigError(s.source_path, key + ".section", f"no such section {r.section!r} in [[sections]]")
-            if (r.category is None) == (r.path is None):
-                raise ConfigError(s.source_path, key, "give exactly one of category or path")
-        if src.url in urls:
-            raise ConfigError(s.source_path, f"sources[{i}].url", f"duplicate source {src.url!r}")
-        urls.add(src.url)
-    for i, stn in enumerate(s.weather.stations):
-        if stn not in STATIONS:
-            raise ConfigError(s.source_path, f"weather.stations[{i}]", f"unknown KMA station id {stn}")
-    if s.delivery.effective_mode == "smtp" and s.delivery.smtp is None:
-        raise ConfigError(s.source_path, "delivery.smtp", 'mode = "smtp" needs a [delivery.smtp] table')
-    _check_from(s)
-    url = s.database.url
-    if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgresql+psycopg://"))):
-        raise ConfigError(s.source_path, "database.url", f"expected sqlite:///… or postgresql://…, got {url!r}")
-
-
-def _check_from(s: Settings) -> None:
-    _, addr = parseaddr(s.digest.from_)
-    if "@" not in addr or "\n" in s.digest.from_ or "\r" in s.digest.from_:
-        raise ConfigError(s.source_path, "digest.from", f"not a mail address: {s.digest.from_!r}")
 
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:

@@ -17,8 +17,8 @@ from pydantic import AfterValidator
 from feedservice.verp import MAX_TOKEN
 
 __all__ = [
-    "HHMM", "EnvName", "HttpUrl", "IpNetwork", "Language", "ListenHost", "ReturnPath", "Slug", "Subject", "TimeZone",
-    "control_character",
+    "HHMM", "EnvName", "HttpUrl", "IpNetwork", "Language", "ListenHost", "MailDomain", "ReturnPath", "Slug",
+    "Subject", "TimeZone", "control_character", "mail_domain",
 ]  # fmt: skip
 
 
@@ -125,6 +125,13 @@ def _return_path(value: str) -> str:
     return value
 
 
+def mail_domain(value: str) -> str:
+    domain = value.strip().lower().rstrip(".")
+    if not re.fullmatch(r"[^\s@/:]+\.[^\s@/:]+", domain):
+        raise ValueError(f"not a mail domain: {value!r}")
+    return domain
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 HHMM = Annotated[str, AfterValidator(_hh_mm)]
@@ -135,3 +142,4 @@ ListenHost = Annotated[str, AfterValidator(_listen_host)]
 Subject = Annotated[str, AfterValidator(_subject)]
 IpNetwork = Annotated[str, AfterValidator(_ip_network)]
 ReturnPath = Annotated[str, AfterValidator(_return_path)]
+MailDomain = Annotated[str, AfterValidator(mail_domain)]

@@ -251,3 +251,17 @@ class Delivery:
     attempts: int = 0
     last_reply: str | None = None
     next_attempt: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DomainPause:
+    """A mailbox provider (a domain or a ``[delivery.domains]`` group) that throttled us.
+
+    Nothing is sent to it before ``until``; ``strikes`` counts the throttles in a row (the
+    pause doubles with each); ``reason`` is the reply that caused it.
+    """
+
+    lane: str
+    until: datetime
+    strikes: int
+    reason: str

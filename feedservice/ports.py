@@ -16,6 +16,7 @@ from feedservice.model import (
     Article,
     Delivery,
     DeliveryStatus,
+    DomainPause,
     Edition,
     FetchRecord,
     FetchResult,
@@ -192,6 +193,10 @@ class DeliveryStore(SubscriberStore, Protocol):
     def pause_sending(self, day: date, reason: str, now: datetime) -> None: ...
 
     def next_reclaim(self, day: date, lease: timedelta) -> datetime | None: ...
+
+    def domain_pauses(self) -> list[DomainPause]: ...
+
+    def save_domain_pause(self, pause: DomainPause) -> None: ...
 
     def mark_deliveries(
         self, outcomes: Sequence[tuple[int, DeliveryStatus, str | None, datetime | None]], now: datetime

@@ -3,10 +3,12 @@
 Who a reply is about decides what it means. Replies at the RCPT stage (and the final DATA
 reply: one recipient per transaction) are about the recipient: ``DeliveryError``, 4xx and
 timeouts transient, 5xx permanent, with the RFC 3463 enhanced code (e.g. 5.1.1) carried on the
-error. Replies to connect, EHLO, STARTTLS, AUTH and MAIL FROM, and a 421 at any stage, are about
-us or the relay: ``SendingStopped`` (temporary: the run stops and a later run retries) or, for a
-5xx, ``DeliveryFatal`` (the run stops until the setup is fixed). No reader is ever marked for
-a reply that was not about them.
+error. Replies to connect, EHLO, STARTTLS, AUTH and MAIL FROM are about us or the relay:
+``SendingStopped`` (temporary: the run stops and a later run retries) or, for a 5xx,
+``DeliveryFatal`` (the run stops until the setup is fixed). No reader is ever marked for a reply
+that was not about them. A ``421`` in reply to RCPT or DATA is a temporary ``DeliveryError``:
+it answers for one recipient's provider (Naver's ``421 4.3.1 too many messages``), which the
+sending loop pauses (``replies.throttled``) while other domains go on.
 
 Addresses go out with their domain in IDNA form (``addresses.wire_address``); a non-ASCII local
 part is sent with SMTPUTF8 (RFC 6531) where the relay offers it, and refused permanently for
@@ -39,10 +41,8 @@ def enhanced_code(text: str) -> str | None:
 
 
 def _error(code: int, message: str) -> DeliveryError:
-    """A reply about the recipient (RCPT, DATA); 421 is the relay closing, about no one reader."""
+    """A reply about the recipient (RCPT, DATA): a 421 there is its provider throttling us."""
     text = f"{code} {message}".strip()
-    if code == 421:
-        return _sender_error(code, message, "the relay is closing the connection")
     return DeliveryError(text, code=code, permanent=code >= 500, enhanced=enhanced_code(message))
 
 
@@ -193,8 +193,7 @@ async def _transaction(client: aiosmtplib.SMTP, from_: str, to: str, message: by
     try:
         await client.rcpt(to, encoding=encoding)
     except aiosmtplib.SMTPRecipientRefused as exc:
-        error = _error(exc.code, exc.message)
-        raise (error if isinstance(error, SendingStopped) else _Refused(error)) from exc
+        raise _Refused(_error(exc.code, exc.message)) from exc
     try:
         r = await client.data(message)
     except aiosmtplib.SMTPDataError as exc:  # the reply to DATA or to the message

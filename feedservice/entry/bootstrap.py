@@ -332,6 +332,12 @@ class App:
             lease=timedelta(seconds=d.lease_seconds),
             expires=timedelta(hours=d.expire_hours),
             shutdown_timeout=self.settings.run.shutdown_timeout,
+            lanes=tuple(
+                deliver.LaneRule(name, domains, p.concurrency, p.per_minute)
+                for name, (domains, p) in d.domain_groups().items()
+            ),
+            domain_pause=timedelta(seconds=d.domain_pause_seconds),
+            sign_threads=d.dkim_threads,
         )
 
     def sending(self) -> Sending:

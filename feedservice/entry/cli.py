@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--once", action="store_true", help="one pass, then exit (default: keep going until stopped)")
     wk.add_argument("--interval", type=_seconds, default=30.0, help="seconds between passes (default: 30)")
     _leaf(sub, "status", "jobs' last and next runs, failing sources, the last edition's deliveries")
+    _leaf(sub, "doctor", "check DKIM, DMARC alignment, one-click unsubscribe and the footer offline; "
+          "print the DNS records to publish")  # fmt: skip
     # serve writes the sign-up confirmation mail; run also collects and builds the feeds.
     _leaf(sub, "serve", "serve the web app only (feeds, digest pages, unsubscribe)", writes=("delivery.maildir",))
     _leaf(sub, "run", "serve the web app and run the scheduler (collect, weather, daily digest)",

@@ -228,9 +228,25 @@ def cmd_digest_status(app: App, args: argparse.Namespace) -> int:
     if (paused := app.store.sending_paused(day)) is not None:
         out.print(f"  sending {paused}")
         out.print(f"  resume with: feedservice digest send --date {day}")
+    for p in app.store.paused_domains(app.clock()):
+        until = p.until.astimezone(app.settings.site.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+        out.print(f"  {p.lane} paused until {until} (throttle {p.strikes} in a row), its mail deferred: {p.reason}")
     for d in app.store.delivery_errors(day):
         out.print(f"  {d.status.value}: {d.email}: {d.last_reply}")
     return OK
+
+
+def cmd_doctor(app: App, args: argparse.Namespace) -> int:
+    from feedservice.entry.doctor import Doctor
+
+    doctor = Doctor(app)
+    checks = doctor.run()
+    for check in checks:
+        out.print(check.line(), markup=False, highlight=False)
+    out.print("DNS records to publish (docs/deliverability.md):", markup=False, highlight=False)
+    for record in doctor.records:
+        out.print(f"  {record}", markup=False, highlight=False, soft_wrap=True)
+    return OK if all(c.ok for c in checks) else FAILED
 
 
 def _known(app: App) -> list[str]:

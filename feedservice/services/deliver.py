@@ -12,6 +12,11 @@ bug, an address no relay can carry — becomes that message's recorded outcome, 
 a sender task never dies, and a run always ends: by itself, when the relay refuses us (the run
 stops, nobody is marked), when the suppression breaker trips (the edition pauses until an
 operator runs ``digest send`` again), or on cancellation (SIGTERM), within ``shutdown_timeout``.
+
+Between claim and send, each message goes through its provider's lane (``pacing.DomainPacer``):
+at most the lane's ``concurrency`` in flight and its ``per_minute``. A throttling reply
+(``replies.throttled``) pauses the lane — recorded, so it survives a restart — and its messages
+are deferred, unsent, to the end of the pause, while the other lanes keep sending.
 """
 
 from __future__ import annotations
@@ -19,101 +24,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from email.utils import parseaddr
 
 from feedservice.errors import DeliveryError, DeliveryFatal, SendingStopped
-from feedservice.model import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
+from feedservice.model import Delivery, DeliveryStatus, DomainPause, Edition, Subscriber, SubscriberStatus
 from feedservice.ports import DeliveryStore, Mailer
-from feedservice.services.digest import DigestSite, RenderedDigest, message_id, personalize, prepare
-from feedservice.services.pacing import GroupCommit, RateLimiter
-from feedservice.services.replies import Outcome, SuppressionBreaker, classify, retry_time
+from feedservice.services.digest import DigestSite, RenderedDigest, personalize, prepare
+from feedservice.services.pacing import DomainPacer, GroupCommit, Lane, LaneRule, RateLimiter
+from feedservice.services.replies import Outcome, SuppressionBreaker, classify, next_pause, retry_time, throttled
+from feedservice.services.send_run import DrainSettings, SendReport
 
-__all__ = ["DrainSettings", "EditionDrain", "RateLimiter", "SendReport", "enqueue_edition"]
+__all__ = ["DrainSettings", "EditionDrain", "LaneRule", "RateLimiter", "SendReport"]
 
 log = logging.getLogger(__name__)
-
-KEEP_ERRORS = 20
-
-
-@dataclass
-class SendReport:
-    queued: int = 0
-    skipped_empty: int = 0
-    sent: int = 0
-    deferred: int = 0
-    failed: int = 0
-    suppressed: int = 0
-    policy: int = 0  # rejections that are about us (RFC 3463 x.7.x): fix the sending setup
-    paused: str | None = None  # the edition is paused (until `digest send`): why
-    stopped: str | None = None  # this run stopped early (the relay refused us, a signal): why
-    errors: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-
-    def note_error(self, text: str) -> None:
-        if len(self.errors) < KEEP_ERRORS:
-            self.errors.append(text)
-
-    @property
-    def rate(self) -> float:
-        return self.sent / max(time.monotonic() - self.started, 1e-6)
-
-    def summary(self) -> str:
-        extra = []
-        if self.suppressed:
-            extra.append(f"{self.suppressed} addresses suppressed")
-        if self.policy:
-            extra.append(f"{self.policy} refused by policy (a sender problem)")
-        return (
-            f"{self.sent} sent, {self.deferred} deferred, {self.failed} failed "
-            f"({self.queued} newly queued, {self.skipped_empty} with nothing new skipped"
-            + "".join(f"; {e}" for e in extra)
-            + f"; {self.rate:.0f} messages/s)"
-            + (f"\n{self.paused or self.stopped}" if self.paused or self.stopped else "")
-        )
-
-
-def enqueue_edition(
-    store: DeliveryStore,
-    site: DigestSite,
-    edition: Edition,
-    has_content: Callable[[tuple[str, ...]], bool],
-    now: datetime,
-    batch: int = 500,
-) -> tuple[int, int]:
-    """Record a queued delivery for every confirmed subscriber with something to read.
-
-    Subscribers are streamed in batches, so memory does not grow with the list.
-    """
-    queued = skipped = 0
-    rows: list[tuple[int, str, str]] = []
-    for sub in store.iter_subscribers(SubscriberStatus.SUBSCRIBED, batch=batch):
-        if not has_content(sub.sections):
-            skipped += 1
-            continue
-        rows.append((sub.id, sub.email, message_id(site, edition, sub.id)))
-        if len(rows) >= batch:
-            queued += store.enqueue_deliveries(edition.day, rows, now)
-            rows = []
-    queued += store.enqueue_deliveries(edition.day, rows, now)
-    return queued, skipped
-
-
-@dataclass
-class DrainSettings:
-    worker: str
-    pool_size: int = 4
-    rate: float = 0.0
-    lease: timedelta = timedelta(seconds=60)
-    expires: timedelta = timedelta(hours=6)
-    wait_for_others: bool = True
-    shutdown_timeout: float = 30.0  # seconds a cancelled run gives the messages in flight
-    breaker_share: float = 0.05  # pause rather than suppress more than this share of an edition…
-    breaker_minimum: int = 20  # …and at least this many readers in one run
-
 
 Item = tuple[Delivery, Subscriber | None]
 
@@ -146,6 +72,10 @@ class EditionDrain:
         self.deadline = edition.window_end + settings.expires
         self.limiter = RateLimiter(settings.rate)
         self.queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=settings.pool_size * 2)
+        # Claimed items between the queue and their outcome, backlogs included: a lane that is
+        # slow cannot make the producer claim (and hold, past its lease) ever more of the ledger.
+        self.window = asyncio.Semaphore(settings.pool_size * 8)
+        self.pacer = DomainPacer(settings.lanes)
         self.held: set[int] = set()  # claimed by us and not yet recorded: handed back if we stop
         self.stopping = asyncio.Event()
         self.error: BaseException | None = None  # raised when the run ends (fatal, storage)
@@ -153,6 +83,7 @@ class EditionDrain:
         self.to_suppress: list[tuple[Delivery, Subscriber, Outcome]] = []  # applied if the run ends well
         self.held_back: set[int] = set()  # their delivery ids
         self.recorder = GroupCommit(store, clock)
+        self.signing: ThreadPoolExecutor | None = None  # while a signed run runs
 
     # -- the run -------------------------------------------------------------------------------
     async def run(self) -> SendReport:
@@ -165,6 +96,9 @@ class EditionDrain:
             return self.report
         counts = await asyncio.to_thread(self.store.delivery_counts, day)
         self.breaker.recipients = sum(counts.values())
+        self.pacer = DomainPacer(self.settings.lanes, await asyncio.to_thread(self.store.domain_pauses))
+        if self.sign is not None and self.settings.sign_threads > 0:
+            self.signing = ThreadPoolExecutor(self.settings.sign_threads, thread_name_prefix="dkim")
         recording = asyncio.create_task(self.recorder.run())
         senders = [asyncio.create_task(self._sender()) for _ in range(self.settings.pool_size)]
         producer = asyncio.create_task(self._produce())
@@ -184,6 +118,8 @@ class EditionDrain:
             await recording
             await self._settle_suppressions(apply=not cancelled and not self.breaker.tripped)
             await self._hand_back()
+            if self.signing is not None:
+                self.signing.shutdown(wait=False, cancel_futures=True)
         if cancelled:
             raise asyncio.CancelledError
         if self.error is not None:
@@ -231,7 +167,9 @@ class EditionDrain:
                 await self._wait(min(max((reclaim - self.clock()).total_seconds(), 0.05), 1.0))
                 continue
             for item in claimed:
+                await self.window.acquire()
                 if self.stopping.is_set():
+                    self.window.release()
                     return  # the rest stay in ``held`` and are handed back
                 await self.queue.put(item)
 
@@ -256,17 +194,42 @@ class EditionDrain:
     # -- send one --------------------------------------------------------------------------------
     async def _sender(self) -> None:
         while (item := await self.queue.get()) is not None:
-            if not self.stopping.is_set():
-                await self._handle(*item)
+            await self._through_lane(item)
 
-    async def _handle(self, d: Delivery, sub: Subscriber | None) -> None:
+    async def _through_lane(self, item: Item) -> None:
+        """Send ``item`` in its lane's slot, then the lane's backlog; a full lane keeps it for later.
+
+        No sender waits for a busy lane: the message joins the backlog, which the senders holding
+        that lane's slots work through (nothing awaits between the check and the append, so a
+        backlog never outlives its lane's last slot).
+        """
+        d, sub = item
+        lane = self.pacer.lane_for(sub.email if sub is not None and sub.email else d.email)
+        if lane.full():
+            lane.backlog.append(item)
+            return
+        lane.active += 1
+        try:
+            while True:
+                try:
+                    if not self.stopping.is_set():
+                        await self._handle(d, sub, lane)
+                finally:
+                    self.window.release()
+                if not lane.backlog:
+                    break
+                d, sub = lane.backlog.popleft()
+        finally:
+            lane.active -= 1
+
+    async def _handle(self, d: Delivery, sub: Subscriber | None, lane: Lane) -> None:
         """One message, start to end. Never raises (but for cancellation): anything that goes wrong
         is this message's outcome, or — when it is about us — stops the run."""
         if d.id in self.held_back:  # due again in a long run: it waits for the end of this run, unsent
             await self._commit(d, DeliveryStatus.DEFERRED, d.last_reply, retry_time(self.clock(), d.attempts))
             return
         try:
-            outcome = await self._attempt(d, sub)
+            outcome = await self._attempt(d, sub, lane)
         except SendingStopped as exc:  # about us: this message is handed back with the others
             self._stop_for(exc)
             return
@@ -279,21 +242,63 @@ class EditionDrain:
         except Exception as exc:
             self._stop(f"recording outcomes failed: {exc}", exc)
 
-    async def _attempt(self, d: Delivery, sub: Subscriber | None) -> Outcome:
+    async def _attempt(self, d: Delivery, sub: Subscriber | None, lane: Lane) -> Outcome:
         if sub is None or sub.status is not SubscriberStatus.SUBSCRIBED:
             return Outcome(DeliveryStatus.FAILED, "not subscribed any more")
+        if (waiting := self._lane_paused(lane)) is not None:
+            return waiting
         data = self._compose(d, sub)
         if data is None:
             return Outcome(DeliveryStatus.FAILED, "nothing to send")
+        if self.signing is not None and self.sign is not None:
+            # Off the loop: ~0.3 ms of RSA per message in which OpenSSL holds no GIL, so another
+            # core signs while this one personalises and speaks SMTP; worth it only where a core
+            # is free (bench/send.py's signed rows compare both ways, docs/benchmarks.md).
+            data = await asyncio.get_running_loop().run_in_executor(self.signing, self.sign, data)
+        elif self.sign is not None:
+            data = self.sign(data)
         await self.limiter.acquire()
+        await lane.limiter.acquire()
+        if (waiting := self._lane_paused(lane)) is not None:  # paused while this one waited its turn
+            return waiting
         try:
             sender = self.envelope(d) if self.envelope is not None else self.envelope_from
             reply = await self.mailer.send(sender, sub.email, data)
         except SendingStopped:
             raise
         except DeliveryError as exc:
-            return classify(exc, now=self.clock(), deadline=self.deadline, attempts=d.attempts)
+            now = self.clock()
+            if throttled(exc) and now < self.deadline:
+                pause = await self._pause_lane(lane, str(exc), now)
+                return Outcome(DeliveryStatus.DEFERRED, str(exc), pause.until)
+            return classify(exc, now=now, deadline=self.deadline, attempts=d.attempts)
         return Outcome(DeliveryStatus.SENT, reply)
+
+    def _lane_paused(self, lane: Lane) -> Outcome | None:
+        """The outcome of a message whose lane is paused: deferred, unsent, to the pause's end."""
+        now = self.clock()
+        until = lane.paused_until(now)
+        if until is None:
+            return None
+        if now >= self.deadline:
+            return Outcome(DeliveryStatus.FAILED, f"expired: {lane.rule.name} paused us until {until:%H:%M:%S} UTC")
+        return Outcome(DeliveryStatus.DEFERRED, f"not tried: {lane.rule.name} paused until {until:%H:%M:%S} UTC "
+                                                f"after: {lane.pause.reason if lane.pause else ''}", until)  # fmt: skip
+
+    async def _pause_lane(self, lane: Lane, reason: str, now: datetime) -> DomainPause:
+        pause = next_pause(lane.pause, lane.rule.name, reason, now=now, base=self.settings.domain_pause)
+        if pause is lane.pause:  # the same episode: another message that was already in flight
+            return pause
+        lane.pause = pause
+        self.report.domains_paused[pause.lane] = pause.until
+        log.warning("digest %s: %s throttled us (%s): paused until %s, strike %d", self.edition.day, pause.lane,
+                    reason, pause.until.isoformat(timespec="seconds"), pause.strikes,
+                    extra={"edition": str(self.edition.day), "lane": pause.lane})  # fmt: skip
+        try:
+            await asyncio.to_thread(self.store.save_domain_pause, pause)
+        except Exception as exc:  # this run honours it anyway; only a restart would not know
+            log.error("could not record the pause of %s: %s", pause.lane, exc)
+        return pause
 
     def _compose(self, d: Delivery, sub: Subscriber) -> bytes | None:
         rendered = self.rendered_for(sub.sections)
@@ -303,7 +308,7 @@ class EditionDrain:
         data = personalize(self.site, prepare(self.site, rendered, self.edition.day), to=sub.email,
                            msg_id=d.message_id, unsubscribe_url=unsubscribe, preferences_url=preferences,
                            now=self.clock())  # fmt: skip
-        return self.sign(data) if self.sign is not None else data
+        return data
 
     def _stop_for(self, exc: SendingStopped) -> None:
         if isinstance(exc, DeliveryFatal):

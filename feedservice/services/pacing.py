@@ -1,13 +1,23 @@
-"""Pacing and batching for the sending loop: a shared rate limit, and outcomes committed in groups."""
+"""Pacing and batching for the sending loop: a shared rate limit, per-provider lanes, and
+outcomes committed in groups.
+
+A *lane* is what one mailbox provider gets from us: a domain, or a ``[delivery.domains]`` group
+(``daum.net``, ``hanmail.net`` and ``kakao.com`` are one provider). Each lane has its own
+concurrency and per-minute limits and can be paused (``replies.next_pause``) by a throttling
+reply, without slowing the others: a sender never waits for a busy lane — the message joins the
+lane's backlog, and whichever sender holds one of the lane's slots takes it next.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from feedservice.model import DeliveryStatus
+from feedservice.model import Delivery, DeliveryStatus, DomainPause, Subscriber
 from feedservice.ports import DeliveryStore
 
 
@@ -64,3 +74,58 @@ class GroupCommit:
                 continue
             for _, done in batch:
                 done.set_result(None)
+
+
+@dataclass(frozen=True)
+class LaneRule:
+    """Limits for one lane: at most ``concurrency`` messages in flight, ``per_minute`` (0: any)."""
+
+    name: str
+    domains: tuple[str, ...]
+    concurrency: int | None = None  # None: only the connection pool limits it
+    per_minute: float = 0.0
+
+
+@dataclass
+class Lane:
+    rule: LaneRule
+    limiter: RateLimiter
+    active: int = 0
+    backlog: deque[tuple[Delivery, Subscriber | None]] = field(default_factory=deque)
+    pause: DomainPause | None = None
+
+    def full(self) -> bool:
+        return self.rule.concurrency is not None and self.active >= self.rule.concurrency
+
+    def paused_until(self, now: datetime) -> datetime | None:
+        return self.pause.until if self.pause is not None and now < self.pause.until else None
+
+
+def recipient_domain(address: str) -> str:
+    return address.rpartition("@")[2].strip().lower().rstrip(".")
+
+
+class DomainPacer:
+    """The lanes of one run: configured ones by domain, any other domain a lane of its own."""
+
+    def __init__(self, rules: Iterable[LaneRule], pauses: Iterable[DomainPause] = ()) -> None:
+        self._by_domain: dict[str, Lane] = {}
+        self.lanes: dict[str, Lane] = {}
+        for rule in rules:
+            lane = self._add(rule)
+            for domain in rule.domains:
+                self._by_domain[domain] = lane
+        for pause in pauses:
+            lane = self.lanes.get(pause.lane) or self._add(LaneRule(pause.lane, (pause.lane,)))
+            lane.pause = pause
+
+    def _add(self, rule: LaneRule) -> Lane:
+        lane = self.lanes[rule.name] = Lane(rule, RateLimiter(rule.per_minute / 60))
+        return lane
+
+    def lane_for(self, address: str) -> Lane:
+        domain = recipient_domain(address)
+        lane = self._by_domain.get(domain)
+        if lane is None:  # an unconfigured domain: no limits, but it can be paused
+            lane = self._by_domain[domain] = self.lanes.get(domain) or self._add(LaneRule(domain, (domain,)))
+        return lane

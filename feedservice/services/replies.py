@@ -4,6 +4,10 @@
     5xx about the recipient, not mailbox-full                      → failed (5.1.x: suppress the reader)
     552 / 5.2.2 (mailbox full), 4xx, timeouts, dropped connections → deferred, with backoff, until expiry
 
+A refusal that is a mailbox provider slowing us down — ``421``, an x.7.x policy code with a
+temporary 4xx, or "too many" in its text, in reply to one recipient — is ``throttled``: the
+recipient's domain pauses (``next_pause``) and its messages wait, while other domains go on.
+
 A mass suppression is suspicious: a relay that answers 550 5.1.1 to everyone is broken, not
 every reader gone. ``SuppressionBreaker`` counts the suppressions one run would make and trips
 when they exceed a share of the edition (and a minimum count); the run then pauses instead.
@@ -15,10 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from feedservice.errors import DeliveryError
-from feedservice.model import DeliveryStatus
+from feedservice.model import DeliveryStatus, DomainPause
 
 RETRY_BASE = timedelta(minutes=5)
 MAX_RETRY = timedelta(hours=1)
+MAX_DOMAIN_PAUSE = timedelta(hours=1)
 
 
 def retry_time(now: datetime, attempts: int) -> datetime:
@@ -51,6 +56,35 @@ def classify(exc: DeliveryError, *, now: datetime, deadline: datetime, attempts:
     if now >= deadline:
         return Outcome(DeliveryStatus.FAILED, f"expired after retries: {exc}", policy=policy)
     return Outcome(DeliveryStatus.DEFERRED, str(exc), retry_time(now, attempts), policy=policy)
+
+
+def throttled(exc: DeliveryError) -> bool:
+    """A temporary refusal that says we send too much or too fast to this recipient's provider.
+
+    Naver's ``421 4.3.1``/``4.3.2``, temporary ``4.7.x`` rate limits (Gmail's ``4.7.32``), and
+    any "too many …" wording. Permanent refusals never are (5.7.x is a policy rejection).
+    """
+    if exc.permanent:
+        return False
+    text = str(exc).lower()
+    return exc.code == 421 or (exc.enhanced or "").startswith("4.7.") or "too many" in text
+
+
+def next_pause(
+    previous: DomainPause | None, lane: str, reason: str, *, now: datetime, base: timedelta
+) -> DomainPause:
+    """The pause a throttle starts: ``base``, doubled for each throttle in a row, at most an hour.
+
+    A throttle while the lane is paused (other messages were in flight) is the same episode and
+    changes nothing; one within an hour of the last pause's end is a repeat and doubles it; later,
+    the count starts again.
+    """
+    if previous is not None and now < previous.until:
+        return previous
+    repeat = previous is not None and now < previous.until + MAX_DOMAIN_PAUSE
+    strikes = previous.strikes + 1 if repeat and previous is not None else 1
+    length = min(base * 2 ** min(strikes - 1, 16), max(MAX_DOMAIN_PAUSE, base))
+    return DomainPause(lane, now + length, strikes, reason)
 
 
 @dataclass

@@ -17,15 +17,41 @@ from typing import Protocol
 import jinja2
 
 from feedservice.errors import FeedServiceError
-from feedservice.model import Delivery, Subscriber
+from feedservice.model import Delivery, Edition, Subscriber, SubscriberStatus
 from feedservice.ports import DeliveryStore, EditionStore, Mailer
 from feedservice.services import deliver, mime
-from feedservice.services.digest import DigestSite
+from feedservice.services.digest import DigestSite, message_id
 from feedservice.services.editions import AssembledEdition
 
 log = logging.getLogger("feedservice")
 
 Progress = Callable[[deliver.SendReport], None]
+
+
+def enqueue_edition(
+    store: DeliveryStore,
+    site: DigestSite,
+    edition: Edition,
+    has_content: Callable[[tuple[str, ...]], bool],
+    now: datetime,
+    batch: int = 500,
+) -> tuple[int, int]:
+    """Record a queued delivery for every confirmed subscriber with something to read.
+
+    Subscribers are streamed in batches, so memory does not grow with the list.
+    """
+    queued = skipped = 0
+    rows: list[tuple[int, str, str]] = []
+    for sub in store.iter_subscribers(SubscriberStatus.SUBSCRIBED, batch=batch):
+        if not has_content(sub.sections):
+            skipped += 1
+            continue
+        rows.append((sub.id, sub.email, message_id(site, edition, sub.id)))
+        if len(rows) >= batch:
+            queued += store.enqueue_deliveries(edition.day, rows, now)
+            rows = []
+    queued += store.enqueue_deliveries(edition.day, rows, now)
+    return queued, skipped
 
 
 class SendingStore(DeliveryStore, EditionStore, Protocol):
@@ -68,7 +94,7 @@ class Sending:
         if self.store.resume_sending(ed.day):
             log.info("digest %s: resuming a paused edition", ed.day)
         report = deliver.SendReport()
-        report.queued, report.skipped_empty = deliver.enqueue_edition(
+        report.queued, report.skipped_empty = enqueue_edition(
             self.store, self.site, ed, lambda chosen: assembled.rendered_for(chosen) is not None, now
         )
         if queue_only:

@@ -1,7 +1,7 @@
 """The storage adapter: one ``Store`` over SQLAlchemy Core, for SQLite and PostgreSQL alike.
 
 ``open_store(url)`` connects and migrates; the store's methods come from one
-mixin per domain (feeds, subscribers, editions, the delivery ledger, weather, jobs, bounces).
+mixin per domain (feeds, subscribers, editions, the delivery ledger, pacing, weather, jobs, bounces).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from feedservice.adapters.store.editions import EditionStoreMixin
 from feedservice.adapters.store.feeds import FeedStoreMixin
 from feedservice.adapters.store.jobs import JobStoreMixin
 from feedservice.adapters.store.ledger import LedgerStoreMixin
+from feedservice.adapters.store.pacing import PacingStoreMixin
 from feedservice.adapters.store.schema import LATEST, current_version, migrate
 from feedservice.adapters.store.subscribers import SubscriberStoreMixin
 from feedservice.adapters.store.weather import WeatherStoreMixin
@@ -24,6 +25,7 @@ class Store(
     SubscriberStoreMixin,
     EditionStoreMixin,
     LedgerStoreMixin,
+    PacingStoreMixin,
     WeatherStoreMixin,
     JobStoreMixin,
     BounceStoreMixin,

@@ -184,6 +184,17 @@ send_pauses = sa.Table(
     sa.Column("paused_at", UTCDateTime, nullable=False),
 )
 
+# Migration 16: mailbox providers that throttled us (a 421, 4.7.x or "too many" reply), so a
+# pause outlives the process that saw it. One row per lane (a domain or a configured group).
+domain_pauses = sa.Table(
+    "domain_pauses",
+    metadata,
+    sa.Column("lane", sa.Text, primary_key=True),
+    sa.Column("until", UTCDateTime, nullable=False),
+    sa.Column("strikes", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
 # Migration 17 (issue 16): every piece of mail that came back to the bounce address, matched or
 # not, kept raw (never deleted: B5 of the fixtures README), and each suppression it caused.
 bounce_mail = sa.Table(
@@ -267,6 +278,10 @@ def _v6(conn: Connection) -> None:
     conn.execute(sa.text("DROP INDEX ix_articles_section_first_seen"))
 
 
+def _v16(conn: Connection) -> None:
+    domain_pauses.create(conn)
+
+
 def _v17(conn: Connection) -> None:
     bounce_mail.create(conn)
     suppressions.create(conn)
@@ -278,8 +293,8 @@ def _v17(conn: Connection) -> None:
 # Append (number, step) pairs; never edit a step once it has been released. Steps after the
 # first are plain DDL: the Table objects above are what step 1 created.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
-    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6), (17, _v17)
-]
+    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6), (16, _v16), (17, _v17),
+]  # fmt: skip
 LATEST = MIGRATIONS[-1][0]
 
 
