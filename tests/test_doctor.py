@@ -117,3 +117,22 @@ def test_unsigned_mail_fails_dkim_and_one_click(tmp_path: Path) -> None:
 )
 def test_alignment(domain: str, from_domain: str, expected: bool) -> None:
     assert aligned(domain, from_domain) is expected
+
+
+@pytest.mark.parametrize(
+    ("return_path", "verdict"), [("bounces@newsspace.kr", "ok"), ("bounces@other.example", "FAIL")]
+)
+def test_the_bounce_return_path_is_the_envelope_checked(
+    tmp_path: Path, keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch, return_path: str, verdict: str
+) -> None:
+    """With [bounces] return_path every message's MAIL FROM is at its domain (VERP): that is the
+    domain SPF checks, so it is the one that must align with From."""
+    monkeypatch.setenv("FS_TEST_DKIM", keys["rsa"].decode())
+    cfg = write_config(tmp_path)
+    text = cfg.read_text(encoding="utf-8").replace("[digest]\n", "[digest]\n" + SIGNED)
+    cfg.write_text(text + f'\n[bounces]\nreturn_path = "{return_path}"\n', encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "feedservice", "--config", str(cfg), "doctor"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    check = _lines(result)["return-path aligned with From"]
+    assert check.startswith(verdict) and return_path.split("@")[1] in check, result.stdout + result.stderr
+    assert result.returncode == (0 if verdict == "ok" else 1)

@@ -96,10 +96,10 @@ class Doctor:
         return Check("dkim d= aligned with From", ok, f"d={d_domain}, From {self.from_domain}{why}")
 
     def _envelope_alignment(self) -> Check:
-        # The envelope sender (Return-Path) is the From address today; a [bounces] return_path,
-        # where configured, takes its place.
-        bounces = getattr(self.settings, "bounces", None)
-        envelope = getattr(bounces, "return_path", None) or self.settings.digest.from_
+        # The envelope sender (Return-Path) is the From address, unless [bounces] return_path
+        # gives each message its own (VERP) at that address's domain.
+        bounces = self.settings.bounces
+        envelope = (bounces.return_path if bounces is not None else None) or self.settings.digest.from_
         domain = _domain(envelope)
         ok = aligned(domain, self.from_domain)
         return Check("return-path aligned with From", ok, f"{domain}, From {self.from_domain}"
