@@ -208,6 +208,37 @@ class WebConfig(_Table):
     trusted_proxies: tuple[IpNetwork, ...] = ()
 
 
+class SesWebhookConfig(_Table):
+    """``[bounces.webhooks.ses]``: Amazon SES events through SNS (``POST /webhooks/ses``)."""
+
+    topic_arns: tuple[str, ...] = Field(min_length=1)  # the only topics believed (and confirmed)
+    # Where signing certificates (and SubscribeURLs) may come from; none: https://sns.<region>.amazonaws.com/
+    trusted_cert_urls: tuple[HttpUrl, ...] = ()
+    max_age_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)  # older messages are refused as replays
+
+    @field_validator("trusted_cert_urls")
+    @classmethod
+    def _folder(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not v.endswith("/") for v in value):
+            raise ValueError("each prefix ends with '/' (a host or folder, not part of a name)")
+        return value
+
+
+class MailgunWebhookConfig(_Table):
+    """``[bounces.webhooks.mailgun]``: Mailgun's signed webhooks (``POST /webhooks/mailgun``)."""
+
+    signing_key_env: EnvName = "MAILGUN_WEBHOOK_SIGNING_KEY"
+    max_age_seconds: int = Field(default=300, ge=10, le=24 * 3600)
+
+
+class WebhooksConfig(_Table):
+    """``[bounces.webhooks]``: providers that report bounces and complaints over HTTP."""
+
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=10 * 1024 * 1024)
+    ses: SesWebhookConfig | None = None
+    mailgun: MailgunWebhookConfig | None = None
+
+
 class BouncesConfig(_Table):
     """``[bounces]``: where bounce mail comes back, and when a reader is suppressed for it."""
 
@@ -217,6 +248,7 @@ class BouncesConfig(_Table):
     soft_limit: int = Field(default=3, ge=1, le=100)  # soft bounces that suppress…
     soft_days: int = Field(default=14, ge=1, le=365)  # …within this many days, no delivery between
     check_minutes: int = Field(default=5, ge=1, le=24 * 60)  # how often `run` reads the intakes
+    webhooks: WebhooksConfig = WebhooksConfig()  # none configured: /webhooks/* answers 404
 
 
 class RunConfig(_Table):

@@ -22,7 +22,7 @@ import aiohttp
 
 from feedservice import __version__
 
-__all__ = ["FAILURES", "Reply", "describe", "get", "open_session", "request"]
+__all__ = ["FAILURES", "Reply", "describe", "get", "get_bounded", "open_session", "request"]
 
 # What a request can raise: the library's errors and its timeouts (TimeoutError in Python 3.11+).
 FAILURES: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
@@ -73,6 +73,20 @@ async def get(url: str, params: Mapping[str, str], *, session: aiohttp.ClientSes
         return await request(session, "GET", url, params=params)
     async with open_session(timeout) as own:
         return await request(own, "GET", url, params=params)
+
+
+async def get_bounded(url: str, *, timeout: float, max_bytes: int) -> bytes:
+    """GET ``url`` (no redirects) and its body of at most ``max_bytes``; ``ValueError`` for any
+    other answer than 200 or a bigger body, else one of ``FAILURES``."""
+    async with open_session(timeout) as session, session.get(url, allow_redirects=False) as resp:
+        if resp.status != 200:
+            raise ValueError(f"HTTP {resp.status}")
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(16384):
+            body += chunk
+            if len(body) > max_bytes:
+                raise ValueError(f"more than {max_bytes} bytes")
+    return bytes(body)
 
 
 def describe(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -33,6 +33,7 @@ from feedservice.adapters.smtp import SmtpMailer
 from feedservice.adapters.store import Store, open_store
 from feedservice.adapters.websub import WebSubPublisher
 from feedservice.addresses import wire_mailbox
+from feedservice.bounce_model import BounceReading
 from feedservice.config import Settings
 from feedservice.errors import ConfigError
 from feedservice.model import Delivery, Edition, Route, Section, Subscriber, WeatherBlock
@@ -310,13 +311,16 @@ class App:
         b = self.settings.bounces
         return [MaildirIntake(self.settings.path(b.maildir))] if b is not None and b.maildir else []
 
-    def check_bounces(self, *, force: bool = False) -> bounce_service.CheckReport:
-        """Read every intake once: record, match and apply the bounce policy (``services.bounces``)."""
+    def check_bounces(self, *, force: bool = False, intakes: Sequence[BounceIntake] | None = None,
+                      read: Callable[[bytes], BounceReading] = read_bounce) -> bounce_service.CheckReport:  # fmt: skip
+        """Read every intake (or ``intakes``: a webhook's event) once: record, match and apply the
+        bounce policy (``services.bounces``)."""
         b = self.settings.bounces
         assert b is not None, "check_bounces needs [bounces]"
         policy = bounce_service.BouncePolicy(soft_limit=b.soft_limit, soft_days=b.soft_days,
                                              trust_recipient=b.return_path is None)  # fmt: skip
-        check = bounce_service.BounceCheck(self.store, self.bounce_intakes(), read_bounce, self.verify_secrets(),
+        intakes = self.bounce_intakes() if intakes is None else intakes
+        check = bounce_service.BounceCheck(self.store, intakes, read, self.verify_secrets(),
                                            self.clock, policy)  # fmt: skip
         report = check.run(force=force)
         log.info("bounces: %s", report.summary())

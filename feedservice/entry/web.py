@@ -18,6 +18,7 @@ from feedservice.entry.feedserver import FeedFiles, FeedServer
 from feedservice.entry.ops import ops_handlers
 from feedservice.entry.pageheaders import PageHeaders
 from feedservice.entry.subscribe import subscription_routes
+from feedservice.entry.webhooks import webhook_routes
 from feedservice.services.digest import PREFERENCES, UNSUBSCRIBE
 from feedservice.services.feeds import ALL, feed_urls
 
@@ -82,6 +83,7 @@ def create_app(app: App) -> FeedServer:
         Route("/digest/", digest_list, methods=["GET", "HEAD"]),
         Route("/digest/{day}", digest_page, methods=["GET", "HEAD"]),
         *subscription_routes(app, env, page),
+        *webhook_routes(app),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -38,6 +38,12 @@ class BounceStoreMixin(StoreBase):
             c = t.bounce_mail.c
             return conn.execute(sa.select(c.id).where(c.digest == digest)).first() is not None
 
+    def bounce_source_known(self, source: str) -> bool:
+        """Whether something from ``source`` was recorded (a provider's event id: a replay)."""
+        with self._tx("looking up returned mail") as conn:
+            c = t.bounce_mail.c
+            return conn.execute(sa.select(c.id).where(c.source == source).limit(1)).first() is not None
+
     def record_bounce(self, row: BounceRow) -> bool:
         """Record ``row`` (and its suppression); False when this message was recorded before."""
         c = t.bounce_mail.c

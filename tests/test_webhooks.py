@@ -1,0 +1,333 @@
+"""Provider webhooks for bounces and complaints (issue 16): Amazon SES through SNS, and Mailgun.
+
+Real-shaped calls signed here: SNS messages with a throw-away RSA key whose certificate a local
+HTTP server serves (the trusted prefix points at it), Mailgun calls with an HMAC key. Each event
+must go through the same policy and records as returned mail; each forged, unsigned or replayed
+call must be refused with nothing changed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+from starlette.testclient import TestClient
+
+from feedservice.adapters.bounces.sns import cert_url_trusted, string_to_sign
+from feedservice.config import load_settings
+from feedservice.entry.bootstrap import App, make_app
+from feedservice.entry.web import create_app
+from feedservice.model import SubscriberStatus
+from feedservice.verp import envelope_sender
+from tests.conftest import FeedServer, Served, write_config
+
+NOW = datetime(2026, 11, 30, 7, 30, tzinfo=UTC)
+DAY = date(2026, 11, 30)
+TOPIC = "arn:aws:sns:ap-northeast-2:123456789012:ses-bounces"
+MAILGUN_KEY = "key-mailgun-webhook-test"
+
+
+def _key_and_cert() -> tuple[rsa.RSAPrivateKey, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.test")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=30)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return key, cert.public_bytes(serialization.Encoding.PEM)
+
+
+KEY, CERT = _key_and_cert()
+OTHER_KEY, OTHER_CERT = _key_and_cert()
+
+
+class Setup:
+    def __init__(self, app: App, client: TestClient, server: FeedServer) -> None:
+        self.app, self.client, self.server = app, client, server
+        self.sid = app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)[0].id
+        self.other = app.store.add_subscriber("other@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)[0].id
+        self.envelope = envelope_sender("bounces@newsspace.kr", app.secret(), DAY, self.sid)
+
+    def status(self, sid: int | None = None) -> SubscriberStatus:
+        sub = self.app.store.get_subscriber_by_id(sid or self.sid)
+        assert sub is not None
+        return sub.status
+
+    def records(self) -> int:
+        return len(self.app.store.list_bounces())
+
+
+@pytest.fixture
+def setup(tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+    monkeypatch.setenv("FS_TEST_MAILGUN", MAILGUN_KEY)
+    feed_server.files["/sns/cert.pem"] = Served(CERT, content_type="application/x-pem-file")
+    feed_server.files["/sns/confirm"] = Served(b"<ConfirmSubscriptionResponse/>", content_type="text/xml")
+    cfg = write_config(tmp_path, delivery_extra=(
+        '[bounces]\nreturn_path = "bounces@newsspace.kr"\n'
+        "[bounces.webhooks]\nmax_body_bytes = 65536\n"
+        f'[bounces.webhooks.ses]\ntopic_arns = ["{TOPIC}"]\ntrusted_cert_urls = ["{feed_server.url("/sns/")}"]\n'
+        '[bounces.webhooks.mailgun]\nsigning_key_env = "FS_TEST_MAILGUN"\n'
+    ))  # fmt: skip
+    app = make_app(load_settings(cfg), clock=lambda: NOW)
+    try:
+        with TestClient(create_app(app)) as client:
+            yield Setup(app, client, feed_server)
+    finally:
+        app.close()
+
+
+# -- SES through SNS ------------------------------------------------------------------------------
+def ses_bounce(envelope: str, bounce_type: str = "Permanent", status: str = "5.1.1") -> str:
+    return json.dumps({
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": bounce_type, "bounceSubType": "General", "timestamp": "2026-11-30T07:29:00.000Z",
+            "feedbackId": "0100018c-bounce", "reportingMTA": "dsn; a27-1.smtp-out.ap-northeast-2.amazonses.com",
+            "bouncedRecipients": [{"emailAddress": "reader@example.com", "action": "failed", "status": status,
+                                   "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
+        },
+        "mail": {"timestamp": "2026-11-29T22:05:00.000Z", "source": envelope, "messageId": "0100018c-ses",
+                 "destination": ["reader@example.com"], "headersTruncated": False,
+                 "commonHeaders": {"from": ["뉴스스페이스 <news@newsspace.kr>"], "subject": "오늘의 뉴스"}},
+    })  # fmt: skip
+
+
+def ses_complaint(envelope: str) -> str:
+    return json.dumps({
+        "notificationType": "Complaint",
+        "complaint": {"complainedRecipients": [{"emailAddress": "reader@example.com"}],
+                      "complaintFeedbackType": "abuse", "timestamp": "2026-11-30T07:29:00.000Z"},
+        "mail": {"source": envelope, "messageId": "0100018c-ses2", "destination": ["reader@example.com"]},
+    })  # fmt: skip
+
+
+def sns(server: FeedServer, message: str, *, message_id: str = "m-1", version: str = "2",
+        key: rsa.RSAPrivateKey = KEY, cert_path: str = "/sns/cert.pem", when: datetime = NOW,
+        kind: str = "Notification", topic: str = TOPIC, **extra: str) -> dict[str, str]:  # fmt: skip
+    msg = {"Type": kind, "MessageId": message_id, "TopicArn": topic, "Message": message,
+           "Timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "SignatureVersion": version,
+           "SigningCertURL": server.url(cert_path), **extra}  # fmt: skip
+    algorithm = hashes.SHA1() if version == "1" else hashes.SHA256()
+    msg["Signature"] = base64.b64encode(key.sign(string_to_sign(msg), padding.PKCS1v15(), algorithm)).decode()
+    return msg
+
+
+def post(s: Setup, provider: str, body: Any) -> tuple[int, str]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = s.client.post(f"/webhooks/{provider}", content=data, headers={"Content-Type": "text/plain"})
+    return r.status_code, r.text
+
+
+def test_a_signed_ses_bounce_suppresses_its_reader_through_the_bounce_policy(setup: Setup) -> None:
+    s = setup
+    assert post(s, "ses", sns(s.server, ses_bounce(s.envelope), version="2")) == (200, "ok\n")
+    assert s.status() is SubscriberStatus.SUPPRESSED
+    [(_, reason, bounce_id)] = s.app.store.suppression_reasons(s.sid)
+    assert reason.startswith("hard bounce 5.1.1") and bounce_id is not None
+    [record] = s.app.store.list_bounces()
+    assert (record.source, record.kind.value, record.edition) == ("webhook:ses/m-1", "hard", DAY)
+    assert s.status(s.other) is SubscriberStatus.SUBSCRIBED
+
+
+def test_a_signature_version_1_complaint_suppresses_and_counts_as_a_complaint(setup: Setup) -> None:
+    s = setup
+    assert post(s, "ses", sns(s.server, ses_complaint(s.envelope), version="1"))[0] == 200
+    assert s.status() is SubscriberStatus.SUPPRESSED
+    [record] = s.app.store.list_bounces()
+    assert record.kind.value == "complaint"
+
+
+def test_a_transient_ses_bounce_counts_soft_and_suppresses_nobody_yet(setup: Setup) -> None:
+    s = setup
+    assert post(s, "ses", sns(s.server, ses_bounce(s.envelope, "Transient", "4.2.2")))[0] == 200
+    assert s.status() is SubscriberStatus.SUBSCRIBED
+    [record] = s.app.store.list_bounces()
+    assert record.kind.value == "soft" and record.action.startswith("counted: soft bounce 1 of 3")
+
+
+def test_forged_unsigned_untrusted_and_replayed_sns_messages_change_nothing(
+    setup: Setup, feed_server: FeedServer
+) -> None:
+    s = setup
+    good = sns(s.server, ses_bounce(s.envelope))
+    unsigned = {k: v for k, v in good.items() if k != "Signature"}
+    wrong = dict(good, Message=ses_bounce(envelope_sender("bounces@newsspace.kr", s.app.secret(), DAY, s.other)))
+    other_server = FeedServer()  # a forger's own certificate, outside the trusted prefix
+    try:
+        other_server.files["/sns/cert.pem"] = Served(OTHER_CERT)
+        untrusted = sns(other_server, ses_bounce(s.envelope), key=OTHER_KEY, message_id="m-2")
+        # the forger's certificate under our prefix's host but another path is not trusted either
+        s.server.files["/elsewhere/cert.pem"] = Served(OTHER_CERT)
+        elsewhere = sns(s.server, ses_bounce(s.envelope), key=OTHER_KEY, message_id="m-3",
+                        cert_path="/elsewhere/cert.pem")  # fmt: skip
+        stale = sns(s.server, ses_bounce(s.envelope), message_id="m-4", when=NOW - timedelta(hours=2))
+        other_topic = sns(s.server, ses_bounce(s.envelope), message_id="m-5", topic=TOPIC + "-x")
+        for body in (unsigned, wrong, untrusted, elsewhere, other_topic):
+            assert post(s, "ses", body) == (403, "refused\n")
+        assert post(s, "ses", stale) == (409, "replayed\n")
+        assert other_server.requests == []
+        assert "/elsewhere/cert.pem" not in [p for p, _ in s.server.requests]
+        assert (s.status(), s.status(s.other), s.records()) == (SubscriberStatus.SUBSCRIBED,) * 2 + (0,)
+        # the good one applies once; its replay (providers retry, attackers repeat) changes nothing
+        assert post(s, "ses", good)[0] == 200
+        assert post(s, "ses", good) == (409, "replayed\n")
+        assert s.records() == 1
+    finally:
+        other_server.close()
+
+
+def test_the_certificate_is_fetched_once(setup: Setup) -> None:
+    s = setup
+    for i in range(3):
+        assert post(s, "ses", sns(s.server, ses_bounce(s.envelope, "Transient", "4.2.2"), message_id=f"c{i}"))[0] == 200
+    assert [p for p, _ in s.server.requests].count("/sns/cert.pem") == 1
+
+
+def test_a_subscription_is_confirmed_only_for_an_allowed_topic_and_a_trusted_url(setup: Setup) -> None:
+    s = setup
+    confirm = s.server.url("/sns/confirm?Action=ConfirmSubscription&Token=t")
+    outside = s.server.url("/elsewhere/confirm?Token=t")
+
+    def sub(**kw: str) -> dict[str, str]:
+        return sns(s.server, "You have chosen to subscribe", kind="SubscriptionConfirmation", Token="t", **kw)
+
+    assert post(s, "ses", sub(topic=TOPIC + "-x", SubscribeURL=confirm))[0] == 403
+    assert post(s, "ses", sub(SubscribeURL=outside))[0] == 403
+    assert not any(p.startswith(("/sns/confirm", "/elsewhere")) for p, _ in s.server.requests)
+    assert post(s, "ses", sub(SubscribeURL=confirm)) == (200, "ok\n")
+    assert any(p.startswith("/sns/confirm?Action=ConfirmSubscription") for p, _ in s.server.requests)
+
+
+@pytest.mark.parametrize(("url", "trusted"), [
+    ("https://sns.ap-northeast-2.amazonaws.com/SimpleNotificationService-abc.pem", True),
+    ("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem", True),
+    ("http://sns.ap-northeast-2.amazonaws.com/SimpleNotificationService-abc.pem", False),
+    ("https://sns.ap-northeast-2.amazonaws.com.evil.example/x.pem", False),
+    ("https://sns.ap-northeast-2.amazonaws.com@evil.example/x.pem", False),
+    ("https://evil.example/sns.ap-northeast-2.amazonaws.com/x.pem", False),
+    ("https://sns.ap-northeast-2.amazonaws.com:8443/x.pem", False),
+    (None, False),
+])  # fmt: skip
+def test_the_default_trusted_certificate_urls_are_the_ones_aws_documents(url: str | None, trusted: bool) -> None:
+    assert cert_url_trusted(url, ()) is trusted
+
+
+def test_a_prefix_is_compared_by_host_port_and_path_not_as_text() -> None:
+    prefix = ("http://127.0.0.1:8000/sns/",)
+    assert cert_url_trusted("http://127.0.0.1:8000/sns/cert.pem", prefix)
+    assert not cert_url_trusted("http://127.0.0.1:80001/sns/cert.pem", prefix)
+    assert not cert_url_trusted("http://127.0.0.1:8000/snsx/cert.pem", prefix)
+    assert not cert_url_trusted("http://127.0.0.1:8000@evil.example/sns/cert.pem", prefix)
+
+
+# -- Mailgun --------------------------------------------------------------------------------------
+def mailgun(envelope: str, *, token: str = "tok-1", when: datetime = NOW, key: str = MAILGUN_KEY,
+            severity: str = "permanent", event: str = "failed") -> dict[str, Any]:  # fmt: skip
+    ts = str(int(when.timestamp()))
+    signature = hmac.new(key.encode(), (ts + token).encode(), hashlib.sha256).hexdigest()
+    return {
+        "signature": {"timestamp": ts, "token": token, "signature": signature},
+        "event-data": {
+            "event": event,
+            "severity": severity,
+            "recipient": "reader@example.com",
+            "reason": "bounce",
+            "envelope": {"sender": envelope, "targets": "reader@example.com", "transport": "smtp"},
+            "delivery-status": {"code": 550, "enhanced-code": "5.1.1", "message": "5.1.1 user unknown"},
+            "message": {"headers": {"message-id": "20261130.abc@newsspace.kr", "subject": "오늘의 뉴스"}},
+        },
+    }
+
+
+def test_a_signed_mailgun_failure_suppresses_its_reader(setup: Setup) -> None:
+    s = setup
+    assert post(s, "mailgun", mailgun(s.envelope)) == (200, "ok\n")
+    assert s.status() is SubscriberStatus.SUPPRESSED
+    [record] = s.app.store.list_bounces()
+    assert (record.source, record.kind.value, record.status) == ("webhook:mailgun/tok-1", "hard", "5.1.1")
+
+
+def test_a_mailgun_complaint_suppresses_and_a_temporary_failure_counts_soft(setup: Setup) -> None:
+    s = setup
+    other = envelope_sender("bounces@newsspace.kr", s.app.secret(), DAY, s.other)
+    assert post(s, "mailgun", mailgun(other, token="t-soft", severity="temporary"))[0] == 200
+    assert s.status(s.other) is SubscriberStatus.SUBSCRIBED
+    assert post(s, "mailgun", mailgun(s.envelope, token="t-spam", event="complained"))[0] == 200
+    assert s.status() is SubscriberStatus.SUPPRESSED
+    assert sorted(r.kind.value for r in s.app.store.list_bounces()) == ["complaint", "soft"]
+
+
+def test_unsigned_wrongly_signed_stale_and_reused_mailgun_calls_change_nothing(setup: Setup) -> None:
+    s = setup
+    good = mailgun(s.envelope)
+    unsigned = {"event-data": good["event-data"]}
+    wrong = mailgun(s.envelope, key="not-the-key")
+    stale = mailgun(s.envelope, token="tok-old", when=NOW - timedelta(hours=1))
+    for body in (unsigned, wrong, stale):
+        assert post(s, "mailgun", body) == (403, "refused\n")
+    assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
+    assert post(s, "mailgun", good)[0] == 200
+    # the token again, even with another event in the (unsigned) body: refused
+    other = envelope_sender("bounces@newsspace.kr", s.app.secret(), DAY, s.other)
+    reused = dict(good, **{"event-data": mailgun(other)["event-data"]})
+    assert post(s, "mailgun", good) == (409, "replayed\n")
+    assert post(s, "mailgun", reused) == (409, "replayed\n")
+    assert (s.status(s.other), s.records()) == (SubscriberStatus.SUBSCRIBED, 1)
+
+
+# -- hostile bodies -------------------------------------------------------------------------------
+@pytest.mark.parametrize("provider", ["ses", "mailgun"])
+def test_hostile_bodies_are_4xx_with_no_detail_and_change_nothing(setup: Setup, provider: str) -> None:
+    s = setup
+    hostile: list[tuple[bytes | Any, int]] = [
+        (b"x" * 70000, 413),
+        (b"[" * 50000 + b"]" * 50000, 413),
+        (b"[" * 30000 + b"]" * 30000, 400),
+        (b'{"a": ' + b"9" * 20000 + b"}", 400),
+        (b"\xff\xfe not utf-8", 400),
+        (b'{"Type": NaN}', 400),
+        (b"[]", 400), (b'"text"', 400), (b"12", 400),
+        ({"Type": 5, "Message": [], "Signature": {}, "SignatureVersion": None, "SigningCertURL": 1}, 403),
+        ({"signature": "abc", "event-data": []}, 403),
+        ({"signature": {"timestamp": [], "token": {}, "signature": 1}}, 403),
+    ]  # fmt: skip
+    for body, expected in hostile:
+        status, text = post(s, provider, body)
+        assert status == expected, body if isinstance(body, dict) else body[:40]
+        assert text in ("too large\n", "bad request\n", "refused\n")
+    assert s.records() == 0
+
+
+def test_a_signed_ses_message_of_the_wrong_shape_is_a_400(setup: Setup) -> None:
+    s = setup
+    for i, message in enumerate(["not json", "[]", "[" * 5000 + "]" * 5000,
+                                 json.dumps({"notificationType": "Bounce", "bounce": []})]):  # fmt: skip
+        assert post(s, "ses", sns(s.server, message, message_id=f"bad{i}")) == (400, "bad request\n")
+    # a bounce that names nobody is kept for a person, and suppresses nobody
+    nobody = json.dumps({"notificationType": "Bounce", "bounce": {"bounceType": "Permanent", "bouncedRecipients": {}}})
+    assert post(s, "ses", sns(s.server, nobody, message_id="nobody"))[0] == 200
+    [record] = s.app.store.list_bounces()
+    assert record.action.startswith("kept for a person")
+    assert s.status() is SubscriberStatus.SUBSCRIBED
+
+
+def test_without_webhook_config_there_is_no_route(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, delivery_extra='[bounces]\nreturn_path = "bounces@newsspace.kr"\n')
+    app = make_app(load_settings(cfg), clock=lambda: NOW)
+    try:
+        with TestClient(create_app(app)) as client:
+            assert client.post("/webhooks/ses", content=b"{}").status_code == 404
+            assert client.post("/webhooks/mailgun", content=b"{}").status_code == 404
+    finally:
+        app.close()
