@@ -31,6 +31,7 @@ from feedservice.config_values import (
     Slug,
     Subject,
     TimeZone,
+    UrlPrefix,
     control_character,
     mail_domain,
 )
@@ -212,16 +213,8 @@ class SesWebhookConfig(_Table):
     """``[bounces.webhooks.ses]``: Amazon SES events through SNS (``POST /webhooks/ses``)."""
 
     topic_arns: tuple[str, ...] = Field(min_length=1)  # the only topics believed (and confirmed)
-    # Where signing certificates (and SubscribeURLs) may come from; none: https://sns.<region>.amazonaws.com/
-    trusted_cert_urls: tuple[HttpUrl, ...] = ()
+    trusted_cert_urls: tuple[UrlPrefix, ...] = ()  # certificates' and SubscribeURLs' prefixes; none: AWS's
     max_age_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)  # older messages are refused as replays
-
-    @field_validator("trusted_cert_urls")
-    @classmethod
-    def _folder(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if any(not v.endswith("/") for v in value):
-            raise ValueError("each prefix ends with '/' (a host or folder, not part of a name)")
-        return value
 
 
 class MailgunWebhookConfig(_Table):
@@ -231,12 +224,20 @@ class MailgunWebhookConfig(_Table):
     max_age_seconds: int = Field(default=300, ge=10, le=24 * 3600)
 
 
+class SendgridWebhookConfig(_Table):
+    """``[bounces.webhooks.sendgrid]``: SendGrid's signed Event Webhook (``POST /webhooks/sendgrid``)."""
+
+    public_key_env: EnvName = "SENDGRID_WEBHOOK_PUBLIC_KEY"  # the verification key, base64 as SendGrid shows it
+    max_age_seconds: int = Field(default=300, ge=10, le=24 * 3600)
+
+
 class WebhooksConfig(_Table):
     """``[bounces.webhooks]``: providers that report bounces and complaints over HTTP."""
 
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=10 * 1024 * 1024)
     ses: SesWebhookConfig | None = None
     mailgun: MailgunWebhookConfig | None = None
+    sendgrid: SendgridWebhookConfig | None = None
 
 
 class BouncesConfig(_Table):

@@ -18,7 +18,7 @@ from feedservice.verp import MAX_TOKEN
 
 __all__ = [
     "HHMM", "EnvName", "HttpUrl", "IpNetwork", "Language", "ListenHost", "MailDomain", "ReturnPath", "Slug",
-    "Subject", "TimeZone", "control_character", "mail_domain",
+    "Subject", "TimeZone", "UrlPrefix", "control_character", "mail_domain",
 ]  # fmt: skip
 
 
@@ -132,7 +132,14 @@ def mail_domain(value: str) -> str:
     return domain
 
 
+def _url_prefix(value: str) -> str:
+    if not _http_url(value).endswith("/"):
+        raise ValueError(f"a URL prefix ends with '/' (a host or folder, not part of a name): {value!r}")
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+UrlPrefix = Annotated[str, AfterValidator(_url_prefix)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 HHMM = Annotated[str, AfterValidator(_hh_mm)]
 Slug = Annotated[str, AfterValidator(_slug)]

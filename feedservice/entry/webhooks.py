@@ -1,7 +1,7 @@
 """``POST /webhooks/{provider}``: bounces and complaints that providers report over HTTP.
 
 Each route believes a call only when it is signed by its provider (``adapters/bounces/sns.py``,
-``mailgun.py``), refuses a replay (an event id recorded before, or a timestamp too old), and hands
+``mailgun.py``, ``sendgrid.py``), refuses a replay (an event id recorded before, or a timestamp too old), and hands
 the event to the same bounce check as returned mail (``App.check_bounces`` with an
 ``EventIntake``): the same matching (VERP envelope, Message-ID, recipient), policy, breaker and
 records. Every route reads at most ``[bounces.webhooks] max_body_bytes`` (else 413); a body that
@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -30,6 +31,7 @@ from starlette.routing import Route
 from feedservice.adapters import apiclient
 from feedservice.adapters.bounces.events import EventIntake
 from feedservice.adapters.bounces.mailgun import MailgunRefused, mailgun_reading, verify_mailgun
+from feedservice.adapters.bounces.sendgrid import SendgridRefused, load_sendgrid_key, sendgrid_events, verify_sendgrid
 from feedservice.adapters.bounces.sns import MAX_CERT_BYTES, CertificateCache, SnsRefused, cert_url_trusted, ses_reading
 from feedservice.bounce_model import BounceReading
 from feedservice.config import WebhooksConfig
@@ -74,14 +76,21 @@ async def _read_json(request: Request, limit: int) -> tuple[bytes, Any]:
 
 async def _apply(app: App, source: str, raw: bytes, reading: BounceReading) -> Response:
     """Through the one bounce check, unless ``source`` (the provider's event id) was recorded."""
-    if await run_in_threadpool(app.store.bounce_source_known, source):
-        raise _Refused(409, "replayed", f"{source} was recorded before")
-    intake = EventIntake(source, raw, reading)
-    report = await run_in_threadpool(app.check_bounces, intakes=[intake], read=intake.read)
+    return await _apply_all(app, [EventIntake(source, raw, reading)])
+
+
+async def _apply_all(app: App, events: list[EventIntake]) -> Response:
+    """The events not recorded before, in one bounce check (one breaker for a batch); 409 when
+    every one of them was recorded before."""
+    new = [e for e in events if not await run_in_threadpool(app.store.bounce_source_known, e.name)]
+    if not new:
+        raise _Refused(409, "replayed", f"{', '.join(e.name for e in events)[:300]} recorded before")
+    readings = {e.mail.raw: e.reading for e in new}
+    report = await run_in_threadpool(app.check_bounces, intakes=new, read=readings.__getitem__)
     if report.errors or report.held:
-        log.error("webhooks: %s not recorded: %s", source, report.summary())
+        log.error("webhooks: %s not recorded: %s", new[0].name, report.summary())
         return _answer(503, "try later")
-    log.info("webhooks: %s: %s", source, report.summary())
+    log.info("webhooks: %s: %s", new[0].name, report.summary())
     return _answer(200, "ok")
 
 
@@ -167,13 +176,48 @@ class _Mailgun:
         return await _apply(self.app, f"webhook:mailgun/{token}", raw, reading)
 
 
+class _Sendgrid:
+    def __init__(self, app: App, webhooks: WebhooksConfig) -> None:
+        assert webhooks.sendgrid is not None
+        self.app, self.limit, self.cfg = app, webhooks.max_body_bytes, webhooks.sendgrid
+        secret = app.settings.secret(self.cfg.public_key_env)
+        self.key: ec.EllipticCurvePublicKey | None = None
+        try:
+            self.key = load_sendgrid_key(secret.get_secret_value()) if secret is not None else None
+        except ValueError:
+            log.error("webhooks: %s is not SendGrid's verification key (base64)", self.cfg.public_key_env)
+        if secret is None:
+            log.error("webhooks: %s is not set: every SendGrid call is refused", self.cfg.public_key_env)
+
+    async def handle(self, request: Request) -> Response:
+        raw, body = await _read_json(request, self.limit)
+        if self.key is None:
+            raise _Refused(403, "refused", f"{self.cfg.public_key_env} is not a usable key")
+        h = request.headers
+        try:
+            verify_sendgrid(self.key, h.get("x-twilio-email-event-webhook-signature"),
+                            h.get("x-twilio-email-event-webhook-timestamp"), raw,
+                            self.app.clock().timestamp(), self.cfg.max_age_seconds)  # fmt: skip
+            events = sendgrid_events(body)
+        except SendgridRefused as exc:
+            raise _Refused(403, "refused", str(exc)) from None
+        except ValueError:
+            raise _Refused(400, "bad request", "not a batch of SendGrid events") from None
+        if not events:
+            return _answer(200, "ok")
+        intakes = [EventIntake(f"webhook:sendgrid/{event_id}", json.dumps(e).encode(), reading)
+                   for event_id, reading, e in events]  # fmt: skip
+        return await _apply_all(self.app, intakes)
+
+
 def webhook_routes(app: App) -> list[Route]:
     """The routes of the configured providers (none without ``[bounces.webhooks.*]``)."""
     b = app.settings.bounces
     if b is None:
         return []
-    handlers = {"ses": _Ses(app, b.webhooks) if b.webhooks.ses else None,
-                "mailgun": _Mailgun(app, b.webhooks) if b.webhooks.mailgun else None}  # fmt: skip
+    handlers: dict[str, _Ses | _Mailgun | _Sendgrid | None] = {"ses": _Ses(app, b.webhooks) if b.webhooks.ses else None,
+                "mailgun": _Mailgun(app, b.webhooks) if b.webhooks.mailgun else None,
+                "sendgrid": _Sendgrid(app, b.webhooks) if b.webhooks.sendgrid else None}  # fmt: skip
     routes = []
     for name, handler in handlers.items():
         if handler is None:
