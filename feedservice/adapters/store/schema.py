@@ -184,6 +184,16 @@ send_pauses = sa.Table(
     sa.Column("paused_at", UTCDateTime, nullable=False),
 )
 
+# Migration 11: the readers an edition's runs held back from suppression (refused as unknown),
+# counted per edition rather than per worker, so the suppression breaker trips at the same total
+# however many workers send the edition. Cleared when an operator resumes the edition.
+held_suppressions = sa.Table(
+    "held_suppressions",
+    metadata,
+    sa.Column("edition", sa.Date, sa.ForeignKey("editions.day"), primary_key=True),
+    sa.Column("refused", sa.Integer, nullable=False),
+)
+
 # Migration 17 (issue 16): every piece of mail that came back to the bounce address, matched or
 # not, kept raw (never deleted: B5 of the fixtures README), and each suppression it caused.
 bounce_mail = sa.Table(
@@ -267,6 +277,10 @@ def _v6(conn: Connection) -> None:
     conn.execute(sa.text("DROP INDEX ix_articles_section_first_seen"))
 
 
+def _v11(conn: Connection) -> None:
+    held_suppressions.create(conn)
+
+
 def _v17(conn: Connection) -> None:
     bounce_mail.create(conn)
     suppressions.create(conn)
@@ -278,7 +292,7 @@ def _v17(conn: Connection) -> None:
 # Append (number, step) pairs; never edit a step once it has been released. Steps after the
 # first are plain DDL: the Table objects above are what step 1 created.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
-    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6), (17, _v17)
+    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6), (11, _v11), (17, _v17)
 ]
 LATEST = MIGRATIONS[-1][0]
 
