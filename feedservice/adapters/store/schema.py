@@ -194,6 +194,17 @@ held_suppressions = sa.Table(
     sa.Column("refused", sa.Integer, nullable=False),
 )
 
+# Migration 11 too: the fingerprint of the key that addresses are hashed with (``tokens.
+# address_key_fingerprint``), so that opening the database with another key is refused instead
+# of silently forgetting the list. One row per purpose ("address").
+key_fingerprints = sa.Table(
+    "key_fingerprints",
+    metadata,
+    sa.Column("purpose", sa.String(32), primary_key=True),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("recorded", UTCDateTime, nullable=False),
+)
+
 # Migration 17 (issue 16): every piece of mail that came back to the bounce address, matched or
 # not, kept raw (never deleted: B5 of the fixtures README), and each suppression it caused.
 bounce_mail = sa.Table(
@@ -279,6 +290,7 @@ def _v6(conn: Connection) -> None:
 
 def _v11(conn: Connection) -> None:
     held_suppressions.create(conn)
+    key_fingerprints.create(conn)
 
 
 def _v17(conn: Connection) -> None:
