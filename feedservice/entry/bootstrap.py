@@ -377,28 +377,12 @@ def make_app(settings: Settings, *, clock: Callable[[], datetime] | None = None)
     secret = settings.signing_secret()
     address_key = settings.address_key(secret).get_secret_value().encode()
     store = open_store(settings.database_url, address_key=address_key)
-    try:
+    try:  # another key would silently forget the list: refused before anything is read or written
         if not store.check_address_key((clock or utcnow)()):
-            raise _wrong_address_key(settings)
+            raise settings.wrong_address_key()
     except BaseException:
         store.close()
         raise
     app = App(settings, store, secret, clock or utcnow)
     app.sync_config()
     return app
-
-
-def _wrong_address_key(settings: Settings) -> ConfigError:
-    """Opening the list with another address key would make every forgotten address unknown (a
-    removal finds "no subscriber", a re-add makes a second row, suppressed addresses sign up
-    again): refuse before anything is read or written, and say how to fix it."""
-    w, path = settings.web, settings.source_path
-    if w.address_key_env:
-        return ConfigError(path, "web.address_key_env", f"{w.address_key_env} is not the key this database's "
-                           "addresses were hashed with: set it to that key; nothing was changed")  # fmt: skip
-    return ConfigError(
-        path, "web.secret_env",
-        f"the signing secret ({w.secret_env}, else var/secret.key) is not the key this database's addresses "
-        f"were hashed with: set {w.secret_env} to the secret it was first used with (after a rotation, name the "
-        "old one in [web] address_key_env); nothing was changed",
-    )  # fmt: skip
