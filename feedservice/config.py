@@ -340,6 +340,21 @@ class Settings(_Table):
             raise ConfigError(self.source_path, "web.address_key_env", f"{env} is not set")
         return pinned
 
+    def wrong_address_key(self) -> ConfigError:
+        """The error for a database whose addresses were hashed with another key than ours (its
+        recorded fingerprint differs): going on would make every forgotten address unknown — a
+        removal finds "no subscriber", a re-add makes a second row, suppressed addresses return."""
+        w, path = self.web, self.source_path
+        if w.address_key_env:
+            return ConfigError(path, "web.address_key_env", f"{w.address_key_env} is not the key this database's "
+                               "addresses were hashed with: set it to that key; nothing was changed")  # fmt: skip
+        return ConfigError(
+            path, "web.secret_env",
+            f"the signing secret ({w.secret_env}, else var/secret.key) is not the key this database's addresses "
+            f"were hashed with: set {w.secret_env} to the secret it was first used with (after a rotation, name "
+            "the old one in [web] address_key_env); nothing was changed",
+        )  # fmt: skip
+
 
 def _key(loc: tuple[Any, ...]) -> str:
     out = ""

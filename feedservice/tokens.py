@@ -37,6 +37,7 @@ from itsdangerous import BadData, Signer, TimestampSigner
 __all__ = [
     "LEGACY_UNTIL",
     "address_hash",
+    "address_key_fingerprint",
     "csrf_token",
     "make_token",
     "new_nonce",
@@ -57,6 +58,12 @@ Secrets = bytes | Sequence[bytes]
 def address_hash(secret: bytes, email: str) -> str:
     """A keyed hash of an address (HMAC, so a list of hashes cannot be reversed by guessing)."""
     return "h1:" + hmac.new(secret, b"address\x00" + email.strip().lower().encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def address_key_fingerprint(secret: bytes) -> str:
+    """What a database keeps of its address key, to know it again: an HMAC of a fixed label, never
+    the key. Another key gives another fingerprint; the fingerprint gives no way back to the key."""
+    return "k1:" + hmac.new(secret, b"feedservice address key fingerprint\x00", hashlib.sha256).hexdigest()
 
 
 def new_nonce() -> str:

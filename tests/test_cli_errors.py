@@ -7,6 +7,7 @@ at run time exit 1, and nothing prints a traceback unless `--debug` asks for it.
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from feedservice.adapters.store._base import make_engine
 from feedservice.entry import commands
 from feedservice.entry.cli import main
 from tests.conftest import write_config
@@ -223,3 +225,76 @@ def test_text_the_csv_reader_refuses_is_a_bad_row_and_the_rows_before_it_are_kep
     assert proc.stdout.splitlines()[1:] == ["  line 1: not CSV: field larger than field limit (131072)"]
     listed = _console(cfg, "subscribers", "list", stdin=subprocess.DEVNULL).stdout
     assert "first@example.com" in listed and "last@example.com" not in listed
+
+
+# -- a changed address key is refused, not a silently forgotten list -----------------------------------
+def _subscriber_rows(db_url: str) -> list[tuple[str | None, str]]:
+    import sqlalchemy as sa
+
+    from feedservice.adapters.store import schema as t
+
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return sorted(conn.execute(sa.select(t.subscribers.c.email, t.subscribers.c.status)).tuples(),
+                          key=lambda r: (r[0] or "", r[1]))  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def _as(cfg: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The console script with ``env`` instead of the test's secrets."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FS_TEST_SECRET", "FS_TEST_ADDRESS"))}
+    return subprocess.run([FEEDSERVICE, "--config", str(cfg), *args], capture_output=True, text=True,
+                          timeout=60, env=base | env)  # fmt: skip
+
+
+def test_another_address_key_is_refused_and_changes_nothing(tmp_path: Path, db_url: str) -> None:
+    """Before: one command without the secret's variable generated var/secret.key; then `remove`
+    said "no subscriber" for a listed reader, and a re-add made a second row (two digests)."""
+    cfg = write_config(tmp_path, db_url=db_url)
+    right = {"FS_TEST_SECRET": "the-original-secret"}
+    assert _as(cfg, right, "subscribers", "add", "reader@example.com").returncode == 0
+    assert _as(cfg, right, "subscribers", "add", "gone@example.com").returncode == 0
+    assert _as(cfg, right, "subscribers", "remove", "gone@example.com").returncode == 0  # forgotten: a hash
+    before = _subscriber_rows(db_url)
+    for env, args in [
+        ({}, ["subscribers", "remove", "reader@example.com"]),  # unset: a generated var/secret.key
+        ({"FS_TEST_SECRET": "another-secret"}, ["subscribers", "add", "reader@example.com"]),
+        ({"FS_TEST_SECRET": "another-secret"}, ["subscribers", "add", "gone@example.com"]),
+    ]:
+        proc = _as(cfg, env, *args)
+        assert proc.returncode == 2, proc.stderr
+        # One line (after, when the variable is unset, the log line that a secret was generated).
+        [line] = [x for x in proc.stderr.splitlines() if x.startswith("feedservice: ")]
+        assert line.startswith("feedservice: config error:") and "web.secret_env" in line
+        assert "FS_TEST_SECRET" in line and "nothing was changed" in line
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert _subscriber_rows(db_url) == before  # one row each, nothing forgotten, nothing added
+    # The right secret works as before: the reader is found, the forgotten address is known.
+    assert _as(cfg, right, "subscribers", "remove", "reader@example.com").returncode == 0
+    assert _as(cfg, right, "subscribers", "add", "gone@example.com").returncode == 0
+    rows = _subscriber_rows(db_url)
+    assert len(rows) == 2 and ("gone@example.com", "subscribed") in rows and (None, "unsubscribed") in rows
+
+
+def test_a_pinned_address_key_is_checked_and_an_old_database_learns_it(tmp_path: Path, db_url: str) -> None:
+    """With `[web] address_key_env` the line names that key; a database from before the check (no
+    fingerprint yet) records the key in use on first open, and then refuses another."""
+    from feedservice.adapters.store import schema as t
+
+    cfg = write_config(tmp_path, db_url=db_url)
+    cfg.write_text(cfg.read_text().replace("[web]\n", '[web]\naddress_key_env = "FS_TEST_ADDRESS_KEY"\n', 1))
+    pinned = {"FS_TEST_SECRET": "s1", "FS_TEST_ADDRESS_KEY": "the-address-key"}
+    assert _as(cfg, pinned, "subscribers", "add", "reader@example.com").returncode == 0
+    engine = make_engine(db_url)
+    with engine.begin() as conn:  # as an install from before migration 11 left it
+        conn.execute(t.key_fingerprints.delete())
+    engine.dispose()
+    rotated = {"FS_TEST_SECRET": "s2", "FS_TEST_ADDRESS_KEY": "the-address-key"}
+    assert _as(cfg, rotated, "subscribers", "remove", "reader@example.com").returncode == 0  # recorded now
+    proc = _as(cfg, {"FS_TEST_SECRET": "s2", "FS_TEST_ADDRESS_KEY": "a-new-key"}, "subscribers", "add", "x@example.com")
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    assert "web.address_key_env" in line and "FS_TEST_ADDRESS_KEY" in line
+    assert _subscriber_rows(db_url) == [(None, "unsubscribed")]

@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -480,6 +481,58 @@ _ODD_ENTRIES = b"""<?xml version="1.0" encoding="utf-8"?>
 </channel></rss>"""
 
 
+def _json_feed(base: str, ids: list[str]) -> bytes:
+    items = [{"id": i, "url": f"{base}/{i}", "title": f"{base} 기사 {i}", "content_text": "본문",
+              "date_published": "2026-11-30T06:00:00+09:00"} for i in ids]  # fmt: skip
+    return json.dumps({"version": "https://jsonfeed.org/version/1.1", "title": "t", "items": items}).encode()
+
+
+def test_two_sources_with_the_same_feed_local_guids_keep_every_headline(
+    feed_server: FeedServer, make: Callable[..., App]
+) -> None:
+    """Two JSON Feed sources whose items are "1" and "2": before, the second source's two were
+    "owned elsewhere" and never stored, and readers lost those headlines. A GUID that is an
+    absolute URI (another source's copy, as in the test above) still names one article."""
+    a_items = _json_feed("https://a.newsspace.kr/news", ["1", "2"])
+    feed_server.files["/a.json"] = Served(a_items, "application/feed+json")
+    feed_server.files["/b.json"] = Served(_json_feed("https://b.example.kr/n", ["1", "2"]), "application/feed+json")
+    app = make([(feed_server.url("/a.json"), "bigtech"), (feed_server.url("/b.json"), "bigtech")])
+    report = _collect(app)
+    assert report.new_articles == 4 and not report.owned_elsewhere, report.summary()
+    titles = sorted(a.title for a in app.store.recent_articles(None, 10))
+    assert titles == sorted(f"{b} 기사 {i}" for b in ("https://a.newsspace.kr/news", "https://b.example.kr/n")
+                            for i in ("1", "2"))  # fmt: skip
+    again = _collect(app)  # the same ids on every fetch: nothing new, nothing changed
+    assert (again.new_articles, again.updated_articles, again.owned_elsewhere) == (0, 0, {})
+
+    def feed_ids() -> tuple[list[str], list[str]]:
+        app.build_feeds()
+        atom = feedparser.parse((app.feeds_dir / "bigtech.atom").read_bytes())
+        jf = json.loads((app.feeds_dir / "bigtech.json").read_bytes())
+        return sorted(e.id for e in atom.entries), sorted(str(i["id"]) for i in jf["items"])
+
+    atom_ids, json_ids = feed_ids()
+    assert len(set(atom_ids)) == 4 and len(set(json_ids)) == 4  # one id per article
+    assert all(i.startswith("tag:www.newsspace.kr,2026:article/") for i in atom_ids)  # valid atom:ids
+    assert feed_ids() == (atom_ids, json_ids)  # stable from build to build
+
+
+def test_an_article_stored_with_a_feed_local_guid_before_keeps_its_id(
+    feed_server: FeedServer, make: Callable[..., App]
+) -> None:
+    """No data migration: an article stored under the bare GUID ("1") before is found again by its
+    link, so it is neither stored twice nor given a new id (its Atom id stays what readers have)."""
+    url = feed_server.url("/a.json")
+    feed_server.files["/a.json"] = Served(_json_feed("https://a.newsspace.kr/news", ["1"]), "application/feed+json")
+    app = make([(url, "bigtech")])
+    old = Article(id="1", url="https://a.newsspace.kr/news/1", section="bigtech",
+                  title="https://a.newsspace.kr/news 기사 1", source_url=url)  # fmt: skip
+    app.store.record_fetch_success(url, NOW, NOW, etag=None, last_modified=None, articles=[old])
+    report = _collect(app)
+    assert report.new_articles == 0 and not report.owned_elsewhere
+    assert [a.id for a in app.store.recent_articles(None, 10)] == ["1"]
+
+
 def test_articles_without_a_usable_link_get_one_and_every_feed_builds(
     feed_server: FeedServer, make: Callable[..., App]
 ) -> None:
@@ -489,7 +542,8 @@ def test_articles_without_a_usable_link_get_one_and_every_feed_builds(
     assert report.new_articles == 4 and not report.refused, report
     links = {a.title: a.url for a in app.store.recent_articles(None, 10)}
     site = feed_server.url("/")
-    assert links["javascript link"] == site + "#abc%20123"
+    # A feed-local GUID ("abc 123") is its source's: the page link carries the source with it.
+    assert links["javascript link"] == site + "#" + quote(feed_server.url("/odd.xml") + " abc 123", safe="")
     assert links["guid link"] == "https://www.newsspace.kr/news/9"
     assert links["normal"] == "https://www.newsspace.kr/news/1"
     assert links["링크 없는 기사"].startswith(site + "#urn%3Asha256%3A")

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from feedservice.entry.bootstrap import make_app
 from feedservice.errors import DeliveryFatal
 from feedservice.model import Subscriber, SubscriberStatus
 from tests.conftest import FeedServer, free_port
@@ -306,6 +307,43 @@ def test_mass_unknown_user_trips_the_breaker_instead_of_suppressing(
         assert app.store.editions_with_work(SEND_TIME) == []
         status = _run(cfg, "digest", "status", "--date", KST_DAY).stdout
         assert "paused" in status and "5.1.x" in status
+
+
+def test_the_breaker_counts_per_edition_not_per_worker(
+    tmp_path: Path, feed_server: FeedServer, relay: tuple[Relay, int], db_url: str
+) -> None:
+    """Two workers drain one edition against a relay that refuses everyone as unknown. Each sees
+    about 15 refusals, under the breaker's minimum of 20 on its own; before, each counted only its
+    own and together they suppressed (and forgot) all 30 readers."""
+    handler, port = relay
+    handler.every_rcpt = "550 5.1.1 User unknown"
+    refuse = handler.handle_RCPT
+
+    async def slowly(server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        await asyncio.sleep(0.02)  # both workers are sending when the refusals come in
+        return await refuse(server, session, envelope, address, options)
+
+    handler.handle_RCPT = slowly  # type: ignore[method-assign]
+    readers = [f"r{i:02d}@example.com" for i in range(30)]
+    app = _app(tmp_path, feed_server, port, db_url=db_url, smtp_extra="pool_size = 1", clock=lambda: SEND_TIME)
+    other = make_app(app.settings, clock=lambda: SEND_TIME)  # a second worker process
+    try:
+        _add(app, *readers)
+        asyncio.run(app.send_digest(DAY, queue_only=True))
+
+        async def both() -> list[Any]:
+            return list(await asyncio.wait_for(asyncio.gather(app.drain(DAY), other.drain(DAY)), 60))
+
+        reports = asyncio.run(both())
+        assert all(r.deferred + r.failed > 0 for r in reports)  # both workers took part
+        assert sum(r.suppressed for r in reports) == 0
+        _nobody_marked(app, readers)  # nobody suppressed, everyone queued for the resumption
+        paused = app.store.sending_paused(DAY)
+        assert paused is not None and "5.1.x" in paused and "nobody was suppressed" in paused
+        assert app.store.editions_with_work(SEND_TIME) == []  # no worker goes on without an operator
+    finally:
+        other.close()
+        app.close()
 
 
 def test_mailbox_full_is_temporary(tmp_path: Path, feed_server: FeedServer, relay: tuple[Relay, int]) -> None:

@@ -146,6 +146,8 @@ def entry_to_article(
     guid = clean_text(entry.get("id", "") or "")
     if guid and (guid.rstrip("/") == _source_root(source_url) or _is_site_root(guid)):
         guid = ""  # e.g. a guid that is just the site's home page: not an identity
+    if guid and not _GLOBAL_ID.match(guid):
+        guid = _source_guid(source_url, guid)
     ident = guid or (url if url and not _is_site_root(url) else "")
     if not ident:
         basis = f"{title}\x00{published.isoformat() if published else ''}\x00{url}"
@@ -171,6 +173,23 @@ def entry_to_article(
         updated=updated,
         source_url=source_url,
     )
+
+
+# A GUID that is an absolute URI (a URL, ``urn:``, ``tag:``) names one article wherever it is
+# found; any other (``"1"``, ``"12345"``) only within its own feed. Two JSON Feed sources whose
+# items are "1" and "2" are four articles: keyed by the source, the second source's are no
+# longer taken for the first's ("owned elsewhere", never stored). Ids that are absolute URIs are
+# kept as they are, so no article stored with one changes identity.
+_GLOBAL_ID = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]+\Z")
+
+
+def _source_guid(source_url: str, guid: str) -> str:
+    """A feed-local GUID made the source's: "<source URL> <GUID>" (a URL holds no space, so the two
+    parts never run together), the same on every fetch, since ``source_url`` is the configured URL,
+    not where the source moved to. It stays what it was, not an IRI: the Atom writer mints its
+    tag URI under the site's domain (``feed_formats.atom_id``), and a link-less entry's link is
+    still the source's page (``publishable``), never the feed file."""
+    return f"{source_url} {guid}"
 
 
 def _is_site_root(url: str) -> bool:

@@ -386,6 +386,13 @@ def make_app(settings: Settings, *, clock: Callable[[], datetime] | None = None)
     """
     secret = settings.signing_secret()
     address_key = settings.address_key(secret).get_secret_value().encode()
-    app = App(settings, open_store(settings.database_url, address_key=address_key), secret, clock or utcnow)
+    store = open_store(settings.database_url, address_key=address_key)
+    try:  # another key would silently forget the list: refused before anything is read or written
+        if not store.check_address_key((clock or utcnow)()):
+            raise settings.wrong_address_key()
+    except BaseException:
+        store.close()
+        raise
+    app = App(settings, store, secret, clock or utcnow)
     app.sync_config()
     return app

@@ -116,7 +116,7 @@ class EditionDrain:
             await self._wind_down(producer, senders, self.settings.shutdown_timeout if cancelled else None)
             await self.recorder.close()
             await recording
-            await self._settle_suppressions(apply=not cancelled and not self.breaker.tripped)
+            await self._settle_suppressions(apply=not cancelled)
             await self._hand_back()
             if self.signing is not None:
                 self.signing.shutdown(wait=False, cancel_futures=True)
@@ -330,7 +330,8 @@ class EditionDrain:
         r = self.report
         if outcome.suppress and sub is not None:
             # Not suppressed yet: held back (deferred) until the run shows it is not a mass refusal.
-            if self.breaker.add():
+            # Counted in the store, per edition: every worker sending it trips at the same total.
+            if self.breaker.observe(await asyncio.to_thread(self.store.hold_suppression, self.edition.day)):
                 self._stop(self.breaker.reason())
                 self._pause_edition(self.breaker.reason())
             self.to_suppress.append((d, sub, outcome))
@@ -363,12 +364,17 @@ class EditionDrain:
         self.held.discard(d.id)
 
     async def _settle_suppressions(self, *, apply: bool) -> None:
-        """At the end of a run: suppress the readers refused as unknown, unless the breaker tripped
-        (or the run was cut short); then they are queued again, to be tried on resumption."""
+        """At the end of a run: suppress the readers refused as unknown, unless the edition's breaker
+        tripped (in this run or another worker's) or the run was cut short; then they are queued
+        again, to be tried on resumption."""
         held, self.to_suppress = self.to_suppress, []
         if not held:
             return
         try:
+            # Another worker's refusals count too: it may have tripped the edition's breaker since.
+            apply = apply and not self.breaker.observe(
+                await asyncio.to_thread(self.store.held_suppressions, self.edition.day)
+            )
             if not apply:
                 await asyncio.to_thread(self.store.requeue_deliveries, [d.id for d, _, _ in held], self.clock())
                 self.report.deferred += len(held)

@@ -9,8 +9,10 @@ temporary 4xx, or "too many" in its text, in reply to one recipient — is ``thr
 recipient's domain pauses (``next_pause``) and its messages wait, while other domains go on.
 
 A mass suppression is suspicious: a relay that answers 550 5.1.1 to everyone is broken, not
-every reader gone. ``SuppressionBreaker`` counts the suppressions one run would make and trips
-when they exceed a share of the edition (and a minimum count); the run then pauses instead.
+every reader gone. ``SuppressionBreaker`` counts the suppressions an edition's runs would make and
+trips when they exceed a share of the edition (and a minimum count); the run then pauses instead.
+The count is the edition's, kept in the store, so k workers draining one edition together trip at
+the same total one would, not at k times it.
 """
 
 from __future__ import annotations
@@ -89,7 +91,10 @@ def next_pause(
 
 @dataclass
 class SuppressionBreaker:
-    """Trips when one run would suppress more than ``share`` of ``recipients`` and at least ``minimum``."""
+    """Trips when an edition would suppress more than ``share`` of ``recipients`` and at least ``minimum``.
+
+    ``add`` counts in this object (one process); ``observe`` takes the edition's total from the
+    store, shared by every worker sending it."""
 
     recipients: int
     share: float = 0.05
@@ -99,13 +104,17 @@ class SuppressionBreaker:
 
     def add(self) -> bool:
         """Count one more suppression this run would make; True once the breaker has tripped."""
-        self.count += 1
+        return self.observe(self.count + 1)
+
+    def observe(self, total: int) -> bool:
+        """Take the edition's count of held-back suppressions; True once the breaker has tripped."""
+        self.count = max(self.count, total)
         if self.count >= self.minimum and self.count > self.share * self.recipients:
             self.tripped = True
         return self.tripped
 
     def reason(self) -> str:
         return (
-            f"paused: {self.count} of {self.recipients} recipients were refused as unknown (5.1.x) in one run, "
+            f"paused: {self.count} of {self.recipients} recipients were refused as unknown (5.1.x) in this edition, "
             f"more than {self.share:.0%}: the relay is more likely wrong than the list, so nobody was suppressed"
         )

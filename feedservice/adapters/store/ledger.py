@@ -129,9 +129,27 @@ class LedgerStoreMixin(StoreBase):
             )
 
     def resume_sending(self, day: date) -> bool:
-        """Lift the pause of an edition; True if it was paused."""
+        """Lift the pause of an edition and clear its count of held-back suppressions (the operator
+        has looked); True if it was paused."""
         with self._tx("resuming an edition") as conn:
+            conn.execute(t.held_suppressions.delete().where(t.held_suppressions.c.edition == day))
             return bool(conn.execute(t.send_pauses.delete().where(t.send_pauses.c.edition == day)).rowcount)
+
+    # -- the suppression breaker's count, one per edition whatever the number of workers ----------
+    def hold_suppression(self, day: date) -> int:
+        """Count one more reader of the edition held back from suppression; return the edition's
+        count, every worker's included (one atomic upsert: concurrent workers never lose a count)."""
+        h = t.held_suppressions
+        stmt = self._insert(h).values(edition=day, refused=1)
+        stmt = stmt.on_conflict_do_update(index_elements=["edition"], set_={"refused": h.c.refused + 1})
+        with self._tx("counting held-back suppressions") as conn:
+            return int(conn.execute(stmt.returning(h.c.refused)).scalar_one())
+
+    def held_suppressions(self, day: date) -> int:
+        """How many readers the edition's runs have held back from suppression (since a resume)."""
+        h = t.held_suppressions
+        with self._tx("reading held-back suppressions") as conn:
+            return int(conn.execute(sa.select(h.c.refused).where(h.c.edition == day)).scalar() or 0)
 
     def sending_paused(self, day: date) -> str | None:
         """Why the edition's sending is paused, or None."""

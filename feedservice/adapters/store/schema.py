@@ -184,6 +184,27 @@ send_pauses = sa.Table(
     sa.Column("paused_at", UTCDateTime, nullable=False),
 )
 
+# Migration 11: the readers an edition's runs held back from suppression (refused as unknown),
+# counted per edition rather than per worker, so the suppression breaker trips at the same total
+# however many workers send the edition. Cleared when an operator resumes the edition.
+held_suppressions = sa.Table(
+    "held_suppressions",
+    metadata,
+    sa.Column("edition", sa.Date, sa.ForeignKey("editions.day"), primary_key=True),
+    sa.Column("refused", sa.Integer, nullable=False),
+)
+
+# Migration 11 too: the fingerprint of the key that addresses are hashed with (``tokens.
+# address_key_fingerprint``), so that opening the database with another key is refused instead
+# of silently forgetting the list. One row per purpose ("address").
+key_fingerprints = sa.Table(
+    "key_fingerprints",
+    metadata,
+    sa.Column("purpose", sa.String(32), primary_key=True),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("recorded", UTCDateTime, nullable=False),
+)
+
 # Migration 16: mailbox providers that throttled us (a 421, 4.7.x or "too many" reply), so a
 # pause outlives the process that saw it. One row per lane (a domain or a configured group).
 domain_pauses = sa.Table(
@@ -278,6 +299,11 @@ def _v6(conn: Connection) -> None:
     conn.execute(sa.text("DROP INDEX ix_articles_section_first_seen"))
 
 
+def _v11(conn: Connection) -> None:
+    held_suppressions.create(conn)
+    key_fingerprints.create(conn)
+
+
 def _v16(conn: Connection) -> None:
     domain_pauses.create(conn)
 
@@ -293,7 +319,7 @@ def _v17(conn: Connection) -> None:
 # Append (number, step) pairs; never edit a step once it has been released. Steps after the
 # first are plain DDL: the Table objects above are what step 1 created.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
-    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6), (16, _v16), (17, _v17),
+    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6), (11, _v11), (16, _v16), (17, _v17),
 ]  # fmt: skip
 LATEST = MIGRATIONS[-1][0]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from feedservice.adapters.store import schema as t
 from feedservice.adapters.store._base import StoreBase
 from feedservice.model import Subscriber, SubscriberStatus
-from feedservice.tokens import address_hash
+from feedservice.tokens import address_hash, address_key_fingerprint
 
 
 def to_subscriber(r: Any) -> Subscriber:
@@ -39,6 +40,18 @@ class SubscriberStoreMixin(StoreBase):
 
     def address_hash(self, email: str) -> str:
         return address_hash(self.address_key, email)
+
+    def check_address_key(self, now: datetime) -> bool:
+        """True if the address key is the one this database's hashes were made with. A database
+        with none recorded yet (a new one, or one from before migration 11) records it now; only
+        its fingerprint is kept (``tokens.address_key_fingerprint``), never the key."""
+        k = t.key_fingerprints
+        mine = address_key_fingerprint(self.address_key)
+        record = self._insert(k).values(purpose="address", fingerprint=mine, recorded=now)
+        with self._tx("checking the address key") as conn:
+            conn.execute(record.on_conflict_do_nothing(index_elements=["purpose"]))
+            kept = conn.execute(sa.select(k.c.fingerprint).where(k.c.purpose == "address")).scalar_one()
+        return hmac.compare_digest(kept, mine)
 
     def _forget(self, conn: Any, subscriber_id: int, email_hash: str) -> None:
         """Keep only the hash, and raise the token version: links mailed before stop working."""
