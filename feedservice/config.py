@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from feedservice.config_checks import check_references
+from feedservice.config_checks import check_references, error_key, error_message
 from feedservice.config_values import (
     HHMM,
     EnvName,
@@ -356,29 +356,6 @@ class Settings(_Table):
         )  # fmt: skip
 
 
-def _key(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + ("from" if part == "from_" else str(part))
-    return out
-
-
-def _message(err: dict[str, Any]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required value is missing"
-    msg = str(err["msg"])
-    msg = msg.removeprefix("Value error, ")
-    if "input" in err and kind not in ("value_error",):
-        msg += f" (got {err['input']!r})"
-    return msg
-
-
 def parse_settings(data: dict[str, Any], *, source: str = "config.toml", base_dir: Path | None = None) -> Settings:
     """Validate a parsed TOML document; raise ``ConfigError`` for the first problem found."""
     if "base_dir" in data or "source_path" in data:
@@ -387,7 +364,7 @@ def parse_settings(data: dict[str, Any], *, source: str = "config.toml", base_di
         settings = Settings.model_validate({**data, "base_dir": base_dir or Path("."), "source_path": source})
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ConfigError(source, _key(first["loc"]), _message(dict(first))) from None
+        raise ConfigError(source, error_key(first["loc"]), error_message(dict(first))) from None
     check_references(settings)
     return settings
 

@@ -1,9 +1,10 @@
-"""The config's cross-references: rules that span tables, checked after each table is valid."""
+"""The config's cross-references (rules that span tables, checked after each table is valid), and
+the wording of a table's own errors."""
 
 from __future__ import annotations
 
 from email.utils import parseaddr
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from feedservice.config_values import mail_domain
 from feedservice.errors import ConfigError
@@ -12,7 +13,7 @@ from feedservice.stations import STATIONS
 if TYPE_CHECKING:
     from feedservice.config import Settings
 
-__all__ = ["check_references"]
+__all__ = ["check_references", "error_key", "error_message"]
 
 
 def check_references(s: Settings) -> None:
@@ -69,3 +70,28 @@ def _check_from(s: Settings) -> None:
     _, addr = parseaddr(s.digest.from_)
     if "@" not in addr or "\n" in s.digest.from_ or "\r" in s.digest.from_:
         raise ConfigError(s.source_path, "digest.from", f"not a mail address: {s.digest.from_!r}")
+
+
+def error_key(loc: tuple[Any, ...]) -> str:
+    """pydantic's location of an error as the key a reader finds in config.toml (``sources[2].url``)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + ("from" if part == "from_" else str(part))
+    return out
+
+
+def error_message(err: dict[str, Any]) -> str:
+    """pydantic's error as one line for the operator."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required value is missing"
+    msg = str(err["msg"])
+    msg = msg.removeprefix("Value error, ")
+    if "input" in err and kind not in ("value_error",):
+        msg += f" (got {err['input']!r})"
+    return msg
