@@ -26,6 +26,7 @@ from feedservice.config_values import (
     IpNetwork,
     Language,
     ListenHost,
+    MailboxName,
     MailDomain,
     ReturnPath,
     Slug,
@@ -208,12 +209,32 @@ class WebConfig(_Table):
     trusted_proxies: tuple[IpNetwork, ...] = ()
 
 
+class BouncesImapConfig(_Table):
+    """``[bounces.imap]``: an IMAP folder the bounce address's mail is read from (and moved out of)."""
+
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)  # default: 993 with tls = "ssl", else 143
+    tls: Literal["ssl", "starttls", "none"] = "ssl"
+    username: str = Field(min_length=1)
+    password_env: EnvName  # the password itself is never in the file
+    folder: MailboxName = "INBOX"
+    processed_folder: MailboxName = "Processed"  # handled mail is moved here (created when missing)
+    ca_file: str | None = None  # a CA certificate to trust instead of the system's (a private server)
+    timeout: float = Field(default=30.0, gt=0, le=600)  # seconds each step (login, one fetch, one move) may take
+    limit: int = Field(default=1000, ge=1, le=100_000)  # messages read per run; the rest waits for the next
+
+    @property
+    def server_port(self) -> int:
+        return self.port or (993 if self.tls == "ssl" else 143)
+
+
 class BouncesConfig(_Table):
     """``[bounces]``: where bounce mail comes back, and when a reader is suppressed for it."""
 
     # The envelope sender: each message goes out as local+<token>@domain (VERP); unset: as today.
     return_path: ReturnPath | None = None
     maildir: str | None = None  # a Maildir the MTA delivers bounce mail into
+    imap: BouncesImapConfig | None = None  # an IMAP folder bounce mail is read from
     soft_limit: int = Field(default=3, ge=1, le=100)  # soft bounces that suppress…
     soft_days: int = Field(default=14, ge=1, le=365)  # …within this many days, no delivery between
     check_minutes: int = Field(default=5, ge=1, le=24 * 60)  # how often `run` reads the intakes

@@ -17,7 +17,8 @@ from pydantic import AfterValidator
 from feedservice.verp import MAX_TOKEN
 
 __all__ = [
-    "HHMM", "EnvName", "HttpUrl", "IpNetwork", "Language", "ListenHost", "MailDomain", "ReturnPath", "Slug",
+    "HHMM", "EnvName", "HttpUrl", "IpNetwork", "Language", "ListenHost", "MailDomain", "MailboxName", "ReturnPath",
+    "Slug",
     "Subject", "TimeZone", "control_character", "mail_domain",
 ]  # fmt: skip
 
@@ -132,6 +133,13 @@ def mail_domain(value: str) -> str:
     return domain
 
 
+def _mailbox_name(value: str) -> str:
+    """An IMAP folder name in printable ASCII (names beyond it need modified UTF-7, RFC 3501 5.1.3)."""
+    if not value or not all(" " <= c <= "~" for c in value):
+        raise ValueError(f"not a folder name in printable ASCII: {value!r}")
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 HHMM = Annotated[str, AfterValidator(_hh_mm)]
@@ -143,3 +151,4 @@ Subject = Annotated[str, AfterValidator(_subject)]
 IpNetwork = Annotated[str, AfterValidator(_ip_network)]
 ReturnPath = Annotated[str, AfterValidator(_return_path)]
 MailDomain = Annotated[str, AfterValidator(mail_domain)]
+MailboxName = Annotated[str, AfterValidator(_mailbox_name)]
