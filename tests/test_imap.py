@@ -22,17 +22,19 @@ from pathlib import Path
 import pytest
 
 from feedservice.adapters.bounces.imap import ImapAccount, ImapIntake
+from feedservice.config import load_settings
 from feedservice.entry import bootstrap
 from feedservice.entry.cli import main
-from feedservice.errors import IntakeError
+from feedservice.errors import ConfigError, IntakeError
 from feedservice.model import SubscriberStatus
-from tests.conftest import FeedServer, SmtpSink, skip_unless_ci
+from tests.conftest import FeedServer, SmtpSink, skip_unless_ci, write_config
 from tests.test_bounce_reading import sample
 from tests.test_bounces import CHECK_TIME, VERP_ON, _app, _send, _setup, _status
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 PASSWORD = "s3cret-bounce"
 USERS = [f"bounces{i}" for i in range(24)]
+KOREAN = ("bounces-ko", "비밀-번호")  # a user whose password is not ASCII (SASL PLAIN, not LOGIN)
 
 
 def _free_port() -> int:
@@ -116,7 +118,8 @@ def dovecot() -> Iterator[Dovecot]:
                         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                         "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem")],
                        check=True, capture_output=True)  # fmt: skip
-        (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in USERS), encoding="utf-8")
+        users = [*((u, PASSWORD) for u in USERS), KOREAN]
+        (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users), encoding="utf-8")
         (root / "home").mkdir()
         shutil.chown(root / "home", "nobody", "nogroup")
         plain_port, ssl_port = _free_port(), _free_port()
@@ -266,6 +269,13 @@ def test_check_reads_the_imap_folder_flags_and_moves_each_message_once(
     assert "0 hard, 0 soft, 0 complaints, 0 auto-replies, 0 unmatched; 0 suppressed\n" in capsys.readouterr().out
     assert _folders(dovecot, user) == server
 
+    # A message recorded before but back in the folder (a lost move, a copy) is only moved.
+    _append(dovecot, user, {"again": mail["postfix"]})
+    assert main(["--config", str(cfg), "bounces", "check"]) == 0
+    assert "0 suppressed; 1 read before" in capsys.readouterr().out
+    after = _folders(dovecot, user)
+    assert after["INBOX"] == [] and len(after["Processed"]) == len(mail) + 1
+
 
 def test_a_wrong_password_is_one_line_and_changes_nothing(
     dovecot: Dovecot, tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int],
@@ -289,6 +299,36 @@ def test_a_wrong_password_is_one_line_and_changes_nothing(
     monkeypatch.delenv("BOUNCE_IMAP_PASSWORD")  # unset: said so, nothing tried
     assert main(["--config", str(cfg), "bounces", "check"]) == 1
     assert "the environment variable BOUNCE_IMAP_PASSWORD is not set" in capsys.readouterr().out
+
+
+def test_a_password_beyond_ascii_logs_in(dovecot: Dovecot) -> None:
+    user, password = KOREAN
+    intake = ImapIntake(ImapAccount("127.0.0.1", dovecot.ssl_port, "ssl", user, password,
+                                    ca_file=str(dovecot.ca_file), timeout=10))  # fmt: skip
+    try:
+        assert list(intake.pending()) == []
+    finally:
+        intake.close()
+
+
+@pytest.mark.parametrize(("table", "error"), [
+    ('host = "imap.example.com"\nusername = "b"\n', "password_env"),
+    ('host = "imap.example.com"\nusername = "b"\npassword_env = "P"\ntls = "maybe"\n', "tls"),
+    ('host = "imap.example.com"\nusername = "b"\npassword_env = "P"\nfolder = "받은편지함"\n', "folder"),
+    ('host = "imap.example.com"\nusername = "b"\npassword = "in the file"\npassword_env = "P"\n', "password"),
+])  # fmt: skip
+def test_the_imap_table_is_checked(tmp_path: Path, table: str, error: str) -> None:
+    cfg = write_config(tmp_path, delivery_extra=f"[bounces]\n[bounces.imap]\n{table}")
+    with pytest.raises(ConfigError, match=error):
+        load_settings(cfg)
+
+
+def test_the_imap_port_follows_tls(tmp_path: Path) -> None:
+    base = '[bounces]\n[bounces.imap]\nhost = "imap.example.com"\nusername = "b"\npassword_env = "P"\n'
+    for tls, port in (("ssl", 993), ("starttls", 143), ("none", 143)):
+        settings = load_settings(write_config(tmp_path, delivery_extra=base + f'tls = "{tls}"\n'))
+        assert settings.bounces is not None and settings.bounces.imap is not None
+        assert settings.bounces.imap.server_port == port
 
 
 def test_an_untrusted_certificate_is_refused(dovecot: Dovecot) -> None:

@@ -220,7 +220,11 @@ class ImapIntake:
             with self._step("STARTTLS") as conn:
                 self._ok(conn.starttls(context), "STARTTLS")
         with self._step("logging in") as conn:
-            conn.login(a.username, a.password)
+            if (a.username + a.password).isascii():
+                conn.login(a.username, a.password)
+            else:  # imaplib's LOGIN is ASCII only; SASL PLAIN carries UTF-8 (RFC 4616)
+                secret = f"\0{a.username}\0{a.password}".encode()
+                conn.authenticate("PLAIN", lambda _challenge: secret)
         return imap
 
     def _list(self) -> list[str]:
