@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError
 
+from feedservice.config_bounces import BouncesConfig
 from feedservice.config_checks import check_references, error_key, error_message
 from feedservice.config_values import (
     HHMM,
@@ -27,12 +28,10 @@ from feedservice.config_values import (
     Language,
     ListenHost,
     MailDomain,
-    ReturnPath,
     Slug,
     Subject,
+    Table,
     TimeZone,
-    UrlPrefix,
-    control_character,
     mail_domain,
 )
 from feedservice.errors import ConfigError
@@ -45,23 +44,7 @@ __all__ = ["MAX_CONFIG_BYTES", "Settings", "load_settings", "parse_settings"]
 MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a few KB; /dev/zero or a wrong path must not eat the memory
 
 
-class _Table(BaseModel):
-    # No NaN or infinity in any number: each one is a duration, a size or a count.
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _one_line(cls, value: Any) -> Any:
-        """No config string holds a control character or a line break: many reach a mail header
-        (site name, from, subject, List-Id, the URLs in List-Unsubscribe, DKIM's domain), where a
-        CR/LF would start a header of the attacker's choosing (``Bcc:``). One rule for every key."""
-        for item in value if isinstance(value, tuple) else (value,):
-            if isinstance(item, str) and (found := control_character(item)):
-                raise ValueError(f"control character {found} is not allowed (values must be one line)")
-        return value
-
-
-class SiteConfig(_Table):
+class SiteConfig(Table):
     name: str = Field(min_length=1)
     url: HttpUrl
     public_url: HttpUrl = "http://127.0.0.1:8080"
@@ -74,17 +57,17 @@ class SiteConfig(_Table):
         return ZoneInfo(self.timezone)
 
 
-class DatabaseConfig(_Table):
+class DatabaseConfig(Table):
     url: str = "sqlite:///var/feedservice.db"
 
 
-class SectionConfig(_Table):
+class SectionConfig(Table):
     slug: Slug
     title: str = Field(min_length=1)
     description: str = ""
 
 
-class RouteConfig(_Table):
+class RouteConfig(Table):
     """An entry whose category is ``category``, or whose URL path matches the glob ``path``, goes to ``section``."""
 
     section: str
@@ -92,7 +75,7 @@ class RouteConfig(_Table):
     path: str | None = Field(default=None, min_length=1)
 
 
-class SourceConfig(_Table):
+class SourceConfig(Table):
     url: HttpUrl
     section: str
     name: str | None = None
@@ -100,7 +83,7 @@ class SourceConfig(_Table):
     routes: tuple[RouteConfig, ...] = ()
 
 
-class CollectConfig(_Table):
+class CollectConfig(Table):
     interval_minutes: int = Field(default=15, ge=1, le=24 * 60)
     concurrency: int = Field(default=20, ge=1, le=500)
     per_host: int = Field(default=4, ge=1, le=100)
@@ -112,14 +95,14 @@ class CollectConfig(_Table):
     parse_processes: int = Field(default=0, ge=0, le=64)
 
 
-class FeedsConfig(_Table):
+class FeedsConfig(Table):
     output_dir: str = "var/feeds"
     max_entries: int = Field(default=50, ge=1, le=1000)
     cache_max_age: int = Field(default=300, ge=0, le=365 * 24 * 3600)
     websub_hub: HttpUrl | None = None
 
 
-class WeatherConfig(_Table):
+class WeatherConfig(Table):
     provider: Literal["kma", "asos", "open-meteo", "none"] = "kma"
     stations: tuple[int, ...] = DEFAULT_STATION_IDS
     api_key_env: EnvName = "KMA_API_KEY"
@@ -134,7 +117,7 @@ class WeatherConfig(_Table):
     timeout: float = Field(default=10.0, gt=0, le=120)
 
 
-class DigestConfig(_Table):
+class DigestConfig(Table):
     send_at: HHMM = "07:00"
     from_: str = Field(alias="from", min_length=3)
     subject: Subject = "{site} 아침 브리핑 {date}"
@@ -154,7 +137,7 @@ class DigestConfig(_Table):
         return time(int(hh), int(mm))
 
 
-class SmtpConfig(_Table):
+class SmtpConfig(Table):
     host: str = Field(min_length=1)
     port: int = Field(default=587, ge=1, le=65535)
     tls: Literal["starttls", "implicit", "none"] = "starttls"
@@ -166,7 +149,7 @@ class SmtpConfig(_Table):
     rate_limit: float = Field(default=0.0, ge=0, le=10_000)
 
 
-class DomainPacingConfig(_Table):
+class DomainPacingConfig(Table):
     """``[delivery.domains.NAME]``: NAME is a domain, or names a group listed in ``domains``."""
 
     domains: tuple[MailDomain, ...] = ()  # a group (one mailbox provider's domains); empty: NAME itself
@@ -174,7 +157,7 @@ class DomainPacingConfig(_Table):
     per_minute: float = Field(default=0.0, ge=0, le=100_000)  # 0: no rate limit
 
 
-class DeliveryConfig(_Table):
+class DeliveryConfig(Table):
     mode: Literal["maildir", "smtp"] | None = None
     maildir: str = "var/mail"
     smtp: SmtpConfig | None = None
@@ -183,7 +166,7 @@ class DeliveryConfig(_Table):
     # A throttling reply from a domain pauses it this long, doubling on repeats up to an hour.
     domain_pause_seconds: float = Field(default=300.0, gt=0, le=3600)
     dkim_threads: int = Field(default=2, ge=0, le=16)  # threads that DKIM-sign; 0: on the event loop
-    domains: dict[str, DomainPacingConfig] = {}
+    domains: dict[str, DomainPacingConfig] = Field(default_factory=dict)
 
     def domain_groups(self) -> dict[str, tuple[tuple[str, ...], DomainPacingConfig]]:
         """Each ``[delivery.domains]`` entry: its name, the domains it covers and its limits."""
@@ -197,7 +180,7 @@ class DeliveryConfig(_Table):
         return self.mode or ("smtp" if self.smtp else "maildir")
 
 
-class WebConfig(_Table):
+class WebConfig(Table):
     host: ListenHost = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
@@ -209,50 +192,7 @@ class WebConfig(_Table):
     trusted_proxies: tuple[IpNetwork, ...] = ()
 
 
-class SesWebhookConfig(_Table):
-    """``[bounces.webhooks.ses]``: Amazon SES events through SNS (``POST /webhooks/ses``)."""
-
-    topic_arns: tuple[str, ...] = Field(min_length=1)  # the only topics believed (and confirmed)
-    trusted_cert_urls: tuple[UrlPrefix, ...] = ()  # certificates' and SubscribeURLs' prefixes; none: AWS's
-    max_age_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)  # older messages are refused as replays
-
-
-class MailgunWebhookConfig(_Table):
-    """``[bounces.webhooks.mailgun]``: Mailgun's signed webhooks (``POST /webhooks/mailgun``)."""
-
-    signing_key_env: EnvName = "MAILGUN_WEBHOOK_SIGNING_KEY"
-    max_age_seconds: int = Field(default=300, ge=10, le=24 * 3600)
-
-
-class SendgridWebhookConfig(_Table):
-    """``[bounces.webhooks.sendgrid]``: SendGrid's signed Event Webhook (``POST /webhooks/sendgrid``)."""
-
-    public_key_env: EnvName = "SENDGRID_WEBHOOK_PUBLIC_KEY"  # the verification key, base64 as SendGrid shows it
-    max_age_seconds: int = Field(default=300, ge=10, le=24 * 3600)
-
-
-class WebhooksConfig(_Table):
-    """``[bounces.webhooks]``: providers that report bounces and complaints over HTTP."""
-
-    max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=10 * 1024 * 1024)
-    ses: SesWebhookConfig | None = None
-    mailgun: MailgunWebhookConfig | None = None
-    sendgrid: SendgridWebhookConfig | None = None
-
-
-class BouncesConfig(_Table):
-    """``[bounces]``: where bounce mail comes back, and when a reader is suppressed for it."""
-
-    # The envelope sender: each message goes out as local+<token>@domain (VERP); unset: as today.
-    return_path: ReturnPath | None = None
-    maildir: str | None = None  # a Maildir the MTA delivers bounce mail into
-    soft_limit: int = Field(default=3, ge=1, le=100)  # soft bounces that suppress…
-    soft_days: int = Field(default=14, ge=1, le=365)  # …within this many days, no delivery between
-    check_minutes: int = Field(default=5, ge=1, le=24 * 60)  # how often `run` reads the intakes
-    webhooks: WebhooksConfig = WebhooksConfig()  # none configured: /webhooks/* answers 404
-
-
-class RunConfig(_Table):
+class RunConfig(Table):
     """`feedservice run`: scheduling, several instances, stopping."""
 
     digest_grace_hours: float = Field(default=3.0, ge=0, le=23)
@@ -262,12 +202,12 @@ class RunConfig(_Table):
     ready_collect_age_minutes: int = Field(default=0, ge=0, le=30 * 24 * 60)  # 0: three collect intervals
 
 
-class LoggingConfig(_Table):
+class LoggingConfig(Table):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
 
 
-class Settings(_Table):
+class Settings(Table):
     """The whole configuration. ``base_dir`` is the config file's folder; relative paths start there."""
 
     site: SiteConfig

@@ -7,18 +7,18 @@ import ipaddress
 import re
 import string
 import unicodedata
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 
 from feedservice.verp import MAX_TOKEN
 
 __all__ = [
-    "HHMM", "EnvName", "HttpUrl", "IpNetwork", "Language", "ListenHost", "MailDomain", "ReturnPath", "Slug",
-    "Subject", "TimeZone", "UrlPrefix", "control_character", "mail_domain",
+    "HHMM", "EnvName", "HttpUrl", "IpNetwork", "Language", "ListenHost", "MailDomain", "MailboxName", "ReturnPath",
+    "Slug", "Subject", "Table", "TimeZone", "UrlPrefix", "control_character", "mail_domain",
 ]  # fmt: skip
 
 
@@ -138,6 +138,13 @@ def _url_prefix(value: str) -> str:
     return value
 
 
+def _mailbox_name(value: str) -> str:
+    """An IMAP folder name in printable ASCII (names beyond it need modified UTF-7, RFC 3501 5.1.3)."""
+    if not value or not all(" " <= c <= "~" for c in value):
+        raise ValueError(f"not a folder name in printable ASCII: {value!r}")
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 UrlPrefix = Annotated[str, AfterValidator(_url_prefix)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
@@ -150,3 +157,22 @@ Subject = Annotated[str, AfterValidator(_subject)]
 IpNetwork = Annotated[str, AfterValidator(_ip_network)]
 ReturnPath = Annotated[str, AfterValidator(_return_path)]
 MailDomain = Annotated[str, AfterValidator(mail_domain)]
+MailboxName = Annotated[str, AfterValidator(_mailbox_name)]
+
+
+class Table(BaseModel):
+    """The base of every config table: unknown keys refused, values frozen, and one rule for every string."""
+
+    # No NaN or infinity in any number: each one is a duration, a size or a count.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _one_line(cls, value: Any) -> Any:
+        """No config string holds a control character or a line break: many reach a mail header
+        (site name, from, subject, List-Id, the URLs in List-Unsubscribe, DKIM's domain), where a
+        CR/LF would start a header of the attacker's choosing (``Bcc:``). One rule for every key."""
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, str) and (found := control_character(item)):
+                raise ValueError(f"control character {found} is not allowed (values must be one line)")
+        return value

@@ -229,6 +229,10 @@ class BounceIntake(Protocol):
         """Mark a message handled (it is never deleted); ``matched`` False flags it for a person."""
         ...
 
+    def close(self) -> None:
+        """Release what ``pending`` opened (a server connection); called once the pass is over."""
+        ...
+
 
 class BounceStore(Protocol):
     """What reading returned mail needs from storage."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from feedservice.adapters.asos import AsosHourlyProvider
+from feedservice.adapters.bounces.imap import ImapAccount, ImapIntake
 from feedservice.adapters.bounces.maildir import MaildirIntake
 from feedservice.adapters.bounces.reading import read_bounce
 from feedservice.adapters.dkim import DkimSigner
@@ -309,7 +310,19 @@ class App:
     def bounce_intakes(self) -> list[BounceIntake]:
         """Every configured ``[bounces]`` intake (none: bounce mail is not read)."""
         b = self.settings.bounces
-        return [MaildirIntake(self.settings.path(b.maildir))] if b is not None and b.maildir else []
+        intakes: list[BounceIntake] = []
+        if b is not None and b.maildir:
+            intakes.append(MaildirIntake(self.settings.path(b.maildir)))
+        if b is not None and (i := b.imap) is not None:
+            password = self.settings.secret(i.password_env)
+            account = ImapAccount(
+                host=i.host, port=i.server_port, tls=i.tls, username=i.username,
+                password=password.get_secret_value() if password else None, password_env=i.password_env,
+                folder=i.folder, processed_folder=i.processed_folder,
+                ca_file=str(self.settings.path(i.ca_file)) if i.ca_file else None, timeout=i.timeout, limit=i.limit,
+            )  # fmt: skip
+            intakes.append(ImapIntake(account))
+        return intakes
 
     def check_bounces(self, *, force: bool = False, intakes: Sequence[BounceIntake] | None = None,
                       read: Callable[[bytes], BounceReading] = read_bounce) -> bounce_service.CheckReport:  # fmt: skip

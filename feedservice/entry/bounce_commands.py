@@ -18,13 +18,13 @@ out = Console(highlight=False, soft_wrap=True)
 
 def _need_intake(app: App) -> None:
     if not app.bounce_intakes():
-        raise ConfigError(app.settings.source_path, "bounces.maildir", "no bounce intake is configured")
+        raise ConfigError(app.settings.source_path, "bounces", "no intake is configured (maildir or [bounces.imap])")
 
 
 def cmd_bounces_check(app: App, args: argparse.Namespace) -> int:
     _need_intake(app)
     report = app.check_bounces(force=args.force)
-    out.print(f"bounces check: {report.summary()}")
+    out.print(f"bounces check: {report.summary()}", markup=False)  # errors quote servers' replies
     return FAILED if report.held or report.errors else OK
 
 

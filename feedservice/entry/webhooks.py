@@ -34,7 +34,7 @@ from feedservice.adapters.bounces.mailgun import MailgunRefused, mailgun_reading
 from feedservice.adapters.bounces.sendgrid import SendgridRefused, load_sendgrid_key, sendgrid_events, verify_sendgrid
 from feedservice.adapters.bounces.sns import MAX_CERT_BYTES, CertificateCache, SnsRefused, cert_url_trusted, ses_reading
 from feedservice.bounce_model import BounceReading
-from feedservice.config import WebhooksConfig
+from feedservice.config_bounces import WebhooksConfig
 from feedservice.entry.bootstrap import App
 
 __all__ = ["webhook_routes"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from feedservice.bounce_model import BounceKind, BounceReading, BounceRow, ReturnedMail, soft_streak
-from feedservice.errors import FeedServiceError
+from feedservice.errors import FeedServiceError, IntakeError
 from feedservice.ports import BounceIntake, BounceStore
 from feedservice.services.replies import SuppressionBreaker
 from feedservice.verp import read_verp_address
@@ -136,6 +136,13 @@ class BounceCheck:
         self.report = CheckReport()
 
     def run(self, *, force: bool = False) -> CheckReport:
+        try:
+            return self._run(force)
+        finally:
+            for intake in self.intakes:
+                intake.close()
+
+    def _run(self, force: bool) -> CheckReport:
         items = self._gather()
         now = self.clock()
         decisions = self._decide(items, now)
@@ -175,7 +182,7 @@ class BounceCheck:
                     reading = self.read(mail.raw)
                     items.append(_Item(intake, mail, digest, reading, self._match(reading)))
             except FeedServiceError as exc:  # this intake's failure; the others are still read
-                self.report.errors.append(f"{intake.name}: {exc}")
+                self.report.errors.append(str(exc) if isinstance(exc, IntakeError) else f"{intake.name}: {exc}")
                 log.error("bounces: reading %s failed: %s", intake.name, exc)
         return items
 

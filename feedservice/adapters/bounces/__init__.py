@@ -1,1 +1,1 @@
-"""Bounce mail in: reading what it says (``reading``) and the intakes it arrives through (``maildir``)."""
+"""Bounce mail in: reading what it says (``reading``) and the intakes it arrives through (``maildir``, ``imap``)."""

@@ -26,5 +26,8 @@ class EventIntake:
     def done(self, mail: ReturnedMail, *, matched: bool) -> None:
         return None
 
+    def close(self) -> None:
+        """An event holds nothing open."""
+
     def read(self, raw: bytes) -> BounceReading:
         return self.reading

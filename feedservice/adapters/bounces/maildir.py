@@ -56,3 +56,6 @@ class MaildirIntake:
             pass
         except OSError as exc:  # recorded already: a later run sees it is known and moves it then
             raise IntakeError(self.name, f"cannot move {mail.key} to cur/: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        """Nothing is held open between messages."""
