@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+import feedservice
 from feedservice.adapters.asos import AsosHourlyProvider
 from feedservice.adapters.bounces.maildir import MaildirIntake
 from feedservice.adapters.bounces.reading import read_bounce
@@ -50,7 +51,7 @@ log = logging.getLogger("feedservice")
 def _bundled_templates() -> Path:
     """The templates shipped with the package: ``feedservice/templates`` in an installed wheel
     (pyproject maps the top-level ``templates/`` there), else the source tree's ``templates/``."""
-    package = Path(__file__).resolve().parents[1]
+    package = Path(feedservice.__file__).resolve().parent  # the package, wherever this module sits in it
     installed = package / "templates"
     return installed if installed.is_dir() else package.parent / "templates"
 
