@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ def _layer(module: str) -> str:
     """The layer a module belongs to: its folder (adapters, services, web, cli), one of the edge
     modules at the package top (bootstrap, scheduler; aio and logs, which set up a process), or core
     (model, errors, ports, config, …)."""
-    part = (module.split(".") + [""])[1]  # "" for the package itself: core
+    parts = module.split(".")
+    part = parts[1] if len(parts) > 1 else ""  # "" for the package itself: core
     if part in ("adapters", "services", "web", "cli", "bootstrap", "scheduler"):
         return part
     if part in ("aio", "logs"):
@@ -76,3 +78,26 @@ def test_imports_flow_one_way(path: Path) -> None:
         if _layer(imported) not in ALLOWED[layer] and imported not in ALSO_ALLOWED.get(layer, set())
     }
     assert not wrong, f"{module} ({layer}) imports {sorted(wrong)}"
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+# A path as the page writes it: relative to feedservice/ (or to the repository), a module or a folder.
+_PATH = re.compile(r"(?<![\w./-])((?:[a-z_]+/)*[a-z_]+(?:\.py|/))(?![\w-])")
+
+
+def _named_in_architecture() -> set[str]:
+    return set(_PATH.findall(ARCHITECTURE.read_text(encoding="utf-8")))
+
+
+def test_every_path_docs_architecture_names_exists() -> None:
+    named = _named_in_architecture()
+    missing = sorted(p for p in named if not (PACKAGE / p).exists() and not (PACKAGE.parent / p).exists())
+    assert not missing, f"docs/architecture.md names what the tree does not have: {missing}"
+
+
+def test_docs_architecture_names_every_folder_and_top_level_module() -> None:
+    named = _named_in_architecture()
+    packages = [p.parent for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE]
+    folders = {f"{p.relative_to(PACKAGE).as_posix()}/" for p in packages}
+    top = {p.name for p in PACKAGE.glob("*.py") if not p.name.startswith("_")}
+    assert not (folders | top) - named, f"docs/architecture.md does not show {sorted((folders | top) - named)}"
