@@ -17,7 +17,7 @@ from rich.table import Table
 
 from feedservice import aio
 from feedservice.bootstrap import App
-from feedservice.cli.bounce_commands import (  # the cmd_* handlers: cli.Command looks them up here
+from feedservice.cli.bounce_commands import (  # the cmd_* handlers: main.Command looks them up here
     cmd_bounces_check,  # noqa: F401
     cmd_bounces_list,  # noqa: F401
     print_edition_feedback,
