@@ -29,7 +29,7 @@ from xml.sax.saxutils import escape
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, Nginx, TreeMemory, median, run_child, write_section
 
-from feedservice.entry import aio
+from feedservice import aio
 
 WORK = ROOT / "var" / "bench"
 WORDS = (
@@ -102,8 +102,8 @@ def generate(root: Path, n: int) -> list[str]:
 
 # -- children ---------------------------------------------------------------------------------
 def child_feedservice(urls: list[str], reps: int) -> None:
+    from feedservice.bootstrap import make_app
     from feedservice.config import parse_settings
-    from feedservice.entry.bootstrap import make_app
 
     cold, warm, starts, articles = [], [], [], 0
     memory = TreeMemory().__enter__()

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, TreeMemory, free_port, run_child, write_section
 
-from feedservice.entry import aio
+from feedservice import aio
 
 SECTIONS = ["bigtech", "space-sociology", "economy", "society"]
 CHOICES = [[], ["bigtech"], ["space-sociology"], ["economy"], ["society"], ["bigtech", "economy"],
@@ -70,8 +70,8 @@ def setup(folder: Path, n: int, port: int, pool: int, signed: bool = False, sign
     """A config, 4 sections × 10 articles in the edition's window, n subscribers over 8 choices;
     ``signed``: DKIM with a new 2048-bit RSA key in $FEEDSERVICE_DKIM_KEY."""
     from feedservice.adapters.store.schema import subscribers as subscribers_table
+    from feedservice.bootstrap import make_app
     from feedservice.config import load_settings
-    from feedservice.entry.bootstrap import make_app
     from feedservice.model import Article
 
     cfg = folder / "config.toml"
@@ -140,8 +140,8 @@ def child_ours(n: int, pool: int, wait: float, signed: bool = False, sign_thread
     try:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = setup(Path(tmp), n, sink.port, pool, signed, sign_threads)
+            from feedservice.bootstrap import make_app
             from feedservice.config import load_settings
-            from feedservice.entry.bootstrap import make_app
 
             with TreeMemory() as memory:
                 app = make_app(load_settings(cfg))

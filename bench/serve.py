@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, Nginx, free_port, median, write_section
 from collect import make_feed
 
-from feedservice.entry import aio
+from feedservice import aio
 
 WORK = ROOT / "var" / "bench"
 
@@ -46,8 +46,8 @@ def ensure_wrk() -> str:
 def build_site(folder: Path, port: int) -> Path:
     """A config and a database with one 50-entry section, its feeds built; returns the config."""
     from feedservice.adapters.parse import parse_feed
+    from feedservice.bootstrap import make_app
     from feedservice.config import load_settings
-    from feedservice.entry.bootstrap import make_app
 
     cfg = folder / "config.toml"
     cfg.write_text(
@@ -174,7 +174,7 @@ def main() -> None:
             f"`.venv/bin/python bench/serve.py {' '.join(a for a in sys.argv[1:] if a != '--write')}` on "
             f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores: wrk -t2 -c{args.connections} for {args.duration} s "
             f"against one 50-entry section feed ({size:,} bytes) on 127.0.0.1, served by `feedservice serve` "
-            "(uvicorn with uvloop and httptools; feed requests answered by the ASGI app, `entry/feedserver.py`, "
+            "(uvicorn with uvloop and httptools; feed requests answered by the ASGI app, `web/feedserver.py`, "
             "from replies prepared once per file version; `[web] workers` processes) and by Debian's nginx (a "
             "worker per core, access log on) from the file the build wrote; 304 = If-None-Match with the server's "
             f"own ETag. Medians of {args.reps} alternating runs (a shared, noisy machine: compare the ratios, "

@@ -1,6 +1,6 @@
 """What the services need from the outside world, as Protocols.
 
-Adapters in ``feedservice.adapters`` provide these; ``entry.bootstrap`` wires
+Adapters in ``feedservice.adapters`` provide these; ``feedservice.bootstrap`` wires
 them together. Services import only this module, ``model`` and ``errors``.
 """
 

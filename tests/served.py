@@ -1,4 +1,4 @@
-"""The web app under uvicorn, as `feedservice serve` runs it (with entry/httplimits.py's protocol), on a
+"""The web app under uvicorn, as `feedservice serve` runs it (with web/httplimits.py's protocol), on a
 free port in a thread: for tests that need real connections."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import httpx
 import pytest
 import uvicorn
 
-from feedservice.entry.bootstrap import App
-from feedservice.entry.httplimits import LimitedHttpProtocol
-from feedservice.entry.web import create_app
+from feedservice.bootstrap import App
+from feedservice.web.app import create_app
+from feedservice.web.httplimits import LimitedHttpProtocol
 from tests.conftest import free_port
 
 
@@ -50,7 +50,7 @@ def served(
 
 def serve_config(app: App, monkeypatch: pytest.MonkeyPatch) -> uvicorn.Config:
     """The uvicorn.Config that ``feedservice serve`` builds, caught before it starts serving."""
-    from feedservice.entry import scheduler
+    from feedservice import scheduler
 
     captured: list[uvicorn.Config] = []
 
@@ -63,7 +63,7 @@ def serve_config(app: App, monkeypatch: pytest.MonkeyPatch) -> uvicorn.Config:
 
     with monkeypatch.context() as patch:
         patch.setattr(scheduler, "_Server", Capture)
-        # serve opens its listening sockets first (entry/listen.py): none here, the caller's
+        # serve opens its listening sockets first (web/listen.py): none here, the caller's
         # running() picks a free port, and the configured 8080 may be taken on this machine.
         patch.setattr(scheduler, "open_listeners", lambda *args, **kwargs: [])
         asyncio.run(scheduler.serve(app, with_scheduler=False))

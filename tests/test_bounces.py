@@ -15,17 +15,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from feedservice import bootstrap
 from feedservice.adapters.bounces.reading import read_bounce
+from feedservice.bootstrap import App, make_app
 from feedservice.bounce_model import EditionFeedback, soft_streak
+from feedservice.cli.demo import sample_rss
+from feedservice.cli.main import main
 from feedservice.config import load_settings
-from feedservice.entry import bootstrap
-from feedservice.entry.bootstrap import App, make_app
-from feedservice.entry.cli import main
-from feedservice.entry.demo import sample_rss
-from feedservice.entry.web import create_app
 from feedservice.model import SubscriberStatus
 from feedservice.services.bounces import BounceCheck, BouncePolicy
 from feedservice.verp import envelope_sender
+from feedservice.web.app import create_app
 from tests.conftest import FeedServer, Served, SmtpSink, write_config
 from tests.test_bounce_reading import SECRET, sample
 
@@ -279,7 +279,7 @@ def test_soft_streak(soft: list[date | None], clean: list[date], streak: int) ->
 def test_run_reads_the_bounce_maildir_every_check_minutes(
     tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from feedservice.entry import aio, scheduler
+    from feedservice import aio, scheduler
 
     _, port = smtp_server
     cfg, maildir = _setup(tmp_path, feed_server, port, "check_minutes = 7\n")

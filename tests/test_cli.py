@@ -17,8 +17,8 @@ import feedparser
 import httpx
 import pytest
 
-from feedservice.entry import commands as handlers
-from feedservice.entry.cli import Command, build_parser
+from feedservice.cli import commands as handlers
+from feedservice.cli.main import Command, build_parser
 from tests.conftest import ROOT, free_port, write_config
 
 

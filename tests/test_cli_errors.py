@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from feedservice.adapters.store._base import make_engine
-from feedservice.entry import commands
-from feedservice.entry.cli import main
+from feedservice.cli import commands
+from feedservice.cli.main import main
 from tests.conftest import write_config
 
 FEEDSERVICE = str(Path(sys.executable).with_name("feedservice"))
@@ -136,8 +136,8 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
 def test_the_folder_check_leaves_nothing_behind(tmp_path: Path) -> None:
     """The check makes the missing folders to try them, then removes them: a Maildir sets up its
     tmp/new/cur only in a folder it makes itself, so an empty one left here broke every send."""
+    from feedservice.cli.preflight import check_folders
     from feedservice.config import load_settings
-    from feedservice.entry.preflight import check_folders
     from feedservice.errors import ConfigError
 
     settings = load_settings(write_config(tmp_path))

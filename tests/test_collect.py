@@ -19,9 +19,9 @@ from pathlib import Path
 import brotli
 import pytest
 
+from feedservice.bootstrap import App, make_app
+from feedservice.cli.demo import sample_rss
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import App, make_app
-from feedservice.entry.demo import sample_rss
 from feedservice.services.collect import CollectReport
 from tests.conftest import FeedServer, Served, SilentServer, free_port, shared_fixture, write_config
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from feedservice.bootstrap import make_app
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import make_app
 from feedservice.model import SourceState
 from feedservice.services.collect import is_due
 from tests.conftest import FeedServer, Served, write_config

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from feedservice.bootstrap import make_app
+from feedservice.cli.main import main
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import make_app
-from feedservice.entry.cli import main
 from feedservice.errors import ConfigError
 from tests.conftest import ROOT, write_config
 

@@ -21,9 +21,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from feedservice.adapters.smtp import SmtpMailer
+from feedservice.bootstrap import App, make_app
+from feedservice.cli.demo import sample_rss
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import App, make_app
-from feedservice.entry.demo import sample_rss
 from feedservice.errors import DeliveryError, DeliveryFatal
 from feedservice.model import SubscriberStatus
 from tests.conftest import FeedServer, Served, SmtpSink, free_port, write_config

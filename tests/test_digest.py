@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import lxml.html
 import pytest
 
-from feedservice.entry.bootstrap import BUNDLED_TEMPLATES
+from feedservice.bootstrap import BUNDLED_TEMPLATES
 from feedservice.errors import TemplateError
 from feedservice.model import Article, Edition, Observation, Section, WeatherBlock
 from feedservice.services.digest import (
@@ -312,8 +312,8 @@ class Clock:
 
 
 def _app(tmp_path, clock: Clock):  # type: ignore[no-untyped-def]
+    from feedservice.bootstrap import make_app
     from feedservice.config import load_settings
-    from feedservice.entry.bootstrap import make_app
     from tests.conftest import write_config
 
     return make_app(load_settings(write_config(tmp_path)), clock=clock)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import lxml.html
 import pytest
 
-from feedservice.entry.bootstrap import BUNDLED_TEMPLATES
+from feedservice.bootstrap import BUNDLED_TEMPLATES
 from feedservice.model import Forecast, WeatherBlock
 from feedservice.services.digest import DigestRenderer, pick_sections
 from tests.test_digest import ARTICLES, SECTIONS, SITE, WEATHER, _render

@@ -18,9 +18,9 @@ import dkim
 import pytest
 
 from feedservice.adapters.dkim import DkimSigner
+from feedservice.bootstrap import make_app
+from feedservice.cli import main as cli
 from feedservice.config import load_settings
-from feedservice.entry import cli
-from feedservice.entry.bootstrap import make_app
 from feedservice.errors import ConfigError, DeliveryError
 from feedservice.services.digest import compose
 from tests.conftest import skip_unless_ci, write_config

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from feedservice.entry.doctor import aligned, txt_strings
+from feedservice.cli.doctor import aligned, txt_strings
 from tests.conftest import write_config
 from tests.test_dkim import _openssl
 

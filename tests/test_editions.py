@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import date, datetime, timedelta
 
-from feedservice.entry.bootstrap import BUNDLED_TEMPLATES
+from feedservice.bootstrap import BUNDLED_TEMPLATES
 from feedservice.model import Article, Edition, WeatherBlock
 from feedservice.services.digest import DigestRenderer
 from feedservice.services.editions import AssembledEdition, assemble_edition

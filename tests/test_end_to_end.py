@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 import feedparser
 import pytest
 
-from feedservice.entry.cli import main
-from feedservice.entry.demo import sample_rss, sample_sfctm2
+from feedservice.cli.demo import sample_rss, sample_sfctm2
+from feedservice.cli.main import main
 from tests.conftest import FeedServer, Served, SmtpSink, shared_fixture, write_config
 from tests.test_digest import Clock
 
@@ -48,7 +48,7 @@ SPACE = [("걷는 도시가 답이다", "골목 상권이 달라졌다.", "정�
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """The time the commands see: the edition's send time. An edition holds what was collected
     before it was composed, so these tests collect and send on the edition's morning."""
-    from feedservice.entry import bootstrap
+    from feedservice import bootstrap
 
     now = Clock(datetime(2026, 11, 20, 7, 0, tzinfo=KST))
     monkeypatch.setattr(bootstrap, "utcnow", now)

@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 from lxml import etree
 
-from feedservice.entry.cli import main
+from feedservice.cli.main import main
 from feedservice.model import Article
 from feedservice.services.feed_formats import atom_id
 from feedservice.services.feeds import FeedSite, build_feeds

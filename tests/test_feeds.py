@@ -211,8 +211,8 @@ def test_archives_walk_back_to_the_oldest_article(tmp_path: Path) -> None:
 
 
 def test_websub_hub_link_and_ping(tmp_path: Path, feed_server) -> None:  # type: ignore[no-untyped-def]
+    from feedservice.bootstrap import make_app
     from feedservice.config import load_settings
-    from feedservice.entry.bootstrap import make_app
     from tests.conftest import Served, write_config
 
     feed_server.files["/hub"] = Served(b"", "text/plain", status=204)

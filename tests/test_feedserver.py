@@ -10,10 +10,10 @@ import httpx
 import pytest
 import uvicorn
 
-from feedservice.entry.bootstrap import App
-from feedservice.entry.feedserver import ASGIApp, Message, Receive, Scope, Send, choose_coding
-from feedservice.entry.httplimits import LimitedHttpProtocol
-from feedservice.entry.web import create_app
+from feedservice.bootstrap import App
+from feedservice.web.app import create_app
+from feedservice.web.feedserver import ASGIApp, Message, Receive, Scope, Send, choose_coding
+from feedservice.web.httplimits import LimitedHttpProtocol
 from tests import test_web
 from tests.served import running
 

@@ -27,8 +27,8 @@ import pytest
 from feedservice.adapters.http import HostPolicy, guarded_socket_factory, is_public_address
 from feedservice.adapters.parse import parse_feed
 from feedservice.adapters.store import open_store
-from feedservice.entry.bootstrap import App
-from feedservice.entry.demo import sample_rss
+from feedservice.bootstrap import App
+from feedservice.cli.demo import sample_rss
 from feedservice.errors import ParseError
 from feedservice.model import Article, FetchResult, ParsedFeed, Section
 from feedservice.services.collect import CollectReport, collect

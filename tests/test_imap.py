@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from feedservice import bootstrap
 from feedservice.adapters.bounces.imap import ImapAccount, ImapIntake
+from feedservice.cli.main import main
 from feedservice.config import load_settings
-from feedservice.entry import bootstrap
-from feedservice.entry.cli import main
 from feedservice.errors import ConfigError, IntakeError
 from feedservice.model import SubscriberStatus
 from tests.conftest import FeedServer, SmtpSink, skip_unless_ci, write_config

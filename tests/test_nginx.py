@@ -24,10 +24,10 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import App, make_app
-from feedservice.entry.web import create_app
 from feedservice.model import Article
+from feedservice.web.app import create_app
 from tests.conftest import free_port, skip_unless_ci, write_config
 from tests.served import process_serving, running, serve_config
 

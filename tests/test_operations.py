@@ -21,17 +21,17 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from feedservice.bootstrap import make_app
+from feedservice.cli.demo import sample_rss
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import make_app
-from feedservice.entry.demo import sample_rss
-from feedservice.entry.web import create_app
+from feedservice.web.app import create_app
 from tests.conftest import FeedServer, Served, free_port, write_config
 
 ITEMS = [("빅테크 기사", "요약", "김정영", datetime.now(UTC) - timedelta(hours=2), 1)]
 
 
 def _config(tmp_path: Path, feed_server: FeedServer, *, db_url: str | None = None, extra: str = "") -> Path:
-    from feedservice.entry.demo import sample_sfctm2
+    from feedservice.cli.demo import sample_sfctm2
 
     feed_server.files["/rss.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", ITEMS))
     feed_server.files["/kma"] = Served(sample_sfctm2(datetime.now(UTC)), "text/plain")

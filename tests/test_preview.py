@@ -9,9 +9,9 @@ from pathlib import Path
 import lxml.html
 import pytest
 
+from feedservice.bootstrap import make_app
+from feedservice.cli.main import main
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import make_app
-from feedservice.entry.cli import main
 from tests.conftest import write_config
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from feedservice import aio, scheduler
+from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
-from feedservice.entry import aio, scheduler
-from feedservice.entry.bootstrap import App, make_app
 from tests.conftest import free_port, write_config
 
 

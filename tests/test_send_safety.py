@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from feedservice.entry.bootstrap import make_app
+from feedservice.bootstrap import make_app
 from feedservice.errors import DeliveryFatal
 from feedservice.model import Subscriber, SubscriberStatus
 from tests.conftest import FeedServer, free_port
@@ -146,8 +146,8 @@ def test_a_sender_with_an_idn_domain_is_sent_in_idna_form(
     cfg = Path(app.settings.source_path)
     app.close()
     cfg.write_text(cfg.read_text().replace("newsletter@newsspace.kr", "newsletter@뉴스스페이스.kr"))
+    from feedservice.bootstrap import make_app
     from feedservice.config import load_settings
-    from feedservice.entry.bootstrap import make_app
 
     app = make_app(load_settings(cfg), clock=lambda: SEND_TIME)
     try:
@@ -228,8 +228,8 @@ def test_sigterm_ends_a_run_within_shutdown_timeout(tmp_path: Path, feed_server:
         proc.communicate(timeout=20)
         assert time.monotonic() - stopped < 2 + 10  # shutdown_timeout, plus handing back on a busy machine (not 30 s)
         assert proc.returncode == 0
+        from feedservice.bootstrap import make_app
         from feedservice.config import load_settings
-        from feedservice.entry.bootstrap import make_app
 
         app = make_app(load_settings(cfg))
         try:

@@ -17,10 +17,10 @@ import pytest
 import uvicorn
 from starlette.testclient import TestClient
 
+from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import App, make_app
-from feedservice.entry.web import create_app
 from feedservice.model import SubscriberStatus
+from feedservice.web.app import create_app
 from tests.conftest import CHROMIUM_ARGS, SmtpSink, chromium_or_skip, free_port, write_config
 
 BASE = "http://127.0.0.1:8080"
@@ -195,7 +195,7 @@ def test_whole_flow_in_chromium(app: App, live_app: str, smtp_server: tuple[Smtp
 
 
 def test_cli_import_export_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from feedservice.entry.cli import main
+    from feedservice.cli.main import main
 
     cfg = write_config(tmp_path)
     c = ["--config", str(cfg)]

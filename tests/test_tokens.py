@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import App, make_app
-from feedservice.entry.web import create_app
 from feedservice.model import SubscriberStatus
 from feedservice.tokens import (
     LEGACY_UNTIL,
@@ -23,6 +22,7 @@ from feedservice.tokens import (
     verify_csrf,
     verify_token,
 )
+from feedservice.web.app import create_app
 from tests.conftest import write_config
 
 NOW = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from feedservice.bootstrap import App, make_app
+from feedservice.cli.demo import sample_rss
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import App, make_app
-from feedservice.entry.demo import sample_rss
 from feedservice.errors import ConfigError
 from feedservice.model import SubscriberStatus
 from feedservice.verp import DeliveryRef, envelope_sender, make_verp_token, read_verp_address, read_verp_token

@@ -257,8 +257,8 @@ def test_forecast_low_high_and_rain_chance(feed_server: FeedServer) -> None:
 
 
 def _app(tmp_path: Path, feed_server: FeedServer, extra: str, now: datetime, fallback: str = "none"):  # type: ignore[no-untyped-def]
+    from feedservice.bootstrap import make_app
     from feedservice.config import load_settings
-    from feedservice.entry.bootstrap import make_app
     from tests.conftest import write_config
 
     cfg = write_config(tmp_path, weather_provider="kma", weather_extra=extra, fallback=fallback)

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import App, make_app
-from feedservice.entry.web import create_app
 from feedservice.model import Article, Edition, SubscriberStatus
+from feedservice.web.app import create_app
 from tests.conftest import write_config
 from tests.served import served
 

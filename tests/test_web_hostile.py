@@ -19,11 +19,11 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import App, make_app
-from feedservice.entry.httplimits import LimitedHttpProtocol
-from feedservice.entry.web import create_app
 from feedservice.model import Subscriber, SubscriberStatus
+from feedservice.web.app import create_app
+from feedservice.web.httplimits import LimitedHttpProtocol
 from tests.conftest import write_config
 from tests.served import running, serve_config, serve_process, served
 
@@ -357,13 +357,13 @@ def test_behind_a_trusted_proxy_each_visitor_has_a_bucket(tmp_path: Path, monkey
     ],
 )
 def test_client_address(trusted: tuple[str, ...], peer: str, forwarded: list[str], client: str) -> None:
-    from feedservice.entry.clients import ClientAddress
+    from feedservice.web.clients import ClientAddress
 
     assert ClientAddress(trusted).of(peer, forwarded) == client
 
 
 def test_the_limiter_forgets_and_has_a_bound() -> None:
-    from feedservice.entry.clients import RateLimit
+    from feedservice.web.clients import RateLimit
 
     limiter = RateLimit(3, window=3600, max_clients=1000)
     assert [limiter.allow("a", now=0) for _ in range(4)] == [True, True, True, False]

@@ -24,11 +24,11 @@ from cryptography.x509.oid import NameOID
 from starlette.testclient import TestClient
 
 from feedservice.adapters.bounces.sns import cert_url_trusted, string_to_sign
+from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
-from feedservice.entry.bootstrap import App, make_app
-from feedservice.entry.web import create_app
 from feedservice.model import Edition, SubscriberStatus
 from feedservice.verp import envelope_sender
+from feedservice.web.app import create_app
 from tests.conftest import FeedServer, Served, write_config
 
 NOW = datetime(2026, 11, 30, 7, 30, tzinfo=UTC)

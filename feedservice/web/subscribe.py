@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from feedservice.entry.bootstrap import App
-from feedservice.entry.clients import ClientAddress, RateLimit
-from feedservice.entry.forms import FormError, read_form
+from feedservice.bootstrap import App
 from feedservice.model import Subscriber, SubscriberStatus
 from feedservice.services.subscribers import InvalidAddress, normalize_email, request_signup
 from feedservice.tokens import csrf_token, make_token, new_nonce, token_subscriber, verify_csrf, verify_token
+from feedservice.web.clients import ClientAddress, RateLimit
+from feedservice.web.forms import FormError, read_form
 
 log = logging.getLogger(__name__)
 

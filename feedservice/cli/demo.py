@@ -20,10 +20,10 @@ from typing import ClassVar
 from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
+from feedservice import aio
+from feedservice.bootstrap import make_app
+from feedservice.cli.preview import NOTICE, write_preview
 from feedservice.config import load_settings
-from feedservice.entry import aio
-from feedservice.entry.bootstrap import make_app
-from feedservice.entry.preview import NOTICE, write_preview
 from feedservice.model import SubscriberStatus
 
 KST = ZoneInfo("Asia/Seoul")

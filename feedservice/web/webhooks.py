@@ -33,9 +33,9 @@ from feedservice.adapters.bounces.events import EventIntake
 from feedservice.adapters.bounces.mailgun import MailgunRefused, mailgun_reading, verify_mailgun
 from feedservice.adapters.bounces.sendgrid import SendgridRefused, load_sendgrid_key, sendgrid_events, verify_sendgrid
 from feedservice.adapters.bounces.sns import MAX_CERT_BYTES, CertificateCache, SnsRefused, cert_url_trusted, ses_reading
+from feedservice.bootstrap import App
 from feedservice.bounce_model import BounceReading
 from feedservice.config_bounces import WebhooksConfig
-from feedservice.entry.bootstrap import App
 
 __all__ = ["webhook_routes"]
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time
 
 from rich.console import Console
 
-from feedservice.entry.bootstrap import App
+from feedservice.bootstrap import App
 from feedservice.errors import ConfigError
 
 __all__ = ["cmd_bounces_check", "cmd_bounces_list", "print_edition_feedback"]

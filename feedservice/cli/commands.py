@@ -15,14 +15,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from feedservice.entry import aio
-from feedservice.entry.bootstrap import App
-from feedservice.entry.bounce_commands import (  # the cmd_* handlers: cli.Command looks them up here
+from feedservice import aio
+from feedservice.bootstrap import App
+from feedservice.cli.bounce_commands import (  # the cmd_* handlers: main.Command looks them up here
     cmd_bounces_check,  # noqa: F401
     cmd_bounces_list,  # noqa: F401
     print_edition_feedback,
 )
-from feedservice.entry.preview import NOTICE, write_preview
+from feedservice.cli.preview import NOTICE, write_preview
 from feedservice.model import SubscriberStatus
 from feedservice.services import deliver
 from feedservice.services import subscribers as subs
@@ -237,7 +237,7 @@ def cmd_digest_status(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(app: App, args: argparse.Namespace) -> int:
-    from feedservice.entry.doctor import Doctor
+    from feedservice.cli.doctor import Doctor
 
     doctor = Doctor(app)
     checks = doctor.run()
@@ -365,13 +365,13 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
 
 
 def _readiness(app: App) -> tuple[bool, str]:
-    from feedservice.entry.ops import readiness
+    from feedservice.web.ops import readiness
 
     return readiness(app)
 
 
 def cmd_serve(app: App, args: argparse.Namespace) -> int:
-    from feedservice.entry.scheduler import serve, serve_workers
+    from feedservice.scheduler import serve, serve_workers
 
     if app.settings.web.workers > 1:
         serve_workers(app, with_scheduler=False)
@@ -381,7 +381,7 @@ def cmd_serve(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_run(app: App, args: argparse.Namespace) -> int:
-    from feedservice.entry.scheduler import serve, serve_workers
+    from feedservice.scheduler import serve, serve_workers
 
     if app.settings.web.workers > 1:
         serve_workers(app, with_scheduler=True)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+import feedservice
 from feedservice.adapters.asos import AsosHourlyProvider
-from feedservice.adapters.bounces.imap import ImapAccount, ImapIntake
-from feedservice.adapters.bounces.maildir import MaildirIntake
+from feedservice.adapters.bounces.intakes import configured_intakes
 from feedservice.adapters.bounces.reading import read_bounce
 from feedservice.adapters.dkim import DkimSigner
 from feedservice.adapters.forecast import VilageForecastProvider
@@ -52,7 +52,7 @@ log = logging.getLogger("feedservice")
 def _bundled_templates() -> Path:
     """The templates shipped with the package: ``feedservice/templates`` in an installed wheel
     (pyproject maps the top-level ``templates/`` there), else the source tree's ``templates/``."""
-    package = Path(__file__).resolve().parents[1]
+    package = Path(feedservice.__file__).resolve().parent  # the package, wherever this module sits in it
     installed = package / "templates"
     return installed if installed.is_dir() else package.parent / "templates"
 
@@ -309,20 +309,7 @@ class App:
 
     def bounce_intakes(self) -> list[BounceIntake]:
         """Every configured ``[bounces]`` intake (none: bounce mail is not read)."""
-        b = self.settings.bounces
-        intakes: list[BounceIntake] = []
-        if b is not None and b.maildir:
-            intakes.append(MaildirIntake(self.settings.path(b.maildir)))
-        if b is not None and (i := b.imap) is not None:
-            password = self.settings.secret(i.password_env)
-            account = ImapAccount(
-                host=i.host, port=i.server_port, tls=i.tls, username=i.username,
-                password=password.get_secret_value() if password else None, password_env=i.password_env,
-                folder=i.folder, processed_folder=i.processed_folder,
-                ca_file=str(self.settings.path(i.ca_file)) if i.ca_file else None, timeout=i.timeout, limit=i.limit,
-            )  # fmt: skip
-            intakes.append(ImapIntake(account))
-        return intakes
+        return configured_intakes(self.settings.bounces, self.settings.path, self.settings.secret)
 
     def check_bounces(self, *, force: bool = False, intakes: Sequence[BounceIntake] | None = None,
                       read: Callable[[bytes], BounceReading] = read_bounce) -> bounce_service.CheckReport:  # fmt: skip

@@ -28,13 +28,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from feedservice import aio
 from feedservice.adapters.leader import LeaderLock
-from feedservice.entry import aio
-from feedservice.entry.bootstrap import App
-from feedservice.entry.httplimits import LimitedHttpProtocol
-from feedservice.entry.listen import open_listeners
-from feedservice.entry.web import create_app
+from feedservice.bootstrap import App
 from feedservice.errors import FeedServiceError, WeatherError
+from feedservice.web.app import create_app
+from feedservice.web.httplimits import LimitedHttpProtocol
+from feedservice.web.listen import open_listeners
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ async def serve(app: App, *, with_scheduler: bool) -> None:
     web = app.settings.web
     config = uvicorn.Config(
         create_app(app), host=web.host, port=web.port, log_config=None, access_log=False, lifespan="off",
-        http=LimitedHttpProtocol, proxy_headers=False,  # [web] trusted_proxies decides instead (entry/clients.py)
+        http=LimitedHttpProtocol, proxy_headers=False,  # [web] trusted_proxies decides instead (web/clients.py)
         timeout_graceful_shutdown=int(app.settings.run.shutdown_timeout),
     )  # fmt: skip
     # Opened before anything starts, so a bad host or a taken port is one line and exit 1 or 2.
@@ -263,7 +263,7 @@ def serve_workers(app: App, *, with_scheduler: bool) -> None:
     """
     web = app.settings.web
     # uvicorn's supervisor binds by itself and answers a failure with sys.exit(3): try the
-    # address first so that a bad host or a taken port is our one line (entry/listen.py).
+    # address first so that a bad host or a taken port is our one line (web/listen.py).
     for sock in open_listeners(web.host, web.port, config_path=app.settings.source_path):
         sock.close()
     os.environ["FEEDSERVICE_CONFIG"] = str(Path(app.settings.source_path).resolve())
@@ -284,9 +284,9 @@ def serve_workers(app: App, *, with_scheduler: bool) -> None:
     log.info("serving on http://%s:%d/ with %d worker processes", web.host, web.port, web.workers)
     try:
         uvicorn.run(
-            "feedservice.entry.web:app_from_environment", factory=True, host=web.host, port=web.port,
+            "feedservice.web.app:app_from_environment", factory=True, host=web.host, port=web.port,
             workers=web.workers, log_config=None, access_log=False, lifespan="off", http=LimitedHttpProtocol,
-            proxy_headers=False,  # [web] trusted_proxies decides instead (entry/clients.py)
+            proxy_headers=False,  # [web] trusted_proxies decides instead (web/clients.py)
         )  # fmt: skip
     finally:
         stop.set()

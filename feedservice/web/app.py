@@ -13,14 +13,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from feedservice.entry.bootstrap import BUNDLED_TEMPLATES, App
-from feedservice.entry.feedserver import FeedFiles, FeedServer
-from feedservice.entry.ops import ops_handlers
-from feedservice.entry.pageheaders import PageHeaders
-from feedservice.entry.subscribe import subscription_routes
-from feedservice.entry.webhooks import webhook_routes
+from feedservice.bootstrap import BUNDLED_TEMPLATES, App
 from feedservice.services.digest import PREFERENCES, UNSUBSCRIBE
 from feedservice.services.feeds import ALL, feed_urls
+from feedservice.web.feedserver import FeedFiles, FeedServer
+from feedservice.web.ops import ops_handlers
+from feedservice.web.pageheaders import PageHeaders
+from feedservice.web.subscribe import subscription_routes
+from feedservice.web.webhooks import webhook_routes
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,9 @@ def app_from_environment() -> FeedServer:
     """The app for one of several web worker processes: the config comes from FEEDSERVICE_CONFIG."""
     import os
 
+    from feedservice.bootstrap import make_app
     from feedservice.config import load_settings
-    from feedservice.entry.bootstrap import make_app
-    from feedservice.entry.logs import setup_logging
+    from feedservice.logs import setup_logging
 
     settings = load_settings(os.environ["FEEDSERVICE_CONFIG"])
     setup_logging(settings.logging.level, json_lines=settings.logging.format == "json")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from feedservice.entry.bootstrap import App
+from feedservice.bootstrap import App
 from feedservice.model import Edition
 from feedservice.services.digest import RenderedDigest, compose, message_id
 

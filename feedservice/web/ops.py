@@ -10,8 +10,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from feedservice.bootstrap import App
 from feedservice.bounce_model import EditionFeedback
-from feedservice.entry.bootstrap import App
 
 
 def readiness(app: App) -> tuple[bool, str]:

@@ -7,7 +7,7 @@ rendering, no framework routing per request: this path is the one feed readers h
 
 It is an ordinary ASGI app and uses nothing of the server's own: any ASGI server runs it, and
 the server's limits (``limit_concurrency``, ``root_path``, the request bounds of
-``entry/httplimits.py``) apply to feed requests as to every other. Where one process is not
+``web/httplimits.py``) apply to feed requests as to every other. Where one process is not
 fast enough, nginx serves the same files from disk (docs/publishing.md, tests/test_nginx.py).
 """
 

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from feedservice.adapters.dkim import MIN_RSA_BITS
-from feedservice.entry.bootstrap import App
-from feedservice.entry.preview import PREVIEW_TO, sample_links
+from feedservice.bootstrap import App
+from feedservice.cli.preview import PREVIEW_TO, sample_links
 from feedservice.errors import FeedServiceError
 from feedservice.model import Article, Edition, WeatherBlock
 from feedservice.services.digest import compose, message_id, pick_sections

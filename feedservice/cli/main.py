@@ -21,8 +21,8 @@ from feedservice import __version__
 from feedservice.errors import ConfigError, FeedServiceError
 
 if TYPE_CHECKING:
+    from feedservice.bootstrap import App
     from feedservice.config import Settings
-    from feedservice.entry.bootstrap import App
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Edition dates: wide enough for any real edition, far enough from date.min/max that the
@@ -59,7 +59,7 @@ def _seconds(value: str) -> float:
 
 
 class Command:
-    """A command's handler, ``cmd_<name>`` in entry/commands.py, imported only when it runs.
+    """A command's handler, ``cmd_<name>`` in cli/commands.py, imported only when it runs.
 
     Each leaf parser carries one (``set_defaults(func=…)``), so dispatching is ``args.func(app,
     args)``; the lazy import keeps `--help`, usage errors and config errors quick (commands.py
@@ -70,7 +70,7 @@ class Command:
         self.name = "cmd_" + name.replace("-", "_")
 
     def __call__(self, app: App, args: argparse.Namespace) -> int:
-        from feedservice.entry import commands
+        from feedservice.cli import commands
 
         handler: Callable[[App, argparse.Namespace], int] = getattr(commands, self.name)
         return handler(app, args)
@@ -89,7 +89,7 @@ def _leaf(
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from feedservice.entry.demo import run_demo
+    from feedservice.cli.demo import run_demo
 
     return run_demo(Path(args.dir) if args.dir else None)
 
@@ -201,7 +201,7 @@ def _run(args: argparse.Namespace) -> int:
         result: int = standalone(args)
         return result
     from feedservice.config import load_settings
-    from feedservice.entry.logs import setup_logging
+    from feedservice.logs import setup_logging
 
     settings = load_settings(args.config)
     setup_logging(settings.logging.level, json_lines=settings.logging.format == "json")
@@ -209,8 +209,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    from feedservice.entry.bootstrap import make_app
-    from feedservice.entry.preflight import check_folders
+    from feedservice.bootstrap import make_app
+    from feedservice.cli.preflight import check_folders
 
     # Every command opens (and may migrate) the database; some also write feeds or mail.
     check_folders(settings, ("database.url", *args.writes))
