@@ -10,16 +10,29 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 
-from feedservice.bootstrap import App
+from feedservice.bootstrap import App, make_app
+from feedservice.config import load_settings
+from feedservice.model import Article
 from feedservice.web.app import create_app
 from feedservice.web.httplimits import LimitedHttpProtocol
 from tests.conftest import free_port
+
+
+def app_with_article(cfg: Path, source: str, when: datetime, art_id: str = "a1", title: str = "빅테크 첫 기사") -> App:
+    """The app of ``cfg`` with one 빅테크 article collected from ``source`` at ``when``, feeds built."""
+    app = make_app(load_settings(cfg))
+    art = Article(id=f"urn:{art_id}", url=f"https://www.newsspace.kr/{art_id}", section="bigtech", title=title,
+                  published=when, source_url=source)  # fmt: skip
+    app.store.record_fetch_success(source, when, when, etag=None, last_modified=None, articles=[art])
+    app.build_feeds()
+    return app
 
 
 @contextlib.contextmanager

@@ -24,12 +24,11 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from feedservice.bootstrap import App, make_app
-from feedservice.config import load_settings
+from feedservice.bootstrap import App
 from feedservice.model import Article
 from feedservice.web.app import create_app
 from tests.conftest import free_port, skip_unless_ci, write_config
-from tests.served import process_serving, running, serve_config
+from tests.served import app_with_article, process_serving, running, serve_config
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "publishing.md"
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
@@ -96,17 +95,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     cfg = write_config(tmp_path, sources=[(SOURCE, "bigtech")])
     web = '[web]\nsubscribe_per_hour = 3\ntrusted_proxies = ["127.0.0.1"]\n'
     cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", web, 1), encoding="utf-8")
-    app = make_app(load_settings(cfg))
-    art = Article(
-        id="urn:a1",
-        url="https://www.newsspace.kr/a1",
-        section="bigtech",
-        title="빅테크 첫 기사",
-        published=NOW,
-        source_url=SOURCE,
-    )
-    app.store.record_fetch_success(SOURCE, NOW, NOW, etag=None, last_modified=None, articles=[art])
-    app.build_feeds()
+    app = app_with_article(cfg, SOURCE, NOW)
     try:
         with running(serve_config(app, monkeypatch)) as upstream:
             port = free_port()

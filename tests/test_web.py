@@ -13,29 +13,19 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from feedservice.bootstrap import App, make_app
-from feedservice.config import load_settings
+from feedservice.bootstrap import App
 from feedservice.model import Article, Edition, SubscriberStatus
 from feedservice.web.app import create_app
 from tests.conftest import write_config
-from tests.served import served
+from tests.served import app_with_article, served
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
-    a = make_app(load_settings(write_config(tmp_path, sources=[("http://127.0.0.1/a.xml", "bigtech")])))
-    art = Article(
-        id="urn:a1",
-        url="https://www.newsspace.kr/a1",
-        section="bigtech",
-        title="빅테크 첫 기사",
-        published=NOW,
-        source_url="http://127.0.0.1/a.xml",
-    )
-    a.store.record_fetch_success("http://127.0.0.1/a.xml", NOW, NOW, etag=None, last_modified=None, articles=[art])
-    a.build_feeds()
+    source = "http://127.0.0.1/a.xml"
+    a = app_with_article(write_config(tmp_path, sources=[(source, "bigtech")]), source, NOW)
     yield a
     a.close()
 
