@@ -56,8 +56,10 @@ class LedgerStoreMixin(StoreBase):
     def claim_deliveries(
         self, day: date, now: datetime, limit: int, worker: str, lease: timedelta
     ) -> list[tuple[Delivery, Subscriber | None]]:
-        """Claim up to ``limit`` deliveries that are due: queued, deferred and due, or claimed by a
-        worker whose lease ran out (it died). Claimed rows become "sending" for this worker.
+        """Claim up to ``limit`` deliveries that are due: queued, deferred and due, or claimed by
+        another worker whose lease ran out (it died). Claimed rows become "sending" for this worker.
+        Rows this worker holds are never claimed again, however long they wait in its queue: on a
+        slow machine (or with a short lease) that would send them twice in one run.
 
         On PostgreSQL the rows are picked with FOR UPDATE SKIP LOCKED, so any number of workers on
         any number of machines claim disjoint rows; SQLite has one writer at a time anyway.
@@ -66,7 +68,7 @@ class LedgerStoreMixin(StoreBase):
         states = (
             c.status == DeliveryStatus.QUEUED.value,
             sa.and_(c.status == DeliveryStatus.DEFERRED.value, c.next_attempt <= now),
-            sa.and_(c.status == DeliveryStatus.SENDING.value, c.claimed_at <= now - lease),
+            sa.and_(c.status == DeliveryStatus.SENDING.value, c.claimed_at <= now - lease, c.worker != worker),
         )
         rows: list[Any] = []
         with self._tx("claiming deliveries") as conn:
