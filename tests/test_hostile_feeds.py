@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -128,10 +128,19 @@ def test_any_error_of_one_source_is_recorded_and_the_collect_completes(tmp_path:
         urls[140]: RuntimeError("a library bug"),
     }
 
-    def parse(content: bytes, **kw: object) -> ParsedFeed:
-        if kw["url"] == urls[100]:
+    def parse(
+        content: bytes,
+        *,
+        url: str,
+        section: str,
+        tz: ZoneInfo,
+        now: datetime,
+        headers: Mapping[str, str] | None = None,
+        max_entries: int = 500,
+    ) -> ParsedFeed:
+        if url == urls[100]:
             raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
-        return parse_feed(content, **kw)  # type: ignore[arg-type]
+        return parse_feed(content, url=url, section=section, tz=tz, now=now, headers=headers, max_entries=max_entries)
 
     run = collect(store, _Fetcher(broken), parse, tz=SEOUL, now=NOW, interval=timedelta(minutes=15), batch=20)
     report = _within(run, 20)
@@ -162,7 +171,7 @@ def test_a_failing_store_is_each_sources_failure_and_the_collect_completes(tmp_p
     store.sync_sections([Section("bigtech", "빅테크")])
     urls = [f"https://feeds.example/{i:03d}" for i in range(120)]
     store.sync_sources((u, "bigtech", None) for u in urls)
-    run = collect(_BrokenStore(store), _Fetcher({}), parse_feed, tz=SEOUL, now=NOW,  # type: ignore[arg-type]
+    run = collect(_BrokenStore(store), _Fetcher({}), parse_feed, tz=SEOUL, now=NOW,
                   interval=timedelta(minutes=15), batch=20)  # fmt: skip
     report = _within(run, 20)
     assert report.failed == 120 and report.new_articles == 0
