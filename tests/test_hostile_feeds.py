@@ -12,11 +12,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -39,6 +39,7 @@ from tests.test_collect import GOOD, NOW
 
 SEOUL = ZoneInfo("Asia/Seoul")
 T = TypeVar("T")
+P = ParamSpec("P")
 make = test_collect.make  # the fixture: an App on a config with these sources
 
 
@@ -117,6 +118,17 @@ class _Fetcher:
         return None
 
 
+def _failing_for(url: str, parse: Callable[P, ParsedFeed]) -> Callable[P, ParsedFeed]:
+    """``parse``, but failing as a library bug would for the feed from ``url``."""
+
+    def wrapped(*args: P.args, **kw: P.kwargs) -> ParsedFeed:
+        if kw["url"] == url:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return parse(*args, **kw)
+
+    return wrapped
+
+
 def test_any_error_of_one_source_is_recorded_and_the_collect_completes(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
     store.sync_sections([Section("bigtech", "빅테크")])
@@ -128,20 +140,7 @@ def test_any_error_of_one_source_is_recorded_and_the_collect_completes(tmp_path:
         urls[140]: RuntimeError("a library bug"),
     }
 
-    def parse(
-        content: bytes,
-        *,
-        url: str,
-        section: str,
-        tz: ZoneInfo,
-        now: datetime,
-        headers: Mapping[str, str] | None = None,
-        max_entries: int = 500,
-    ) -> ParsedFeed:
-        if url == urls[100]:
-            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
-        return parse_feed(content, url=url, section=section, tz=tz, now=now, headers=headers, max_entries=max_entries)
-
+    parse = _failing_for(urls[100], parse_feed)
     run = collect(store, _Fetcher(broken), parse, tz=SEOUL, now=NOW, interval=timedelta(minutes=15), batch=20)
     report = _within(run, 20)
     assert report.failed == 4 and report.fetched == 146, report.errors
