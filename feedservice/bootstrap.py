@@ -19,19 +19,16 @@ from pathlib import Path
 from pydantic import SecretStr
 
 import feedservice
-from feedservice.adapters.asos import AsosHourlyProvider
 from feedservice.adapters.bounces.intakes import configured_intakes
 from feedservice.adapters.bounces.reading import read_bounce
 from feedservice.adapters.dkim import DkimSigner
-from feedservice.adapters.forecast import VilageForecastProvider
 from feedservice.adapters.http import HttpFetcher, user_agent
-from feedservice.adapters.kma import KmaSurfaceProvider
 from feedservice.adapters.maildir import MaildirMailer
-from feedservice.adapters.openmeteo import OpenMeteoProvider
 from feedservice.adapters.parse import parse_feed
 from feedservice.adapters.parser_pool import ParserPool
 from feedservice.adapters.smtp import SmtpMailer
 from feedservice.adapters.store import Store, open_store
+from feedservice.adapters.weather_sources import configured_forecast, configured_providers
 from feedservice.adapters.websub import WebSubPublisher
 from feedservice.addresses import wire_mailbox
 from feedservice.bounce_model import BounceReading
@@ -138,22 +135,7 @@ class App:
         )
 
     def weather_providers(self) -> list[WeatherProvider]:
-        w = self.settings.weather
-        if w.provider == "none":
-            return []
-        if w.provider == "open-meteo":
-            return [OpenMeteoProvider(base_url=w.base_url, timeout=w.timeout)]
-        providers: list[WeatherProvider]
-        if w.provider == "asos":
-            key = self.settings.secret(w.data_go_kr_key_env)
-            providers = [AsosHourlyProvider(key, base_url=w.base_url, timeout=w.timeout)]
-        else:
-            providers = [
-                KmaSurfaceProvider(self.settings.secret(w.api_key_env), base_url=w.base_url, timeout=w.timeout)
-            ]
-        if w.fallback == "open-meteo":
-            providers.append(OpenMeteoProvider(base_url=w.fallback_base_url, timeout=w.timeout))
-        return providers
+        return configured_providers(self.settings.weather, self.settings.secret)
 
     def make_mailer(self) -> Mailer:
         d = self.settings.delivery
@@ -261,13 +243,9 @@ class App:
 
     async def weather_for_digest(self, edition_end: datetime | None = None) -> WeatherBlock:
         w = self.settings.weather
-        forecast = None
-        if w.forecast:
-            key = self.settings.secret(w.data_go_kr_key_env)
-            forecast = VilageForecastProvider(key, base_url=w.forecast_base_url, timeout=w.timeout)
         return await weather.weather_for_edition(
             self.store, self.weather_providers(), w.stations, self.clock, max_age=timedelta(minutes=w.max_age_minutes),
-            timeout=w.timeout, forecast=forecast, edition_end=edition_end,
+            timeout=w.timeout, forecast=configured_forecast(w, self.settings.secret), edition_end=edition_end,
         )  # fmt: skip
 
     def edition(self, day: date) -> Edition:
