@@ -19,8 +19,10 @@ from pathlib import Path
 from pydantic import SecretStr
 
 import feedservice
+from feedservice.adapters.bounces.events import EventIntake
 from feedservice.adapters.bounces.intakes import configured_intakes
 from feedservice.adapters.bounces.reading import read_bounce
+from feedservice.adapters.bounces.webhooks import configured_receivers
 from feedservice.adapters.dkim import DkimSigner
 from feedservice.adapters.http import HttpFetcher, user_agent
 from feedservice.adapters.maildir import MaildirMailer
@@ -31,14 +33,15 @@ from feedservice.adapters.store import Store, open_store
 from feedservice.adapters.weather_sources import configured_forecast, configured_providers
 from feedservice.adapters.websub import WebSubPublisher
 from feedservice.addresses import wire_mailbox
-from feedservice.bounce_model import BounceReading
+from feedservice.bounce_model import BounceReading, ProviderEvent
 from feedservice.config import Settings
 from feedservice.errors import ConfigError
 from feedservice.model import Delivery, Edition, Route, Section, Subscriber, WeatherBlock
-from feedservice.ports import BounceIntake, Mailer, WeatherProvider
+from feedservice.ports import BounceIntake, Mailer, WeatherProvider, WebhookReceiver
 from feedservice.services import bounces as bounce_service
 from feedservice.services import collect as collect_service
 from feedservice.services import deliver, digest, editions, feeds, weather
+from feedservice.services import readiness as readiness_service
 from feedservice.services.sending import Progress, Sending
 from feedservice.tokens import make_token
 from feedservice.verp import envelope_sender
@@ -285,14 +288,31 @@ class App:
         return_path, secret = b.return_path, self.secret()
         return lambda d: envelope_sender(return_path, secret, d.edition, d.subscriber_id)
 
+    def readiness(self) -> tuple[bool, str]:
+        """``/readyz`` and ``feedservice status``: the database answers, the last collect is recent."""
+        s = self.settings
+        age = s.run.ready_collect_age_minutes or 3 * s.collect.interval_minutes
+        return readiness_service.readiness(
+            self.store, has_sources=bool(s.sources), max_age=timedelta(minutes=age), now=self.clock()
+        )
+
     def bounce_intakes(self) -> list[BounceIntake]:
         """Every configured ``[bounces]`` intake (none: bounce mail is not read)."""
         return configured_intakes(self.settings.bounces, self.settings.path, self.settings.secret)
 
+    def webhook_receivers(self) -> list[WebhookReceiver]:
+        """One receiver per configured provider webhook (``[bounces.webhooks.*]``)."""
+        return configured_receivers(self.settings.bounces, self.settings.secret, self.clock)
+
+    def check_events(self, events: Sequence[ProviderEvent]) -> bounce_service.CheckReport:
+        """Provider events (webhook calls) through the same check as returned mail, in one pass."""
+        readings = {e.raw: e.reading for e in events}
+        return self.check_bounces(intakes=[EventIntake(e) for e in events], read=readings.__getitem__)
+
     def check_bounces(self, *, force: bool = False, intakes: Sequence[BounceIntake] | None = None,
                       read: Callable[[bytes], BounceReading] = read_bounce) -> bounce_service.CheckReport:  # fmt: skip
-        """Read every intake (or ``intakes``: a webhook's event) once: record, match and apply the
-        bounce policy (``services.bounces``)."""
+        """Read every intake (or ``intakes``) once: record, match and apply the bounce policy
+        (``services.bounces``)."""
         b = self.settings.bounces
         assert b is not None, "check_bounces needs [bounces]"
         policy = bounce_service.BouncePolicy(soft_limit=b.soft_limit, soft_days=b.soft_days,

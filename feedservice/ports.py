@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from feedservice.bounce_model import BounceRow, ReturnedMail
+from feedservice.bounce_model import BounceRow, ProviderEvent, ReturnedMail
 from feedservice.model import (
     Article,
     Delivery,
@@ -107,6 +107,16 @@ class SourceStore(Protocol):
         ...
 
     def disable_source(self, url: str, error: str, now: datetime) -> None: ...
+
+
+class HealthStore(Protocol):
+    """What the readiness rule reads (``services/readiness.py``)."""
+
+    def ping(self) -> bool:
+        """Whether the database answers."""
+        ...
+
+    def list_sources(self, *, with_counts: bool = True) -> list[SourceState]: ...
 
 
 class WeatherStore(Protocol):
@@ -231,6 +241,19 @@ class BounceIntake(Protocol):
 
     def close(self) -> None:
         """Release what ``pending`` opened (a server connection); called once the pass is over."""
+        ...
+
+
+class WebhookReceiver(Protocol):
+    """A provider's webhook (``POST /webhooks/{name}``): believes a call only when the provider
+    signed it, and turns what it reports into bounce events (``adapters/bounces/webhooks.py``)."""
+
+    name: str
+
+    async def receive(self, headers: Mapping[str, str], raw: bytes, body: Any) -> list[ProviderEvent]:
+        """The call's bounces and complaints (none: nothing to apply, e.g. a delivery notice).
+        ``headers`` are looked up by lower-case name, ``body`` is ``raw`` as JSON. Raise
+        ``WebhookRefused`` when the call is not believed, not understood or cannot be answered now."""
         ...
 
 
