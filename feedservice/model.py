@@ -140,7 +140,6 @@ class FetchResult:
     status: int
     content: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
-    final_url: str | None = None
     permanent_redirect: str | None = None  # the new URL when every hop was a 301/308
 
     @property

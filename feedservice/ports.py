@@ -77,30 +77,12 @@ class Mailer(Protocol):
     async def aclose(self) -> None: ...
 
 
-class Clock(Protocol):
-    def __call__(self) -> datetime:
-        """The current time, timezone-aware."""
-        ...
-
-
 class SourceStore(Protocol):
     """What the collector needs from storage."""
 
     def list_sources(self, *, with_counts: bool = True) -> list[SourceState]: ...
 
     def record_fetch_failure(self, url: str, error: str, now: datetime, next_attempt: datetime) -> None: ...
-
-    def record_fetch_success(
-        self,
-        url: str,
-        now: datetime,
-        next_attempt: datetime,
-        *,
-        etag: str | None,
-        last_modified: str | None,
-        articles: Sequence[Article] = (),
-        fetch_url: str | None = None,
-    ) -> tuple[int, int]: ...
 
     def record_fetches(self, records: Sequence[FetchRecord], now: datetime) -> list[tuple[int, int, int]]:
         """(new, updated, owned by another source) article counts per record."""
@@ -216,14 +198,6 @@ class DeliveryStore(SubscriberStore, Protocol):
         self, outcomes: Sequence[tuple[int, DeliveryStatus, str | None, datetime | None]], now: datetime
     ) -> None: ...
 
-    def mark_delivery(
-        self,
-        delivery_id: int,
-        status: DeliveryStatus,
-        reply: str | None,
-        now: datetime,
-        next_attempt: datetime | None = None,
-    ) -> None: ...
 
 
 class BounceIntake(Protocol):
