@@ -3,17 +3,24 @@ mail client (Python's own parser stands in for one)."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from feedservice.bootstrap import make_app
+from feedservice.config import load_settings
+from feedservice.errors import DeliveryError
 from feedservice.services.mime import one_off_message, prepare_message
+from tests.conftest import write_config
+from tests.fakes import FakeMailer
 
 SENDER = "뉴스스페이스 아침 브리핑 <newsletter@newsspace.kr>"
 SUBJECT = "뉴스스페이스 뉴스레터 구독을 확인해 주세요 — 링크는 24시간 동안 유효합니다"
@@ -99,3 +106,40 @@ def test_digest_and_confirmation_share_the_builder_so_their_common_headers_are_t
         assert _field(digest, name) == _field(confirmation, name), name
     assert _parse(digest)["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert _parse(digest)["List-Unsubscribe"] is not None
+
+
+# -- the confirmation mail the app sends, on the in-memory relay (tests/fakes.py): no socket -------
+def test_the_app_sends_its_confirmation_mail_through_the_builder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(load_settings(write_config(tmp_path)), clock=lambda: WHEN)
+    relay = FakeMailer()
+    monkeypatch.setattr(app, "make_mailer", lambda: relay)
+    try:
+        asyncio.run(app.send_confirmation("reader@bücher.de", "http://127.0.0.1:8080/confirm/abc", 24))
+    finally:
+        app.close()
+    [(envelope, recipient, raw)] = relay.sent
+    assert (envelope, recipient, relay.closed) == ("newsletter@newsspace.kr", "reader@bücher.de", True)
+    msg = _parse(raw)
+    assert msg["Subject"] == "뉴스스페이스 뉴스레터 구독을 확인해 주세요"
+    assert msg["From"].addresses[0].display_name == "뉴스스페이스"
+    assert msg["To"].addresses[0].addr_spec == "reader@xn--bcher-kva.de"
+    assert parsedate_to_datetime(msg["Date"]) == WHEN and msg["Date"].endswith("+0900")  # the site's time zone
+    assert re.fullmatch(r"<[^<>@\s]+@newsspace\.kr>", msg["Message-ID"]) and msg["List-Unsubscribe"] is None
+    text = msg.get_body(("plain",))
+    assert text is not None and "http://127.0.0.1:8080/confirm/abc" in text.get_content()
+
+
+def test_a_relay_refusing_the_confirmation_mail_is_logged_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(load_settings(write_config(tmp_path)), clock=lambda: WHEN)
+    relay = FakeMailer(refuse={"reader@example.com": DeliveryError("550 5.1.1 no such user", code=550)})
+    monkeypatch.setattr(app, "make_mailer", lambda: relay)
+    try:
+        asyncio.run(app.send_confirmation("reader@example.com", "http://127.0.0.1:8080/confirm/abc", 24))
+    finally:
+        app.close()
+    assert relay.sent == [] and relay.closed
+    assert "confirmation mail to a new subscriber failed: 550 5.1.1 no such user" in caplog.text
