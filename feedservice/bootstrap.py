@@ -23,19 +23,16 @@ from feedservice.adapters.bounces.events import EventIntake
 from feedservice.adapters.bounces.intakes import configured_intakes
 from feedservice.adapters.bounces.reading import read_bounce
 from feedservice.adapters.bounces.webhooks import configured_receivers
-from feedservice.adapters.dkim import DkimSigner
 from feedservice.adapters.http import HttpFetcher, user_agent
-from feedservice.adapters.maildir import MaildirMailer
+from feedservice.adapters.mail_setup import configured_mailer, configured_signer
 from feedservice.adapters.parse import parse_feed
 from feedservice.adapters.parser_pool import ParserPool
-from feedservice.adapters.smtp import SmtpMailer
 from feedservice.adapters.store import Store, open_store
 from feedservice.adapters.weather_sources import configured_forecast, configured_providers
 from feedservice.adapters.websub import WebSubPublisher
 from feedservice.addresses import wire_mailbox
 from feedservice.bounce_model import BounceReading, ProviderEvent
 from feedservice.config import Settings
-from feedservice.errors import ConfigError
 from feedservice.model import Delivery, Edition, Route, Section, Subscriber, WeatherBlock
 from feedservice.ports import BounceIntake, Mailer, WeatherProvider, WebhookReceiver
 from feedservice.services import bounces as bounce_service
@@ -141,41 +138,12 @@ class App:
         return configured_providers(self.settings.weather, self.settings.secret)
 
     def make_mailer(self) -> Mailer:
-        d = self.settings.delivery
-        if d.effective_mode == "smtp" and d.smtp is not None:
-            return SmtpMailer(
-                d.smtp.host,
-                d.smtp.port,
-                tls=d.smtp.tls,
-                username=d.smtp.username,
-                password=self.settings.secret(d.smtp.password_env),
-                timeout=d.smtp.timeout,
-                pool_size=d.smtp.pool_size,
-                messages_per_connection=d.smtp.messages_per_connection,
-            )
-        return MaildirMailer(self.settings.path(d.maildir))
+        return configured_mailer(self.settings.delivery, self.settings.secret, self.settings.path)
 
     def signer(self) -> Callable[[bytes], bytes] | None:
         """DKIM signing when ``[digest] dkim_selector`` is set (the key from ``dkim_key_env``)."""
-        d = self.settings.digest
-        if not d.dkim_selector:
-            return None
-        key = self.settings.secret(d.dkim_key_env)
-        if not key:
-            raise ConfigError(
-                self.settings.source_path,
-                "digest.dkim_key_env",
-                f"dkim_selector is set but the environment variable {d.dkim_key_env} is empty",
-            )
-        ed25519 = self.settings.secret(d.dkim_ed25519_key_env)
-        if d.dkim_ed25519_key_env and not ed25519:
-            raise ConfigError(self.settings.source_path, "digest.dkim_ed25519_key_env",
-                              f"the environment variable {d.dkim_ed25519_key_env} is empty")  # fmt: skip
-        domain = d.dkim_domain or self.digest_site.sender_domain
-        signer = DkimSigner(selector=d.dkim_selector, domain=domain, private_key_pem=key.get_secret_value().encode(),
-                            source=self.settings.source_path, ed25519_selector=d.dkim_ed25519_selector,
-                            ed25519_key_pem=ed25519.get_secret_value().encode() if ed25519 else None)  # fmt: skip
-        return signer.sign
+        s = self.settings
+        return configured_signer(s.digest, s.secret, s.source_path, self.digest_site.sender_domain)
 
     def renderer(self) -> digest.DigestRenderer:
         dirs = []

@@ -199,7 +199,6 @@ class DeliveryStore(SubscriberStore, Protocol):
     ) -> None: ...
 
 
-
 class BounceIntake(Protocol):
     """Where returned mail arrives (a Maildir the MTA delivers into, an IMAP folder)."""
 
