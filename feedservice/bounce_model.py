@@ -21,8 +21,8 @@ from datetime import date, datetime
 from enum import StrEnum
 
 __all__ = [
-    "BounceKind", "BounceReading", "BounceRecord", "BounceRow", "EditionFeedback", "ReturnedMail", "soft_streak",
-    "status_kind",
+    "BounceKind", "BounceReading", "BounceRecord", "BounceRow", "EditionFeedback", "ProviderEvent", "ReturnedMail",
+    "soft_streak", "status_kind",
 ]  # fmt: skip
 
 
@@ -91,6 +91,15 @@ class ReturnedMail:
     source: str  # "maildir:<folder>/new/<name>"
     raw: bytes
     key: str  # the intake's own name for it
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """A bounce or complaint a provider reported over HTTP (a webhook call), already read."""
+
+    source: str  # "webhook:<provider>/<the provider's event id>": recorded, so a replay is refused
+    raw: bytes  # the event as kept for a person
+    reading: BounceReading
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@
     ├── WeatherError         a weather provider failed (carries the provider)
     ├── TemplateError        a digest template is broken (carries its name and line)
     ├── IntakeError          a bounce intake (Maildir, IMAP) cannot be read (carries its name)
+    ├── WebhookRefused       a provider's webhook call not believed or not understood (carries
+    │                        the HTTP status and the one word answered)
     └── DeliveryError        a message could not be handed over (about its recipient)
         └── SendingStopped   about us, not the recipient (connect, EHLO, STARTTLS, AUTH, MAIL
             │                FROM): the run stops; a temporary one is retried by a later run
@@ -104,3 +106,12 @@ class IntakeError(FeedServiceError):
     def __init__(self, intake: str, message: str) -> None:
         self.intake, self.message = intake, message
         super().__init__(f"{intake}: {message}")
+
+
+class WebhookRefused(FeedServiceError):
+    """A provider's call (``POST /webhooks/{provider}``) that is not applied: ``status`` and ``word``
+    are all the caller is told (403 "refused", 400 "bad request", …); the reason goes to the log."""
+
+    def __init__(self, status: int, word: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.word = status, word

@@ -9,7 +9,9 @@ from __future__ import annotations
 import enum
 import fnmatch
 import hashlib
+import operator
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
@@ -75,12 +77,8 @@ class Article:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Articles cross from the parser processes in pickles: rebuilt through __init__ they
         # unpickle in two thirds of the time of the per-field __setstate__ of slotted dataclasses.
-        fields = (
-            self.id, self.url, self.section, self.title, self.summary_html, self.content_html, self.author,
-            self.categories, self.image_url, self.image_type, self.image_length, self.published, self.updated,
-            self.source_url,
-        )  # fmt: skip
-        return _unpickle_article, (fields, self._digest)
+        # The fields are every __init__ field, in order (``_ARTICLE_FIELDS``, read off the class).
+        return _unpickle_article, (_ARTICLE_FIELDS(self), self._digest)
 
     def content_hash(self) -> str:
         """A digest of everything a reader would see change; an equal digest means "not modified".
@@ -127,6 +125,8 @@ class ArticleFields(TypedDict, total=False):
     published: datetime | None
     updated: datetime | None
     source_url: str
+# What ``Article.__reduce__`` pickles: the values of its __init__ fields, in their order.
+_ARTICLE_FIELDS = operator.attrgetter(*(f.name for f in dataclass_fields(Article) if f.init))
 
 
 def _unpickle_article(fields: tuple[Any, ...], digest: str | None) -> Article:
@@ -158,7 +158,6 @@ class FetchResult:
     status: int
     content: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
-    final_url: str | None = None
     permanent_redirect: str | None = None  # the new URL when every hop was a 301/308
 
     @property

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from feedservice.bounce_model import BounceRow, ReturnedMail
+from feedservice.bounce_model import BounceRow, ProviderEvent, ReturnedMail
 from feedservice.model import (
     Article,
     Delivery,
@@ -77,12 +77,6 @@ class Mailer(Protocol):
     async def aclose(self) -> None: ...
 
 
-class Clock(Protocol):
-    def __call__(self) -> datetime:
-        """The current time, timezone-aware."""
-        ...
-
-
 class SourceStore(Protocol):
     """What the collector needs from storage."""
 
@@ -90,23 +84,21 @@ class SourceStore(Protocol):
 
     def record_fetch_failure(self, url: str, error: str, now: datetime, next_attempt: datetime) -> None: ...
 
-    def record_fetch_success(
-        self,
-        url: str,
-        now: datetime,
-        next_attempt: datetime,
-        *,
-        etag: str | None,
-        last_modified: str | None,
-        articles: Sequence[Article] = (),
-        fetch_url: str | None = None,
-    ) -> tuple[int, int]: ...
-
     def record_fetches(self, records: Sequence[FetchRecord], now: datetime) -> list[tuple[int, int, int]]:
         """(new, updated, owned by another source) article counts per record."""
         ...
 
     def disable_source(self, url: str, error: str, now: datetime) -> None: ...
+
+
+class HealthStore(Protocol):
+    """What the readiness rule reads (``services/readiness.py``)."""
+
+    def ping(self) -> bool:
+        """Whether the database answers."""
+        ...
+
+    def list_sources(self, *, with_counts: bool = True) -> list[SourceState]: ...
 
 
 class WeatherStore(Protocol):
@@ -206,15 +198,6 @@ class DeliveryStore(SubscriberStore, Protocol):
         self, outcomes: Sequence[tuple[int, DeliveryStatus, str | None, datetime | None]], now: datetime
     ) -> None: ...
 
-    def mark_delivery(
-        self,
-        delivery_id: int,
-        status: DeliveryStatus,
-        reply: str | None,
-        now: datetime,
-        next_attempt: datetime | None = None,
-    ) -> None: ...
-
 
 class BounceIntake(Protocol):
     """Where returned mail arrives (a Maildir the MTA delivers into, an IMAP folder)."""
@@ -231,6 +214,19 @@ class BounceIntake(Protocol):
 
     def close(self) -> None:
         """Release what ``pending`` opened (a server connection); called once the pass is over."""
+        ...
+
+
+class WebhookReceiver(Protocol):
+    """A provider's webhook (``POST /webhooks/{name}``): believes a call only when the provider
+    signed it, and turns what it reports into bounce events (``adapters/bounces/webhooks.py``)."""
+
+    name: str
+
+    async def receive(self, headers: Mapping[str, str], raw: bytes, body: Any) -> list[ProviderEvent]:
+        """The call's bounces and complaints (none: nothing to apply, e.g. a delivery notice).
+        ``headers`` are looked up by lower-case name, ``body`` is ``raw`` as JSON. Raise
+        ``WebhookRefused`` when the call is not believed, not understood or cannot be answered now."""
         ...
 
 

@@ -1,7 +1,8 @@
 """The collector against real HTTP servers on 127.0.0.1: politeness, safety, encodings, formats.
 
 Each hostile case must end in a clear per-source error, within the timeout, with the
-other sources of the same run collected.
+other sources of the same run collected. The service's own rules are also checked on the
+in-memory fetcher (``tests/fakes.py``), without a socket.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from typing import Unpack
 import brotli
 import pytest
 
+from feedservice.adapters.parse import parse_feed
+from feedservice.adapters.store import Store, open_store
 from feedservice.bootstrap import App, make_app
 from feedservice.cli.demo import sample_rss
 from feedservice.config import load_settings
-from feedservice.model import SourceState
-from feedservice.services.collect import CollectReport
+from feedservice.errors import FetchError
+from feedservice.model import Section, SourceState
+from feedservice.services.collect import CollectReport, collect
 from tests.conftest import (
     ConfigOptions,
     FeedServer,
@@ -34,6 +38,7 @@ from tests.conftest import (
     shared_fixture,
     write_config,
 )
+from tests.fakes import FakeFetcher
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 KST_ITEMS = [
@@ -454,3 +459,30 @@ def test_parser_processes_start_ahead_and_then_parse(feed_server: FeedServer, ma
     single = make([(feed_server.url("/a.xml"), "bigtech")], collect_extra="timeout = 5.0\nparse_processes = 1")
     single.start_parsers()
     assert single.parser_pool() is None  # one process: parsing happens in threads
+
+
+# -- the collect service's own rules, on the in-memory fetcher (tests/fakes.py): no socket ---------
+def _collect_with(store: Store, fetcher: FakeFetcher, now: datetime) -> CollectReport:
+    run = collect(store, fetcher, parse_feed, tz=UTC, now=now, interval=timedelta(minutes=15), force=True)
+    return asyncio.run(run)
+
+
+def test_one_sources_failure_is_its_own_and_the_rest_of_the_run_is_stored(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        store.sync_sections([Section("bigtech", "빅테크")])
+        urls = ["https://good.example/rss", "https://broken.example/rss", "https://missing.example/rss"]
+        store.sync_sources((url, "bigtech", None) for url in urls)
+        fetcher = FakeFetcher({urls[0]: GOOD, urls[1]: FetchError(urls[1], "HTTP 500 Internal Server Error")})
+        report = _collect_with(store, fetcher, NOW)
+        assert (report.fetched, report.failed, report.new_articles) == (1, 2, 2)
+        assert report.errors == {urls[1]: "HTTP 500 Internal Server Error", urls[2]: "HTTP 404 Not Found"}
+        failing = {s.url: s.failures for s in store.list_sources(with_counts=False)}
+        assert failing == {urls[0]: 0, urls[1]: 1, urls[2]: 1}
+        # The next run asks with the validator it was given: unchanged, nothing new, nothing lost.
+        fetcher.asked.clear()
+        again = _collect_with(store, fetcher, NOW + timedelta(minutes=15))
+        assert dict(fetcher.asked)[urls[0]] is not None
+        assert (again.not_modified, again.new_articles, store.count_articles()) == (1, 0, 2)
+    finally:
+        store.close()

@@ -107,8 +107,13 @@ def test_delivery_ledger_is_unique_per_edition_and_subscriber(db_url: str) -> No
     got = [(d.email, s.sections if s else None) for d, s in due]
     assert got == [("a@example.com", ()), ("b@example.com", ("bigtech",))]
     assert store.claim_deliveries(day, NOW, 10, "w2", lease) == []  # claimed: nobody else gets them
-    store.mark_delivery(due[0][0].id, DeliveryStatus.SENT, "250 OK", NOW)
-    store.mark_delivery(due[1][0].id, DeliveryStatus.DEFERRED, "451 try later", NOW, NOW + timedelta(minutes=5))
+    store.mark_deliveries(
+        [
+            (due[0][0].id, DeliveryStatus.SENT, "250 OK", None),
+            (due[1][0].id, DeliveryStatus.DEFERRED, "451 try later", NOW + timedelta(minutes=5)),
+        ],
+        NOW,
+    )
     assert store.claim_deliveries(day, NOW, 10, "w2", lease) == []
     assert store.editions_with_work(NOW) == []
     [(again, _)] = store.claim_deliveries(day, NOW + timedelta(minutes=5), 10, "w2", lease)

@@ -11,7 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ from starlette.testclient import TestClient
 
 from feedservice.adapters.bounces.sns import cert_url_trusted, string_to_sign
 from feedservice.bootstrap import App, make_app
+from feedservice.bounce_model import BounceKind, BounceReading, ProviderEvent
 from feedservice.config import load_settings
+from feedservice.errors import WebhookRefused
 from feedservice.model import Edition, SubscriberStatus
 from feedservice.verp import envelope_sender
 from feedservice.web.app import create_app
@@ -416,5 +418,50 @@ def test_without_webhook_config_there_is_no_route(tmp_path: Path) -> None:
             assert client.post("/webhooks/ses", content=b"{}").status_code == 404
             assert client.post("/webhooks/mailgun", content=b"{}").status_code == 404
             assert client.post("/webhooks/sendgrid", content=b"[]").status_code == 404
+    finally:
+        app.close()
+
+
+# -- the port: web/webhooks.py serves whatever receiver bootstrap hands it -------------------------
+class FakeReceiver:
+    """A provider that believes a call with ``"ok": true`` and reports a hard bounce of ``to``."""
+
+    name = "fake"
+
+    async def receive(self, headers: Mapping[str, str], raw: bytes, body: Any) -> list[ProviderEvent]:
+        if headers.get("x-fake-signature") != "yes":
+            raise WebhookRefused(403, "refused", "unsigned")
+        if not isinstance(body, dict) or not isinstance(body.get("to"), str):
+            raise WebhookRefused(400, "bad request", "no recipient")
+        reading = BounceReading(BounceKind.HARD, (body["to"],), "5.1.1", "user unknown")
+        return [ProviderEvent(f"webhook:fake/{body['id']}", raw, reading)] if body.get("bounce") else []
+
+
+def test_any_receiver_bootstrap_hands_the_web_layer_gets_the_same_body_limit_replay_check_and_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write_config(tmp_path, delivery_extra="[bounces]\n[bounces.webhooks]\nmax_body_bytes = 1024\n")
+    app = make_app(load_settings(cfg), clock=lambda: NOW)
+    monkeypatch.setattr(app, "webhook_receivers", lambda: [FakeReceiver()])
+    try:
+        sid = app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)[0].id
+        with TestClient(create_app(app)) as client:
+
+            def call(body: Any, signed: bool = True) -> tuple[int, str]:
+                headers = {"X-Fake-Signature": "yes"} if signed else {}
+                r = client.post("/webhooks/fake", content=json.dumps(body).encode(), headers=headers)
+                return r.status_code, r.text
+
+            assert call({"id": "1", "to": "reader@example.com", "bounce": True}, signed=False) == (403, "refused\n")
+            assert call({"id": "1"}) == (400, "bad request\n")
+            assert call({"id": "1", "to": "x" * 2000}) == (413, "too large\n")
+            assert call({"id": "0", "to": "reader@example.com"}) == (200, "ok\n")  # nothing to apply
+            sub = app.store.get_subscriber_by_id(sid)
+            assert sub is not None and sub.status is SubscriberStatus.SUBSCRIBED
+            assert call({"id": "1", "to": "reader@example.com", "bounce": True}) == (200, "ok\n")
+            sub = app.store.get_subscriber_by_id(sid)
+            assert sub is not None and sub.status is SubscriberStatus.SUPPRESSED
+            assert call({"id": "1", "to": "reader@example.com", "bounce": True}) == (409, "replayed\n")
+            assert len(app.store.list_bounces()) == 1
     finally:
         app.close()

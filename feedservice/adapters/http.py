@@ -350,7 +350,7 @@ class HttpFetcher:
                 moved = current if permanent and current != url else None
                 resp_headers = {k.lower(): v for k, v in resp.headers.items()}
                 if resp.status == 304:
-                    return FetchResult(url, 304, headers=resp_headers, final_url=current, permanent_redirect=moved)
+                    return FetchResult(url, 304, headers=resp_headers, permanent_redirect=moved)
                 if resp.status >= 400 or resp.status < 200 or resp.status >= 300:
                     raise FetchError(
                         url,
@@ -359,7 +359,7 @@ class HttpFetcher:
                         gone=resp.status == 410,
                     )
                 body = await self._read(url, resp)
-                return FetchResult(url, resp.status, body, resp_headers, final_url=current, permanent_redirect=moved)
+                return FetchResult(url, resp.status, body, resp_headers, permanent_redirect=moved)
         raise FetchError(url, f"more than {MAX_REDIRECTS} redirects")
 
     async def _read(self, url: str, resp: aiohttp.ClientResponse) -> bytes:

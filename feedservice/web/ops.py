@@ -4,7 +4,7 @@ process of a deployment answers the same."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import date, timedelta
+from datetime import date
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -14,22 +14,6 @@ from starlette.responses import PlainTextResponse, Response
 
 from feedservice.bootstrap import App
 from feedservice.bounce_model import EditionFeedback
-
-
-def readiness(app: App) -> tuple[bool, str]:
-    """Ready: the database answers and the last successful collect is not too old."""
-    if not app.store.ping():
-        return False, "the database does not answer"
-    if not app.settings.sources:
-        return True, "ready (no sources configured)"
-    limit = timedelta(minutes=app.settings.run.ready_collect_age_minutes or 3 * app.settings.collect.interval_minutes)
-    last = max((s.last_success for s in app.store.list_sources(with_counts=False) if s.last_success), default=None)
-    if last is None:
-        return False, "no source has been collected yet"
-    age = app.clock() - last
-    if age > limit:
-        return False, f"the last successful collect was {int(age.total_seconds() // 60)} minutes ago"
-    return True, "ready"
 
 
 class _Collector:
@@ -109,7 +93,7 @@ def ops_handlers(app: App) -> tuple[_Endpoint, _Endpoint]:
     registry.register(_Collector(app))
 
     async def readyz(request: Request) -> Response:
-        ok, why = readiness(app)
+        ok, why = app.readiness()
         return PlainTextResponse(why + "\n", status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
