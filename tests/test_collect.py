@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Unpack
+from zoneinfo import ZoneInfo
 
 import brotli
 import pytest
@@ -463,7 +464,9 @@ def test_parser_processes_start_ahead_and_then_parse(feed_server: FeedServer, ma
 
 # -- the collect service's own rules, on the in-memory fetcher (tests/fakes.py): no socket ---------
 def _collect_with(store: Store, fetcher: FakeFetcher, now: datetime) -> CollectReport:
-    run = collect(store, fetcher, parse_feed, tz=UTC, now=now, interval=timedelta(minutes=15), force=True)
+    run = collect(
+        store, fetcher, parse_feed, tz=ZoneInfo("Asia/Seoul"), now=now, interval=timedelta(minutes=15), force=True
+    )
     return asyncio.run(run)
 
 
