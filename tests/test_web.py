@@ -3,7 +3,10 @@ it: feeds with validators, index, digest pages, unsubscribe."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -16,8 +19,8 @@ from starlette.testclient import TestClient
 from feedservice.bootstrap import App
 from feedservice.model import Article, Edition, SubscriberStatus
 from feedservice.web.app import create_app
-from tests.conftest import write_config
-from tests.served import app_with_article, served
+from tests.conftest import free_port, write_config
+from tests.served import app_with_article, process_serving, served
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 
@@ -234,3 +237,29 @@ def test_pipelined_keep_alive_and_http10_over_the_wire(app: App) -> None:
         head, _, rest = data.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ") and b"content-length: " in head.lower()
         assert rest.startswith(b"HTTP/1.1 404 ")
+
+
+def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(tmp_path: Path) -> None:
+    """`feedservice serve` stops on SIGTERM as uvicorn did: a request whose body is still arriving
+    gets its answer, then the process exits 0 (Granian's embedded server is stopped by us)."""
+    cfg = write_config(tmp_path)
+    port = free_port()
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", f"[web]\nport = {port}\n", 1), encoding="utf-8")
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"],
+                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+    with process_serving(proc, f"http://127.0.0.1:{port}/healthz", log, 20):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                         b"Content-Length: 20\r\n\r\nemail=a")  # fmt: skip
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            sock.sendall(b"@example.com&c")  # the rest of the body, after the signal
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 403 ")  # answered (no CSRF token: refused, as always)
+        assert proc.wait(15) == 0
+    assert "stopped by SIGTERM" in log.read_text(encoding="utf-8")
