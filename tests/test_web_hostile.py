@@ -254,6 +254,28 @@ def test_a_head_over_the_limit_or_with_too_many_headers_gets_431(app: App) -> No
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", headers=headers).status_code == 200
 
 
+def test_the_head_limits_sit_exactly_where_documented(app: App) -> None:
+    """100 header lines pass and 101 do not (hyper's own limit, which LIMITS states); a head of
+    32 KB passes and one byte more does not (RequestLimits: hyper's buffer bound is looser)."""
+
+    def status(head: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(head + b"Connection: close\r\n\r\n")
+            return _closed_after(sock, 5)[1][:12]
+
+    line = b"GET /healthz HTTP/1.1\r\n"
+    with served(app) as port:
+        for count, expected in ((LIMITS.max_headers, b"HTTP/1.1 200"), (LIMITS.max_headers + 1, b"HTTP/1.1 431")):
+            # Host and Connection, and the rest up to ``count`` lines
+            extra = b"".join(b"X-%d: 1\r\n" % i for i in range(count - 2))
+            assert status(line + b"Host: x\r\n" + extra) == expected, count
+        # Counted as RequestLimits counts: the path, 16 bytes of request line, each name and value + 4.
+        fixed = len(b"/healthz") + 16 + len(b"host") + 1 + 4 + len(b"connection") + len(b"close") + 4
+        cookie = LIMITS.max_head_bytes - fixed - len(b"cookie") - 4
+        assert status(line + b"Host: x\r\nCookie: " + b"c" * cookie + b"\r\n") == b"HTTP/1.1 200"
+        assert status(line + b"Host: x\r\nCookie: " + b"c" * (cookie + 1) + b"\r\n") == b"HTTP/1.1 431"
+
+
 def test_slow_loris_head_is_closed_after_the_timeout(app: App) -> None:
     with served(app, _QUICK) as port, socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
