@@ -165,7 +165,7 @@ def _console(
 
 @pytest.mark.parametrize("command", ["serve", "run"])
 def test_a_host_that_does_not_resolve_or_a_taken_port_is_one_line(tmp_path: Path, command: str) -> None:
-    """uvicorn answered these with its own log lines and exit 3; now they are ours, exit 2 or 1."""
+    """The server would answer these with its own log lines; they are ours, exit 2 or 1."""
     cfg = write_config(tmp_path)
     text = cfg.read_text(encoding="utf-8")
     cfg.write_text(text.replace("[web]\n", '[web]\nhost = "no-such-host.invalid"\n', 1), encoding="utf-8")
@@ -185,7 +185,7 @@ def test_a_host_that_does_not_resolve_or_a_taken_port_is_one_line(tmp_path: Path
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for workers in (1, 2):  # one process, and uvicorn's supervisor
+        for workers in (1, 2):  # one process, and Granian's supervisor
             edit = f"[web]\nport = {port}\nworkers = {workers}\n"
             cfg.write_text(text.replace("[web]\n", edit, 1), encoding="utf-8")
             proc = _console(cfg, command, stdin=subprocess.DEVNULL)

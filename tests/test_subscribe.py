@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import re
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,14 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
 from feedservice.model import SubscriberStatus
 from feedservice.web.app import create_app
-from tests.conftest import CHROMIUM_ARGS, SmtpSink, body_text, chromium_or_skip, free_port, subscriber, write_config
+from tests.conftest import CHROMIUM_ARGS, SmtpSink, body_text, chromium_or_skip, subscriber, write_config
+from tests.served import served
 
 BASE = "http://127.0.0.1:8080"
 
@@ -149,18 +148,8 @@ def test_expired_and_tampered_links(app: App, client: TestClient, smtp_server: t
 
 @pytest.fixture
 def live_app(app: App) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port, log_config=None,
-                                           lifespan="off"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(5)
+    with served(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_whole_flow_in_chromium(app: App, live_app: str, smtp_server: tuple[SmtpSink, int], tmp_path: Path) -> None:
