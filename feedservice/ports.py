@@ -202,6 +202,10 @@ class DeliveryStore(SubscriberStore, Protocol):
 
     def save_domain_pause(self, pause: DomainPause) -> None: ...
 
+    def record_bounce(self, row: BounceRow) -> bool:
+        """A relay's refusal while sending, recorded (and its suppression) as returned mail is."""
+        ...
+
     def mark_deliveries(
         self, outcomes: Sequence[tuple[int, DeliveryStatus, str | None, datetime | None]], now: datetime
     ) -> None: ...
