@@ -1,24 +1,25 @@
 """``POST /webhooks/{provider}``: bounces and complaints that providers report over HTTP.
 
 Each route believes a call only when it is signed by its provider (``adapters/bounces/sns.py``,
-``mailgun.py``, ``sendgrid.py``), refuses a replay (an event id recorded before, or a timestamp too old), and hands
-the event to the same bounce check as returned mail (``App.check_bounces`` with an
-``EventIntake``): the same matching (VERP envelope, Message-ID, recipient), policy, breaker and
-records. Every route reads at most ``[bounces.webhooks] max_body_bytes`` (else 413); a body that
-is not the JSON expected — deeply nested, huge numbers, wrong types — is a 400; no answer says
-more than a word, the reason goes to the log.
+``mailgun.py``, ``sendgrid.py``) and hands the event to the same bounce check as returned mail
+(``App.check_bounces`` with an ``EventIntake``): the same matching (VERP envelope, Message-ID,
+recipient), policy, breaker and records. Providers deliver at least once and retry whatever is
+not answered 2xx (SNS on 5xx, Mailgun for 8 hours, SendGrid for 24), so a signed event whose id
+was recorded before is acknowledged (200) and changes nothing, whatever its age; a new one is
+believed only with a fresh timestamp. Every route reads at most ``[bounces.webhooks]
+max_body_bytes`` (else 413); a body that is not the JSON expected — deeply nested, huge numbers,
+wrong types — is a 400; no answer says more than a word, the reason goes to the log.
 
-    200  applied, or nothing to do (an event that is not a bounce or complaint)
-    400  not the JSON expected        403  unsigned, wrongly signed, untrusted certificate or topic
-    409  a replay (recorded before)   413  body too big
-    503  not recorded (the store failed, or the breaker held it): the provider retries later
+    200  applied; a replay (recorded before: nothing changes); or nothing to do (not a bounce or complaint)
+    400  not the JSON expected        403  unsigned, wrongly signed, stale, untrusted certificate or topic
+    413  body too big                 503  not recorded (the store failed, or the breaker held it): retried
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -74,17 +75,25 @@ async def _read_json(request: Request, limit: int) -> tuple[bytes, Any]:
         raise _Refused(400, "bad request", f"not JSON: {exc.__class__.__name__}") from None
 
 
-async def _apply(app: App, source: str, raw: bytes, reading: BounceReading) -> Response:
+def _fresh(app: App, timestamp: float, max_age: float) -> bool:
+    return abs(app.clock().timestamp() - timestamp) <= max_age
+
+
+async def _apply(app: App, source: str, raw: bytes, reading: BounceReading, *, fresh: bool) -> Response:
     """Through the one bounce check, unless ``source`` (the provider's event id) was recorded."""
-    return await _apply_all(app, [EventIntake(source, raw, reading)])
+    return await _apply_all(app, [EventIntake(source, raw, reading)], fresh=fresh)
 
 
-async def _apply_all(app: App, events: list[EventIntake]) -> Response:
-    """The events not recorded before, in one bounce check (one breaker for a batch); 409 when
-    every one of them was recorded before."""
+async def _apply_all(app: App, events: list[EventIntake], *, fresh: bool) -> Response:
+    """The events not recorded before, in one bounce check (one breaker for a batch). When every
+    one was recorded before, the call is a replay (a provider's retry, or someone repeating it):
+    acknowledged, so the provider stops, and nothing changes. New events need a fresh call."""
     new = [e for e in events if not await run_in_threadpool(app.store.bounce_source_known, e.name)]
     if not new:
-        raise _Refused(409, "replayed", f"{', '.join(e.name for e in events)[:300]} recorded before")
+        log.info("webhooks: %s recorded before: acknowledged, nothing changed", ", ".join(e.name for e in events)[:300])
+        return _answer(200, "ok")
+    if not fresh:
+        raise _Refused(403, "refused", f"stale timestamp: {new[0].name} not applied")
     readings = {e.mail.raw: e.reading for e in new}
     report = await run_in_threadpool(app.check_bounces, intakes=new, read=readings.__getitem__)
     if report.errors or report.held:
@@ -117,9 +126,10 @@ class _Ses:
             sent = datetime.fromisoformat(message["Timestamp"])
         except ValueError:
             raise _Refused(400, "bad request", "Timestamp is not ISO 8601") from None
-        if sent.tzinfo is None or abs(self.app.clock() - sent) > timedelta(minutes=self.cfg.max_age_minutes):
-            raise _Refused(409, "replayed", f"Timestamp {message['Timestamp'][:40]} is too old")
+        fresh = sent.tzinfo is not None and _fresh(self.app, sent.timestamp(), self.cfg.max_age_minutes * 60)
         kind = message["Type"]
+        if kind != "Notification" and not fresh:
+            raise _Refused(403, "refused", f"Timestamp {message['Timestamp'][:40]} is too old")
         if kind == "SubscriptionConfirmation":
             return await self._confirm(message)
         if kind == "UnsubscribeConfirmation":
@@ -133,7 +143,7 @@ class _Ses:
             return _answer(200, "ok")
         source = f"webhook:ses/{message['MessageId'][:200]}"
         signed = json.dumps({k: message[k] for k in ("Type", "MessageId", "TopicArn", "Timestamp")})
-        return await _apply(self.app, source, (signed + "\n" + message["Message"]).encode(), reading)
+        return await _apply(self.app, source, (signed + "\n" + message["Message"]).encode(), reading, fresh=fresh)
 
     async def _confirm(self, message: dict[str, Any]) -> Response:
         url = message["SubscribeURL"]
@@ -164,7 +174,7 @@ class _Mailgun:
         if self.key is None:
             raise _Refused(403, "refused", f"{self.cfg.signing_key_env} is not set")
         try:
-            token = verify_mailgun(body, self.key, self.app.clock().timestamp(), self.cfg.max_age_seconds)
+            token, timestamp = verify_mailgun(body, self.key)
         except MailgunRefused as exc:
             raise _Refused(403, "refused", str(exc)) from None
         try:
@@ -173,7 +183,8 @@ class _Mailgun:
             raise _Refused(400, "bad request", "event-data is not an event") from None
         if reading is None:
             return _answer(200, "ok")
-        return await _apply(self.app, f"webhook:mailgun/{token}", raw, reading)
+        fresh = _fresh(self.app, timestamp, self.cfg.max_age_seconds)
+        return await _apply(self.app, f"webhook:mailgun/{token}", raw, reading, fresh=fresh)
 
 
 class _Sendgrid:
@@ -195,9 +206,8 @@ class _Sendgrid:
             raise _Refused(403, "refused", f"{self.cfg.public_key_env} is not a usable key")
         h = request.headers
         try:
-            verify_sendgrid(self.key, h.get("x-twilio-email-event-webhook-signature"),
-                            h.get("x-twilio-email-event-webhook-timestamp"), raw,
-                            self.app.clock().timestamp(), self.cfg.max_age_seconds)  # fmt: skip
+            timestamp = verify_sendgrid(self.key, h.get("x-twilio-email-event-webhook-signature"),
+                                        h.get("x-twilio-email-event-webhook-timestamp"), raw)  # fmt: skip
             events = sendgrid_events(body)
         except SendgridRefused as exc:
             raise _Refused(403, "refused", str(exc)) from None
@@ -207,7 +217,7 @@ class _Sendgrid:
             return _answer(200, "ok")
         intakes = [EventIntake(f"webhook:sendgrid/{event_id}", json.dumps(e).encode(), reading)
                    for event_id, reading, e in events]  # fmt: skip
-        return await _apply_all(self.app, intakes)
+        return await _apply_all(self.app, intakes, fresh=_fresh(self.app, timestamp, self.cfg.max_age_seconds))
 
 
 def webhook_routes(app: App) -> list[Route]:
