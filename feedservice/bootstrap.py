@@ -312,13 +312,15 @@ class App:
         return configured_intakes(self.settings.bounces, self.settings.path, self.settings.secret)
 
     def check_bounces(self, *, force: bool = False, intakes: Sequence[BounceIntake] | None = None,
-                      read: Callable[[bytes], BounceReading] = read_bounce) -> bounce_service.CheckReport:  # fmt: skip
+                      read: Callable[[bytes], BounceReading] = read_bounce,
+                      provider_says: bool = False) -> bounce_service.CheckReport:  # fmt: skip
         """Read every intake (or ``intakes``: a webhook's event) once: record, match and apply the
-        bounce policy (``services.bounces``)."""
+        bounce policy (``services.bounces``). ``provider_says``: the events' every word is their
+        provider's (the whole call authenticated), so the recipient they name is believed with VERP on."""
         b = self.settings.bounces
         assert b is not None, "check_bounces needs [bounces]"
         policy = bounce_service.BouncePolicy(soft_limit=b.soft_limit, soft_days=b.soft_days,
-                                             trust_recipient=b.return_path is None)  # fmt: skip
+                                             trust_recipient=b.return_path is None or provider_says)  # fmt: skip
         intakes = self.bounce_intakes() if intakes is None else intakes
         check = bounce_service.BounceCheck(self.store, intakes, read, self.verify_secrets(),
                                            self.clock, policy)  # fmt: skip

@@ -362,6 +362,25 @@ def test_a_signed_sendgrid_body_of_the_wrong_shape_is_a_400(setup: Setup) -> Non
     assert s.records() == 0
 
 
+def test_with_verp_on_a_sendgrid_bounce_that_names_only_its_recipient_is_sendgrids_word(setup: Setup) -> None:
+    """SendGrid signs the body, so the address an event names is SendGrid's word, not a stranger's:
+    believed with VERP on (a mailed "bounce" naming a reader is not). Mailgun signs only a timestamp
+    and a token, so its events still need the VERP envelope."""
+    s = setup
+    batch = sendgrid_batch("<not-ours@elsewhere>", ("bounce", "reader@example.com", {"status": "5.1.1"}))
+    assert post_sendgrid(s, batch) == (200, "ok\n")
+    assert s.status() is SubscriberStatus.SUPPRESSED
+    [record] = s.app.store.list_bounces()
+    assert (record.subscriber_id, record.kind.value) == (s.sid, "hard")
+    no_envelope = mailgun("someone@elsewhere.example", token="t-bare")
+    no_envelope["event-data"]["recipient"] = "other@example.com"
+    assert post(s, "mailgun", no_envelope) == (200, "ok\n")
+    assert s.status(s.other) is SubscriberStatus.SUBSCRIBED
+    assert [r.action for r in s.app.store.list_bounces() if r.source == "webhook:mailgun/t-bare"] == [
+        "kept for a person: names a reader only by address, without our VERP token"
+    ]
+
+
 # -- hostile bodies -------------------------------------------------------------------------------
 @pytest.mark.parametrize("provider", ["ses", "mailgun", "sendgrid"])
 def test_hostile_bodies_are_4xx_with_no_detail_and_change_nothing(setup: Setup, provider: str) -> None:

@@ -79,15 +79,20 @@ def _fresh(app: App, timestamp: float, max_age: float) -> bool:
     return abs(app.clock().timestamp() - timestamp) <= max_age
 
 
-async def _apply(app: App, source: str, raw: bytes, reading: BounceReading, *, fresh: bool) -> Response:
+async def _apply(app: App, source: str, raw: bytes, reading: BounceReading, *, fresh: bool,
+                 provider_says: bool) -> Response:  # fmt: skip
     """Through the one bounce check, unless ``source`` (the provider's event id) was recorded."""
-    return await _apply_all(app, [EventIntake(source, raw, reading)], fresh=fresh)
+    return await _apply_all(app, [EventIntake(source, raw, reading)], fresh=fresh, provider_says=provider_says)
 
 
-async def _apply_all(app: App, events: list[EventIntake], *, fresh: bool) -> Response:
+async def _apply_all(app: App, events: list[EventIntake], *, fresh: bool, provider_says: bool) -> Response:
     """The events not recorded before, in one bounce check (one breaker for a batch). When every
     one was recorded before, the call is a replay (a provider's retry, or someone repeating it):
-    acknowledged, so the provider stops, and nothing changes. New events need a fresh call."""
+    acknowledged, so the provider stops, and nothing changes. New events need a fresh call.
+
+    ``provider_says``: the whole call is authenticated (SNS and SendGrid sign the body), so the
+    recipient an event names is the provider's word and is believed with VERP on; Mailgun signs
+    only a timestamp and a token, so there it is not."""
     new = [e for e in events if not await run_in_threadpool(app.store.bounce_source_known, e.name)]
     if not new:
         log.info("webhooks: %s recorded before: acknowledged, nothing changed", ", ".join(e.name for e in events)[:300])
@@ -95,7 +100,8 @@ async def _apply_all(app: App, events: list[EventIntake], *, fresh: bool) -> Res
     if not fresh:
         raise _Refused(403, "refused", f"stale timestamp: {new[0].name} not applied")
     readings = {e.mail.raw: e.reading for e in new}
-    report = await run_in_threadpool(app.check_bounces, intakes=new, read=readings.__getitem__)
+    report = await run_in_threadpool(lambda: app.check_bounces(intakes=new, read=readings.__getitem__,
+                                                               provider_says=provider_says))  # fmt: skip
     if report.errors or report.held:
         log.error("webhooks: %s not recorded: %s", new[0].name, report.summary())
         return _answer(503, "try later")
@@ -143,7 +149,9 @@ class _Ses:
             return _answer(200, "ok")
         source = f"webhook:ses/{message['MessageId'][:200]}"
         signed = json.dumps({k: message[k] for k in ("Type", "MessageId", "TopicArn", "Timestamp")})
-        return await _apply(self.app, source, (signed + "\n" + message["Message"]).encode(), reading, fresh=fresh)
+        return await _apply(
+            self.app, source, (signed + "\n" + message["Message"]).encode(), reading, fresh=fresh, provider_says=True
+        )
 
     async def _confirm(self, message: dict[str, Any]) -> Response:
         url = message["SubscribeURL"]
@@ -184,7 +192,7 @@ class _Mailgun:
         if reading is None:
             return _answer(200, "ok")
         fresh = _fresh(self.app, timestamp, self.cfg.max_age_seconds)
-        return await _apply(self.app, f"webhook:mailgun/{token}", raw, reading, fresh=fresh)
+        return await _apply(self.app, f"webhook:mailgun/{token}", raw, reading, fresh=fresh, provider_says=False)
 
 
 class _Sendgrid:
@@ -217,7 +225,8 @@ class _Sendgrid:
             return _answer(200, "ok")
         intakes = [EventIntake(f"webhook:sendgrid/{event_id}", json.dumps(e).encode(), reading)
                    for event_id, reading, e in events]  # fmt: skip
-        return await _apply_all(self.app, intakes, fresh=_fresh(self.app, timestamp, self.cfg.max_age_seconds))
+        fresh = _fresh(self.app, timestamp, self.cfg.max_age_seconds)
+        return await _apply_all(self.app, intakes, fresh=fresh, provider_says=True)
 
 
 def webhook_routes(app: App) -> list[Route]:
