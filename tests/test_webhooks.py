@@ -1,9 +1,11 @@
-"""Provider webhooks for bounces and complaints (issue 16): Amazon SES through SNS, and Mailgun.
+"""Provider webhooks for bounces and complaints (issue 16): Amazon SES through SNS, Mailgun, SendGrid
+and Postmark.
 
 Real-shaped calls signed here: SNS messages with a throw-away RSA key whose certificate a local
-HTTP server serves (the trusted prefix points at it), Mailgun calls with an HMAC key. Each event
-must go through the same policy and records as returned mail; each forged, unsigned or replayed
-call must be refused with nothing changed."""
+HTTP server serves (the trusted prefix points at it), Mailgun calls with an HMAC key, SendGrid
+batches with an ECDSA key, Postmark records with Basic credentials. Each event must go through
+the same policy and records as returned mail; each forged or unsigned call must be refused, and
+each replay acknowledged (providers retry what is not), with nothing changed."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ NOW = datetime(2026, 11, 30, 7, 30, tzinfo=UTC)
 DAY = date(2026, 11, 30)
 TOPIC = "arn:aws:sns:ap-northeast-2:123456789012:ses-bounces"
 MAILGUN_KEY = "key-mailgun-webhook-test"
+POSTMARK_USER, POSTMARK_PASSWORD = "postmark-hooks", "pm-webhook-test-password"
 
 
 def _key_and_cert() -> tuple[rsa.RSAPrivateKey, bytes]:
@@ -76,6 +79,7 @@ class Setup:
 def setup(tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
     monkeypatch.setenv("FS_TEST_MAILGUN", MAILGUN_KEY)
     monkeypatch.setenv("FS_TEST_SENDGRID", SENDGRID_PUBLIC)
+    monkeypatch.setenv("FS_TEST_POSTMARK", POSTMARK_PASSWORD)
     feed_server.files["/sns/cert.pem"] = Served(CERT, content_type="application/x-pem-file")
     feed_server.files["/sns/confirm"] = Served(b"<ConfirmSubscriptionResponse/>", content_type="text/xml")
     cfg = write_config(tmp_path, delivery_extra=(
@@ -84,6 +88,7 @@ def setup(tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPat
         f'[bounces.webhooks.ses]\ntopic_arns = ["{TOPIC}"]\ntrusted_cert_urls = ["{feed_server.url("/sns/")}"]\n'
         '[bounces.webhooks.mailgun]\nsigning_key_env = "FS_TEST_MAILGUN"\n'
         '[bounces.webhooks.sendgrid]\npublic_key_env = "FS_TEST_SENDGRID"\n'
+        f'[bounces.webhooks.postmark]\nusername = "{POSTMARK_USER}"\npassword_env = "FS_TEST_POSTMARK"\n'
     ))  # fmt: skip
     app = make_app(load_settings(cfg), clock=lambda: NOW)
     try:
@@ -129,9 +134,17 @@ def sns(server: FeedServer, message: str, *, message_id: str = "m-1", version: s
     return msg
 
 
-def post(s: Setup, provider: str, body: Any) -> tuple[int, str]:
+def basic(user: str = POSTMARK_USER, password: str = POSTMARK_PASSWORD) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def post(s: Setup, provider: str, body: Any, *, auth: str | None = None) -> tuple[int, str]:
+    """A call as the provider makes it: Postmark's with its Basic credentials (``auth``, else the right ones)."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    r = s.client.post(f"/webhooks/{provider}", content=data, headers={"Content-Type": "text/plain"})
+    headers = {"Content-Type": "text/plain"}
+    if provider == "postmark":
+        headers["Authorization"] = basic() if auth is None else auth
+    r = s.client.post(f"/webhooks/{provider}", content=data, headers=headers)
     return r.status_code, r.text
 
 
@@ -381,8 +394,112 @@ def test_with_verp_on_a_sendgrid_bounce_that_names_only_its_recipient_is_sendgri
     ]
 
 
+# -- Postmark -------------------------------------------------------------------------------------
+def postmark_bounce(kind: str = "HardBounce", *, bounce_id: int = 4323372036854775807,
+                    email: str = "reader@example.com",
+                    details: str = "smtp;550 5.1.1 The email account that you tried to reach does not exist",
+                    record: str = "Bounce") -> dict[str, Any]:  # fmt: skip
+    """A record shaped as Postmark's documentation shows it."""
+    return {
+        "RecordType": record, "MessageStream": "broadcast", "ID": bounce_id, "Type": kind, "TypeCode": 1,
+        "Name": "Hard bounce", "Tag": "digest", "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+        "Metadata": {}, "ServerID": 23, "Description": "The server was unable to deliver your message.",
+        "Details": details, "Email": email, "From": "news@newsspace.kr", "BouncedAt": "2026-11-30T07:29:00.0Z",
+        "DumpAvailable": True, "Inactive": True, "CanActivate": True, "Subject": "오늘의 뉴스",
+    }  # fmt: skip
+
+
+def postmark_change(reason: str | None = "HardBounce", *, suppress: bool = True,
+                    recipient: str = "reader@example.com") -> dict[str, Any]:  # fmt: skip
+    return {"RecordType": "SubscriptionChange", "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+            "ServerID": 123456, "MessageStream": "broadcast", "ChangedAt": "2026-11-30T07:29:34.416071Z",
+            "Recipient": recipient, "Origin": "Recipient", "SuppressSending": suppress,
+            "SuppressionReason": reason, "Tag": "digest", "Metadata": {}}  # fmt: skip
+
+
+def test_a_postmark_hard_bounce_suppresses_its_reader_through_the_bounce_policy(setup: Setup) -> None:
+    s = setup
+    assert post(s, "postmark", postmark_bounce()) == (200, "ok\n")
+    assert s.status() is SubscriberStatus.SUPPRESSED
+    [(_, reason, bounce_id)] = s.app.store.suppression_reasons(s.sid)
+    assert reason.startswith("hard bounce 5.1.1: smtp;550 5.1.1 The email account") and bounce_id is not None
+    [record] = s.app.store.list_bounces()
+    assert (record.source, record.kind.value, record.status) == ("webhook:postmark/bounce-4323372036854775807",
+                                                                  "hard", "5.1.1")  # fmt: skip
+    assert s.status(s.other) is SubscriberStatus.SUBSCRIBED
+
+
+def test_postmark_record_types_and_bounce_types(setup: Setup) -> None:
+    s = setup
+    calls = [
+        (postmark_bounce("SoftBounce", bounce_id=1, email="other@example.com", details="4.2.2 mailbox full"), "soft"),
+        (postmark_bounce("AutoResponder", bounce_id=2, email="other@example.com", details="부재중"), "auto-reply"),
+        (postmark_bounce("DMARCPolicy", bounce_id=3, email="other@example.com", details="5.7.1 DMARC"), "policy"),
+        (postmark_bounce("ChallengeVerification", bounce_id=4, email="other@example.com"), "unknown"),
+        (postmark_change("ManualSuppression", recipient="other@example.com"), "unknown"),
+        (postmark_change(None, suppress=False, recipient="other@example.com"), None),  # a reactivation
+        ({"RecordType": "Delivery", "MessageID": "x", "Recipient": "other@example.com"}, None),
+        (postmark_bounce("SpamComplaint", bounce_id=5, record="SpamComplaint", details=""), "complaint"),
+    ]  # fmt: skip
+    for body, kind in calls:
+        before = s.records()
+        assert post(s, "postmark", body) == (200, "ok\n"), body
+        assert s.records() == before + (kind is not None)
+        if kind is not None:
+            assert s.app.store.list_bounces()[-1].kind.value == kind
+    assert s.status(s.other) is SubscriberStatus.SUBSCRIBED  # soft 1 of 3; the rest suppress nobody
+    assert s.status() is SubscriberStatus.SUPPRESSED
+    [(_, reason, _)] = s.app.store.suppression_reasons(s.sid)
+    assert reason.startswith("complaint")
+
+
+def test_a_postmark_subscription_change_suppresses_for_a_hard_bounce(setup: Setup) -> None:
+    s = setup
+    assert post(s, "postmark", postmark_change("HardBounce")) == (200, "ok\n")
+    assert s.status() is SubscriberStatus.SUPPRESSED
+    [record] = s.app.store.list_bounces()
+    assert record.kind.value == "hard" and record.source.startswith("webhook:postmark/change-")
+    assert post(s, "postmark", postmark_change("HardBounce")) == (200, "ok\n")  # Postmark's retry of it
+    assert s.records() == 1
+
+
+def test_unauthenticated_postmark_calls_are_401_and_change_nothing(setup: Setup) -> None:
+    s = setup
+    body = postmark_bounce()
+    for auth in ("", basic(password="wrong"), basic(user="someone"), basic(password=POSTMARK_PASSWORD + "x"),
+                 "Basic !!!", "Bearer " + POSTMARK_PASSWORD, basic(password="")[:-2],
+                 "Basic " + base64.b64encode(POSTMARK_PASSWORD.encode()).decode()):  # fmt: skip
+        r = s.client.post("/webhooks/postmark", content=json.dumps(body).encode(),
+                          headers={"Authorization": auth} if auth else {})  # fmt: skip
+        assert (r.status_code, r.text) == (401, "unauthorized\n"), auth
+        assert r.headers["www-authenticate"].startswith("Basic realm=")
+    assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
+    # the same signed-in record twice: both acknowledged, one bounce recorded
+    assert post(s, "postmark", body) == (200, "ok\n")
+    assert post(s, "postmark", body) == (200, "ok\n")
+    assert s.records() == 1
+
+
+def test_without_the_postmark_password_every_call_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FS_TEST_POSTMARK", raising=False)
+    cfg = write_config(tmp_path, delivery_extra=(
+        '[bounces]\n[bounces.webhooks.postmark]\nusername = "postmark-hooks"\npassword_env = "FS_TEST_POSTMARK"\n'
+    ))  # fmt: skip
+    app = make_app(load_settings(cfg), clock=lambda: NOW)
+    try:
+        app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
+        with TestClient(create_app(app)) as client:
+            for auth in ("", basic(password=""), basic()):
+                r = client.post("/webhooks/postmark", content=json.dumps(postmark_bounce()).encode(),
+                                headers={"Authorization": auth})  # fmt: skip
+                assert r.status_code == 401
+        assert app.store.list_bounces() == []
+    finally:
+        app.close()
+
+
 # -- hostile bodies -------------------------------------------------------------------------------
-@pytest.mark.parametrize("provider", ["ses", "mailgun", "sendgrid"])
+@pytest.mark.parametrize("provider", ["ses", "mailgun", "sendgrid", "postmark"])
 def test_hostile_bodies_are_4xx_with_no_detail_and_change_nothing(setup: Setup, provider: str) -> None:
     s = setup
     hostile: list[tuple[bytes | Any, int]] = [
@@ -400,6 +517,8 @@ def test_hostile_bodies_are_4xx_with_no_detail_and_change_nothing(setup: Setup, 
     for body, expected in hostile:
         if provider == "sendgrid" and expected == 400 and _json(body):
             expected = 403  # the signature covers the raw body: it is checked before the body's shape
+        if provider == "postmark" and expected == 403:
+            expected = 400  # the credentials are right (checked first): what is wrong is the body's shape
         status, text = post(s, provider, body)
         assert status == expected, body if isinstance(body, dict) else body[:40]
         assert text in ("too large\n", "bad request\n", "refused\n")
@@ -439,5 +558,6 @@ def test_without_webhook_config_there_is_no_route(tmp_path: Path) -> None:
             assert client.post("/webhooks/ses", content=b"{}").status_code == 404
             assert client.post("/webhooks/mailgun", content=b"{}").status_code == 404
             assert client.post("/webhooks/sendgrid", content=b"[]").status_code == 404
+            assert client.post("/webhooks/postmark", content=b"{}").status_code == 404
     finally:
         app.close()

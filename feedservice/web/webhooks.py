@@ -1,7 +1,8 @@
 """``POST /webhooks/{provider}``: bounces and complaints that providers report over HTTP.
 
 Each route believes a call only when it is signed by its provider (``adapters/bounces/sns.py``,
-``mailgun.py``, ``sendgrid.py``) and hands the event to the same bounce check as returned mail
+``mailgun.py``, ``sendgrid.py``; Postmark's, which signs nothing, by its Basic credentials:
+``postmark.py``) and hands the event to the same bounce check as returned mail
 (``App.check_bounces`` with an ``EventIntake``): the same matching (VERP envelope, Message-ID,
 recipient), policy, breaker and records. Providers deliver at least once and retry whatever is
 not answered 2xx (SNS on 5xx, Mailgun for 8 hours, SendGrid for 24), so a signed event whose id
@@ -12,6 +13,7 @@ wrong types — is a 400; no answer says more than a word, the reason goes to th
 
     200  applied; a replay (recorded before: nothing changes); or nothing to do (not a bounce or complaint)
     400  not the JSON expected        403  unsigned, wrongly signed, stale, untrusted certificate or topic
+    401  Postmark: no or wrong credentials (Postmark retries it; a 403 would make it stop)
     413  body too big                 503  not recorded (the store failed, or the breaker held it): retried
 """
 
@@ -32,6 +34,7 @@ from starlette.routing import Route
 from feedservice.adapters import apiclient
 from feedservice.adapters.bounces.events import EventIntake
 from feedservice.adapters.bounces.mailgun import MailgunRefused, mailgun_reading, verify_mailgun
+from feedservice.adapters.bounces.postmark import PostmarkRefused, postmark_event, verify_postmark
 from feedservice.adapters.bounces.sendgrid import SendgridRefused, load_sendgrid_key, sendgrid_events, verify_sendgrid
 from feedservice.adapters.bounces.sns import MAX_CERT_BYTES, CertificateCache, SnsRefused, cert_url_trusted, ses_reading
 from feedservice.bootstrap import App
@@ -90,9 +93,9 @@ async def _apply_all(app: App, events: list[EventIntake], *, fresh: bool, provid
     one was recorded before, the call is a replay (a provider's retry, or someone repeating it):
     acknowledged, so the provider stops, and nothing changes. New events need a fresh call.
 
-    ``provider_says``: the whole call is authenticated (SNS and SendGrid sign the body), so the
-    recipient an event names is the provider's word and is believed with VERP on; Mailgun signs
-    only a timestamp and a token, so there it is not."""
+    ``provider_says``: the whole call is authenticated (SNS and SendGrid sign the body, Postmark's
+    credentials come over HTTPS), so the recipient an event names is the provider's word and is
+    believed with VERP on; Mailgun signs only a timestamp and a token, so there it is not."""
     new = [e for e in events if not await run_in_threadpool(app.store.bounce_source_known, e.name)]
     if not new:
         log.info("webhooks: %s recorded before: acknowledged, nothing changed", ", ".join(e.name for e in events)[:300])
@@ -229,14 +232,43 @@ class _Sendgrid:
         return await _apply_all(self.app, intakes, fresh=fresh, provider_says=True)
 
 
+class _Postmark:
+    def __init__(self, app: App, webhooks: WebhooksConfig) -> None:
+        assert webhooks.postmark is not None
+        self.app, self.limit, self.cfg = app, webhooks.max_body_bytes, webhooks.postmark
+        secret = app.settings.secret(self.cfg.password_env)
+        self.password = secret.get_secret_value() if secret is not None else None
+        if not self.password:
+            log.error("webhooks: %s is not set: every Postmark call is refused", self.cfg.password_env)
+
+    async def handle(self, request: Request) -> Response:
+        try:  # before the body is read: a stranger's call costs nothing
+            if not self.password:
+                raise PostmarkRefused(f"{self.cfg.password_env} is not set")
+            verify_postmark(request.headers.get("authorization"), self.cfg.username, self.password)
+        except PostmarkRefused as exc:
+            raise _Refused(401, "unauthorized", str(exc)) from None
+        raw, body = await _read_json(request, self.limit)
+        try:
+            event = postmark_event(body)
+        except ValueError:
+            raise _Refused(400, "bad request", "not a Postmark webhook record") from None
+        if event is None:
+            return _answer(200, "ok")
+        event_id, reading = event
+        return await _apply(self.app, f"webhook:postmark/{event_id}", raw, reading, fresh=True, provider_says=True)
+
+
 def webhook_routes(app: App) -> list[Route]:
     """The routes of the configured providers (none without ``[bounces.webhooks.*]``)."""
     b = app.settings.bounces
     if b is None:
         return []
-    handlers: dict[str, _Ses | _Mailgun | _Sendgrid | None] = {"ses": _Ses(app, b.webhooks) if b.webhooks.ses else None,
-                "mailgun": _Mailgun(app, b.webhooks) if b.webhooks.mailgun else None,
-                "sendgrid": _Sendgrid(app, b.webhooks) if b.webhooks.sendgrid else None}  # fmt: skip
+    w = b.webhooks
+    handlers: dict[str, _Ses | _Mailgun | _Sendgrid | _Postmark | None] = {
+        "ses": _Ses(app, w) if w.ses else None, "mailgun": _Mailgun(app, w) if w.mailgun else None,
+        "sendgrid": _Sendgrid(app, w) if w.sendgrid else None, "postmark": _Postmark(app, w) if w.postmark else None,
+    }  # fmt: skip
     routes = []
     for name, handler in handlers.items():
         if handler is None:
@@ -247,7 +279,10 @@ def webhook_routes(app: App) -> list[Route]:
                 return await handle(request)
             except _Refused as exc:
                 log.warning("webhooks: %s call refused (%d): %s", name, exc.status, exc)
-                return _answer(exc.status, exc.word)
+                answer = _answer(exc.status, exc.word)
+                if exc.status == 401:
+                    answer.headers["WWW-Authenticate"] = f'Basic realm="feedservice {name} webhook"'
+                return answer
 
         routes.append(Route(f"/webhooks/{name}", endpoint, methods=["POST"]))
     return routes
