@@ -219,6 +219,42 @@ def test_a_refusal_while_sending_is_recorded_as_a_bounce_read_later_is(
         app.close()
 
 
+def test_a_complaint_is_matched_by_its_envelope_or_without_verp_by_its_recipient(
+    tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int]
+) -> None:
+    """An ARF report whose original Message-ID is gone (some feedback loops strip it) is still
+    matched: by the VERP envelope it names (Original-Mail-From), or, with VERP off, by the reader
+    it names (Original-Rcpt-To)."""
+    sink, port = smtp_server
+    arf = sample("arf-complaint.eml").replace(b"Message-ID: <none@newsspace.kr>\n", b"")
+    for verp in (True, False):
+        folder = tmp_path / ("verp" if verp else "plain")
+        folder.mkdir()
+        sink.messages.clear()
+        cfg, maildir = _setup(folder, feed_server, port, VERP_ON if verp else "")
+        sent = _send(cfg, sink, "complains@example.net", "stays@example.net")
+        sid, envelope, _ = sent["complains@example.net"]
+        if verp:
+            report = arf.replace(b"Original-Mail-From: <newsletter@newsspace.kr>",
+                                 f"Original-Mail-From: <{envelope}>".encode())  # fmt: skip
+        else:
+            report = arf.replace(b"Original-Rcpt-To: <redacted@mail.example.net>",
+                                 b"Original-Rcpt-To: <complains@example.net>")  # fmt: skip
+        assert report != arf
+        deliver(maildir, "arf", report)
+        app = _app(cfg, CHECK_TIME)
+        try:
+            report_of_check = app.check_bounces()
+            assert (report_of_check.complaints, report_of_check.suppressed) == (1, 1), verp
+            assert _status(app, sid) is SubscriberStatus.SUPPRESSED
+            assert _status(app, sent["stays@example.net"][0]) is SubscriberStatus.SUBSCRIBED
+            [record] = app.store.list_bounces()
+            edition = DAY if verp else None  # the VERP token names the edition; an address does not
+            assert (record.kind.value, record.subscriber_id, record.edition) == ("complaint", sid, edition)
+        finally:
+            app.close()
+
+
 def test_soft_bounces_suppress_after_the_limit_unless_a_delivery_came_between(
     verp_on: tuple[SmtpSink, Path, Path],
 ) -> None:
