@@ -206,7 +206,8 @@ def test_a_refusal_while_sending_is_recorded_as_a_bounce_read_later_is(
     assert relay.split()[3:8] == ["hard", str(DAY), "subscriber", str(ids["gone@example.com"]), "5.1.1"]
     assert relay.split()[8] == "suppressed"
     assert main(["--config", str(cfg), "digest", "status", "--date", DAY.isoformat()]) == 0
-    assert "came back: 2 delivered, 2 hard bounces (100.00%)" in capsys.readouterr().out
+    # a bounce rate is a share of the messages sent: 2 delivered and 1 refused, 2 of them bounced
+    assert "came back: 2 delivered (+1 refused while sending), 2 hard bounces (66.67%)" in capsys.readouterr().out
     app = _app(cfg, CHECK_TIME)
     try:
         [unmatched] = [r for r in app.store.list_bounces() if r.source.startswith("relay:")]
@@ -214,7 +215,9 @@ def test_a_refusal_while_sending_is_recorded_as_a_bounce_read_later_is(
         text = TestClient(create_app(app)).get("/metrics").text
         families = {f.name: f for f in text_string_to_metric_families(text)}
         counts = {s.labels["kind"]: s.value for s in families["feedservice_edition_feedback"].samples}
-        assert (counts["delivered"], counts["hard"]) == (2, 2)
+        assert (counts["delivered"], counts["refused"], counts["hard"]) == (2, 1, 2)
+        rates = {s.labels["kind"]: s.value for s in families["feedservice_edition_feedback_rate"].samples}
+        assert rates["hard"] == pytest.approx(2 / 3) and rates["complaints"] == 0
     finally:
         app.close()
 
@@ -403,7 +406,7 @@ def test_digest_status_and_metrics_show_what_came_back_from_an_edition(
         text = TestClient(create_app(app)).get("/metrics").text
         families = {f.name: f for f in text_string_to_metric_families(text)}
         counts = {s.labels["kind"]: s.value for s in families["feedservice_edition_feedback"].samples}
-        assert counts == {"delivered": 4, "hard": 1, "soft": 1, "complaints": 1, "unsubscribes": 1}
+        assert counts == {"delivered": 4, "refused": 0, "hard": 1, "soft": 1, "complaints": 1, "unsubscribes": 1}
         rates = {s.labels["kind"]: s.value for s in families["feedservice_edition_feedback_rate"].samples}
         assert rates == {"hard": 0.25, "soft": 0.25, "complaints": 0.25, "unsubscribes": 0.25}
         assert {s.labels["edition"] for s in families["feedservice_edition_feedback"].samples} == {DAY.isoformat()}
