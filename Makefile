@@ -24,7 +24,7 @@ run: $(BIN)/feedservice
 ## make test: the whole suite (installs what it needs first).
 test: $(VENV)/.test-deps
 	$(BIN)/ruff check .
-	$(BIN)/mypy feedservice
+	$(BIN)/mypy feedservice tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make demo: one offline cycle with sample feeds and weather into a temporary directory.

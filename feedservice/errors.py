@@ -18,6 +18,8 @@ Adapters turn library exceptions into these at their boundary and chain the caus
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class FeedServiceError(Exception):
     """Base class of every error feedservice raises on purpose."""
@@ -28,7 +30,7 @@ class ConfigError(FeedServiceError):
         self.path, self.key, self.message = path, key, message
         super().__init__(f"{path}: {key}: {message}" if key else f"{path}: {message}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]  # pickles across process pools
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str, str]]:  # pickles across process pools
         return (type(self), (self.path, self.key, self.message))
 
 
@@ -41,7 +43,7 @@ class FetchError(FeedServiceError):
         self.url, self.message, self.retry_after, self.gone = url, message, retry_after, gone
         super().__init__(f"{url}: {message}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Callable[..., FetchError], tuple[str, str, float | None, bool]]:
         return (_rebuild_fetch_error, (self.url, self.message, self.retry_after, self.gone))
 
 
@@ -50,7 +52,7 @@ class ParseError(FeedServiceError):
         self.url, self.message = url, message
         super().__init__(f"{url}: {message}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[type[ParseError], tuple[str, str]]:
         return (type(self), (self.url, self.message))
 
 
@@ -59,7 +61,7 @@ class WeatherError(FeedServiceError):
         self.provider, self.message = provider, message
         super().__init__(f"weather provider {provider}: {message}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[type[WeatherError], tuple[str, str]]:
         return (type(self), (self.provider, self.message))
 
 

@@ -11,7 +11,7 @@ import fnmatch
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from feedservice.text import sanitized_to_text
@@ -95,10 +95,10 @@ class Article:
                 "\x1e".join(self.categories), self.image_url or "",
                 self.published.isoformat() if self.published else "",
             )  # fmt: skip
-            object.__setattr__(
-                self, "_digest", hashlib.blake2b("\x1f".join(fields).encode(), digest_size=16).hexdigest()
-            )
-        return self._digest  # type: ignore[return-value]
+            digest = hashlib.blake2b("\x1f".join(fields).encode(), digest_size=16).hexdigest()
+            object.__setattr__(self, "_digest", digest)
+            return digest
+        return self._digest
 
     @property
     def summary_text(self) -> str:
@@ -107,6 +107,26 @@ class Article:
 
     def sort_key(self) -> datetime:
         return self.published or self.updated or datetime.min.replace(tzinfo=UTC)
+
+
+class ArticleFields(TypedDict, total=False):
+    """Some of an ``Article``'s fields by name, as ``dataclasses.replace(article, **fields)`` takes
+    them (tests/test_model.py checks that it names every field)."""
+
+    id: str
+    url: str
+    section: str
+    title: str
+    summary_html: str
+    content_html: str
+    author: str
+    categories: tuple[str, ...]
+    image_url: str | None
+    image_type: str | None
+    image_length: int | None
+    published: datetime | None
+    updated: datetime | None
+    source_url: str
 
 
 def _unpickle_article(fields: tuple[Any, ...], digest: str | None) -> Article:

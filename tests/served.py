@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import httpx
 import pytest
@@ -53,12 +54,18 @@ def running(config: uvicorn.Config) -> Iterator[int]:
         thread.join(10)
 
 
+class UvicornOptions(TypedDict, total=False):
+    """More ``uvicorn.Config`` options for ``served`` (the ones the tests set)."""
+
+    timeout_keep_alive: int
+
+
 def served(
-    app: App, protocol: type[LimitedHttpProtocol] = LimitedHttpProtocol, **config: object
+    app: App, protocol: type[LimitedHttpProtocol] = LimitedHttpProtocol, **config: Unpack[UvicornOptions]
 ) -> contextlib.AbstractContextManager[int]:
     """Serve ``app`` as `feedservice serve` does; ``config``: more uvicorn.Config options."""
     return running(uvicorn.Config(create_app(app), host="127.0.0.1", http=protocol, lifespan="off",
-                                  log_config=None, **config))  # type: ignore[arg-type]  # fmt: skip
+                                  log_config=None, **config))  # fmt: skip
 
 
 def serve_config(app: App, monkeypatch: pytest.MonkeyPatch) -> uvicorn.Config:

@@ -12,7 +12,9 @@ import resource
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -148,9 +150,16 @@ def test_the_folder_check_leaves_nothing_behind(tmp_path: Path) -> None:
         check_folders(settings, ("delivery.maildir",))
 
 
-def _console(cfg: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [FEEDSERVICE, "--config", str(cfg), *args], capture_output=True, text=True, timeout=120, **kw
+def _console(
+    cfg: Path, *args: str, stdin: int | IO[bytes], preexec_fn: Callable[[], object] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FEEDSERVICE, "--config", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=stdin,
+        preexec_fn=preexec_fn,
     )
 
 

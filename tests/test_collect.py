@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Unpack
 
 import brotli
 import pytest
@@ -22,8 +23,17 @@ import pytest
 from feedservice.bootstrap import App, make_app
 from feedservice.cli.demo import sample_rss
 from feedservice.config import load_settings
+from feedservice.model import SourceState
 from feedservice.services.collect import CollectReport
-from tests.conftest import FeedServer, Served, SilentServer, free_port, shared_fixture, write_config
+from tests.conftest import (
+    ConfigOptions,
+    FeedServer,
+    Served,
+    SilentServer,
+    free_port,
+    shared_fixture,
+    write_config,
+)
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 KST_ITEMS = [
@@ -37,10 +47,10 @@ GOOD = sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", KST_ITEMS)
 def make(tmp_path: Path) -> Iterator[Callable[..., App]]:
     apps: list[App] = []
 
-    def _make(sources: list[tuple[str, str]], **kw: object) -> App:
+    def _make(sources: list[tuple[str, str]], **kw: Unpack[ConfigOptions]) -> App:
         folder = tmp_path / f"app{len(apps)}"
         folder.mkdir()
-        app = make_app(load_settings(write_config(folder, sources=sources, **kw)), clock=lambda: NOW)  # type: ignore[arg-type]
+        app = make_app(load_settings(write_config(folder, sources=sources, **kw)), clock=lambda: NOW)
         apps.append(app)
         return app
 
@@ -53,7 +63,7 @@ def _collect(app: App, *, force: bool = True) -> CollectReport:
     return asyncio.run(app.collect(force=force))
 
 
-def _source(app: App, url: str):  # type: ignore[no-untyped-def]
+def _source(app: App, url: str) -> SourceState:
     return next(s for s in app.store.list_sources() if s.url == url)
 
 
@@ -145,7 +155,7 @@ def test_retry_after_max_age_and_ttl_are_respected(feed_server: FeedServer, make
     feed_server.files["/plain.xml"] = Served(GOOD)
     app = make([(feed_server.url(p), "bigtech") for p in ("/busy.xml", "/cached.xml", "/ttl.xml", "/plain.xml")])
     _collect(app)
-    nxt = {s.url.rsplit("/", 1)[1]: s.next_attempt - NOW for s in app.store.list_sources()}  # type: ignore[operator]
+    nxt = {s.url.rsplit("/", 1)[1]: s.next_attempt - NOW for s in app.store.list_sources() if s.next_attempt}
     assert nxt == {
         "busy.xml": timedelta(hours=2),
         "cached.xml": timedelta(minutes=90),
@@ -188,6 +198,7 @@ def test_hostile_cache_control_values_keep_the_source_polled(feed_server: FeedSe
     assert report.errors == {}
     for value, path in paths.items():
         src = _source(app, feed_server.url(path))
+        assert src.next_attempt is not None
         assert src.failures == 0 and src.next_attempt - NOW == HOSTILE_CACHE_CONTROL[value], value[:40]
 
 
@@ -198,6 +209,7 @@ def test_failures_back_off_exponentially(feed_server: FeedServer, make: Callable
     for _ in range(3):
         _collect(app)
         src = _source(app, feed_server.url("/err.xml"))
+        assert src.next_attempt is not None
         delays.append(src.next_attempt - NOW)
     assert delays == [timedelta(minutes=15), timedelta(minutes=30), timedelta(minutes=60)]
     assert src.failures == 3 and src.last_error == "HTTP 500 Internal Server Error"
@@ -376,7 +388,7 @@ def test_json_feed(feed_server: FeedServer, make: Callable[..., App]) -> None:
     assert first.title == "JSON 기사 <하나>" and first.url == "https://www.newsspace.kr/j/1"
     assert first.published == datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
     assert "script" not in first.content_html + first.summary_html
-    assert first.author == "김정영" and first.categories == ("AI",) and first.image_url.endswith("1.jpg")  # type: ignore[union-attr]
+    assert first.author == "김정영" and first.categories == ("AI",) and (first.image_url or "").endswith("1.jpg")
     assert second.published == datetime(2026, 11, 27, 23, 0, tzinfo=UTC)  # zone-less: site time
 
 

@@ -7,15 +7,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from feedservice.adapters.parse import canonical_url, parse_feed, sanitize_html
+from feedservice.adapters.parse import canonical_url, parse_feed
 from feedservice.errors import ParseError
+from feedservice.model import Article
+from feedservice.text import sanitize_html
 from tests.conftest import shared_fixture
 
 KST = ZoneInfo("Asia/Seoul")
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 
 
-def _parse(name: str) -> list:  # type: ignore[type-arg]
+def _parse(name: str) -> list[Article]:
     data = shared_fixture("feeds", "real", name).read_bytes()
     return list(parse_feed(data, url=f"http://127.0.0.1/{name}", section="s", tz=KST, now=NOW).articles)
 

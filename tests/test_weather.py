@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Required, TypedDict
 
 import pytest
 from pydantic import SecretStr
@@ -17,8 +19,11 @@ from feedservice.adapters.kma import KmaSurfaceProvider, parse_sfctm2
 from feedservice.adapters.openmeteo import OpenMeteoProvider
 from feedservice.adapters.store import open_store
 from feedservice.adapters.websub import WebSubPublisher
+from feedservice.bootstrap import App
 from feedservice.conditions import condition_word, sky_word
 from feedservice.errors import WeatherError
+from feedservice.model import Observation
+from feedservice.ports import WeatherProvider
 from feedservice.services.weather import (
     format_forecast,
     format_observation,
@@ -64,6 +69,16 @@ def test_sky_classes(tenths: int | None, word: str | None) -> None:
     assert sky_word(tenths) == word
 
 
+class _Readings(TypedDict, total=False):
+    """A station's readings, as ``condition_word`` takes them."""
+
+    cloud_tenths: Required[int | None]
+    present_weather: int | None
+    rain_mm: float | None
+    visibility_km: float | None
+    humidity: float | None
+
+
 @pytest.mark.parametrize(
     ("kw", "word"),
     [
@@ -82,7 +97,7 @@ def test_sky_classes(tenths: int | None, word: str | None) -> None:
         ({"cloud_tenths": 4, "visibility_km": 20, "humidity": 62}, "구름조금"),
     ],
 )
-def test_phenomena_take_precedence(kw: dict, word: str) -> None:  # type: ignore[type-arg]
+def test_phenomena_take_precedence(kw: _Readings, word: str) -> None:
     assert condition_word(**kw) == word
 
 
@@ -144,7 +159,7 @@ def test_providers_and_the_hub_follow_no_redirect(feed_server: FeedServer) -> No
 def test_a_hung_or_absent_weather_server_is_a_weather_error_in_time(silent_server: SilentServer) -> None:
     now = datetime(2025, 8, 1, 6, 10, tzinfo=UTC)
     hung = f"http://127.0.0.1:{silent_server.port}/kma"
-    providers = [
+    providers: list[WeatherProvider] = [
         KmaSurfaceProvider(SecretStr("k"), base_url=hung, timeout=0.5),
         OpenMeteoProvider(base_url=hung, timeout=0.5),
         AsosHourlyProvider(SecretStr("k"), base_url=hung, timeout=0.5),
@@ -156,7 +171,7 @@ def test_a_hung_or_absent_weather_server_is_a_weather_error_in_time(silent_serve
     assert asyncio.run(WebSubPublisher(hung, timeout=0.5).publish(["https://f.kr/feeds/a.xml"])) is False
 
 
-async def _timed(call) -> float:  # type: ignore[no-untyped-def]
+async def _timed(call: Awaitable[object]) -> float:
     """Seconds until ``call`` failed with a WeatherError (anything else fails the test)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -181,7 +196,7 @@ def test_open_meteo_by_coordinates(feed_server: FeedServer) -> None:
 class _Failing:
     name = "broken"
 
-    async def observe(self, station_ids, now):  # type: ignore[no-untyped-def]
+    async def observe(self, station_ids: Sequence[int], now: datetime) -> list[Observation]:
         raise WeatherError(self.name, "HTTP 500")
 
 
@@ -256,7 +271,7 @@ def test_forecast_low_high_and_rain_chance(feed_server: FeedServer) -> None:
     assert format_forecast(f) == "최저 25℃ · 최고 32℃ · 강수확률 20%"
 
 
-def _app(tmp_path: Path, feed_server: FeedServer, extra: str, now: datetime, fallback: str = "none"):  # type: ignore[no-untyped-def]
+def _app(tmp_path: Path, feed_server: FeedServer, extra: str, now: datetime, fallback: str = "none") -> App:
     from feedservice.bootstrap import make_app
     from feedservice.config import load_settings
     from tests.conftest import write_config

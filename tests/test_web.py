@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from feedservice.bootstrap import App
 from feedservice.model import Article, Edition, SubscriberStatus
 from feedservice.web.app import create_app
-from tests.conftest import write_config
+from tests.conftest import subscriber, write_config
 from tests.served import app_with_article, served
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
@@ -107,11 +107,11 @@ def test_unsubscribe_get_never_unsubscribes_post_does(app: App, client: httpx.Cl
     unsub_url, prefs_url = app.links_for(sub)
     path = unsub_url.removeprefix("http://127.0.0.1:8080")
     assert client.get(path).status_code == 200
-    assert app.store.get_subscriber("reader@example.com").status is SubscriberStatus.SUBSCRIBED  # type: ignore[union-attr]
+    assert subscriber(app.store, "reader@example.com").status is SubscriberStatus.SUBSCRIBED
     # RFC 8058 one-click, as a mail provider sends it: no cookies, just the body.
     r = client.post(path, data={"List-Unsubscribe": "One-Click"})
     assert r.status_code == 200
-    assert app.store.get_subscriber("reader@example.com").status is SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
+    assert subscriber(app.store, "reader@example.com").status is SubscriberStatus.UNSUBSCRIBED
     assert client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200  # idempotent
     old_prefs = client.get(prefs_url.removeprefix("http://127.0.0.1:8080"))  # signed before leaving: dead
     assert old_prefs.status_code == 400 and "reader@example.com" not in old_prefs.text

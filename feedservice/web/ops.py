@@ -3,10 +3,12 @@ process of a deployment answers the same."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import date, timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -34,7 +36,7 @@ class _Collector:
     def __init__(self, app: App) -> None:
         self.app = app
 
-    def collect(self):  # type: ignore[no-untyped-def]  # prometheus_client's collector protocol
+    def collect(self) -> Iterator[Metric]:  # prometheus_client's Collector protocol
         store = self.app.store
         sources = GaugeMetricFamily("feedservice_sources", "Configured sources by state", labels=["state"])
         states = {"ok": 0, "failing": 0, "disabled": 0, "never_fetched": 0}
@@ -99,9 +101,13 @@ def feedback_metrics(day: date, feedback: EditionFeedback) -> list[GaugeMetricFa
     return [counts, rates]
 
 
-def ops_handlers(app: App):  # type: ignore[no-untyped-def]
+_Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def ops_handlers(app: App) -> tuple[_Endpoint, _Endpoint]:
+    """The `/readyz` and `/metrics` endpoints."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(app))  # type: ignore[arg-type]
+    registry.register(_Collector(app))
 
     async def readyz(request: Request) -> Response:
         ok, why = readiness(app)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,7 @@ from feedservice.config_bounces import WebhooksConfig
 __all__ = ["webhook_routes"]
 
 log = logging.getLogger(__name__)
+_Handle = Callable[[Request], Awaitable[Response]]  # a provider's handler of one webhook call
 
 FETCH_TIMEOUT = 10.0
 
@@ -274,7 +276,7 @@ def webhook_routes(app: App) -> list[Route]:
         if handler is None:
             continue
 
-        async def endpoint(request: Request, handle: Any = handler.handle, name: str = name) -> Response:
+        async def endpoint(request: Request, handle: _Handle = handler.handle, name: str = name) -> Response:
             try:
                 return await handle(request)
             except _Refused as exc:
