@@ -273,18 +273,22 @@ class App:
         return configured_receivers(self.settings.bounces, self.settings.secret, self.clock)
 
     def check_events(self, events: Sequence[ProviderEvent]) -> bounce_service.CheckReport:
-        """Provider events (webhook calls) through the same check as returned mail, in one pass."""
+        """Provider events (webhook calls) through the same check as returned mail, in one pass;
+        their recipients are believed with VERP on only when every event is the provider's word."""
         readings = {e.raw: e.reading for e in events}
-        return self.check_bounces(intakes=[EventIntake(e) for e in events], read=readings.__getitem__)
+        return self.check_bounces(intakes=[EventIntake(e) for e in events], read=readings.__getitem__,
+                                  provider_says=all(e.provider_says for e in events))  # fmt: skip
 
     def check_bounces(self, *, force: bool = False, intakes: Sequence[BounceIntake] | None = None,
-                      read: Callable[[bytes], BounceReading] = read_bounce) -> bounce_service.CheckReport:  # fmt: skip
-        """Read every intake (or ``intakes``) once: record, match and apply the bounce policy
-        (``services.bounces``)."""
+                      read: Callable[[bytes], BounceReading] = read_bounce,
+                      provider_says: bool = False) -> bounce_service.CheckReport:  # fmt: skip
+        """Read every intake (or ``intakes``: a webhook's event) once: record, match and apply the
+        bounce policy (``services.bounces``). ``provider_says``: the events' every word is their
+        provider's (the whole call authenticated), so the recipient they name is believed with VERP on."""
         b = self.settings.bounces
         assert b is not None, "check_bounces needs [bounces]"
         policy = bounce_service.BouncePolicy(soft_limit=b.soft_limit, soft_days=b.soft_days,
-                                             trust_recipient=b.return_path is None)  # fmt: skip
+                                             trust_recipient=b.return_path is None or provider_says)  # fmt: skip
         intakes = self.bounce_intakes() if intakes is None else intakes
         check = bounce_service.BounceCheck(self.store, intakes, read, self.verify_secrets(),
                                            self.clock, policy)  # fmt: skip

@@ -20,7 +20,7 @@ Adapters turn library exceptions into these at their boundary and chain the caus
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 
 class FeedServiceError(Exception):
@@ -110,8 +110,10 @@ class IntakeError(FeedServiceError):
 
 class WebhookRefused(FeedServiceError):
     """A provider's call (``POST /webhooks/{provider}``) that is not applied: ``status`` and ``word``
-    are all the caller is told (403 "refused", 400 "bad request", …); the reason goes to the log."""
+    are all the caller is told (403 "refused", 400 "bad request", …), with ``headers`` (a 401's
+    ``WWW-Authenticate``); the reason goes to the log."""
 
-    def __init__(self, status: int, word: str, reason: str) -> None:
+    def __init__(self, status: int, word: str, reason: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status, self.word = status, word
+        self.headers: dict[str, str] = dict(headers or {})

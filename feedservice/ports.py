@@ -194,6 +194,10 @@ class DeliveryStore(SubscriberStore, Protocol):
 
     def save_domain_pause(self, pause: DomainPause) -> None: ...
 
+    def record_bounce(self, row: BounceRow) -> bool:
+        """A relay's refusal while sending, recorded (and its suppression) as returned mail is."""
+        ...
+
     def mark_deliveries(
         self, outcomes: Sequence[tuple[int, DeliveryStatus, str | None, datetime | None]], now: datetime
     ) -> None: ...
@@ -223,9 +227,15 @@ class WebhookReceiver(Protocol):
 
     name: str
 
+    def admit(self, headers: Mapping[str, str]) -> None:
+        """Checked before the body is read: raise ``WebhookRefused`` for a caller not let in at all
+        (Postmark's Basic credentials), so a stranger's call costs nothing; signed providers admit all."""
+        ...
+
     async def receive(self, headers: Mapping[str, str], raw: bytes, body: Any) -> list[ProviderEvent]:
         """The call's bounces and complaints (none: nothing to apply, e.g. a delivery notice).
-        ``headers`` are looked up by lower-case name, ``body`` is ``raw`` as JSON. Raise
+        ``headers`` are looked up by lower-case name, ``body`` is ``raw`` as JSON. Each event says
+        whether the call was fresh and whether its recipient is the provider's word. Raise
         ``WebhookRefused`` when the call is not believed, not understood or cannot be answered now."""
         ...
 

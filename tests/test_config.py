@@ -55,6 +55,13 @@ BAD = [
     ("maildir = ", 'mode = "smtp"\nmaildir = ', "delivery.smtp", "needs a [delivery.smtp]"),
     ('[database]\nurl = "sqlite:///', '[database]\nurl = "mysql:///', "database.url", "sqlite"),
     ('slug = "space-sociology"', 'slug = "Space Sociology"', "sections[1].slug", "slug"),
+    # a colon would end the user name inside Postmark's webhook URL (https://user:password@host/…)
+    (
+        "[web]",
+        '[bounces.webhooks.postmark]\nusername = "post:mark"\n[web]',
+        "bounces.webhooks.postmark.username",
+        "pattern",
+    ),
 ]
 
 

@@ -237,6 +237,24 @@ def test_a_database_of_an_older_release_is_upgraded_in_place(db_url: str, monkey
     store.close()
 
 
+def test_a_replayed_webhook_event_is_found_by_index(db_url: str) -> None:
+    """Migration 18: ``bounce_source_known`` (is this provider event id recorded?) reads an index,
+    not every piece of returned mail ever kept."""
+    store = open_store(db_url)
+    with store.engine.connect() as conn:
+        indexes = {ix["name"]: ix["column_names"] for ix in sa.inspect(conn).get_indexes("bounce_mail")}
+        assert indexes["ix_bounce_mail_source"] == ["source"]
+        query = "SELECT id FROM bounce_mail WHERE source = 'webhook:ses/m-1' LIMIT 1"
+        if store.engine.dialect.name == "sqlite":
+            plan = " ".join(str(r[-1]) for r in conn.execute(sa.text(f"EXPLAIN QUERY PLAN {query}")))
+        else:  # an empty table: make a sequential scan the planner's last resort, to see the index is usable
+            conn.execute(sa.text("SET enable_seqscan = off"))
+            plan = " ".join(r[0] for r in conn.execute(sa.text(f"EXPLAIN {query}")))
+    assert "ix_bounce_mail_source" in plan, plan
+    assert not store.bounce_source_known("webhook:ses/m-1")
+    store.close()
+
+
 def test_a_new_sqlite_database_keeps_several_articles_per_page(tmp_path: Path) -> None:
     # Articles are a few KB of Korean HTML each: 4 KB pages would hold one apiece.
     store = open_store(f"sqlite:///{tmp_path}/new.db")

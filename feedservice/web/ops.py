@@ -71,16 +71,17 @@ class _Collector:
 
 
 def feedback_metrics(day: date, feedback: EditionFeedback) -> list[GaugeMetricFamily]:
-    """What came back from the latest edition: readers by kind, and each kind's share of the delivered."""
+    """What came back from the latest edition: readers by kind, and each kind's share (bounces of the
+    messages sent, complaints and unsubscribes of those delivered)."""
     counts = GaugeMetricFamily("feedservice_edition_feedback", "Readers of the latest edition by what came back",
                                labels=["edition", "kind"])  # fmt: skip
-    rates = GaugeMetricFamily("feedservice_edition_feedback_rate", "Share of the latest edition's delivered messages "
-                              "(complaints: keep under 0.001)", labels=["edition", "kind"])  # fmt: skip
-    for kind in ("delivered", "hard", "soft", "complaints", "unsubscribes"):
-        n = getattr(feedback, kind)
-        counts.add_metric([day.isoformat(), kind], n)
-        if kind != "delivered":
-            rates.add_metric([day.isoformat(), kind], feedback.rate(n))
+    rates = GaugeMetricFamily("feedservice_edition_feedback_rate", "Share of the latest edition's messages: bounces "
+                              "of those sent (delivered or refused while sending), complaints and unsubscribes of "
+                              "those delivered (complaints: keep under 0.001)", labels=["edition", "kind"])  # fmt: skip
+    for kind in ("delivered", "refused", "hard", "soft", "complaints", "unsubscribes"):
+        counts.add_metric([day.isoformat(), kind], getattr(feedback, kind))
+        if kind not in ("delivered", "refused"):
+            rates.add_metric([day.isoformat(), kind], feedback.kind_rate(kind))
     return [counts, rates]
 
 

@@ -1,19 +1,22 @@
 """``POST /webhooks/{provider}``: bounces and complaints that providers report over HTTP.
 
-Each route reads the call and hands it to its provider's receiver (``ports.WebhookReceiver``, which
-``bootstrap.App.webhook_receivers`` builds from ``adapters/bounces/webhooks.py``): the receiver
-believes a call only when its provider signed it and turns it into events. This module refuses a
-replay (an event id recorded before; a timestamp too old is the receiver's) and hands the events
-to the same bounce check as returned mail (``App.check_events``): the same matching (VERP
-envelope, Message-ID, recipient), policy, breaker and records. Every route reads at most
-``[bounces.webhooks] max_body_bytes`` (else 413); a body that is not the JSON expected — deeply
-nested, huge numbers, wrong types — is a 400; no answer says more than a word, the reason goes to
-the log.
+Each route lets the caller in (``admit``: Postmark's Basic credentials, before the body is read),
+reads the call and hands it to its provider's receiver (``ports.WebhookReceiver``, which
+``bootstrap.App.webhook_receivers`` builds from ``adapters/bounces/webhooks.py``: SES via SNS,
+Mailgun, SendGrid, Postmark): the receiver believes a call only when its provider signed it and
+turns it into events. Providers deliver at least once and retry whatever is not answered 2xx (SNS
+on 5xx, Mailgun for 8 hours, SendGrid for 24), so an event whose id was recorded before is
+acknowledged (200) and changes nothing, whatever its age; a new one is believed only from a fresh
+call (``ProviderEvent.fresh``, the receiver's judgement). The new events go to the same bounce
+check as returned mail (``App.check_events``): the same matching (VERP envelope, Message-ID,
+recipient), policy, breaker and records. Every route reads at most ``[bounces.webhooks]
+max_body_bytes`` (else 413); a body that is not the JSON expected — deeply nested, huge numbers,
+wrong types — is a 400; no answer says more than a word, the reason goes to the log.
 
-    200  applied, or nothing to do (an event that is not a bounce or complaint)
-    400  not the JSON expected        403  unsigned, wrongly signed, untrusted certificate or topic
-    409  a replay (recorded before)   413  body too big
-    503  not recorded (the store failed, or the breaker held it): the provider retries later
+    200  applied; a replay (recorded before: nothing changes); or nothing to do (not a bounce or complaint)
+    400  not the JSON expected        403  unsigned, wrongly signed, stale, untrusted certificate or topic
+    401  Postmark: no or wrong credentials (Postmark retries it; a 403 would make it stop)
+    413  body too big                 503  not recorded (the store failed, or the breaker held it): retried
 """
 
 from __future__ import annotations
@@ -62,13 +65,18 @@ async def _read_json(request: Request, limit: int) -> tuple[bytes, Any]:
 
 
 async def _apply(app: App, events: list[ProviderEvent]) -> Response:
-    """The events not recorded before, in one bounce check (one breaker for a batch); 409 when
-    every one of them was recorded before."""
+    """The events not recorded before, in one bounce check (one breaker for a batch). When every
+    one was recorded before, the call is a replay (a provider's retry, or someone repeating it):
+    acknowledged, so the provider stops, and nothing changes. New events need a fresh call."""
     if not events:
         return _answer(200, "ok")
     new = [e for e in events if not await run_in_threadpool(app.store.bounce_source_known, e.source)]
     if not new:
-        raise WebhookRefused(409, "replayed", f"{', '.join(e.source for e in events)[:300]} recorded before")
+        names = ", ".join(e.source for e in events)[:300]
+        log.info("webhooks: %s recorded before: acknowledged, nothing changed", names)
+        return _answer(200, "ok")
+    if not all(e.fresh for e in new):
+        raise WebhookRefused(403, "refused", f"stale timestamp: {new[0].source} not applied")
     report = await run_in_threadpool(app.check_events, new)
     if report.errors or report.held:
         log.error("webhooks: %s not recorded: %s", new[0].source, report.summary())
@@ -80,11 +88,14 @@ async def _apply(app: App, events: list[ProviderEvent]) -> Response:
 def _route(app: App, receiver: WebhookReceiver, limit: int) -> Route:
     async def endpoint(request: Request) -> Response:
         try:
+            receiver.admit(request.headers)  # before the body is read: a stranger's call costs nothing
             raw, body = await _read_json(request, limit)
             return await _apply(app, await receiver.receive(request.headers, raw, body))
         except WebhookRefused as exc:
             log.warning("webhooks: %s call refused (%d): %s", receiver.name, exc.status, exc)
-            return _answer(exc.status, exc.word)
+            answer = _answer(exc.status, exc.word)
+            answer.headers.update(exc.headers)
+            return answer
 
     return Route(f"/webhooks/{receiver.name}", endpoint, methods=["POST"])
 

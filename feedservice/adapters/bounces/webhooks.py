@@ -1,10 +1,15 @@
 """One receiver per provider webhook (``[bounces.webhooks.*]``): is the call signed, what does it report.
 
 Each receiver is a ``ports.WebhookReceiver``: it believes a call only when its provider signed it
-(``sns.py``, ``mailgun.py``, ``sendgrid.py``), and turns the payload into ``ProviderEvent``\\ s for
-the same bounce check as returned mail. What is HTTP about a call (the body's size, JSON, the
-replay check against the store, the answer) stays in ``web/webhooks.py``; a call that is not
-believed or not understood is a ``WebhookRefused`` carrying the answer.
+(``sns.py``, ``mailgun.py``, ``sendgrid.py``; Postmark, which signs nothing, by its HTTP Basic
+credentials: ``postmark.py``), and turns the payload into ``ProviderEvent``\\ s for the same bounce
+check as returned mail. Each event carries two decisions: ``fresh`` (the call's timestamp is within
+the provider's max age; a replayed event is acknowledged at any age, a new one needs a fresh call)
+and ``provider_says`` (the whole call is authenticated, so its recipient is believed with VERP on:
+SNS, SendGrid, Postmark; not Mailgun, which signs only a timestamp and a token). What is HTTP about
+a call (the body's size, JSON, the replay check against the store, the answer) stays in
+``web/webhooks.py``; a call that is not believed or not understood is a ``WebhookRefused``
+carrying the answer.
 """
 
 from __future__ import annotations
@@ -21,14 +26,21 @@ from pydantic import SecretStr
 
 from feedservice.adapters import apiclient
 from feedservice.adapters.bounces.mailgun import MailgunRefused, mailgun_reading, verify_mailgun
+from feedservice.adapters.bounces.postmark import PostmarkRefused, postmark_event, verify_postmark
 from feedservice.adapters.bounces.sendgrid import SendgridRefused, load_sendgrid_key, sendgrid_events, verify_sendgrid
 from feedservice.adapters.bounces.sns import MAX_CERT_BYTES, CertificateCache, SnsRefused, cert_url_trusted, ses_reading
 from feedservice.bounce_model import ProviderEvent
-from feedservice.config_bounces import BouncesConfig, MailgunWebhookConfig, SendgridWebhookConfig, SesWebhookConfig
+from feedservice.config_bounces import (
+    BouncesConfig,
+    MailgunWebhookConfig,
+    PostmarkWebhookConfig,
+    SendgridWebhookConfig,
+    SesWebhookConfig,
+)
 from feedservice.errors import WebhookRefused
 from feedservice.ports import WebhookReceiver
 
-__all__ = ["MailgunReceiver", "SendgridReceiver", "SesReceiver", "configured_receivers"]
+__all__ = ["MailgunReceiver", "PostmarkReceiver", "SendgridReceiver", "SesReceiver", "configured_receivers"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +48,18 @@ FETCH_TIMEOUT = 10.0
 Secrets = Callable[[str], SecretStr | None]
 
 
-class SesReceiver:
+def _fresh(now: datetime, timestamp: float, max_age: float) -> bool:
+    return abs(now.timestamp() - timestamp) <= max_age
+
+
+class _Signed:
+    """A provider that signs its calls: every caller is let in, the signature decides in ``receive``."""
+
+    def admit(self, headers: Mapping[str, str]) -> None:
+        return None
+
+
+class SesReceiver(_Signed):
     """Amazon SES events through SNS: signed by a certificate fetched from a trusted URL."""
 
     name = "ses"
@@ -61,9 +84,10 @@ class SesReceiver:
             sent = datetime.fromisoformat(body["Timestamp"])
         except ValueError:
             raise WebhookRefused(400, "bad request", "Timestamp is not ISO 8601") from None
-        if sent.tzinfo is None or abs(self.clock() - sent) > timedelta(minutes=self.cfg.max_age_minutes):
-            raise WebhookRefused(409, "replayed", f"Timestamp {body['Timestamp'][:40]} is too old")
+        fresh = sent.tzinfo is not None and abs(self.clock() - sent) <= timedelta(minutes=self.cfg.max_age_minutes)
         kind = body["Type"]
+        if kind != "Notification" and not fresh:  # nothing recorded to acknowledge it by: refused unvisited
+            raise WebhookRefused(403, "refused", f"Timestamp {body['Timestamp'][:40]} is too old")
         if kind == "SubscriptionConfirmation":
             await self._confirm(body)
             return []
@@ -78,7 +102,7 @@ class SesReceiver:
             return []
         signed = json.dumps({k: body[k] for k in ("Type", "MessageId", "TopicArn", "Timestamp")})
         kept = (signed + "\n" + body["Message"]).encode()
-        return [ProviderEvent(f"webhook:ses/{body['MessageId'][:200]}", kept, reading)]
+        return [ProviderEvent(f"webhook:ses/{body['MessageId'][:200]}", kept, reading, fresh, provider_says=True)]
 
     async def _confirm(self, message: dict[str, Any]) -> None:
         """Visit the SubscribeURL (only under a trusted prefix); 503 when that fails, so SNS retries."""
@@ -93,7 +117,7 @@ class SesReceiver:
             raise WebhookRefused(503, "try later", "confirming the SNS subscription failed") from None
 
 
-class MailgunReceiver:
+class MailgunReceiver(_Signed):
     """Mailgun's webhooks: an HMAC of a timestamp and a token, keyed with the signing key."""
 
     name = "mailgun"
@@ -111,17 +135,20 @@ class MailgunReceiver:
         if self.key is None:
             raise WebhookRefused(403, "refused", f"{self.cfg.signing_key_env} is not set")
         try:
-            token = verify_mailgun(body, self.key, self.clock().timestamp(), self.cfg.max_age_seconds)
+            token, timestamp = verify_mailgun(body, self.key)
         except MailgunRefused as exc:
             raise WebhookRefused(403, "refused", str(exc)) from None
         try:
             reading = mailgun_reading(body.get("event-data"))
         except ValueError:
             raise WebhookRefused(400, "bad request", "event-data is not an event") from None
-        return [] if reading is None else [ProviderEvent(f"webhook:mailgun/{token}", raw, reading)]
+        if reading is None:
+            return []
+        fresh = _fresh(self.clock(), timestamp, self.cfg.max_age_seconds)
+        return [ProviderEvent(f"webhook:mailgun/{token}", raw, reading, fresh, provider_says=False)]
 
 
-class SendgridReceiver:
+class SendgridReceiver(_Signed):
     """SendGrid's Event Webhook: an ECDSA signature over the timestamp and the body; a batch of events."""
 
     name = "sendgrid"
@@ -143,13 +170,52 @@ class SendgridReceiver:
         signature = headers.get("x-twilio-email-event-webhook-signature")
         timestamp = headers.get("x-twilio-email-event-webhook-timestamp")
         try:
-            verify_sendgrid(self.key, signature, timestamp, raw, self.clock().timestamp(), self.cfg.max_age_seconds)
+            signed_at = verify_sendgrid(self.key, signature, timestamp, raw)
             events = sendgrid_events(body)
         except SendgridRefused as exc:
             raise WebhookRefused(403, "refused", str(exc)) from None
         except ValueError:
             raise WebhookRefused(400, "bad request", "not a batch of SendGrid events") from None
-        return [ProviderEvent(f"webhook:sendgrid/{i}", json.dumps(e).encode(), reading) for i, reading, e in events]
+        fresh = _fresh(self.clock(), signed_at, self.cfg.max_age_seconds)
+        return [ProviderEvent(f"webhook:sendgrid/{i}", json.dumps(e).encode(), reading, fresh, provider_says=True)
+                for i, reading, e in events]  # fmt: skip
+
+
+class PostmarkReceiver:
+    """Postmark's webhooks: no signature, HTTP Basic credentials (checked before the body is read).
+
+    A wrong or missing one is a 401 with ``WWW-Authenticate``: Postmark retries that (about 10
+    hours) and stops at a 403, which would lose events while a password is rotated. Postmark sends
+    no timestamp to judge, so every believed call is fresh."""
+
+    name = "postmark"
+
+    def __init__(self, cfg: PostmarkWebhookConfig, secret: Secrets) -> None:
+        self.cfg = cfg
+        password = secret(cfg.password_env)
+        self.password = password.get_secret_value() if password is not None else None
+        if not self.password:
+            log.error("webhooks: %s is not set: every Postmark call is refused", cfg.password_env)
+
+    def admit(self, headers: Mapping[str, str]) -> None:
+        try:
+            if not self.password:
+                raise PostmarkRefused(f"{self.cfg.password_env} is not set")
+            verify_postmark(headers.get("authorization"), self.cfg.username, self.password)
+        except PostmarkRefused as exc:
+            challenge = {"WWW-Authenticate": f'Basic realm="feedservice {self.name} webhook"'}
+            raise WebhookRefused(401, "unauthorized", str(exc), challenge) from None
+
+    async def receive(self, headers: Mapping[str, str], raw: bytes, body: Any) -> list[ProviderEvent]:
+        self.admit(headers)  # whoever calls receive alone is held to the same credentials
+        try:
+            event = postmark_event(body)
+        except ValueError:
+            raise WebhookRefused(400, "bad request", "not a Postmark webhook record") from None
+        if event is None:
+            return []
+        event_id, reading = event
+        return [ProviderEvent(f"webhook:postmark/{event_id}", raw, reading, fresh=True, provider_says=True)]
 
 
 def configured_receivers(
@@ -167,4 +233,6 @@ def configured_receivers(
         receivers.append(MailgunReceiver(w.mailgun, secret, clock))
     if w.sendgrid is not None:
         receivers.append(SendgridReceiver(w.sendgrid, secret, clock))
+    if w.postmark is not None:
+        receivers.append(PostmarkReceiver(w.postmark, secret))
     return receivers
