@@ -102,6 +102,10 @@ def wait_for(check: Callable[[], bool], seconds: float, message: str) -> None:
         time.sleep(0.1)
 
 
+def _job_ran(cfg: Path, job: str) -> bool:
+    return (job, "ok") in _job_runs(cfg)
+
+
 @functools.lru_cache
 def _database_url(cfg: Path, mtime_ns: int) -> str:
     return load_settings(cfg).database_url
@@ -164,7 +168,7 @@ def test_jobs_fire_persist_and_respect_the_digest_grace(tmp_path: Path, feed_ser
     assert _cli(cfg, "subscribers", "add", "reader@example.com").returncode == 0
     first = Running(cfg)
     for job in ("collect", "feeds", "weather"):  # collect (and the feed build after it) and weather start at once
-        wait_for(lambda job=job: (job, "ok") in _job_runs(cfg), 60, f"{job} did not run")  # type: ignore[misc]
+        wait_for(functools.partial(_job_ran, cfg, job), 60, f"{job} did not run")
     code, err = first.stop()
     assert code == 0, err
     _move_job(cfg, "deliveries", datetime.now(UTC) - timedelta(minutes=1))  # the retry job, when due
