@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from starlette.testclient import TestClient
 
 from feedservice import bootstrap
+from feedservice.adapters.bounces.mailgun import SeenTokens
 from feedservice.adapters.bounces.sns import cert_url_trusted, string_to_sign
 from feedservice.bootstrap import App, make_app
 from feedservice.bounce_model import BounceKind, BounceReading, ProviderEvent
@@ -312,13 +313,36 @@ def test_unsigned_wrongly_signed_stale_and_reused_mailgun_calls_change_nothing(s
         assert post(s, "mailgun", body) == (403, "refused\n")
     assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
     assert post(s, "mailgun", good)[0] == 200
-    # the token again (Mailgun retries for 8 hours what was not answered 200), even with another
-    # event in the (unsigned) body: acknowledged, and nothing changes
+    # the same call again (Mailgun retries for 8 hours what was not answered 200): acknowledged;
+    # its token with another event in the (unsigned) body: a forgery, refused; nothing changes
     other = envelope_sender("bounces@newsspace.kr", s.app.secret(), DAY, s.other)
     reused = dict(good, **{"event-data": mailgun(other)["event-data"]})
     assert post(s, "mailgun", good) == (200, "ok\n")
-    assert post(s, "mailgun", reused) == (200, "ok\n")
+    assert post(s, "mailgun", reused) == (403, "refused\n")
     assert (s.status(s.other), s.records()) == (SubscriberStatus.SUBSCRIBED, 1)
+
+
+def test_a_captured_mailgun_call_of_an_ignored_event_cannot_carry_a_forged_bounce(setup: Setup) -> None:
+    """Mailgun signs only timestamp and token: a "delivered" call (ignored, so never recorded)
+    captured and replayed within its freshness with a bounce in its body must not suppress."""
+    s = setup
+    delivered = mailgun(s.envelope, token="tok-delivered", event="delivered")
+    assert post(s, "mailgun", delivered) == (200, "ok\n")
+    forged = dict(delivered, **{"event-data": mailgun(s.envelope)["event-data"]})
+    assert post(s, "mailgun", forged) == (403, "refused\n")
+    assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
+    assert post(s, "mailgun", delivered) == (200, "ok\n")  # Mailgun's own retry of it: still fine
+
+
+def test_mailgun_tokens_are_remembered_while_fresh_and_forgotten_once_stale() -> None:
+    tokens, t0, age = SeenTokens(), NOW.timestamp(), 300
+    call, other = {"event-data": {"event": "delivered"}}, {"event-data": {"event": "failed"}}
+    assert tokens.same_call("t", call, t0, t0, age)
+    assert tokens.same_call("t", json.loads(json.dumps(call, indent=2)), t0, t0 + 10, age)  # same event, respaced
+    assert not tokens.same_call("t", other, t0, t0 + age, age)  # still fresh: the forgery is seen
+    assert tokens.same_call("t", other, t0, t0 + age + 1, age)  # forgotten; the call is stale, refused as such
+    assert tokens.same_call("future", call, t0 + 2 * age, t0, age)  # not fresh: not remembered
+    assert tokens.same_call("future", other, t0 + 2 * age, t0, age)
 
 
 # -- SendGrid -------------------------------------------------------------------------------------
