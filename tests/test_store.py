@@ -300,6 +300,9 @@ def test_the_bounce_breaker_counts_suppressions_within_a_day_and_an_operator_rel
         conn.execute(sa.text("ALTER TABLE bounce_mail DROP COLUMN held"))
     engine.dispose()
     store = open_store(db_url)
+    with store.engine.connect() as conn:  # each webhook call asks: by index, not every row ever kept
+        assert "ix_bounce_mail_held" in {ix["name"] for ix in sa.inspect(conn).get_indexes("bounce_mail")}
+        assert "ix_suppressions_at" in {ix["name"] for ix in sa.inspect(conn).get_indexes("suppressions")}
     ids = [store.add_subscriber(f"r{i}@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)[0].id for i in range(4)]
     day = timedelta(hours=24)
 

@@ -242,8 +242,7 @@ bounce_mail = sa.Table(
     sa.Index("ix_bounce_mail_received", "received"),
 )
 
-# Migration 22: when an operator released the bounce breaker (``bounces check --force``): the
-# window it counts suppressions over starts again there.
+# Migration 22: when an operator released the bounce breaker (``bounces check --force``): its window restarts.
 breaker_releases = sa.Table(
     "breaker_releases",
     metadata,
@@ -340,8 +339,9 @@ def _v22(conn: Connection) -> None:
     if "held" not in {c["name"] for c in sa.inspect(conn).get_columns("bounce_mail")}:
         conn.execute(sa.text("ALTER TABLE bounce_mail ADD COLUMN held TEXT"))
     breaker_releases.create(conn)
-    # The breaker counts suppressions made within a window: by index, not every one ever made.
+    # Each bounce check (each webhook call) counts suppressions within a window, and those held: by index.
     conn.execute(sa.text("CREATE INDEX ix_suppressions_at ON suppressions (at)"))
+    conn.execute(sa.text("CREATE INDEX ix_bounce_mail_held ON bounce_mail (id) WHERE held IS NOT NULL"))
 
 
 # Append (number, step) pairs; never edit a step once it has been released. Steps after the
