@@ -31,7 +31,7 @@ from feedservice.adapters.store import Store, open_store
 from feedservice.adapters.weather_sources import configured_forecast, configured_providers
 from feedservice.adapters.websub import WebSubPublisher
 from feedservice.addresses import wire_mailbox
-from feedservice.bounce_model import BounceReading, ProviderEvent
+from feedservice.bounce_model import BounceReading, BreakerWindow, ProviderEvent
 from feedservice.config import Settings
 from feedservice.model import Delivery, Edition, Route, Section, Subscriber, WeatherBlock
 from feedservice.ports import BounceIntake, Mailer, WeatherProvider, WebhookReceiver
@@ -277,18 +277,27 @@ class App:
         their recipients are believed with VERP on only when every event is the provider's word."""
         readings = {e.raw: e.reading for e in events}
         return self.check_bounces(intakes=[EventIntake(e) for e in events], read=readings.__getitem__,
-                                  provider_says=all(e.provider_says for e in events))  # fmt: skip
+                                  provider_says=all(e.provider_says for e in events),
+                                  hold_by_recording=True)  # fmt: skip
+
+    def bounce_breaker(self) -> BreakerWindow:
+        """What the bounce breaker counts now (``bounces check``, ``digest status``)."""
+        return self.store.breaker_window(self.clock(), bounce_service.BouncePolicy.window)
 
     def check_bounces(self, *, force: bool = False, intakes: Sequence[BounceIntake] | None = None,
                       read: Callable[[bytes], BounceReading] = read_bounce,
-                      provider_says: bool = False) -> bounce_service.CheckReport:  # fmt: skip
+                      provider_says: bool = False,
+                      hold_by_recording: bool = False) -> bounce_service.CheckReport:  # fmt: skip
         """Read every intake (or ``intakes``: a webhook's event) once: record, match and apply the
         bounce policy (``services.bounces``). ``provider_says``: the events' every word is their
-        provider's (the whole call authenticated), so the recipient they name is believed with VERP on."""
+        provider's (the whole call authenticated), so the recipient they name is believed with VERP on.
+        ``hold_by_recording``: when the breaker trips, record the events with their suppressions held
+        (a webhook's provider may not send them again) rather than leave them in their intake."""
         b = self.settings.bounces
         assert b is not None, "check_bounces needs [bounces]"
         policy = bounce_service.BouncePolicy(soft_limit=b.soft_limit, soft_days=b.soft_days,
-                                             trust_recipient=b.return_path is None or provider_says)  # fmt: skip
+                                             trust_recipient=b.return_path is None or provider_says,
+                                             hold_by_recording=hold_by_recording)  # fmt: skip
         intakes = self.bounce_intakes() if intakes is None else intakes
         check = bounce_service.BounceCheck(self.store, intakes, read, self.verify_secrets(),
                                            self.clock, policy)  # fmt: skip

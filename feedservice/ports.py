@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from feedservice.bounce_model import BounceRow, ProviderEvent, ReturnedMail
+from feedservice.bounce_model import BounceRow, BreakerWindow, ProviderEvent, ReturnedMail
 from feedservice.model import (
     Article,
     Delivery,
@@ -256,3 +256,7 @@ class BounceStore(Protocol):
     def soft_history(self, subscriber_id: int, since: datetime) -> tuple[list[date | None], list[date]]: ...
 
     def subscribed_count(self) -> int: ...
+
+    def breaker_window(self, now: datetime, length: timedelta) -> BreakerWindow: ...
+
+    def release_held_bounces(self, now: datetime) -> int: ...
