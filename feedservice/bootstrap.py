@@ -170,7 +170,7 @@ class App:
             )
         return MaildirMailer(self.settings.path(d.maildir))
 
-    def signer(self) -> Callable[[bytes], bytes] | None:
+    def signer(self) -> DkimSigner | None:
         """DKIM signing when ``[digest] dkim_selector`` is set (the key from ``dkim_key_env``)."""
         d = self.settings.digest
         if not d.dkim_selector:
@@ -190,7 +190,7 @@ class App:
         signer = DkimSigner(selector=d.dkim_selector, domain=domain, private_key_pem=key.get_secret_value().encode(),
                             source=self.settings.source_path, ed25519_selector=d.dkim_ed25519_selector,
                             ed25519_key_pem=ed25519.get_secret_value().encode() if ed25519 else None)  # fmt: skip
-        return signer.sign
+        return signer
 
     def renderer(self) -> digest.DigestRenderer:
         dirs = []

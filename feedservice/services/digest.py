@@ -314,7 +314,17 @@ def personalize(
     site: DigestSite, template: MessageTemplate, *, to: str, msg_id: str, unsubscribe_url: str,
     preferences_url: str, now: datetime,
 ) -> bytes:  # fmt: skip
-    return template.personalize(
+    head, body = personal_parts(site, template, to=to, msg_id=msg_id, unsubscribe_url=unsubscribe_url,
+                                preferences_url=preferences_url, now=now)  # fmt: skip
+    return head + b"".join(body)
+
+
+def personal_parts(
+    site: DigestSite, template: MessageTemplate, *, to: str, msg_id: str, unsubscribe_url: str,
+    preferences_url: str, now: datetime,
+) -> tuple[bytes, list[bytes]]:  # fmt: skip
+    """``personalize``'s message as its header section and body pieces (``MessageTemplate.parts``)."""
+    return template.parts(
         to=to, msg_id=msg_id, links={"unsubscribe": unsubscribe_url, "preferences": preferences_url},
         date_header=format_datetime(now.astimezone(site.tz)),
     )  # fmt: skip
