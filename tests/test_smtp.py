@@ -1,5 +1,5 @@
-"""adapters/smtp.py at its library boundary: aiosmtplib's public commands read each address with
-``email.utils.parseaddr``, which takes ``a(b)@x`` for ``a@x`` and ``a:b@x`` for ``b@x``. Such an
+"""adapters/smtp.py at its library boundary: ``email.utils.parseaddr`` (behind aiosmtplib's ``mail``
+and ``rcpt``, and many mail tools) takes ``a(b)@x`` for ``a@x`` and ``a:b@x`` for ``b@x``. Such an
 address must never be delivered to the other mailbox it reads as: it fails, permanently, for that
 reader alone, and the connection goes on to the next message."""
 
