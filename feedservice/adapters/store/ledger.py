@@ -4,16 +4,16 @@ the pauses of an edition's sending."""
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from feedservice.adapters.store import schema as t
-from feedservice.adapters.store._base import StoreBase, _iso_date
-from feedservice.model import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from feedservice.adapters.store._base import StoreBase, _iso_date, schema_utc
+from feedservice.adapters.store.subscribers import SUBSCRIBER_COLUMNS, subscriber_from_row
+from feedservice.model import Delivery, DeliveryStatus, Subscriber
 
 
 def _delivery(r: Any) -> Delivery:
@@ -85,8 +85,8 @@ class LedgerStoreMixin(StoreBase):
             if rows:
                 ids = sorted({r[1] for r in rows})
                 marks = ", ".join([self._mark] * len(ids))
-                sql = f"SELECT {', '.join(_SUBSCRIBER_COLUMNS)} FROM subscribers WHERE id IN ({marks})"
-                subs = {r[0]: self._subscriber_row(r) for r in conn.exec_driver_sql(sql, tuple(ids))}
+                sql = f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE id IN ({marks})"
+                subs = {r[0]: subscriber_from_row(r) for r in conn.exec_driver_sql(sql, tuple(ids))}
         return [(self._delivery_row(r, day), subs.get(r[1])) for r in rows]
 
     @functools.cached_property
@@ -112,16 +112,6 @@ class LedgerStoreMixin(StoreBase):
         return Delivery(id=r[0], edition=day, subscriber_id=r[1], email=r[2], status=DeliveryStatus.SENDING,
                         message_id=r[3], attempts=r[4], last_reply=r[5],
                         next_attempt=None if next_attempt is None else schema_utc(next_attempt))  # fmt: skip
-
-    def _subscriber_row(self, r: Any) -> Subscriber:
-        sections = r[3]
-        if isinstance(sections, str):  # SQLite keeps JSON as text; psycopg reads it
-            sections = json.loads(sections)
-        return Subscriber(
-            id=r[0], email=r[1] or "", status=SubscriberStatus(r[2]), sections=tuple(sections or ()),
-            created=None if r[4] is None else schema_utc(r[4]), email_hash=r[5], confirm_nonce=r[6],
-            confirm_sent=None if r[7] is None else schema_utc(r[7]), token_version=r[8],
-        )  # fmt: skip
 
     def release_deliveries(self, ids: Sequence[int], worker: str, now: datetime) -> None:
         """Hand claimed deliveries back (queued again) when a worker stops before sending them."""
@@ -266,14 +256,5 @@ class LedgerStoreMixin(StoreBase):
             return [_delivery(r) for r in conn.execute(q)]
 
 
-# What claiming reads, by position (``_delivery_row``, ``_subscriber_row``).
+# What claiming reads, by position (``_delivery_row``).
 _DELIVERY_COLUMNS = ("id", "subscriber_id", "email", "message_id", "attempts", "last_reply", "next_attempt")
-_SUBSCRIBER_COLUMNS = ("id", "email", "status", "sections", "created", "email_hash", "confirm_nonce", "confirm_sent",
-                       "token_version")  # fmt: skip
-
-
-def schema_utc(value: datetime) -> datetime:
-    """An aggregate (MIN) comes back without the column type's processing: make it aware UTC."""
-    if isinstance(value, str):  # SQLite returns the stored text for an aggregate
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
