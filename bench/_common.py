@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "benchmarks.md"
@@ -99,12 +100,16 @@ http {{
             self.proc.kill()
 
 
-def run_child(argv: list[str], env: dict[str, str] | None = None, timeout: float = 1800) -> dict:  # type: ignore[type-arg]
+Row = dict[str, Any]  # a measurement as a child process printed it: JSON, read as it came
+
+
+def run_child(argv: list[str], env: dict[str, str] | None = None, timeout: float = 1800) -> Row:
     """Run a measurement in its own process (so peak memory is its own); it prints one JSON line."""
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:3])} … failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    row: Row = json.loads(proc.stdout.strip().splitlines()[-1])
+    return row
 
 
 def peak_rss_mb() -> float:

@@ -27,7 +27,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, Nginx, TreeMemory, median, run_child, write_section
+from _common import ROOT, Nginx, Row, TreeMemory, median, run_child, write_section
 
 from feedservice import aio
 
@@ -164,7 +164,7 @@ def main() -> None:
     www = WORK / "www"
     generate(www, max(args.n))
     nginx = Nginx(www, WORK / "nginx")
-    rows = []
+    rows: list[Row] = []
     try:
         for n in args.n:
             urls_file = WORK / f"urls-{n}.txt"
@@ -172,7 +172,7 @@ def main() -> None:
             fs = run_child(
                 [sys.executable, __file__, "--child", "feedservice", "--urls", str(urls_file), "--reps", str(args.reps)]
             )
-            row = {"n": n, "fs": fs}
+            row: Row = {"n": n, "fs": fs}
             if args.reader_n is None or n in args.reader_n:
                 row["reader"] = run_child(
                     [
@@ -197,7 +197,7 @@ def _rate(n: int, seconds: list[float]) -> float:
     return n / median(seconds)
 
 
-def _print_row(row: dict) -> None:  # type: ignore[type-arg]
+def _print_row(row: Row) -> None:
     n, fs = row["n"], row["fs"]
     line = (
         f"N={n}: feedservice cold {_rate(n, fs['cold']):.0f} feeds/s, warm {_rate(n, fs['warm']):.0f} feeds/s, "
@@ -212,7 +212,7 @@ def _print_row(row: dict) -> None:  # type: ignore[type-arg]
     print(line, file=sys.stderr)
 
 
-def _markdown(rows: list[dict], args: argparse.Namespace) -> str:  # type: ignore[type-arg]
+def _markdown(rows: list[Row], args: argparse.Namespace) -> str:
     out = [
         "## Collect (issue 3)",
         "",

@@ -109,6 +109,7 @@ def child(n: int, reps: int) -> None:
     assert not unchanged.changed
     store.close()
     pages = sum(1 for _ in (out / "archive").rglob("*.atom"))
+    row: dict[str, float | list[float]]
     row = {"n": n, "stored_s": stored, "first_s": first_s, "first_cpu_s": first_cpu, "archive_pages": pages}
     row |= {"first_files": len(first.changed), "rebuild_ms": [x * 1000 for x in rebuilds]}
     row |= {"rebuild_cpu_ms": [x * 1000 for x in rebuild_cpu]}

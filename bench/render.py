@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, write_section
 
-from feedservice.model import Article, Observation, Section, WeatherBlock
+from feedservice.model import Article, Edition, Observation, Section, WeatherBlock
 from feedservice.services import digest
 from feedservice.stations import WIDGET_STATIONS
 from feedservice.tokens import make_token
@@ -42,7 +42,7 @@ CHOICES: list[tuple[str, ...]] = [
 SECRET = b"bench-secret"
 
 
-def edition() -> tuple[digest.DigestSite, digest.Edition, list[Article], WeatherBlock]:
+def edition() -> tuple[digest.DigestSite, Edition, list[Article], WeatherBlock]:
     site = digest.DigestSite(
         name="뉴스스페이스", url="https://www.newsspace.kr", public_url="https://feeds.newsspace.kr", language="ko",
         tz=KST, sender="뉴스스페이스 <newsletter@newsspace.kr>", postal_address="서울특별시 중구 세종대로 000",
@@ -127,7 +127,8 @@ def naive(n: int) -> float:
 
 def _check(data: bytes, unsub: str) -> None:
     msg = email.message_from_bytes(data, policy=policy.default)
-    assert unsub in msg.get_body(("plain",)).get_content(), "the subscriber's link is missing"
+    plain = msg.get_body(("plain",))
+    assert plain is not None and unsub in plain.get_content(), "the subscriber's link is missing"
 
 
 def main() -> None:

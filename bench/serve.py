@@ -1,12 +1,15 @@
 """Feed serving benchmark: `feedservice serve` against nginx serving the same file, same run.
 
-    .venv/bin/python bench/serve.py [--duration 10] [--reps 3] [--connections 50] [--write]
+    .venv/bin/python bench/serve.py [--duration 10] [--reps 3] [--connections 50] [--workers 1 2]
+                                    [--candidates uvicorn hypercorn] [--write]
 
 Builds a 50-entry section feed with feedservice itself (Korean articles like bench/collect.py's),
 then measures requests/s with wrk (Debian's package, installed when missing) on 127.0.0.1 for
-the 200 path and the 304 path (If-None-Match with the server's own ETag), for feedservice (the
-ASGI path under uvicorn) and for Debian's nginx serving the built file from disk, in the same run.
-Medians of --reps alternating runs. Target (issue 15): feedservice ≥ 25% of nginx's rate.
+the 200 path and the 304 path (If-None-Match with the server's own ETag), for `feedservice serve`
+(the ASGI path under Granian, with --workers processes), for the same app under the --candidates
+servers (bench/_candidate.py: one process each, when installed) and for Debian's nginx serving the
+built file from disk, in the same run. Medians of --reps alternating runs. Target (issue 15):
+feedservice ≥ 25% of nginx's rate.
 """
 
 from __future__ import annotations
@@ -118,6 +121,13 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="feedservice web worker processes")
+    ap.add_argument(
+        "--candidates",
+        nargs="*",
+        default=[],
+        choices=["uvicorn", "hypercorn"],
+        help="the same app under these servers too (bench/_candidate.py; install them first)",
+    )
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
 
@@ -130,17 +140,19 @@ def main() -> None:
     # The reference as Debian ships it: a worker per core and the access log on.
     nginx = Nginx(folder / "feeds", WORK / "nginx-serve", workers="auto", access_log=True)
     template = cfg.read_text(encoding="utf-8")
-    results: dict[str, list[float]] = {"ng200": [], "ng304": []}
+    results: dict[str, list[float]] = {}
     try:
         theirs = nginx.url("/bigtech.xml")
         their_etag, _, their_size = etag_and_status(theirs)
-        for workers in args.workers:
+        contenders = [(f"feedservice-{w}", w, None) for w in args.workers]
+        contenders += [(name, 1, name) for name in args.candidates]
+        for key, workers, candidate in contenders:
             cfg.write_text(template.replace("workers = 1\n", f"workers = {workers}\n"), encoding="utf-8")
-            server = subprocess.Popen(
-                [sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+            if candidate is None:
+                argv = [sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"]
+            else:
+                argv = [sys.executable, str(Path(__file__).with_name("_candidate.py")), candidate, str(cfg), str(port)]
+            server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             try:
                 ours = f"http://127.0.0.1:{port}/feeds/bigtech.xml"
                 deadline = time.monotonic() + 30
@@ -150,16 +162,16 @@ def main() -> None:
                         break
                     except OSError:
                         if time.monotonic() > deadline or server.poll() is not None:
-                            raise RuntimeError("feedservice serve did not start") from None
+                            raise RuntimeError(f"{key} did not start") from None
                         time.sleep(0.2)
                 assert size == their_size, (size, their_size)
-                for key in (f"fs200-{workers}", f"fs304-{workers}"):
-                    results[key] = []
+                for code in ("200", "304"):
+                    results[f"{key}:{code}"] = []
+                    results[f"nginx-{key}:{code}"] = []
                 for _ in range(args.reps):
-                    results["ng200"].append(wrk(theirs, args.duration, args.connections, None))
-                    results[f"fs200-{workers}"].append(wrk(ours, args.duration, args.connections, None))
-                    results["ng304"].append(wrk(theirs, args.duration, args.connections, their_etag))
-                    results[f"fs304-{workers}"].append(wrk(ours, args.duration, args.connections, our_etag))
+                    for code, theirs_tag, ours_tag in (("200", None, None), ("304", their_etag, our_etag)):
+                        results[f"nginx-{key}:{code}"].append(wrk(theirs, args.duration, args.connections, theirs_tag))
+                        results[f"{key}:{code}"].append(wrk(ours, args.duration, args.connections, ours_tag))
                     print({k: round(v[-1]) for k, v in results.items() if v}, file=sys.stderr)
             finally:
                 server.terminate()
@@ -167,6 +179,9 @@ def main() -> None:
     finally:
         nginx.stop()
     med = {k: median(v) for k, v in results.items()}
+    names = {f"feedservice-{w}": f"feedservice, {w} process{'es' if w > 1 else ''}" for w in args.workers}
+    names |= {"uvicorn": "uvicorn (defaults: no head timeout)", "hypercorn": "Hypercorn (limits held)"}
+    keys = [f"feedservice-{w}" for w in args.workers] + list(args.candidates)
     md = "\n".join(
         [
             "## Serving feeds (issues 4 and 15)",
@@ -174,19 +189,21 @@ def main() -> None:
             f"`.venv/bin/python bench/serve.py {' '.join(a for a in sys.argv[1:] if a != '--write')}` on "
             f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores: wrk -t2 -c{args.connections} for {args.duration} s "
             f"against one 50-entry section feed ({size:,} bytes) on 127.0.0.1, served by `feedservice serve` "
-            "(uvicorn with uvloop and httptools; feed requests answered by the ASGI app, `web/feedserver.py`, "
-            "from replies prepared once per file version; `[web] workers` processes) and by Debian's nginx (a "
-            "worker per core, access log on) from the file the build wrote; 304 = If-None-Match with the server's "
-            f"own ETag. Medians of {args.reps} alternating runs (a shared, noisy machine: compare the ratios, "
-            "each taken within one run); nginx's figure is the median over all its runs.",
+            "(Granian with uvloop; feed requests answered by the ASGI app, `web/feedserver.py`, from replies "
+            "prepared once per file version, behind the request limits of `web/httplimits.py`; `[web] workers` "
+            "processes), by the same app under other servers where listed (`bench/_candidate.py`, one process), "
+            "and by Debian's nginx (a worker per core, access log on) from the file the build wrote; "
+            "304 = If-None-Match with the server's own ETag. Medians of "
+            f"{args.reps} runs, each server's alternating with nginx's (a shared, noisy machine: compare the "
+            "ratios, each taken against the nginx runs beside it).",
             "",
-            "| path | feedservice workers | feedservice (req/s) | nginx (req/s) | feedservice / nginx |",
+            "| path | server | req/s | nginx beside it (req/s) | server / nginx |",
             "|---|---|---|---|---|",
             *[
-                f"| {code} | {w} | {med[f'fs{code}-{w}']:,.0f} | {med[f'ng{code}']:,.0f} | "
-                f"{med[f'fs{code}-{w}'] / med[f'ng{code}']:.0%} |"
+                f"| {code} | {names[key]} | {med[f'{key}:{code}']:,.0f} | {med[f'nginx-{key}:{code}']:,.0f} | "
+                f"{med[f'{key}:{code}'] / med[f'nginx-{key}:{code}']:.0%} |"
                 for code in ("200", "304")
-                for w in args.workers
+                for key in keys
             ],
         ]
     )

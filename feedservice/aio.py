@@ -1,8 +1,9 @@
 """Running a coroutine to completion on the fastest event loop installed.
 
 uvloop's transports cost a fraction of asyncio's per read and write; the feed server, the
-collector's HTTP client and the SMTP pool all spend much of their time there. uvicorn picks
-uvloop for the processes it starts itself, but the commands run their own loop, so they ask here.
+collector's HTTP client and the SMTP pool all spend much of their time there. Granian picks
+uvloop for the worker processes it starts itself, but the commands run their own loop (the
+single-process server included), so they ask here.
 """
 
 from __future__ import annotations

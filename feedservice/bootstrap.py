@@ -19,29 +19,26 @@ from pathlib import Path
 from pydantic import SecretStr
 
 import feedservice
-from feedservice.adapters.asos import AsosHourlyProvider
+from feedservice.adapters.bounces.events import EventIntake
 from feedservice.adapters.bounces.intakes import configured_intakes
 from feedservice.adapters.bounces.reading import read_bounce
-from feedservice.adapters.dkim import DkimSigner
-from feedservice.adapters.forecast import VilageForecastProvider
+from feedservice.adapters.bounces.webhooks import configured_receivers
 from feedservice.adapters.http import HttpFetcher, user_agent
-from feedservice.adapters.kma import KmaSurfaceProvider
-from feedservice.adapters.maildir import MaildirMailer
-from feedservice.adapters.openmeteo import OpenMeteoProvider
+from feedservice.adapters.mail_setup import configured_mailer, configured_signer
 from feedservice.adapters.parse import parse_feed
 from feedservice.adapters.parser_pool import ParserPool
-from feedservice.adapters.smtp import SmtpMailer
 from feedservice.adapters.store import Store, open_store
+from feedservice.adapters.weather_sources import configured_forecast, configured_providers
 from feedservice.adapters.websub import WebSubPublisher
 from feedservice.addresses import wire_mailbox
-from feedservice.bounce_model import BounceReading
+from feedservice.bounce_model import BounceReading, ProviderEvent
 from feedservice.config import Settings
-from feedservice.errors import ConfigError
 from feedservice.model import Delivery, Edition, Route, Section, Subscriber, WeatherBlock
-from feedservice.ports import BounceIntake, Mailer, WeatherProvider
+from feedservice.ports import BounceIntake, Mailer, MessageSigner, WeatherProvider, WebhookReceiver
 from feedservice.services import bounces as bounce_service
 from feedservice.services import collect as collect_service
 from feedservice.services import deliver, digest, editions, feeds, weather
+from feedservice.services import readiness as readiness_service
 from feedservice.services.sending import Progress, Sending
 from feedservice.tokens import make_token
 from feedservice.verp import envelope_sender
@@ -138,59 +135,15 @@ class App:
         )
 
     def weather_providers(self) -> list[WeatherProvider]:
-        w = self.settings.weather
-        if w.provider == "none":
-            return []
-        if w.provider == "open-meteo":
-            return [OpenMeteoProvider(base_url=w.base_url, timeout=w.timeout)]
-        providers: list[WeatherProvider]
-        if w.provider == "asos":
-            key = self.settings.secret(w.data_go_kr_key_env)
-            providers = [AsosHourlyProvider(key, base_url=w.base_url, timeout=w.timeout)]
-        else:
-            providers = [
-                KmaSurfaceProvider(self.settings.secret(w.api_key_env), base_url=w.base_url, timeout=w.timeout)
-            ]
-        if w.fallback == "open-meteo":
-            providers.append(OpenMeteoProvider(base_url=w.fallback_base_url, timeout=w.timeout))
-        return providers
+        return configured_providers(self.settings.weather, self.settings.secret)
 
     def make_mailer(self) -> Mailer:
-        d = self.settings.delivery
-        if d.effective_mode == "smtp" and d.smtp is not None:
-            return SmtpMailer(
-                d.smtp.host,
-                d.smtp.port,
-                tls=d.smtp.tls,
-                username=d.smtp.username,
-                password=self.settings.secret(d.smtp.password_env),
-                timeout=d.smtp.timeout,
-                pool_size=d.smtp.pool_size,
-                messages_per_connection=d.smtp.messages_per_connection,
-            )
-        return MaildirMailer(self.settings.path(d.maildir))
+        return configured_mailer(self.settings.delivery, self.settings.secret, self.settings.path)
 
-    def signer(self) -> DkimSigner | None:
+    def signer(self) -> MessageSigner | None:
         """DKIM signing when ``[digest] dkim_selector`` is set (the key from ``dkim_key_env``)."""
-        d = self.settings.digest
-        if not d.dkim_selector:
-            return None
-        key = self.settings.secret(d.dkim_key_env)
-        if not key:
-            raise ConfigError(
-                self.settings.source_path,
-                "digest.dkim_key_env",
-                f"dkim_selector is set but the environment variable {d.dkim_key_env} is empty",
-            )
-        ed25519 = self.settings.secret(d.dkim_ed25519_key_env)
-        if d.dkim_ed25519_key_env and not ed25519:
-            raise ConfigError(self.settings.source_path, "digest.dkim_ed25519_key_env",
-                              f"the environment variable {d.dkim_ed25519_key_env} is empty")  # fmt: skip
-        domain = d.dkim_domain or self.digest_site.sender_domain
-        signer = DkimSigner(selector=d.dkim_selector, domain=domain, private_key_pem=key.get_secret_value().encode(),
-                            source=self.settings.source_path, ed25519_selector=d.dkim_ed25519_selector,
-                            ed25519_key_pem=ed25519.get_secret_value().encode() if ed25519 else None)  # fmt: skip
-        return signer
+        s = self.settings
+        return configured_signer(s.digest, s.secret, s.source_path, self.digest_site.sender_domain)
 
     def renderer(self) -> digest.DigestRenderer:
         dirs = []
@@ -261,13 +214,9 @@ class App:
 
     async def weather_for_digest(self, edition_end: datetime | None = None) -> WeatherBlock:
         w = self.settings.weather
-        forecast = None
-        if w.forecast:
-            key = self.settings.secret(w.data_go_kr_key_env)
-            forecast = VilageForecastProvider(key, base_url=w.forecast_base_url, timeout=w.timeout)
         return await weather.weather_for_edition(
             self.store, self.weather_providers(), w.stations, self.clock, max_age=timedelta(minutes=w.max_age_minutes),
-            timeout=w.timeout, forecast=forecast, edition_end=edition_end,
+            timeout=w.timeout, forecast=configured_forecast(w, self.settings.secret), edition_end=edition_end,
         )  # fmt: skip
 
     def edition(self, day: date) -> Edition:
@@ -307,18 +256,39 @@ class App:
         return_path, secret = b.return_path, self.secret()
         return lambda d: envelope_sender(return_path, secret, d.edition, d.subscriber_id)
 
+    def readiness(self) -> tuple[bool, str]:
+        """``/readyz`` and ``feedservice status``: the database answers, the last collect is recent."""
+        s = self.settings
+        age = s.run.ready_collect_age_minutes or 3 * s.collect.interval_minutes
+        return readiness_service.readiness(
+            self.store, has_sources=bool(s.sources), max_age=timedelta(minutes=age), now=self.clock()
+        )
+
     def bounce_intakes(self) -> list[BounceIntake]:
         """Every configured ``[bounces]`` intake (none: bounce mail is not read)."""
         return configured_intakes(self.settings.bounces, self.settings.path, self.settings.secret)
 
+    def webhook_receivers(self) -> list[WebhookReceiver]:
+        """One receiver per configured provider webhook (``[bounces.webhooks.*]``)."""
+        return configured_receivers(self.settings.bounces, self.settings.secret, self.clock)
+
+    def check_events(self, events: Sequence[ProviderEvent]) -> bounce_service.CheckReport:
+        """Provider events (webhook calls) through the same check as returned mail, in one pass;
+        their recipients are believed with VERP on only when every event is the provider's word."""
+        readings = {e.raw: e.reading for e in events}
+        return self.check_bounces(intakes=[EventIntake(e) for e in events], read=readings.__getitem__,
+                                  provider_says=all(e.provider_says for e in events))  # fmt: skip
+
     def check_bounces(self, *, force: bool = False, intakes: Sequence[BounceIntake] | None = None,
-                      read: Callable[[bytes], BounceReading] = read_bounce) -> bounce_service.CheckReport:  # fmt: skip
+                      read: Callable[[bytes], BounceReading] = read_bounce,
+                      provider_says: bool = False) -> bounce_service.CheckReport:  # fmt: skip
         """Read every intake (or ``intakes``: a webhook's event) once: record, match and apply the
-        bounce policy (``services.bounces``)."""
+        bounce policy (``services.bounces``). ``provider_says``: the events' every word is their
+        provider's (the whole call authenticated), so the recipient they name is believed with VERP on."""
         b = self.settings.bounces
         assert b is not None, "check_bounces needs [bounces]"
         policy = bounce_service.BouncePolicy(soft_limit=b.soft_limit, soft_days=b.soft_days,
-                                             trust_recipient=b.return_path is None)  # fmt: skip
+                                             trust_recipient=b.return_path is None or provider_says)  # fmt: skip
         intakes = self.bounce_intakes() if intakes is None else intakes
         check = bounce_service.BounceCheck(self.store, intakes, read, self.verify_secrets(),
                                            self.clock, policy)  # fmt: skip

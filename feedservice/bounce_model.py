@@ -21,8 +21,8 @@ from datetime import date, datetime
 from enum import StrEnum
 
 __all__ = [
-    "BounceKind", "BounceReading", "BounceRecord", "BounceRow", "EditionFeedback", "ReturnedMail", "soft_streak",
-    "status_kind",
+    "BounceKind", "BounceReading", "BounceRecord", "BounceRow", "EditionFeedback", "ProviderEvent", "ReturnedMail",
+    "soft_streak", "status_kind",
 ]  # fmt: skip
 
 
@@ -94,6 +94,20 @@ class ReturnedMail:
 
 
 @dataclass(frozen=True)
+class ProviderEvent:
+    """A bounce or complaint a provider reported over HTTP (a webhook call), already read."""
+
+    source: str  # "webhook:<provider>/<the provider's event id>": recorded, so a replay changes nothing
+    raw: bytes  # the event as kept for a person
+    reading: BounceReading
+    fresh: bool = True  # the call's timestamp is within its provider's max age: a new event is believed
+    # The whole call is authenticated (SNS and SendGrid sign the body, Postmark's credentials come
+    # over HTTPS), so the recipient it names is the provider's word, believed with VERP on. Mailgun
+    # signs only a timestamp and a token: its recipient is not.
+    provider_says: bool = False
+
+
+@dataclass(frozen=True)
 class BounceRow:
     """One piece of returned mail to record, and what it does."""
 
@@ -133,16 +147,25 @@ COMPLAINT_WARNING = 0.001  # Gmail's and Naver's guidance: stay under 0.1%, neve
 @dataclass(frozen=True)
 class EditionFeedback:
     """What came back from one edition. Bounces and complaints count readers (once each, matched to
-    this edition); unsubscribes count readers who left with this edition their last one."""
+    this edition); unsubscribes count readers who left with this edition their last one. ``refused``:
+    readers the relay refused while sending (5.1.x to RCPT TO), counted in ``hard`` but never
+    delivered, so a bounce rate is a share of the messages sent (delivered or refused), a complaint
+    or unsubscribe rate a share of those delivered."""
 
     delivered: int
     hard: int
     soft: int
     complaints: int
     unsubscribes: int
+    refused: int = 0
 
-    def rate(self, n: int) -> float:
-        return n / self.delivered if self.delivered else 0.0
+    def rate(self, n: int, *, of_sent: bool = False) -> float:
+        whole = self.delivered + (self.refused if of_sent else 0)
+        return n / whole if whole else 0.0
+
+    def kind_rate(self, kind: str) -> float:
+        """The rate of ``hard``, ``soft``, ``complaints`` or ``unsubscribes``, each over its own whole."""
+        return self.rate(getattr(self, kind), of_sent=kind in ("hard", "soft"))
 
     @property
     def warning(self) -> str | None:
@@ -153,8 +176,10 @@ class EditionFeedback:
         return None
 
     def summary(self) -> str:
-        def part(n: int, what: str) -> str:
-            return f"{n} {what} ({self.rate(n):.2%})"
+        def part(kind: str, what: str) -> str:
+            return f"{getattr(self, kind)} {what} ({self.kind_rate(kind):.2%})"
 
-        return (f"{self.delivered} delivered, {part(self.hard, 'hard bounces')}, {part(self.soft, 'soft bounces')}, "
-                f"{part(self.complaints, 'complaints')}, {part(self.unsubscribes, 'unsubscribes')}")  # fmt: skip
+        refused = f" (+{self.refused} refused while sending)" if self.refused else ""
+        return (f"{self.delivered} delivered{refused}, {part('hard', 'hard bounces')}, "
+                f"{part('soft', 'soft bounces')}, {part('complaints', 'complaints')}, "
+                f"{part('unsubscribes', 'unsubscribes')}")  # fmt: skip

@@ -34,6 +34,13 @@ class SendgridWebhookConfig(Table):
     max_age_seconds: int = Field(default=300, ge=10, le=24 * 3600)
 
 
+class PostmarkWebhookConfig(Table):
+    """``[bounces.webhooks.postmark]``: Postmark's webhooks behind HTTP Basic auth (``POST /webhooks/postmark``)."""
+
+    username: str = Field(min_length=1, max_length=200, pattern=r"^[^:\s]+$")  # as in the webhook URL
+    password_env: EnvName = "POSTMARK_WEBHOOK_PASSWORD"  # the password itself is never in the file
+
+
 class WebhooksConfig(Table):
     """``[bounces.webhooks]``: providers that report bounces and complaints over HTTP."""
 
@@ -41,6 +48,7 @@ class WebhooksConfig(Table):
     ses: SesWebhookConfig | None = None
     mailgun: MailgunWebhookConfig | None = None
     sendgrid: SendgridWebhookConfig | None = None
+    postmark: PostmarkWebhookConfig | None = None
 
 
 class BouncesImapConfig(Table):

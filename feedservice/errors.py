@@ -8,6 +8,8 @@
     ├── WeatherError         a weather provider failed (carries the provider)
     ├── TemplateError        a digest template is broken (carries its name and line)
     ├── IntakeError          a bounce intake (Maildir, IMAP) cannot be read (carries its name)
+    ├── WebhookRefused       a provider's webhook call not believed or not understood (carries
+    │                        the HTTP status and the one word answered)
     └── DeliveryError        a message could not be handed over (about its recipient)
         └── SendingStopped   about us, not the recipient (connect, EHLO, STARTTLS, AUTH, MAIL
             │                FROM): the run stops; a temporary one is retried by a later run
@@ -17,6 +19,8 @@ Adapters turn library exceptions into these at their boundary and chain the caus
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
 
 
 class FeedServiceError(Exception):
@@ -28,7 +32,7 @@ class ConfigError(FeedServiceError):
         self.path, self.key, self.message = path, key, message
         super().__init__(f"{path}: {key}: {message}" if key else f"{path}: {message}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]  # pickles across process pools
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str, str]]:  # pickles across process pools
         return (type(self), (self.path, self.key, self.message))
 
 
@@ -41,7 +45,7 @@ class FetchError(FeedServiceError):
         self.url, self.message, self.retry_after, self.gone = url, message, retry_after, gone
         super().__init__(f"{url}: {message}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Callable[..., FetchError], tuple[str, str, float | None, bool]]:
         return (_rebuild_fetch_error, (self.url, self.message, self.retry_after, self.gone))
 
 
@@ -50,7 +54,7 @@ class ParseError(FeedServiceError):
         self.url, self.message = url, message
         super().__init__(f"{url}: {message}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[type[ParseError], tuple[str, str]]:
         return (type(self), (self.url, self.message))
 
 
@@ -59,7 +63,7 @@ class WeatherError(FeedServiceError):
         self.provider, self.message = provider, message
         super().__init__(f"weather provider {provider}: {message}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[type[WeatherError], tuple[str, str]]:
         return (type(self), (self.provider, self.message))
 
 
@@ -102,3 +106,14 @@ class IntakeError(FeedServiceError):
     def __init__(self, intake: str, message: str) -> None:
         self.intake, self.message = intake, message
         super().__init__(f"{intake}: {message}")
+
+
+class WebhookRefused(FeedServiceError):
+    """A provider's call (``POST /webhooks/{provider}``) that is not applied: ``status`` and ``word``
+    are all the caller is told (403 "refused", 400 "bad request", …), with ``headers`` (a 401's
+    ``WWW-Authenticate``); the reason goes to the log."""
+
+    def __init__(self, status: int, word: str, reason: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.word = status, word
+        self.headers: dict[str, str] = dict(headers or {})

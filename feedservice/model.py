@@ -9,9 +9,11 @@ from __future__ import annotations
 import enum
 import fnmatch
 import hashlib
+import operator
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from feedservice.text import sanitized_to_text
@@ -75,12 +77,8 @@ class Article:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Articles cross from the parser processes in pickles: rebuilt through __init__ they
         # unpickle in two thirds of the time of the per-field __setstate__ of slotted dataclasses.
-        fields = (
-            self.id, self.url, self.section, self.title, self.summary_html, self.content_html, self.author,
-            self.categories, self.image_url, self.image_type, self.image_length, self.published, self.updated,
-            self.source_url,
-        )  # fmt: skip
-        return _unpickle_article, (fields, self._digest)
+        # The fields are every __init__ field, in order (``_ARTICLE_FIELDS``, read off the class).
+        return _unpickle_article, (_ARTICLE_FIELDS(self), self._digest)
 
     def content_hash(self) -> str:
         """A digest of everything a reader would see change; an equal digest means "not modified".
@@ -95,10 +93,10 @@ class Article:
                 "\x1e".join(self.categories), self.image_url or "",
                 self.published.isoformat() if self.published else "",
             )  # fmt: skip
-            object.__setattr__(
-                self, "_digest", hashlib.blake2b("\x1f".join(fields).encode(), digest_size=16).hexdigest()
-            )
-        return self._digest  # type: ignore[return-value]
+            digest = hashlib.blake2b("\x1f".join(fields).encode(), digest_size=16).hexdigest()
+            object.__setattr__(self, "_digest", digest)
+            return digest
+        return self._digest
 
     @property
     def summary_text(self) -> str:
@@ -107,6 +105,28 @@ class Article:
 
     def sort_key(self) -> datetime:
         return self.published or self.updated or datetime.min.replace(tzinfo=UTC)
+
+
+class ArticleFields(TypedDict, total=False):
+    """Some of an ``Article``'s fields by name, as ``dataclasses.replace(article, **fields)`` takes
+    them (tests/test_model.py checks that it names every field)."""
+
+    id: str
+    url: str
+    section: str
+    title: str
+    summary_html: str
+    content_html: str
+    author: str
+    categories: tuple[str, ...]
+    image_url: str | None
+    image_type: str | None
+    image_length: int | None
+    published: datetime | None
+    updated: datetime | None
+    source_url: str
+# What ``Article.__reduce__`` pickles: the values of its __init__ fields, in their order.
+_ARTICLE_FIELDS = operator.attrgetter(*(f.name for f in dataclass_fields(Article) if f.init))
 
 
 def _unpickle_article(fields: tuple[Any, ...], digest: str | None) -> Article:
@@ -138,7 +158,6 @@ class FetchResult:
     status: int
     content: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
-    final_url: str | None = None
     permanent_redirect: str | None = None  # the new URL when every hop was a 301/308
 
     @property

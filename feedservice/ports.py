@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from feedservice.bounce_model import BounceRow, ReturnedMail
+from feedservice.bounce_model import BounceRow, ProviderEvent, ReturnedMail
 from feedservice.model import (
     Article,
     Delivery,
@@ -87,12 +87,6 @@ class MessageSigner(Protocol):
         ...
 
 
-class Clock(Protocol):
-    def __call__(self) -> datetime:
-        """The current time, timezone-aware."""
-        ...
-
-
 class SourceStore(Protocol):
     """What the collector needs from storage."""
 
@@ -100,23 +94,21 @@ class SourceStore(Protocol):
 
     def record_fetch_failure(self, url: str, error: str, now: datetime, next_attempt: datetime) -> None: ...
 
-    def record_fetch_success(
-        self,
-        url: str,
-        now: datetime,
-        next_attempt: datetime,
-        *,
-        etag: str | None,
-        last_modified: str | None,
-        articles: Sequence[Article] = (),
-        fetch_url: str | None = None,
-    ) -> tuple[int, int]: ...
-
     def record_fetches(self, records: Sequence[FetchRecord], now: datetime) -> list[tuple[int, int, int]]:
         """(new, updated, owned by another source) article counts per record."""
         ...
 
     def disable_source(self, url: str, error: str, now: datetime) -> None: ...
+
+
+class HealthStore(Protocol):
+    """What the readiness rule reads (``services/readiness.py``)."""
+
+    def ping(self) -> bool:
+        """Whether the database answers."""
+        ...
+
+    def list_sources(self, *, with_counts: bool = True) -> list[SourceState]: ...
 
 
 class WeatherStore(Protocol):
@@ -212,17 +204,12 @@ class DeliveryStore(SubscriberStore, Protocol):
 
     def save_domain_pause(self, pause: DomainPause) -> None: ...
 
+    def record_bounce(self, row: BounceRow) -> bool:
+        """A relay's refusal while sending, recorded (and its suppression) as returned mail is."""
+        ...
+
     def mark_deliveries(
         self, outcomes: Sequence[tuple[int, DeliveryStatus, str | None, datetime | None]], now: datetime
-    ) -> None: ...
-
-    def mark_delivery(
-        self,
-        delivery_id: int,
-        status: DeliveryStatus,
-        reply: str | None,
-        now: datetime,
-        next_attempt: datetime | None = None,
     ) -> None: ...
 
 
@@ -241,6 +228,25 @@ class BounceIntake(Protocol):
 
     def close(self) -> None:
         """Release what ``pending`` opened (a server connection); called once the pass is over."""
+        ...
+
+
+class WebhookReceiver(Protocol):
+    """A provider's webhook (``POST /webhooks/{name}``): believes a call only when the provider
+    signed it, and turns what it reports into bounce events (``adapters/bounces/webhooks.py``)."""
+
+    name: str
+
+    def admit(self, headers: Mapping[str, str]) -> None:
+        """Checked before the body is read: raise ``WebhookRefused`` for a caller not let in at all
+        (Postmark's Basic credentials), so a stranger's call costs nothing; signed providers admit all."""
+        ...
+
+    async def receive(self, headers: Mapping[str, str], raw: bytes, body: Any) -> list[ProviderEvent]:
+        """The call's bounces and complaints (none: nothing to apply, e.g. a delivery notice).
+        ``headers`` are looked up by lower-case name, ``body`` is ``raw`` as JSON. Each event says
+        whether the call was fresh and whether its recipient is the provider's word. Raise
+        ``WebhookRefused`` when the call is not believed, not understood or cannot be answered now."""
         ...
 
 

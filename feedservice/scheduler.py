@@ -17,11 +17,10 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -33,8 +32,8 @@ from feedservice.adapters.leader import LeaderLock
 from feedservice.bootstrap import App
 from feedservice.errors import FeedServiceError, WeatherError
 from feedservice.web.app import create_app
-from feedservice.web.httplimits import LimitedHttpProtocol
-from feedservice.web.listen import open_listeners
+from feedservice.web.listen import listen_address
+from feedservice.web.server import embedded, serve_processes
 
 log = logging.getLogger(__name__)
 
@@ -210,62 +209,70 @@ async def help_send(app: App, stop: asyncio.Event) -> None:
             log.error("sending failed: %s: %s", exc.__class__.__name__, exc)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, but a SIGTERM/SIGINT ends in a clean exit (status 0) instead of being re-raised."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-        if self._captured_signals:
-            log.info("stopped by %s", signal.Signals(self._captured_signals[-1]).name)
-
-
 async def serve(app: App, *, with_scheduler: bool) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn handles both); with the scheduler, also lead when this
-    process holds the scheduling lock, and help send. Stopping hands back unsent claims."""
+    """Serve until SIGINT/SIGTERM; with the scheduler, also lead when this process holds the
+    scheduling lock, and help send. Stopping hands back unsent claims.
+
+    The server (Granian, ``web/server.py``) runs in this event loop; a signal stops it, giving
+    requests in flight up to ``run.shutdown_timeout``, and the process exits 0."""
     web = app.settings.web
-    config = uvicorn.Config(
-        create_app(app), host=web.host, port=web.port, log_config=None, access_log=False, lifespan="off",
-        http=LimitedHttpProtocol, proxy_headers=False,  # [web] trusted_proxies decides instead (web/clients.py)
-        timeout_graceful_shutdown=int(app.settings.run.shutdown_timeout),
-    )  # fmt: skip
-    # Opened before anything starts, so a bad host or a taken port is one line and exit 1 or 2.
-    sockets = open_listeners(web.host, web.port, config_path=app.settings.source_path)
-    server = _Server(config)
+    timeout = app.settings.run.shutdown_timeout
+    # Tried before anything starts, so a bad host or a taken port is one line and exit 1 or 2.
+    address = listen_address(web.host, web.port, config_path=app.settings.source_path)
+    server = embedded(create_app(app), address, web.port)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(lead(app, stop)), asyncio.create_task(help_send(app, stop))] if with_scheduler else []
+    loop = asyncio.get_running_loop()
+    serving = asyncio.ensure_future(server.serve())
+    caught: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not caught:
+            server.stop()  # type: ignore[no-untyped-call]  # granian's embeddable Server.stop is unannotated
+            loop.call_later(timeout, serving.cancel)  # requests still running then are cut off
+        caught.append(sig)
+
+    handled = _handle_signals(loop, on_signal)
     log.info("serving on http://%s:%d/", web.host, web.port)
     try:
-        await server.serve(sockets=sockets)
+        await asyncio.wait({serving})
+        if not serving.cancelled():
+            serving.result()
+        if not caught:  # Granian logged why (e.g. the port was taken after all)
+            raise FeedServiceError("the web server stopped unexpectedly")
+        log.info("stopped by %s", caught[-1].name)
     finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        serving.cancel()
         # Stop taking new work: a send under way stops after its messages in flight and hands
         # back what it had claimed; then give everything up to shutdown_timeout to finish.
         stop.set()
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=app.settings.run.shutdown_timeout)
+            await asyncio.wait(tasks, timeout=timeout)
+
+
+def _handle_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[signal.Signals], None]) -> list[signal.Signals]:
+    """SIGINT and SIGTERM call ``handler`` (only the main thread can have signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler, sig)
+    return [signal.SIGINT, signal.SIGTERM]
 
 
 def serve_workers(app: App, *, with_scheduler: bool) -> None:
-    """Serve from ``web.workers`` processes (uvicorn's supervisor), for sites one process cannot carry.
+    """Serve from ``web.workers`` processes (Granian's supervisor), for sites one process cannot carry.
 
     Each worker builds its own app from the config file; the scheduler, when asked, runs in
     this supervising process, on an event loop of its own in a thread.
     """
     web = app.settings.web
-    # uvicorn's supervisor binds by itself and answers a failure with sys.exit(3): try the
-    # address first so that a bad host or a taken port is our one line (web/listen.py).
-    for sock in open_listeners(web.host, web.port, config_path=app.settings.source_path):
-        sock.close()
+    # Granian's supervisor binds by itself and answers a failure with its own log lines: try
+    # the address first so that a bad host or a taken port is our one line (web/listen.py).
+    address = listen_address(web.host, web.port, config_path=app.settings.source_path)
     os.environ["FEEDSERVICE_CONFIG"] = str(Path(app.settings.source_path).resolve())
     stop = threading.Event()
     thread = None
@@ -283,11 +290,7 @@ def serve_workers(app: App, *, with_scheduler: bool) -> None:
         thread.start()
     log.info("serving on http://%s:%d/ with %d worker processes", web.host, web.port, web.workers)
     try:
-        uvicorn.run(
-            "feedservice.web.app:app_from_environment", factory=True, host=web.host, port=web.port,
-            workers=web.workers, log_config=None, access_log=False, lifespan="off", http=LimitedHttpProtocol,
-            proxy_headers=False,  # [web] trusted_proxies decides instead (web/clients.py)
-        )  # fmt: skip
+        serve_processes(address, web.port, web.workers, app.settings.run.shutdown_timeout)
     finally:
         stop.set()
         if thread is not None:

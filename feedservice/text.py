@@ -69,8 +69,3 @@ def sanitize_html(value: str, base: str | None = None) -> str:
 def sanitized_to_text(value: str) -> str:
     """Plain text of HTML that ``sanitize_html`` produced (well-formed, no scripts left)."""
     return clean_text(html.unescape(_TAG.sub("", _BLOCK_TAG.sub(" ", value))))
-
-
-def html_to_text(value: str) -> str:
-    """Plain text of any HTML (sanitised first, so script and style contents go too)."""
-    return sanitized_to_text(sanitize_html(value))

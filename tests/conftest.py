@@ -10,14 +10,18 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from email.message import MIMEPart
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypedDict
 
 import pytest
+
+from feedservice.model import Subscriber
+from feedservice.ports import SubscriberStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FEEDSERVICE_SHARED", ROOT.parent / "shared"))
@@ -293,11 +297,23 @@ secret_env = "FS_TEST_SECRET"
 """
 
 
+class ConfigOptions(TypedDict, total=False):
+    """``write_config``'s keyword options but the sources, for helpers that pass them on."""
+
+    db_url: str | None
+    weather_provider: str
+    weather_extra: str
+    fallback: str
+    delivery_extra: str
+    collect_extra: str
+    allow_hosts: tuple[str, ...]
+
+
 def write_config(
     folder: Path,
     *,
     db_url: str | None = None,
-    sources: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    sources: Sequence[tuple[str, str]] = (),
     weather_provider: str = "none",
     weather_extra: str = "",
     fallback: str = "none",
@@ -320,6 +336,26 @@ def write_config(
     path = folder / "config.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def subscriber(store: SubscriberStore, email: str) -> Subscriber:
+    """The stored subscriber with this address; the test fails when there is none."""
+    found = store.get_subscriber(email)
+    assert found is not None, f"no subscriber {email!r}"
+    return found
+
+
+def body_part(message: MIMEPart, subtype: str) -> MIMEPart:
+    """A mail's ``text/<subtype>`` body part; the test fails when it has none."""
+    part = message.get_body((subtype,))
+    assert part is not None, f"the message has no text/{subtype} body"
+    return part
+
+
+def body_text(message: MIMEPart, subtype: str) -> str:
+    """The decoded text of a mail's ``text/<subtype>`` body."""
+    text: str = body_part(message, subtype).get_content()  # the content manager's str, typed Any
+    return text
 
 
 @pytest.fixture(autouse=True)

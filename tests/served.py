@@ -1,27 +1,28 @@
-"""The web app under uvicorn, as `feedservice serve` runs it (with web/httplimits.py's protocol), on a
-free port in a thread: for tests that need real connections."""
+"""The web app under Granian, as `feedservice serve` runs it (web/server.py, with web/httplimits.py's
+limits), on a free port in a thread: for tests that need real connections."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
 from feedservice.model import Article
 from feedservice.web.app import create_app
-from feedservice.web.httplimits import LimitedHttpProtocol
+from feedservice.web.httplimits import LIMITS, ASGIApp, Limits
+from feedservice.web.server import EmbeddedServer, embedded
 from tests.conftest import free_port
 
 
@@ -35,53 +36,68 @@ def app_with_article(cfg: Path, source: str, when: datetime, art_id: str = "a1",
     return app
 
 
+ServerFactory = Callable[[int], EmbeddedServer]
+
+
 @contextlib.contextmanager
-def running(config: uvicorn.Config) -> Iterator[int]:
-    """Run a uvicorn server with ``config`` (on a free port) until the block ends; yields the port."""
-    config.port = free_port()
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+def running(factory: ServerFactory) -> Iterator[int]:
+    """Run the server ``factory`` builds for a free port, in a thread with its own event loop,
+    until the block ends; yields the port."""
+    port = free_port()
+    server = factory(port)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def main() -> None:
+        loops.append(asyncio.get_running_loop())
+        await server.serve()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            break
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
         time.sleep(0.02)
     try:
-        yield config.port
+        yield port
     finally:
-        server.should_exit = True
+        loops[0].call_soon_threadsafe(server.stop)
         thread.join(10)
 
 
 def served(
-    app: App, protocol: type[LimitedHttpProtocol] = LimitedHttpProtocol, **config: object
+    app: App, limits: Limits = LIMITS, wrap: Callable[[ASGIApp], ASGIApp] = lambda inner: inner
 ) -> contextlib.AbstractContextManager[int]:
-    """Serve ``app`` as `feedservice serve` does; ``config``: more uvicorn.Config options."""
-    return running(uvicorn.Config(create_app(app), host="127.0.0.1", http=protocol, lifespan="off",
-                                  log_config=None, **config))  # type: ignore[arg-type]  # fmt: skip
+    """Serve ``app`` as `feedservice serve` does (``limits``: shorter ones for a test; ``wrap``:
+    a middleware around the app)."""
+    return running(lambda port: embedded(wrap(create_app(app)), "127.0.0.1", port, limits))
 
 
-def serve_config(app: App, monkeypatch: pytest.MonkeyPatch) -> uvicorn.Config:
-    """The uvicorn.Config that ``feedservice serve`` builds, caught before it starts serving."""
+class _Captured(Exception):
+    pass
+
+
+def serve_config(app: App, monkeypatch: pytest.MonkeyPatch) -> ServerFactory:
+    """The server ``feedservice serve`` builds (its ASGI app, as given to Granian), caught before
+    it starts serving; ``running`` serves it on a free port."""
     from feedservice import scheduler
 
-    captured: list[uvicorn.Config] = []
+    captured: list[ASGIApp] = []
 
-    class Capture:
-        def __init__(self, config: uvicorn.Config) -> None:
-            captured.append(config)
-
-        async def serve(self, sockets: object = None) -> None:
-            return None
+    def capture(asgi: ASGIApp, host: str, port: int, limits: Limits = LIMITS) -> EmbeddedServer:
+        captured.append(asgi)
+        raise _Captured
 
     with monkeypatch.context() as patch:
-        patch.setattr(scheduler, "_Server", Capture)
-        # serve opens its listening sockets first (web/listen.py): none here, the caller's
-        # running() picks a free port, and the configured 8080 may be taken on this machine.
-        patch.setattr(scheduler, "open_listeners", lambda *args, **kwargs: [])
-        asyncio.run(scheduler.serve(app, with_scheduler=False))
-    [config] = captured
-    return config
+        patch.setattr(scheduler, "embedded", capture)
+        # serve tries its address first (web/listen.py): not here, running() picks a free port,
+        # and the configured 8080 may be taken on this machine.
+        patch.setattr(scheduler, "listen_address", lambda *args, **kwargs: "127.0.0.1")
+        with contextlib.suppress(_Captured):
+            asyncio.run(scheduler.serve(app, with_scheduler=False))
+    [asgi] = captured
+    return lambda port: embedded(asgi, "127.0.0.1", port)
 
 
 @contextlib.contextmanager

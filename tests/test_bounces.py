@@ -137,7 +137,8 @@ def test_check_learns_from_every_kind_once(
         assert reason.startswith("hard bounce 5.1.1: smtp; 550 5.1.1") and "User unknown" in reason
         assert bounce_id is not None and app.store.bounce_raw(bounce_id) == mail["postfix"]
         [(_, reason, bounce_id)] = app.store.suppression_reasons(gone["complains@example.net"])
-        assert reason == "complaint: feedback: abuse" and app.store.bounce_raw(bounce_id) == mail["arf"]
+        assert reason == "complaint: feedback: abuse"
+        assert bounce_id is not None and app.store.bounce_raw(bounce_id) == mail["arf"]
         [(_, reason, _)] = app.store.suppression_reasons(gone["naver@naver.com"])
         assert "5.1.1" in reason and "계정이 없습니다" in reason
         unmatched = app.store.list_bounces(unmatched=True)
@@ -165,6 +166,97 @@ def test_check_learns_from_every_kind_once(
     assert "(광고) 11월 특가" in listed and "2 messages (unmatched only)" in listed
     assert main(["--config", str(cfg), "bounces", "list", "--since", "2026-11-21"]) == 0
     assert "10 messages" in capsys.readouterr().out
+
+
+def test_a_refusal_while_sending_is_recorded_as_a_bounce_read_later_is(
+    verp_on: tuple[SmtpSink, Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay refuses one reader at RCPT TO with 550 5.1.1: the suppression records its reason and
+    the reply that caused it, and `bounces list`, `digest status` and /metrics count it as a hard
+    bounce of the edition, like the returned mail of another reader."""
+    sink, cfg, maildir = verp_on
+    sink.refuse["gone@example.com"] = "550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown"
+    app = _app(cfg, SEND_TIME)
+    try:
+        asyncio.run(app.collect())
+        ids = {e: app.store.add_subscriber(e, (), SubscriberStatus.SUBSCRIBED, SEND_TIME)[0].id
+               for e in ("ok@example.com", "gone@example.com", "later@example.com")}  # fmt: skip
+        report = asyncio.run(app.send_digest(DAY))
+        assert (report.sent, report.failed, report.suppressed) == (2, 1, 1)
+        assert _status(app, ids["gone@example.com"]) is SubscriberStatus.SUPPRESSED
+        [(_, reason, bounce_id)] = app.store.suppression_reasons(ids["gone@example.com"])
+        assert reason == "hard bounce 5.1.1: 550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown"
+        assert bounce_id is not None
+        raw = app.store.bounce_raw(bounce_id) or b""
+        assert b"Reply: 550 5.1.1" in raw and f"Edition: {DAY}".encode() in raw and b"Message-ID: <" in raw
+        # a second run over the edition records nothing twice
+        assert asyncio.run(app.send_digest(DAY)).sent == 0
+        assert len(app.store.suppression_reasons(ids["gone@example.com"])) == 1
+    finally:
+        app.close()
+    later = next(m[0] for m in sink.messages if m[1] == ["later@example.com"])
+    deliver(maildir, "hard", sample("postfix-5.1.1.eml", verp=later))
+    monkeypatch.setattr(bootstrap, "utcnow", lambda: CHECK_TIME)
+    assert main(["--config", str(cfg), "bounces", "check"]) == 0
+    assert "1 hard, 0 soft, 0 complaints, 0 auto-replies, 0 unmatched; 1 suppressed" in capsys.readouterr().out
+
+    assert main(["--config", str(cfg), "bounces", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "2 messages"
+    relay = next(line for line in lines if f"subscriber {ids['gone@example.com']}" in line)
+    assert relay.split()[3:8] == ["hard", str(DAY), "subscriber", str(ids["gone@example.com"]), "5.1.1"]
+    assert relay.split()[8] == "suppressed"
+    assert main(["--config", str(cfg), "digest", "status", "--date", DAY.isoformat()]) == 0
+    # a bounce rate is a share of the messages sent: 2 delivered and 1 refused, 2 of them bounced
+    assert "came back: 2 delivered (+1 refused while sending), 2 hard bounces (66.67%)" in capsys.readouterr().out
+    app = _app(cfg, CHECK_TIME)
+    try:
+        [unmatched] = [r for r in app.store.list_bounces() if r.source.startswith("relay:")]
+        assert unmatched.subscriber_id == ids["gone@example.com"]
+        text = TestClient(create_app(app)).get("/metrics").text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        counts = {s.labels["kind"]: s.value for s in families["feedservice_edition_feedback"].samples}
+        assert (counts["delivered"], counts["refused"], counts["hard"]) == (2, 1, 2)
+        rates = {s.labels["kind"]: s.value for s in families["feedservice_edition_feedback_rate"].samples}
+        assert rates["hard"] == pytest.approx(2 / 3) and rates["complaints"] == 0
+    finally:
+        app.close()
+
+
+def test_a_complaint_is_matched_by_its_envelope_or_without_verp_by_its_recipient(
+    tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int]
+) -> None:
+    """An ARF report whose original Message-ID is gone (some feedback loops strip it) is still
+    matched: by the VERP envelope it names (Original-Mail-From), or, with VERP off, by the reader
+    it names (Original-Rcpt-To)."""
+    sink, port = smtp_server
+    arf = sample("arf-complaint.eml").replace(b"Message-ID: <none@newsspace.kr>\n", b"")
+    for verp in (True, False):
+        folder = tmp_path / ("verp" if verp else "plain")
+        folder.mkdir()
+        sink.messages.clear()
+        cfg, maildir = _setup(folder, feed_server, port, VERP_ON if verp else "")
+        sent = _send(cfg, sink, "complains@example.net", "stays@example.net")
+        sid, envelope, _ = sent["complains@example.net"]
+        if verp:
+            report = arf.replace(b"Original-Mail-From: <newsletter@newsspace.kr>",
+                                 f"Original-Mail-From: <{envelope}>".encode())  # fmt: skip
+        else:
+            report = arf.replace(b"Original-Rcpt-To: <redacted@mail.example.net>",
+                                 b"Original-Rcpt-To: <complains@example.net>")  # fmt: skip
+        assert report != arf
+        deliver(maildir, "arf", report)
+        app = _app(cfg, CHECK_TIME)
+        try:
+            report_of_check = app.check_bounces()
+            assert (report_of_check.complaints, report_of_check.suppressed) == (1, 1), verp
+            assert _status(app, sid) is SubscriberStatus.SUPPRESSED
+            assert _status(app, sent["stays@example.net"][0]) is SubscriberStatus.SUBSCRIBED
+            [record] = app.store.list_bounces()
+            edition = DAY if verp else None  # the VERP token names the edition; an address does not
+            assert (record.kind.value, record.subscriber_id, record.edition) == ("complaint", sid, edition)
+        finally:
+            app.close()
 
 
 def test_soft_bounces_suppress_after_the_limit_unless_a_delivery_came_between(
@@ -315,7 +407,7 @@ def test_digest_status_and_metrics_show_what_came_back_from_an_edition(
         text = TestClient(create_app(app)).get("/metrics").text
         families = {f.name: f for f in text_string_to_metric_families(text)}
         counts = {s.labels["kind"]: s.value for s in families["feedservice_edition_feedback"].samples}
-        assert counts == {"delivered": 4, "hard": 1, "soft": 1, "complaints": 1, "unsubscribes": 1}
+        assert counts == {"delivered": 4, "refused": 0, "hard": 1, "soft": 1, "complaints": 1, "unsubscribes": 1}
         rates = {s.labels["kind"]: s.value for s in families["feedservice_edition_feedback_rate"].samples}
         assert rates == {"hard": 0.25, "soft": 0.25, "complaints": 0.25, "unsubscribes": 0.25}
         assert {s.labels["edition"] for s in families["feedservice_edition_feedback"].samples} == {DAY.isoformat()}

@@ -19,7 +19,7 @@ import pytest
 
 from feedservice.cli import commands as handlers
 from feedservice.cli.main import Command, build_parser
-from tests.conftest import ROOT, free_port, write_config
+from tests.conftest import ROOT, body_text, free_port, write_config
 
 
 def _subcommands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
@@ -77,7 +77,7 @@ def test_demo_runs_offline_and_its_outputs_open(tmp_path: Path) -> None:
     html = (tmp_path / "preview" / "index.html").read_text(encoding="utf-8")
     assert "연무 울산 29.4℃" in html
     eml = email.message_from_bytes((tmp_path / "preview" / "digest.eml").read_bytes(), policy=policy.default)
-    assert "빅테크" in eml.get_body(("plain",)).get_content()
+    assert "빅테크" in body_text(eml, "plain")
     delivered = list(mailbox.Maildir(str(tmp_path / "mail"), create=False))
     assert len(delivered) == 2
 

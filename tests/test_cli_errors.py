@@ -12,7 +12,9 @@ import resource
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -148,15 +150,22 @@ def test_the_folder_check_leaves_nothing_behind(tmp_path: Path) -> None:
         check_folders(settings, ("delivery.maildir",))
 
 
-def _console(cfg: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [FEEDSERVICE, "--config", str(cfg), *args], capture_output=True, text=True, timeout=120, **kw
+def _console(
+    cfg: Path, *args: str, stdin: int | IO[bytes], preexec_fn: Callable[[], object] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FEEDSERVICE, "--config", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=stdin,
+        preexec_fn=preexec_fn,
     )
 
 
 @pytest.mark.parametrize("command", ["serve", "run"])
 def test_a_host_that_does_not_resolve_or_a_taken_port_is_one_line(tmp_path: Path, command: str) -> None:
-    """uvicorn answered these with its own log lines and exit 3; now they are ours, exit 2 or 1."""
+    """The server would answer these with its own log lines; they are ours, exit 2 or 1."""
     cfg = write_config(tmp_path)
     text = cfg.read_text(encoding="utf-8")
     cfg.write_text(text.replace("[web]\n", '[web]\nhost = "no-such-host.invalid"\n', 1), encoding="utf-8")
@@ -176,7 +185,7 @@ def test_a_host_that_does_not_resolve_or_a_taken_port_is_one_line(tmp_path: Path
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for workers in (1, 2):  # one process, and uvicorn's supervisor
+        for workers in (1, 2):  # one process, and Granian's supervisor
             edit = f"[web]\nport = {port}\nworkers = {workers}\n"
             cfg.write_text(text.replace("[web]\n", edit, 1), encoding="utf-8")
             proc = _console(cfg, command, stdin=subprocess.DEVNULL)

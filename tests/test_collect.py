@@ -1,7 +1,8 @@
 """The collector against real HTTP servers on 127.0.0.1: politeness, safety, encodings, formats.
 
 Each hostile case must end in a clear per-source error, within the timeout, with the
-other sources of the same run collected.
+other sources of the same run collected. The service's own rules are also checked on the
+in-memory fetcher (``tests/fakes.py``), without a socket.
 """
 
 from __future__ import annotations
@@ -15,15 +16,30 @@ import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Unpack
+from zoneinfo import ZoneInfo
 
 import brotli
 import pytest
 
+from feedservice.adapters.parse import parse_feed
+from feedservice.adapters.store import Store, open_store
 from feedservice.bootstrap import App, make_app
 from feedservice.cli.demo import sample_rss
 from feedservice.config import load_settings
-from feedservice.services.collect import CollectReport
-from tests.conftest import FeedServer, Served, SilentServer, free_port, shared_fixture, write_config
+from feedservice.errors import FetchError
+from feedservice.model import Section, SourceState
+from feedservice.services.collect import CollectReport, collect
+from tests.conftest import (
+    ConfigOptions,
+    FeedServer,
+    Served,
+    SilentServer,
+    free_port,
+    shared_fixture,
+    write_config,
+)
+from tests.fakes import FakeFetcher
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 KST_ITEMS = [
@@ -37,10 +53,10 @@ GOOD = sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", KST_ITEMS)
 def make(tmp_path: Path) -> Iterator[Callable[..., App]]:
     apps: list[App] = []
 
-    def _make(sources: list[tuple[str, str]], **kw: object) -> App:
+    def _make(sources: list[tuple[str, str]], **kw: Unpack[ConfigOptions]) -> App:
         folder = tmp_path / f"app{len(apps)}"
         folder.mkdir()
-        app = make_app(load_settings(write_config(folder, sources=sources, **kw)), clock=lambda: NOW)  # type: ignore[arg-type]
+        app = make_app(load_settings(write_config(folder, sources=sources, **kw)), clock=lambda: NOW)
         apps.append(app)
         return app
 
@@ -53,7 +69,7 @@ def _collect(app: App, *, force: bool = True) -> CollectReport:
     return asyncio.run(app.collect(force=force))
 
 
-def _source(app: App, url: str):  # type: ignore[no-untyped-def]
+def _source(app: App, url: str) -> SourceState:
     return next(s for s in app.store.list_sources() if s.url == url)
 
 
@@ -145,7 +161,7 @@ def test_retry_after_max_age_and_ttl_are_respected(feed_server: FeedServer, make
     feed_server.files["/plain.xml"] = Served(GOOD)
     app = make([(feed_server.url(p), "bigtech") for p in ("/busy.xml", "/cached.xml", "/ttl.xml", "/plain.xml")])
     _collect(app)
-    nxt = {s.url.rsplit("/", 1)[1]: s.next_attempt - NOW for s in app.store.list_sources()}  # type: ignore[operator]
+    nxt = {s.url.rsplit("/", 1)[1]: s.next_attempt - NOW for s in app.store.list_sources() if s.next_attempt}
     assert nxt == {
         "busy.xml": timedelta(hours=2),
         "cached.xml": timedelta(minutes=90),
@@ -188,6 +204,7 @@ def test_hostile_cache_control_values_keep_the_source_polled(feed_server: FeedSe
     assert report.errors == {}
     for value, path in paths.items():
         src = _source(app, feed_server.url(path))
+        assert src.next_attempt is not None
         assert src.failures == 0 and src.next_attempt - NOW == HOSTILE_CACHE_CONTROL[value], value[:40]
 
 
@@ -198,6 +215,7 @@ def test_failures_back_off_exponentially(feed_server: FeedServer, make: Callable
     for _ in range(3):
         _collect(app)
         src = _source(app, feed_server.url("/err.xml"))
+        assert src.next_attempt is not None
         delays.append(src.next_attempt - NOW)
     assert delays == [timedelta(minutes=15), timedelta(minutes=30), timedelta(minutes=60)]
     assert src.failures == 3 and src.last_error == "HTTP 500 Internal Server Error"
@@ -376,7 +394,7 @@ def test_json_feed(feed_server: FeedServer, make: Callable[..., App]) -> None:
     assert first.title == "JSON 기사 <하나>" and first.url == "https://www.newsspace.kr/j/1"
     assert first.published == datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
     assert "script" not in first.content_html + first.summary_html
-    assert first.author == "김정영" and first.categories == ("AI",) and first.image_url.endswith("1.jpg")  # type: ignore[union-attr]
+    assert first.author == "김정영" and first.categories == ("AI",) and (first.image_url or "").endswith("1.jpg")
     assert second.published == datetime(2026, 11, 27, 23, 0, tzinfo=UTC)  # zone-less: site time
 
 
@@ -442,3 +460,32 @@ def test_parser_processes_start_ahead_and_then_parse(feed_server: FeedServer, ma
     single = make([(feed_server.url("/a.xml"), "bigtech")], collect_extra="timeout = 5.0\nparse_processes = 1")
     single.start_parsers()
     assert single.parser_pool() is None  # one process: parsing happens in threads
+
+
+# -- the collect service's own rules, on the in-memory fetcher (tests/fakes.py): no socket ---------
+def _collect_with(store: Store, fetcher: FakeFetcher, now: datetime) -> CollectReport:
+    run = collect(
+        store, fetcher, parse_feed, tz=ZoneInfo("Asia/Seoul"), now=now, interval=timedelta(minutes=15), force=True
+    )
+    return asyncio.run(run)
+
+
+def test_one_sources_failure_is_its_own_and_the_rest_of_the_run_is_stored(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        store.sync_sections([Section("bigtech", "빅테크")])
+        urls = ["https://good.example/rss", "https://broken.example/rss", "https://missing.example/rss"]
+        store.sync_sources((url, "bigtech", None) for url in urls)
+        fetcher = FakeFetcher({urls[0]: GOOD, urls[1]: FetchError(urls[1], "HTTP 500 Internal Server Error")})
+        report = _collect_with(store, fetcher, NOW)
+        assert (report.fetched, report.failed, report.new_articles) == (1, 2, 2)
+        assert report.errors == {urls[1]: "HTTP 500 Internal Server Error", urls[2]: "HTTP 404 Not Found"}
+        failing = {s.url: s.failures for s in store.list_sources(with_counts=False)}
+        assert failing == {urls[0]: 0, urls[1]: 1, urls[2]: 1}
+        # The next run asks with the validator it was given: unchanged, nothing new, nothing lost.
+        fetcher.asked.clear()
+        again = _collect_with(store, fetcher, NOW + timedelta(minutes=15))
+        assert dict(fetcher.asked)[urls[0]] is not None
+        assert (again.not_modified, again.new_articles, store.count_articles()) == (1, 0, 2)
+    finally:
+        store.close()

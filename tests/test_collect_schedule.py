@@ -4,7 +4,7 @@ few milliseconds, as apscheduler's do, a source is fetched at every run of its i
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,8 +27,8 @@ from tests.test_collect import GOOD, NOW
         (NOW + timedelta(seconds=7), timedelta(seconds=6), False),
     ],
 )
-def test_is_due(next_attempt: object, slack: timedelta, due: bool) -> None:
-    source = SourceState("https://x.kr/rss", "s", next_attempt=next_attempt)  # type: ignore[arg-type]
+def test_is_due(next_attempt: datetime | None, slack: timedelta, due: bool) -> None:
+    source = SourceState("https://x.kr/rss", "s", next_attempt=next_attempt)
     assert is_due(source, NOW, slack) is due
     assert not is_due(SourceState("https://x.kr/rss", "s", enabled=False), NOW, slack)
 

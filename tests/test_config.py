@@ -55,6 +55,13 @@ BAD = [
     ("maildir = ", 'mode = "smtp"\nmaildir = ', "delivery.smtp", "needs a [delivery.smtp]"),
     ('[database]\nurl = "sqlite:///', '[database]\nurl = "mysql:///', "database.url", "sqlite"),
     ('slug = "space-sociology"', 'slug = "Space Sociology"', "sections[1].slug", "slug"),
+    # a colon would end the user name inside Postmark's webhook URL (https://user:password@host/…)
+    (
+        "[web]",
+        '[bounces.webhooks.postmark]\nusername = "post:mark"\n[web]',
+        "bounces.webhooks.postmark.username",
+        "pattern",
+    ),
 ]
 
 
@@ -106,7 +113,8 @@ def test_secrets_come_from_the_environment_or_a_file(tmp_path: Path, monkeypatch
     assert isinstance(value, SecretStr) and value.get_secret_value() == "from-a-file"
     assert "from-a-file" not in repr(value)
     monkeypatch.setenv("FS_TEST_SECRET", "from-env")
-    assert s.secret("FS_TEST_SECRET").get_secret_value() == "from-env"  # type: ignore[union-attr]
+    value = s.secret("FS_TEST_SECRET")
+    assert value is not None and value.get_secret_value() == "from-env"
 
 
 def test_a_secret_in_the_file_is_refused(tmp_path: Path) -> None:

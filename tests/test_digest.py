@@ -5,23 +5,27 @@ from __future__ import annotations
 import email
 from datetime import UTC, date, datetime, timedelta
 from email import policy
+from email.message import EmailMessage
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import lxml.html
 import pytest
 
-from feedservice.bootstrap import BUNDLED_TEMPLATES
+from feedservice.bootstrap import BUNDLED_TEMPLATES, App
 from feedservice.errors import TemplateError
 from feedservice.model import Article, Edition, Observation, Section, WeatherBlock
 from feedservice.services.digest import (
     DigestRenderer,
     DigestSite,
+    RenderedDigest,
     compose,
     date_label,
     edition_for,
     message_id,
     pick_sections,
 )
+from tests.conftest import body_part, body_text
 
 KST = ZoneInfo("Asia/Seoul")
 NOW = datetime(2025, 7, 1, 21, 0, tzinfo=UTC)  # 2025-07-02 06:00 KST
@@ -65,7 +69,7 @@ WEATHER = WeatherBlock(
 )
 
 
-def _render(chosen: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+def _render(chosen: tuple[str, ...] = ()) -> tuple[Edition, RenderedDigest]:
     ed = edition_for(date(2025, 7, 2), datetime(2025, 7, 2, 7, 0, tzinfo=KST), None)
     window = [a for a in ARTICLES if a.published and ed.window_start <= a.published < ed.window_end]
     secs = [s for s in SECTIONS if not chosen or s.slug in chosen]
@@ -158,8 +162,8 @@ def test_message_headers_and_parts() -> None:
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg["Date"].datetime == NOW
     assert msg.get_content_type() == "multipart/alternative"
-    text = msg.get_body(("plain",)).get_content()
-    html = msg.get_body(("html",)).get_content()
+    text = body_text(msg, "plain")
+    html = body_text(msg, "html")
     assert "수신 거부: https://feeds.newsspace.kr/unsubscribe/42.0.sig" in text
     assert 'href="https://feeds.newsspace.kr/preferences/42.0.sig"' in html
     assert "%%" not in text and "%%" not in html
@@ -178,7 +182,7 @@ def test_message_ids_are_keyed_to_the_installation_and_the_edition() -> None:
     assert ".42." not in message_id(here, ed, 42)  # the subscriber id is not shown
 
 
-def test_two_installations_send_different_message_ids(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_two_installations_send_different_message_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = []
     for n, secret in enumerate(("production-secret", "staging-secret")):
         monkeypatch.setenv("FS_TEST_SECRET", secret)
@@ -191,7 +195,7 @@ def test_two_installations_send_different_message_ids(tmp_path, monkeypatch) -> 
     assert ids[0] != ids[1]
 
 
-def test_broken_template_names_file_and_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_broken_template_names_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "digest.html.j2").write_text("<html>\n<p>\n{% for x in %}\n</html>\n", encoding="utf-8")
     renderer = DigestRenderer([tmp_path, BUNDLED_TEMPLATES])
     with pytest.raises(TemplateError) as info:
@@ -215,11 +219,11 @@ def test_message_lines_fit_smtp_and_bodies_are_8bit() -> None:
     )
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
     msg = email.message_from_bytes(raw, policy=policy.default)
-    assert msg.get_body(("plain",))["Content-Transfer-Encoding"] == "8bit"
-    assert "가나다라 가나다라" in msg.get_body(("html",)).get_content()
+    assert body_part(msg, "plain")["Content-Transfer-Encoding"] == "8bit"
+    assert "가나다라 가나다라" in body_text(msg, "html")
 
 
-def test_dkim_signature_covers_unsubscribe_headers_and_verifies(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_dkim_signature_covers_unsubscribe_headers_and_verifies(tmp_path: Path) -> None:
     import base64
     import shutil
     import subprocess
@@ -268,7 +272,7 @@ def test_dkim_signature_covers_unsubscribe_headers_and_verifies(tmp_path) -> Non
 
 
 @pytest.mark.parametrize("width", [375, 640])
-def test_preview_renders_without_horizontal_scrolling(tmp_path, width: int) -> None:  # type: ignore[no-untyped-def]
+def test_preview_renders_without_horizontal_scrolling(tmp_path: Path, width: int) -> None:
     from tests.conftest import CHROMIUM_ARGS, chromium_or_skip
 
     chromium = chromium_or_skip()
@@ -311,7 +315,7 @@ class Clock:
         return self.now
 
 
-def _app(tmp_path, clock: Clock):  # type: ignore[no-untyped-def]
+def _app(tmp_path: Path, clock: Clock) -> App:
     from feedservice.bootstrap import make_app
     from feedservice.config import load_settings
     from tests.conftest import write_config
@@ -319,24 +323,24 @@ def _app(tmp_path, clock: Clock):  # type: ignore[no-untyped-def]
     return make_app(load_settings(write_config(tmp_path)), clock=clock)
 
 
-def _store(app, clock: Clock, *articles: Article) -> None:  # type: ignore[no-untyped-def]
+def _store(app: App, clock: Clock, *articles: Article) -> None:
     """Collect ``articles`` at the clock's time (their first_seen)."""
     from feedservice.model import FetchRecord
 
     app.store.record_fetches([FetchRecord("https://src.example/rss", clock.now, articles=articles)], clock.now)
 
 
-def _sent(tmp_path) -> list[email.message.EmailMessage]:  # type: ignore[no-untyped-def]
+def _sent(tmp_path: Path) -> list[EmailMessage]:
     import mailbox
 
     box = mailbox.Maildir(str(tmp_path / "mail"), create=False)
-    return [email.message_from_bytes(m.as_bytes(), policy=policy.default) for m in box]  # type: ignore[misc]
+    return [email.message_from_bytes(m.as_bytes(), policy=policy.default) for m in box]
 
 
 PLACES = "u=%%unsubscribe_url%%&p=%%preferences_url%%"
 
 
-def test_feed_text_never_places_a_readers_link(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_feed_text_never_places_a_readers_link(tmp_path: Path) -> None:
     """A feed item carrying the marker strings in its link, image URL and title gets no reader's link."""
     import asyncio
 
@@ -353,9 +357,11 @@ def test_feed_text_never_places_a_readers_link(tmp_path) -> None:  # type: ignor
     app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, clock.now)
     asyncio.run(app.send_digest(date(2025, 7, 2)))
     [msg] = _sent(tmp_path)
-    unsub, prefs = app.links_for(app.store.get_subscriber("reader@example.com"))  # type: ignore[arg-type]
-    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
-    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    reader = app.store.get_subscriber("reader@example.com")
+    assert reader is not None
+    unsub, prefs = app.links_for(reader)
+    html = body_text(msg, "html")
+    text = body_text(msg, "plain")
     doc = lxml.html.fromstring(html)
     # The reader's links are where the template puts them (footer and List-Unsubscribe), nowhere else.
     assert [a.get("href") for a in doc.xpath("//a") if a.get("href") in (unsub, prefs)] == [prefs, unsub]
@@ -380,7 +386,10 @@ def _news(n: int, published: datetime, title: str | None = None) -> Article:
                    title=title or f"기사 {n}", published=published)  # fmt: skip
 
 
-def _editions(app, tmp_path, clock: Clock, *steps) -> dict[str, str]:  # type: ignore[no-untyped-def]
+_Step = tuple[datetime, list[Article], date | None]  # when; what is collected then; the edition sent then
+
+
+def _editions(app: App, tmp_path: Path, clock: Clock, *steps: _Step) -> dict[str, str]:
     """Run (time, articles to collect then, edition day to send or None) steps; each sent edition's text."""
     import asyncio
 
@@ -393,12 +402,12 @@ def _editions(app, tmp_path, clock: Clock, *steps) -> dict[str, str]:  # type: i
             _store(app, clock, *articles)
         if day is not None:
             asyncio.run(app.send_digest(day))
-    texts = {str(m["Subject"]).split()[-2]: m.get_body(("plain",)).get_content() for m in _sent(tmp_path)}
+    texts = {str(m["Subject"]).split()[-2]: body_text(m, "plain") for m in _sent(tmp_path)}
     app.close()
     return texts
 
 
-def test_an_article_collected_after_an_edition_is_in_the_next(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_article_collected_after_an_edition_is_in_the_next(tmp_path: Path) -> None:
     clock = Clock(kst(1, 7))
     app = _app(tmp_path, clock)
     texts = _editions(
@@ -414,7 +423,7 @@ def test_an_article_collected_after_an_edition_is_in_the_next(tmp_path) -> None:
     assert "기사 3" in texts["2025.07.03"] and "기사 2" not in texts["2025.07.03"]
 
 
-def test_a_backlog_older_than_48_hours_is_not_news(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_backlog_older_than_48_hours_is_not_news(tmp_path: Path) -> None:
     clock = Clock(kst(3, 7))
     app = _app(tmp_path, clock)
     texts = _editions(
@@ -426,7 +435,7 @@ def test_a_backlog_older_than_48_hours_is_not_news(tmp_path) -> None:  # type: i
     assert "기사 2" in texts["2025.07.03"] and "기사 3" in texts["2025.07.03"]
 
 
-def test_no_edition_repeats_an_article_even_corrected(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_no_edition_repeats_an_article_even_corrected(tmp_path: Path) -> None:
     clock = Clock(kst(1, 7))
     app = _app(tmp_path, clock)
     texts = _editions(
@@ -440,7 +449,7 @@ def test_no_edition_repeats_an_article_even_corrected(tmp_path) -> None:  # type
     assert "기사 2" in texts["2025.07.02"] and "기사 1" not in texts["2025.07.02"]
 
 
-def test_an_edition_sent_early_closes_its_window_then(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_edition_sent_early_closes_its_window_then(tmp_path: Path) -> None:
     clock = Clock(kst(2, 6))
     app = _app(tmp_path, clock)
     texts = _editions(
@@ -457,7 +466,7 @@ def test_an_edition_sent_early_closes_its_window_then(tmp_path) -> None:  # type
     assert stored is not None and stored[0].window_start == kst(2, 6, 10)
 
 
-def test_a_missed_send_within_the_grace_behaves_as_on_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_missed_send_within_the_grace_behaves_as_on_time(tmp_path: Path) -> None:
     clock = Clock(kst(2, 6))
     app = _app(tmp_path, clock)
     texts = _editions(

@@ -81,7 +81,7 @@ def _own(el: lxml.html.HtmlElement, rules: list[Rule], prop: str) -> str | None:
 
 
 def _inherited(el: lxml.html.HtmlElement, rules: list[Rule], prop: str) -> str | None:
-    node = el
+    node: lxml.html.HtmlElement | None = el
     while node is not None:
         value = _own(node, rules, prop)
         if value is not None:
@@ -118,9 +118,10 @@ def test_contrast_formula() -> None:
 
 def _texts(html: str) -> list[tuple[lxml.html.HtmlElement, str]]:
     """Each element that shows text of its own (its text, or text right after one of its children)."""
-    doc = lxml.html.fromstring(html)
+    body = lxml.html.fromstring(html).body
+    assert body is not None
     out = []
-    for el in doc.body.iter():
+    for el in body.iter():
         if not isinstance(el.tag, str):
             continue
         words = (el.text or "") + "".join(c.tail or "" for c in el)
@@ -161,5 +162,5 @@ def test_every_text_meets_wcag_aa(scheme: str) -> None:
         need = LARGE if _is_large(el, rules) else NORMAL
         ratio = contrast(fg, bg)
         if ratio < need:
-            failing.append(f"{el.get('class') or el.tag} {words!r}: {fg} on {bg} = {ratio:.2f} < {need}")
+            failing.append(f"{el.get('class') or str(el.tag)} {words!r}: {fg} on {bg} = {ratio:.2f} < {need}")
     assert not failing, "\n".join(failing)

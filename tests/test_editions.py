@@ -6,8 +6,8 @@ import asyncio
 from datetime import date, datetime, timedelta
 
 from feedservice.bootstrap import BUNDLED_TEMPLATES
-from feedservice.model import Article, Edition, WeatherBlock
-from feedservice.services.digest import DigestRenderer
+from feedservice.model import Article, Edition, Section, WeatherBlock
+from feedservice.services.digest import DigestRenderer, DigestSite, RenderedDigest
 from feedservice.services.editions import AssembledEdition, assemble_edition
 from tests.test_digest import ARTICLES, NOW, SECTIONS, SITE
 
@@ -43,9 +43,17 @@ class CountingRenderer(DigestRenderer):
         super().__init__([BUNDLED_TEMPLATES])
         self.renders = 0
 
-    def render(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def render(
+        self,
+        site: DigestSite,
+        edition: Edition,
+        chosen: list[tuple[Section, list[Article]]],
+        weather: WeatherBlock,
+        *,
+        web_url: str,
+    ) -> RenderedDigest:
         self.renders += 1
-        return super().render(*args, **kwargs)
+        return super().render(site, edition, chosen, weather, web_url=web_url)
 
 
 def _assemble(store: FakeEditionStore, *, mail_when_empty: bool = False) -> tuple[AssembledEdition, CountingRenderer]:

@@ -10,6 +10,7 @@ import email
 import mailbox
 from datetime import UTC, datetime
 from email import policy
+from email.message import EmailMessage
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -18,7 +19,7 @@ import pytest
 
 from feedservice.cli.demo import sample_rss, sample_sfctm2
 from feedservice.cli.main import main
-from tests.conftest import FeedServer, Served, SmtpSink, shared_fixture, write_config
+from tests.conftest import FeedServer, Served, SmtpSink, body_text, shared_fixture, write_config
 from tests.test_digest import Clock
 
 KST = ZoneInfo("Asia/Seoul")
@@ -110,13 +111,13 @@ def test_whole_cycle_into_smtp(
     by_rcpt = {to: email.message_from_bytes(raw, policy=policy.default) for _, [to], raw in sink.messages}
     full = by_rcpt["all@example.com"]
     assert str(full["Subject"]) == "뉴스스페이스 아침 브리핑 2026.11.20 (금)"
-    html = full.get_body(("html",)).get_content()
-    text = full.get_body(("plain",)).get_content()
+    html = body_text(full, "html")
+    text = body_text(full, "plain")
     for title in ("빅테크 5사, AI 데이터센터 투자 경쟁", "클라우드 요금 인상 예고", "걷는 도시가 답이다"):
         assert title in html and title in text
     assert "오래된 기사" not in html  # published more than 48 h before the edition: a backlog item
     assert "구름조금 서울 29.1℃" in html and "기상청 제공" in html
-    space_only = by_rcpt["Space.Fan@example.com"].get_body(("html",)).get_content()
+    space_only = body_text(by_rcpt["Space.Fan@example.com"], "html")
     assert "걷는 도시가 답이다" in space_only and "클라우드" not in space_only
 
     # Sending again resumes nothing: everyone already has it.
@@ -145,7 +146,7 @@ def test_default_delivery_is_a_maildir(tmp_path: Path, feed_server: FeedServer) 
     box = mailbox.Maildir(str(tmp_path / "mail"), create=False)
     [msg] = [email.message_from_bytes(m.as_bytes(), policy=policy.default) for m in box]
     assert msg["To"] == "reader@example.com"
-    assert "빅테크 5사" in msg.get_body(("plain",)).get_content()
+    assert "빅테크 5사" in body_text(msg, "plain")
 
 
 def test_digest_preview_writes_three_files(
@@ -191,7 +192,7 @@ def test_real_korean_feed_over_http(tmp_path: Path, feed_server: FeedServer) -> 
     assert parsed.entries[0].title == "당정청 “정시·수시 적절 수준으로 조정해야”"
 
 
-def _maildir_messages(folder: Path) -> list:  # type: ignore[type-arg]
+def _maildir_messages(folder: Path) -> list[EmailMessage]:
     box = mailbox.Maildir(str(folder), create=False)
     return [email.message_from_bytes(m.as_bytes(), policy=policy.default) for m in box]
 
@@ -222,7 +223,7 @@ def test_corrected_article_is_not_news_again(tmp_path: Path, feed_server: FeedSe
     assert main([*c, "collect", "--all"]) == 0
     assert main([*c, "digest", "send", "--date", "2026-11-21"]) == 0
     [second] = [m for m in _maildir_messages(tmp_path / "mail") if "2026.11.21" in str(m["Subject"])]
-    text = second.get_body(("plain",)).get_content()
+    text = body_text(second, "plain")
     assert "새 기사" in text and "수정" not in text
 
 
@@ -243,5 +244,5 @@ def test_reader_whose_sections_have_nothing_new(tmp_path: Path, feed_server: Fee
     if when_empty == "skip":
         assert "space@example.com" not in by_rcpt
     else:
-        note = by_rcpt["space@example.com"].get_body(("plain",)).get_content()
+        note = body_text(by_rcpt["space@example.com"], "plain")
         assert "새 기사가 없습니다" in note and "빅테크 5사" not in note

@@ -20,6 +20,7 @@ from feedservice.adapters.encoding import decode_feed
 from feedservice.adapters.fastparse import fast_entries
 from feedservice.adapters.parse import parse_feed
 from feedservice.errors import ParseError
+from feedservice.model import ParsedFeed
 from tests.conftest import ROOT, shared_fixture, skip_unless_ci
 
 KST = ZoneInfo("Asia/Seoul")
@@ -28,12 +29,14 @@ CACHE = ROOT / "var" / "test-corpus"
 FEEDPARSER_SDIST = "feedparser==6.0.12"
 
 
-def _both(data: bytes):  # type: ignore[no-untyped-def]
-    def run(fast: bool):  # type: ignore[no-untyped-def]
+def _both(data: bytes) -> tuple[ParsedFeed | str, ParsedFeed | str]:
+    """The fast path's result and the reference parser's: a feed, or the error's text."""
+
+    def run(fast: bool) -> ParsedFeed | str:
         try:
             return parse_feed(data, url="http://127.0.0.1/feed.xml", section="s", tz=KST, now=NOW, fast=fast)
         except ParseError as exc:
-            return ("error", str(exc))
+            return f"error: {exc}"
 
     return run(True), run(False)
 
@@ -60,11 +63,12 @@ def test_real_feeds_take_the_fast_path_and_match(name: str) -> None:
 
 def test_benchmark_feeds_take_the_fast_path_and_match() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
-    from collect import make_feed  # type: ignore[import-not-found]
+    from collect import make_feed  # bench/collect.py; mypy checks bench/ with the tests
 
     data = make_feed(7, "https://www.newsspace.kr", NOW)
     assert _accepted(data)
     fast, reference = _both(data)
+    assert isinstance(fast, ParsedFeed)
     assert fast == reference and len(fast.articles) == 50
 
 
@@ -143,4 +147,6 @@ def test_common_rfc822_dates_read_as_the_standard_library_reads_them(value: str)
 
     from feedservice.adapters.fastparse import _rfc822
 
-    assert _rfc822(value) == time.gmtime(email.utils.mktime_tz(email.utils.parsedate_tz(value)))  # type: ignore[arg-type]
+    parsed = email.utils.parsedate_tz(value)
+    assert parsed is not None
+    assert _rfc822(value) == time.gmtime(email.utils.mktime_tz(parsed))

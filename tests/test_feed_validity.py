@@ -112,7 +112,9 @@ def test_atom_author_rule_is_checked() -> None:
     assert atom_rule_problems(doc) == ["urn:e: no atom:author in the entry, and none in the feed (§4.1.1)"]
     etree.SubElement(etree.SubElement(doc, A + "author"), A + "name").text = "뉴스스페이스"
     assert atom_rule_problems(doc) == []
-    doc.find(f"{A}entry/{A}id").text = "12345"  # type: ignore[union-attr]  # a source's bare GUID, as we wrote it
+    entry_id = doc.find(f"{A}entry/{A}id")
+    assert entry_id is not None
+    entry_id.text = "12345"  # a source's bare GUID, as we wrote it
     assert atom_rule_problems(doc) == ["'12345': an atom:id must be an absolute IRI (§4.2.6)"]
 
 
@@ -213,8 +215,8 @@ def rss_problems(root: etree._Element, url: str) -> list[str]:
         where = item.findtext("guid") or item.findtext("title")
         if not (item.findtext("title") or item.findtext("description")):
             problems.append(f"{where}: an item needs a title or a description")
-        link = item.findtext("link")
-        if link is not None and not link.startswith(("http://", "https://")):
+        address = item.findtext("link")
+        if address is not None and not address.startswith(("http://", "https://")):
             problems.append(f"{where}: <link> is not a full URL")
         guid = item.find("guid")
         if guid is not None:

@@ -10,15 +10,17 @@ import urllib.parse
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Unpack
 from zoneinfo import ZoneInfo
 
 import feedparser
 import pytest
 from lxml import etree
 
-from feedservice.adapters.store import open_store
-from feedservice.model import Article, Section
-from feedservice.services.feeds import BuildReport, FeedSite, build_feeds, publish_feeds
+from feedservice.adapters.store import Store, open_store
+from feedservice.model import Article, ArticleFields, Section
+from feedservice.services.feeds import ArchiveKey, BuildReport, FeedSite, build_feeds, publish_feeds
+from tests.conftest import FeedServer
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 SITE = FeedSite("뉴스스페이스", "https://www.newsspace.kr", "http://127.0.0.1:8080", "ko", ZoneInfo("Asia/Seoul"), 15)
@@ -26,7 +28,7 @@ SECTIONS = [Section("bigtech", "빅테크"), Section("space-sociology", "공간�
 ATOM = "{http://www.w3.org/2005/Atom}"
 
 
-def _article(n: int, **kw: object) -> Article:
+def _article(n: int, **kw: Unpack[ArticleFields]) -> Article:
     base = Article(
         id=f"https://www.newsspace.kr/news/articleView.html?idxno={n}",
         url=f"https://www.newsspace.kr/news/articleView.html?idxno={n}",
@@ -42,10 +44,10 @@ def _article(n: int, **kw: object) -> Article:
         published=NOW - timedelta(hours=n),
         source_url="http://127.0.0.1/a.xml",
     )
-    return replace(base, **kw)  # type: ignore[arg-type]
+    return replace(base, **kw)
 
 
-def _store(tmp_path: Path, bigtech: list[Article], url: str | None = None):  # type: ignore[no-untyped-def]
+def _store(tmp_path: Path, bigtech: list[Article], url: str | None = None) -> Store:
     store = open_store(url or f"sqlite:///{tmp_path / 'f.db'}")
     store.sync_sections(SECTIONS)
     store.sync_sources(
@@ -71,11 +73,12 @@ def _check_rss_structure(data: bytes) -> None:
     root = etree.fromstring(data)
     assert root.tag == "rss" and root.get("version") == "2.0"
     channel = root.find("channel")
+    assert channel is not None
     for required in ("title", "link", "description"):
         assert (channel.findtext(required) or "").strip(), required
     for item in channel.iterfind("item"):
         assert item.findtext("title") and item.findtext("link") and item.findtext("guid")
-        datetime.strptime(item.findtext("pubDate"), "%a, %d %b %Y %H:%M:%S %z")
+        datetime.strptime(item.findtext("pubDate", ""), "%a, %d %b %Y %H:%M:%S %z")
 
 
 def _check_atom_structure(data: bytes) -> None:
@@ -87,7 +90,15 @@ def _check_atom_structure(data: bytes) -> None:
     for entry in root.iterfind(ATOM + "entry"):
         for required in ("id", "title", "updated"):
             assert entry.findtext(ATOM + required), required
-        datetime.fromisoformat(entry.findtext(ATOM + "updated"))  # RFC 3339
+        datetime.fromisoformat(entry.findtext(ATOM + "updated", ""))  # RFC 3339
+
+
+def _href(root: etree._Element, rel: str) -> str:
+    """The href of a feed's ``atom:link`` with this ``rel``; the test fails when there is none."""
+    link = root.find(f"{ATOM}link[@rel='{rel}']")
+    href = link.get("href") if link is not None else None
+    assert href is not None, f"no atom:link rel={rel!r}"
+    return href
 
 
 def test_feeds_parse_in_two_consumers_and_round_trip(tmp_path: Path) -> None:
@@ -117,6 +128,7 @@ def test_feeds_parse_in_two_consumers_and_round_trip(tmp_path: Path) -> None:
     assert "<link>https://www.newsspace.kr</link>" in rss and 'isPermaLink="true"' in rss
     assert 'length="12345"' in rss and 'type="image/jpeg"' in rss
     media = etree.fromstring(rss.encode()).find(".//{http://search.yahoo.com/mrss/}content")
+    assert media is not None
     assert (media.get("url"), media.get("type")) == ("https://www.newsspace.kr/photo/1.jpg", "image/jpeg")
     assert "<content:encoded><![CDATA[<p>본문 1</p>]]></content:encoded>" in rss
     atom = (out / "bigtech.atom").read_text(encoding="utf-8")
@@ -182,11 +194,11 @@ def test_archives_walk_back_to_the_oldest_article(tmp_path: Path) -> None:
         prev = root.find(f"{ATOM}link[@rel='prev-archive']")
         if prev is None:
             break
-        path = out / prev.get("href").split("/feeds/", 1)[1]
+        path = out / _href(root, "prev-archive").split("/feeds/", 1)[1]
         data = path.read_bytes()
         archive = etree.fromstring(data)
         assert archive.find("{http://purl.org/syndication/history/1.0}archive") is not None
-        assert archive.find(f"{ATOM}link[@rel='current']").get("href") == "http://127.0.0.1:8080/feeds/bigtech.atom"
+        assert _href(archive, "current") == "http://127.0.0.1:8080/feeds/bigtech.atom"
         assert not feedparser.parse(data).bozo
         seen += [e.id for e in feedparser.parse(data).entries]
         hops += 1
@@ -210,7 +222,7 @@ def test_archives_walk_back_to_the_oldest_article(tmp_path: Path) -> None:
     store.close()
 
 
-def test_websub_hub_link_and_ping(tmp_path: Path, feed_server) -> None:  # type: ignore[no-untyped-def]
+def test_websub_hub_link_and_ping(tmp_path: Path, feed_server: FeedServer) -> None:
     from feedservice.bootstrap import make_app
     from feedservice.config import load_settings
     from tests.conftest import Served, write_config
@@ -259,7 +271,7 @@ def test_one_unfit_article_is_left_out_and_logged_not_the_whole_build(
             for a in good:
                 assert a.id.encode() in data, (slug, ext, a.id)
     assert len(feedparser.parse((out / "all.atom").read_bytes()).entries) == 3  # two good ones + space
-    left_out = {(r.article, r.section) for r in caplog.records if hasattr(r, "article")}  # type: ignore[attr-defined]
+    left_out = {(r.__dict__["article"], r.__dict__["section"]) for r in caplog.records if hasattr(r, "article")}
     assert {("urn:x:no-link", "bigtech"), ("urn:x:control", "all")} <= left_out
     assert "neither a link nor content" in caplog.text
     # Archive pages are built the same way: a page with an unfit article is written without it.
@@ -272,13 +284,15 @@ def test_one_unfit_article_is_left_out_and_logged_not_the_whole_build(
 class _CountingStore:
     """The real store, counting the rows each archive read returns."""
 
-    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, store: Store) -> None:
         self.store, self.rows = store, 0
 
     def recent_articles(self, section: str | None, limit: int) -> list[Article]:
-        return self.store.recent_articles(section, limit)  # type: ignore[no-any-return]
+        return self.store.recent_articles(section, limit)
 
-    def archive_articles(self, section, after, limit):  # type: ignore[no-untyped-def]
+    def archive_articles(
+        self, section: str | None, after: ArchiveKey | None, limit: int
+    ) -> tuple[list[Article], ArchiveKey | None]:
         articles, last = self.store.archive_articles(section, after, limit)
         self.rows += len(articles)
         return articles, last
@@ -293,13 +307,13 @@ def test_a_rebuild_reads_the_same_rows_however_long_the_archive(tmp_path: Path) 
         store = _store(tmp_path / str(n_articles), arts)
         out = tmp_path / str(n_articles) / "feeds"
         counting = _CountingStore(store)
-        build_feeds(SITE, SECTIONS, counting, out, 5)  # type: ignore[arg-type]
+        build_feeds(SITE, SECTIONS, counting, out, 5)
         assert counting.rows == 2 * (n_articles + 1)  # the first build reads each archive once: bigtech, all
         later = NOW + timedelta(hours=1)
         store.record_fetch_success("http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None,
                                    articles=[_article(5000, published=later)])  # fmt: skip
         counting.rows = 0
-        build_feeds(SITE, SECTIONS, counting, out, 5)  # type: ignore[arg-type]
+        build_feeds(SITE, SECTIONS, counting, out, 5)
         reads.append(counting.rows)
         store.close()
     assert reads[0] == reads[1] <= 3 * 2 * 5  # per section: the newest page, checked, and the tail
@@ -318,18 +332,18 @@ def test_archive_grows_page_by_page_and_the_newest_gains_its_next_link(tmp_path:
     store.record_fetch_success("http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None,
                                articles=[_article(n, published=later) for n in range(100, 105)])  # fmt: skip
     counting = _CountingStore(store)
-    report = build_feeds(SITE, SECTIONS, counting, out, 5)  # type: ignore[arg-type]
+    report = build_feeds(SITE, SECTIONS, counting, out, 5)
     assert counting.rows <= 2 * 3 * 5  # resumed at the mark: not the 57 rows of a walk from the start
     changed = {p.name for p in report.changed if p.parent == folder}
     # 1–3 untouched; JSON Feed has no link to a newer page, so 4.json stays as it was
     assert changed == {"4.atom", "4.xml", "5.atom", "5.json", "5.xml"}
     page4 = etree.fromstring((folder / "4.atom").read_bytes())
-    assert page4.find(f"{ATOM}link[@rel='next-archive']").get("href").endswith("/archive/bigtech/5.atom")
+    assert _href(page4, "next-archive").endswith("/archive/bigtech/5.atom")
     assert [e.findtext(f"{ATOM}id") for e in page4.iterfind(f"{ATOM}entry")] == [
         e.findtext(f"{ATOM}id") for e in etree.fromstring(before["4.atom"]).iterfind(f"{ATOM}entry")
     ]  # the page's entries never change
     current = etree.fromstring((out / "bigtech.atom").read_bytes())
-    assert current.find(f"{ATOM}link[@rel='prev-archive']").get("href").endswith("/archive/bigtech/5.atom")
+    assert _href(current, "prev-archive").endswith("/archive/bigtech/5.atom")
     # Without its mark (a new output folder, a lost file), the walk starts over and writes the same pages.
     after = {p.name: p.read_bytes() for p in folder.glob("[0-9]*.*")}
     (folder / ".newest-page").unlink()
@@ -355,7 +369,8 @@ def test_archive_walk_by_keyset_on_both_databases(db_url: str) -> None:
                                articles=[_article(9, id="urn:x:9", section="space-sociology")])  # fmt: skip
     store.record_fetch_success("http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None,
                                articles=[_article(2)])  # fmt: skip
-    for section, expected in (("bigtech", [1, 3, 5, 2]), (None, [1, 3, 5, 2, "urn:x:9"])):
+    cases: list[tuple[str | None, list[int | str]]] = [("bigtech", [1, 3, 5, 2]), (None, [1, 3, 5, 2, "urn:x:9"])]
+    for section, expected in cases:
         ids = [a if isinstance(a, str) else _article(a).id for a in expected]
         seen, after = [], None
         while True:

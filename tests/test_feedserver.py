@@ -1,6 +1,6 @@
 """Serving feed files: content coding (RFC 9110 §12.5.3: gzip only where the client accepts it),
-over real HTTP through uvicorn and through the ASGI test client; feed requests are ordinary ASGI
-requests under uvicorn."""
+over real HTTP through Granian and through the ASGI test client; feed requests are ordinary ASGI
+requests under the server."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ import gzip
 
 import httpx
 import pytest
-import uvicorn
 
 from feedservice.bootstrap import App
-from feedservice.web.app import create_app
 from feedservice.web.feedserver import ASGIApp, Message, Receive, Scope, Send, choose_coding
-from feedservice.web.httplimits import LimitedHttpProtocol
 from tests import test_web
-from tests.served import running
+from tests.served import served
 
 GZIP, PLAIN, REFUSED = True, False, None
 
@@ -54,7 +51,7 @@ def test_choose_coding(header: str, expected: bool | None) -> None:
     assert choose_coding(header.encode()) is expected
 
 
-# The web tests' fixtures: the app with one built feed, and a client over ASGI and over uvicorn.
+# The web tests' fixtures: the app with one built feed, and a client over ASGI and over Granian.
 app = test_web.app
 client = test_web.client
 
@@ -81,7 +78,7 @@ def test_gzip_only_where_accepted_over_http(client: httpx.Client) -> None:
     assert r.status_code == 304 and r.headers["etag"] == etag and "content-encoding" not in r.headers
 
 
-def test_feed_requests_pass_through_asgi_middleware_under_uvicorn(app: App) -> None:
+def test_feed_requests_pass_through_asgi_middleware_under_the_server(app: App) -> None:
     """Feed requests go through the ASGI app like every other: a middleware around it (here one
     that stamps its responses, as an access log or metrics would count them) sees them too.
     (The server used to answer them in its own parser callback, around every middleware.)"""
@@ -89,7 +86,7 @@ def test_feed_requests_pass_through_asgi_middleware_under_uvicorn(app: App) -> N
 
     class Stamp:
         def __init__(self, inner: ASGIApp) -> None:
-            self.app = inner  # the attribute uvicorn's own wrappers carry
+            self.app = inner
 
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
             seen.append(scope.get("path", ""))
@@ -101,10 +98,7 @@ def test_feed_requests_pass_through_asgi_middleware_under_uvicorn(app: App) -> N
 
             await self.app(scope, receive, stamped)
 
-    config = uvicorn.Config(
-        Stamp(create_app(app)), host="127.0.0.1", http=LimitedHttpProtocol, lifespan="off", log_config=None
-    )
-    with running(config) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+    with served(app, wrap=Stamp) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
         r = http.get("/feeds/bigtech.xml")
         etag = r.headers["etag"]
         again = http.get("/feeds/bigtech.xml", headers={"If-None-Match": etag})

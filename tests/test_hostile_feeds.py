@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -39,6 +39,7 @@ from tests.test_collect import GOOD, NOW
 
 SEOUL = ZoneInfo("Asia/Seoul")
 T = TypeVar("T")
+P = ParamSpec("P")
 make = test_collect.make  # the fixture: an App on a config with these sources
 
 
@@ -117,6 +118,17 @@ class _Fetcher:
         return None
 
 
+def _failing_for(url: str, parse: Callable[P, ParsedFeed]) -> Callable[P, ParsedFeed]:
+    """``parse``, but failing as a library bug would for the feed from ``url``."""
+
+    def wrapped(*args: P.args, **kw: P.kwargs) -> ParsedFeed:
+        if kw["url"] == url:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return parse(*args, **kw)
+
+    return wrapped
+
+
 def test_any_error_of_one_source_is_recorded_and_the_collect_completes(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
     store.sync_sections([Section("bigtech", "빅테크")])
@@ -128,11 +140,7 @@ def test_any_error_of_one_source_is_recorded_and_the_collect_completes(tmp_path:
         urls[140]: RuntimeError("a library bug"),
     }
 
-    def parse(content: bytes, **kw: object) -> ParsedFeed:
-        if kw["url"] == urls[100]:
-            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
-        return parse_feed(content, **kw)  # type: ignore[arg-type]
-
+    parse = _failing_for(urls[100], parse_feed)
     run = collect(store, _Fetcher(broken), parse, tz=SEOUL, now=NOW, interval=timedelta(minutes=15), batch=20)
     report = _within(run, 20)
     assert report.failed == 4 and report.fetched == 146, report.errors
@@ -162,7 +170,7 @@ def test_a_failing_store_is_each_sources_failure_and_the_collect_completes(tmp_p
     store.sync_sections([Section("bigtech", "빅테크")])
     urls = [f"https://feeds.example/{i:03d}" for i in range(120)]
     store.sync_sources((u, "bigtech", None) for u in urls)
-    run = collect(_BrokenStore(store), _Fetcher({}), parse_feed, tz=SEOUL, now=NOW,  # type: ignore[arg-type]
+    run = collect(_BrokenStore(store), _Fetcher({}), parse_feed, tz=SEOUL, now=NOW,
                   interval=timedelta(minutes=15), batch=20)  # fmt: skip
     report = _within(run, 20)
     assert report.failed == 120 and report.new_articles == 0

@@ -194,12 +194,12 @@ def _folders(dovecot: Dovecot, user: str) -> dict[str, list[tuple[bytes, set[str
     seen: dict[str, list[tuple[bytes, set[str]]]] = {}
     try:
         for folder in ("INBOX", "Processed"):
-            typ, data = imap.select(folder, readonly=True)
+            typ, count = imap.select(folder, readonly=True)
             seen[folder] = []
-            if typ != "OK" or data[0] == b"0":
+            if typ != "OK" or count[0] == b"0":
                 continue
-            typ, data = imap.fetch("1:*", "(FLAGS BODY.PEEK[])")
-            for part in data:
+            typ, fetched = imap.fetch("1:*", "(FLAGS BODY.PEEK[])")
+            for part in fetched:
                 if isinstance(part, tuple):
                     flags = part[0].split(b"FLAGS (", 1)[1].split(b")", 1)[0].decode().split()
                     seen[folder].append((part[1], set(flags) - {"\\Recent"}))  # \Recent: per session

@@ -42,14 +42,6 @@ ALLOWED = {
     "scheduler": {"core", "adapters", "bootstrap", "process", "web"},
     "cli": {"core", "adapters", "services", "bootstrap", "process", "scheduler", "cli"},
 }
-# Imports across the edges, each a known debt: `feedservice status` answers with /readyz's own
-# rule; the provider webhooks (web/webhooks.py) call the providers' signature checks and readers
-# in adapters/bounces directly, where bootstrap should hand them a receiver per provider.
-ALSO_ALLOWED = {
-    "cli": {"feedservice.web.ops", "feedservice.web.ops.readiness"},
-    "web": {"feedservice.adapters", "feedservice.adapters.apiclient"},
-}
-ALSO_ALLOWED_PREFIXES = {"web": ("feedservice.adapters.bounces.",)}
 
 
 def _name(path: Path) -> str:
@@ -78,13 +70,7 @@ def test_no_module_is_over_400_lines(path: Path) -> None:
 def test_imports_flow_one_way(path: Path) -> None:
     module = _name(path)
     layer = _layer(module)
-    wrong = {
-        imported
-        for imported in _imports(path)
-        if _layer(imported) not in ALLOWED[layer]
-        and imported not in ALSO_ALLOWED.get(layer, set())
-        and not imported.startswith(ALSO_ALLOWED_PREFIXES.get(layer, ()))
-    }
+    wrong = {imported for imported in _imports(path) if _layer(imported) not in ALLOWED[layer]}
     assert not wrong, f"{module} ({layer}) imports {sorted(wrong)}"
 
 

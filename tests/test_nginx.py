@@ -49,7 +49,7 @@ def doc_server_block(*, port: int, feeds_dir: Path, upstream: int) -> str:
     understands fails here instead of testing something else."""
     blocks = re.findall(r"```nginx\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
     assert len(blocks) == 1, "docs/publishing.md should hold exactly one nginx block"
-    text = blocks[0]
+    text: str = blocks[0]
     for pattern, value in [
         (r"listen 443 ssl http2;", f"listen 127.0.0.1:{port};"),
         (r"alias /srv/feedservice/var/feeds/;", f"alias {feeds_dir}/;"),

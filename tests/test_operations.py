@@ -4,6 +4,7 @@ among several processes with takeover, stopping cleanly mid-send, /readyz, /metr
 from __future__ import annotations
 
 import collections
+import functools
 import mailbox
 import os
 import signal
@@ -100,6 +101,10 @@ def wait_for(check: Callable[[], bool], seconds: float, message: str) -> None:
         time.sleep(0.1)
 
 
+def _job_ran(cfg: Path, job: str) -> bool:
+    return (job, "ok") in _job_runs(cfg)
+
+
 def _job_runs(cfg: Path) -> list[tuple[str, str]]:
     app = make_app(load_settings(cfg))
     try:
@@ -151,7 +156,7 @@ def test_jobs_fire_persist_and_respect_the_digest_grace(tmp_path: Path, feed_ser
     assert _cli(cfg, "subscribers", "add", "reader@example.com").returncode == 0
     first = Running(cfg)
     for job in ("collect", "feeds", "weather"):  # collect (and the feed build after it) and weather start at once
-        wait_for(lambda job=job: (job, "ok") in _job_runs(cfg), 20, f"{job} did not run")  # type: ignore[misc]
+        wait_for(functools.partial(_job_ran, cfg, job), 20, f"{job} did not run")
     code, err = first.stop()
     assert code == 0, err
     _move_job(cfg, "deliveries", datetime.now(UTC) - timedelta(minutes=1))  # the retry job, when due

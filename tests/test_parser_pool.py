@@ -20,8 +20,9 @@ def test_processes_start_ahead_with_wide_pipes() -> None:
         processes = set(executor._processes)  # the processes the pool started, by pid
         assert len(processes) == 2 and os.getpid() not in processes
         # Room for several feeds in each direction, so a process does not wait for the parent to read.
-        for queue in (executor._call_queue, executor._result_queue):  # type: ignore[attr-defined]
-            assert fcntl.fcntl(queue._reader.fileno(), fcntl.F_GETPIPE_SZ) >= PIPE_SIZE
+        for name in ("_call_queue", "_result_queue"):  # CPython's private queues, which typeshed leaves out
+            reader = getattr(executor, name)._reader
+            assert fcntl.fcntl(reader.fileno(), fcntl.F_GETPIPE_SZ) >= PIPE_SIZE
         assert executor.submit(os.getpid).result() in processes
     finally:
         pool.close()
@@ -42,6 +43,6 @@ def test_a_pool_without_the_private_queues_is_left_as_it_is(caplog: pytest.LogCa
     """The widening reads CPython's private attributes: where they are missing it does nothing."""
     caplog.set_level("DEBUG", logger="feedservice")
     with ThreadPoolExecutor(max_workers=1) as other:
-        widen_pipes(other)  # type: ignore[arg-type]
+        widen_pipes(other)
         assert other.submit(os.getpid).result() == os.getpid()
     assert "left at their default size" in caplog.text

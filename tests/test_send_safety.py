@@ -23,7 +23,7 @@ from aiosmtpd.controller import Controller
 from feedservice.bootstrap import make_app
 from feedservice.errors import DeliveryFatal
 from feedservice.model import Subscriber, SubscriberStatus
-from tests.conftest import FeedServer, free_port
+from tests.conftest import FeedServer, body_text, free_port
 from tests.test_deliver import FRESH, KST_DAY, SEND_TIME, TODAY, FaultySink, _add, _app, _cli, _deliveries, _run
 
 DAY = datetime.fromisoformat(KST_DAY).date()
@@ -182,7 +182,7 @@ def test_preview_for_an_international_reader(tmp_path: Path, feed_server: FeedSe
 
 # -- 2. the sending loop: any exception is one message's outcome ------------------------------------
 def test_an_unexpected_error_in_one_message_is_its_outcome(
-    tmp_path: Path, feed_server: FeedServer, relay: tuple[Relay, int]
+    tmp_path: Path, feed_server: FeedServer, relay: tuple[Relay, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handler, port = relay
     app = _app(tmp_path, feed_server, port, clock=lambda: SEND_TIME)
@@ -193,7 +193,7 @@ def test_an_unexpected_error_in_one_message_is_its_outcome(
             raise RuntimeError("personalisation blew up")
         return real_links(sub)
 
-    app.links_for = links_for  # type: ignore[method-assign]
+    monkeypatch.setattr(app, "links_for", links_for)
     try:
         _add(app, "a@example.com", "cursed@example.com", "b@example.com", "c@example.com")
         report = _send(app)  # ends: before, the sender task died and the row stayed "sending"
@@ -310,7 +310,7 @@ def test_mass_unknown_user_trips_the_breaker_instead_of_suppressing(
 
 
 def test_the_breaker_counts_per_edition_not_per_worker(
-    tmp_path: Path, feed_server: FeedServer, relay: tuple[Relay, int], db_url: str
+    tmp_path: Path, feed_server: FeedServer, relay: tuple[Relay, int], db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two workers drain one edition against a relay that refuses everyone as unknown. Each sees
     about 15 refusals, under the breaker's minimum of 20 on its own; before, each counted only its
@@ -323,7 +323,7 @@ def test_the_breaker_counts_per_edition_not_per_worker(
         await asyncio.sleep(0.02)  # both workers are sending when the refusals come in
         return await refuse(server, session, envelope, address, options)
 
-    handler.handle_RCPT = slowly  # type: ignore[method-assign]
+    monkeypatch.setattr(handler, "handle_RCPT", slowly)
     readers = [f"r{i:02d}@example.com" for i in range(30)]
     app = _app(tmp_path, feed_server, port, db_url=db_url, smtp_extra="pool_size = 1", clock=lambda: SEND_TIME)
     other = make_app(app.settings, clock=lambda: SEND_TIME)  # a second worker process
@@ -377,11 +377,11 @@ def test_confirmation_mail_encodes_display_names_never_addresses(
     sender = parsed["From"].addresses[0]
     assert (sender.display_name, sender.addr_spec) == ("뉴스스페이스", "newsletter@newsspace.kr")
     assert "구독을 확인" in parsed["Subject"]
-    assert "http://127.0.0.1:8080/confirm/abc" in parsed.get_body(("plain",)).get_content()
+    assert "http://127.0.0.1:8080/confirm/abc" in body_text(parsed, "plain")
 
 
 def test_a_reader_held_back_from_suppression_is_not_tried_again_in_a_long_run(
-    tmp_path: Path, feed_server: FeedServer, relay: tuple[Relay, int]
+    tmp_path: Path, feed_server: FeedServer, relay: tuple[Relay, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 5.1.1 waits as deferred (5 min) until the run's end decides; in a run longer than that
     (here a clock that moves 20 s per reading) the row comes due again and must not be sent."""
@@ -394,7 +394,7 @@ def test_a_reader_held_back_from_suppression_is_not_tried_again_in_a_long_run(
         tried.append(address)
         return await refuse(server, session, envelope, address, options)
 
-    handler.handle_RCPT = counting  # type: ignore[method-assign]
+    monkeypatch.setattr(handler, "handle_RCPT", counting)
     ticks = iter(range(10_000))
     app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 1", delivery_extra="lease_seconds = 3600",
                clock=lambda: SEND_TIME + timedelta(seconds=20 * next(ticks)))  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import re
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,14 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
 from feedservice.model import SubscriberStatus
 from feedservice.web.app import create_app
-from tests.conftest import CHROMIUM_ARGS, SmtpSink, chromium_or_skip, free_port, write_config
+from tests.conftest import CHROMIUM_ARGS, SmtpSink, body_text, chromium_or_skip, subscriber, write_config
+from tests.served import served
 
 BASE = "http://127.0.0.1:8080"
 
@@ -42,10 +41,17 @@ def client(app: App) -> TestClient:
     return TestClient(create_app(app), base_url=BASE)
 
 
+def _found(pattern: str, text: str) -> str:
+    """The first group of ``pattern``'s first match in ``text``; the test fails when there is none."""
+    match = re.search(pattern, text)
+    assert match is not None, f"{pattern!r} not found"
+    return match.group(1)
+
+
 def _csrf(client: TestClient, path: str) -> str:
     page = client.get(path)
     assert page.status_code == 200
-    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    return _found(r'name="csrf" value="([^"]+)"', page.text)
 
 
 def _signup(client: TestClient, address: str, *sections: str, **headers: str) -> httpx.Response:
@@ -59,13 +65,13 @@ def _mails(sink: SmtpSink, to: str, wait: float = 5) -> list[email.message.Email
     while time.monotonic() < deadline:
         found = [email.message_from_bytes(raw, policy=policy.default) for _, rcpt, raw in sink.messages if rcpt == [to]]
         if found:
-            return found  # type: ignore[return-value]
+            return found
         time.sleep(0.05)
     return []
 
 
 def _confirm_link(mail: email.message.EmailMessage) -> str:
-    return re.search(r"(http://127\.0\.0\.1:8080/confirm/\S+)", mail.get_body(("plain",)).get_content()).group(1)  # type: ignore[union-attr]
+    return _found(r"(http://127\.0\.0\.1:8080/confirm/\S+)", body_text(mail, "plain"))
 
 
 def test_double_opt_in(app: App, client: TestClient, smtp_server: tuple[SmtpSink, int]) -> None:
@@ -80,12 +86,12 @@ def test_double_opt_in(app: App, client: TestClient, smtp_server: tuple[SmtpSink
     page = client.get(link)  # a GET (a link scanner) confirms nothing
     assert (
         page.status_code == 200
-        and app.store.get_subscriber("New.Reader@example.com").status is SubscriberStatus.UNCONFIRMED
-    )  # type: ignore[union-attr]
-    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        and subscriber(app.store, "New.Reader@example.com").status is SubscriberStatus.UNCONFIRMED
+    )
+    token = _found(r'name="csrf" value="([^"]+)"', page.text)
     done = client.post(link, data={"csrf": token})
     assert done.status_code == 200 and "구독이 시작되었습니다" in done.text
-    assert app.store.get_subscriber("New.Reader@example.com").status is SubscriberStatus.SUBSCRIBED  # type: ignore[union-attr]
+    assert subscriber(app.store, "New.Reader@example.com").status is SubscriberStatus.SUBSCRIBED
     again = client.post(link, data={"csrf": token})  # single use
     assert again.status_code == 400
 
@@ -96,9 +102,12 @@ def test_no_enumeration_and_one_mail_an_hour(app: App, client: TestClient, smtp_
     known = _signup(client, "known@example.com", "economy")
     new = _signup(client, "fresh@example.com")
     assert known.status_code == new.status_code == 200
-    strip = lambda t: re.sub(r'value="[^"]*"', "", t)  # noqa: E731
+
+    def strip(page: str) -> str:
+        return re.sub(r'value="[^"]*"', "", page)
+
     assert strip(known.text) == strip(new.text)  # the same answer for a known and a new address
-    assert app.store.get_subscriber("known@example.com").sections == ("bigtech",)  # type: ignore[union-attr]
+    assert subscriber(app.store, "known@example.com").sections == ("bigtech",)
     _signup(client, "fresh@example.com")  # asked again within the hour: no second mail
     time.sleep(0.3)
     assert len(_mails(sink, "fresh@example.com")) == 1
@@ -132,25 +141,15 @@ def test_expired_and_tampered_links(app: App, client: TestClient, smtp_server: t
     link = _confirm_link(_mails(sink, "late@example.com")[0]).removeprefix(BASE)
     tampered = link[:-3] + ("aaa" if not link.endswith("aaa") else "bbb")
     assert client.get(tampered).status_code == 400
-    app.clock = lambda: datetime.now(UTC) + timedelta(hours=49)  # type: ignore[method-assign]
+    app.clock = lambda: datetime.now(UTC) + timedelta(hours=49)
     assert client.get(link).status_code == 400
-    assert app.store.get_subscriber("late@example.com").status is SubscriberStatus.UNCONFIRMED  # type: ignore[union-attr]
+    assert subscriber(app.store, "late@example.com").status is SubscriberStatus.UNCONFIRMED
 
 
 @pytest.fixture
 def live_app(app: App) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port, log_config=None,
-                                           lifespan="off"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(5)
+    with served(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_whole_flow_in_chromium(app: App, live_app: str, smtp_server: tuple[SmtpSink, int], tmp_path: Path) -> None:
@@ -181,7 +180,7 @@ def test_whole_flow_in_chromium(app: App, live_app: str, smtp_server: tuple[Smtp
             with page.expect_navigation():
                 page.click("button[type=submit]")
             assert "저장했습니다" in page.content()
-            assert app.store.get_subscriber("browser@example.com").sections == ("space-sociology",)  # type: ignore[union-attr]
+            assert subscriber(app.store, "browser@example.com").sections == ("space-sociology",)
             with page.expect_navigation():
                 page.click("text=수신 거부")
             with page.expect_navigation():

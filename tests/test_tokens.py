@@ -137,7 +137,7 @@ def test_mailed_links_from_before_the_upgrade_keep_working(recorded_app: App) ->
 
 
 def test_mailed_links_from_before_the_upgrade_die_after_60_days(recorded_app: App) -> None:
-    recorded_app.clock = lambda: LEGACY_UNTIL  # type: ignore[method-assign]
+    recorded_app.clock = lambda: LEGACY_UNTIL
     client = TestClient(create_app(recorded_app), base_url="http://127.0.0.1:8080")
     assert client.get(f"/preferences/{RECORDED_PREFERENCES_V0}").status_code == 400
     r = client.post(f"/unsubscribe/{RECORDED_UNSUBSCRIBE}", data={"List-Unsubscribe": "One-Click"})

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Required, TypedDict
 
 import pytest
 from pydantic import SecretStr
@@ -17,17 +20,23 @@ from feedservice.adapters.kma import KmaSurfaceProvider, parse_sfctm2
 from feedservice.adapters.openmeteo import OpenMeteoProvider
 from feedservice.adapters.store import open_store
 from feedservice.adapters.websub import WebSubPublisher
+from feedservice.bootstrap import App
 from feedservice.conditions import condition_word, sky_word
 from feedservice.errors import WeatherError
+from feedservice.model import Observation, WeatherBlock
+from feedservice.ports import WeatherProvider
 from feedservice.services.weather import (
     format_forecast,
     format_observation,
+    is_stale,
     national_summary,
     refresh_weather,
     weather_block,
+    weather_for_edition,
 )
 from feedservice.stations import DEFAULT_STATION_IDS
 from tests.conftest import FeedServer, Served, SilentServer, shared_fixture
+from tests.fakes import FakeClock, FakeWeatherProvider, FakeWeatherStore
 
 WIDGET = (
     "구름많음 동두천 27.7℃ / 흐림 강릉 29.4℃ / 구름조금 서울 29.1℃ / 구름조금 대전 30.2℃ / "
@@ -64,6 +73,16 @@ def test_sky_classes(tenths: int | None, word: str | None) -> None:
     assert sky_word(tenths) == word
 
 
+class _Readings(TypedDict, total=False):
+    """A station's readings, as ``condition_word`` takes them."""
+
+    cloud_tenths: Required[int | None]
+    present_weather: int | None
+    rain_mm: float | None
+    visibility_km: float | None
+    humidity: float | None
+
+
 @pytest.mark.parametrize(
     ("kw", "word"),
     [
@@ -82,7 +101,7 @@ def test_sky_classes(tenths: int | None, word: str | None) -> None:
         ({"cloud_tenths": 4, "visibility_km": 20, "humidity": 62}, "구름조금"),
     ],
 )
-def test_phenomena_take_precedence(kw: dict, word: str) -> None:  # type: ignore[type-arg]
+def test_phenomena_take_precedence(kw: _Readings, word: str) -> None:
     assert condition_word(**kw) == word
 
 
@@ -144,7 +163,7 @@ def test_providers_and_the_hub_follow_no_redirect(feed_server: FeedServer) -> No
 def test_a_hung_or_absent_weather_server_is_a_weather_error_in_time(silent_server: SilentServer) -> None:
     now = datetime(2025, 8, 1, 6, 10, tzinfo=UTC)
     hung = f"http://127.0.0.1:{silent_server.port}/kma"
-    providers = [
+    providers: list[WeatherProvider] = [
         KmaSurfaceProvider(SecretStr("k"), base_url=hung, timeout=0.5),
         OpenMeteoProvider(base_url=hung, timeout=0.5),
         AsosHourlyProvider(SecretStr("k"), base_url=hung, timeout=0.5),
@@ -156,7 +175,7 @@ def test_a_hung_or_absent_weather_server_is_a_weather_error_in_time(silent_serve
     assert asyncio.run(WebSubPublisher(hung, timeout=0.5).publish(["https://f.kr/feeds/a.xml"])) is False
 
 
-async def _timed(call) -> float:  # type: ignore[no-untyped-def]
+async def _timed(call: Awaitable[object]) -> float:
     """Seconds until ``call`` failed with a WeatherError (anything else fails the test)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -181,7 +200,7 @@ def test_open_meteo_by_coordinates(feed_server: FeedServer) -> None:
 class _Failing:
     name = "broken"
 
-    async def observe(self, station_ids, now):  # type: ignore[no-untyped-def]
+    async def observe(self, station_ids: Sequence[int], now: datetime) -> list[Observation]:
         raise WeatherError(self.name, "HTTP 500")
 
 
@@ -256,7 +275,7 @@ def test_forecast_low_high_and_rain_chance(feed_server: FeedServer) -> None:
     assert format_forecast(f) == "최저 25℃ · 최고 32℃ · 강수확률 20%"
 
 
-def _app(tmp_path: Path, feed_server: FeedServer, extra: str, now: datetime, fallback: str = "none"):  # type: ignore[no-untyped-def]
+def _app(tmp_path: Path, feed_server: FeedServer, extra: str, now: datetime, fallback: str = "none") -> App:
     from feedservice.bootstrap import make_app
     from feedservice.config import load_settings
     from tests.conftest import write_config
@@ -327,3 +346,72 @@ def test_digest_block_carries_the_forecast(tmp_path: Path, feed_server: FeedServ
         assert seoul["text"] == "구름조금 서울 29.1℃" and seoul["forecast"] == "최저 25℃ · 최고 32℃ · 강수확률 20%"
     finally:
         app.close()
+
+
+# -- the weather an edition shows (services/weather.py), on the in-memory fakes: no socket --------
+SEOUL = 108
+MORNING = datetime(2026, 11, 30, 6, 30, tzinfo=UTC)
+
+
+def _seoul(at: datetime, temperature: float = 3.5, provider: str = "kma") -> Observation:
+    return Observation(SEOUL, "서울", at, temperature, "맑음", provider=provider)
+
+
+def _edition_weather(
+    store: FakeWeatherStore,
+    providers: list[FakeWeatherProvider],
+    clock: FakeClock,
+    *,
+    timeout: float = 1.0,
+    edition_end: datetime | None = None,
+) -> WeatherBlock:
+    max_age = timedelta(hours=3)
+    edition = weather_for_edition(
+        store, providers, [SEOUL], clock, max_age=max_age, timeout=timeout, edition_end=edition_end
+    )
+    return asyncio.run(edition)
+
+
+def test_a_fresh_stored_observation_is_shown_without_asking_a_provider() -> None:
+    store, clock = FakeWeatherStore(), FakeClock(MORNING)
+    store.save_observations([_seoul(MORNING - timedelta(hours=1))], MORNING)
+    kma = FakeWeatherProvider("kma", [_seoul(MORNING, 9.0)])
+    block = _edition_weather(store, [kma], clock)
+    assert kma.calls == 0 and [o.temperature for o in block.observations] == [3.5] and block.stale_before is None
+
+
+def test_a_stale_observation_is_refreshed_from_the_first_provider_that_answers() -> None:
+    store, clock = FakeWeatherStore(), FakeClock(MORNING)
+    store.save_observations([_seoul(MORNING - timedelta(hours=5))], MORNING)
+    kma = FakeWeatherProvider("kma", WeatherError("kma", "HTTP 500"))
+    meteo = FakeWeatherProvider("open-meteo", [_seoul(MORNING, 9.0, "open-meteo")])
+    block = _edition_weather(store, [kma, meteo], clock)
+    assert (kma.calls, meteo.calls) == (1, 1)
+    assert [(o.temperature, o.provider) for o in block.observations] == [(9.0, "open-meteo")]
+    assert block.stale_before is None and len(store.saved[SEOUL]) == 2  # kept for the next edition
+
+
+def test_when_every_provider_fails_the_stale_observation_is_shown_marked_stale() -> None:
+    store, clock = FakeWeatherStore(), FakeClock(MORNING)
+    old = _seoul(MORNING - timedelta(hours=5))
+    store.save_observations([old], MORNING)
+    block = _edition_weather(store, [FakeWeatherProvider("kma", WeatherError("kma", "HTTP 500"))], clock)
+    assert block.observations == (old,) and is_stale(block, old)
+
+
+def test_a_provider_that_hangs_holds_the_edition_up_for_twice_its_timeout_at_most() -> None:
+    store, clock = FakeWeatherStore(), FakeClock(MORNING)
+    hung = FakeWeatherProvider("kma", [_seoul(MORNING)], delay=30)
+    started = time.monotonic()
+    block = _edition_weather(store, [hung], clock, timeout=0.1)
+    assert time.monotonic() - started < 1.5
+    assert block.observations == () and block.notice == "날씨 정보를 가져오지 못했습니다."
+
+
+def test_a_late_edition_shows_its_own_mornings_weather_and_asks_nobody() -> None:
+    store, clock = FakeWeatherStore(), FakeClock(MORNING + timedelta(hours=6))
+    before, after = _seoul(MORNING - timedelta(minutes=30), 1.0), _seoul(MORNING + timedelta(hours=5), 8.0)
+    store.save_observations([before, after], after.observed_at)
+    kma = FakeWeatherProvider("kma", [_seoul(clock.now, 9.0)])
+    block = _edition_weather(store, [kma], clock, edition_end=MORNING)
+    assert kma.calls == 0 and [o.temperature for o in block.observations] == [1.0]

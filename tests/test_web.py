@@ -1,9 +1,12 @@
-"""The web app, through its ASGI test client and over HTTP from uvicorn as `feedservice serve` runs
+"""The web app, through its ASGI test client and over HTTP from Granian as `feedservice serve` runs
 it: feeds with validators, index, digest pages, unsubscribe."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -16,8 +19,8 @@ from starlette.testclient import TestClient
 from feedservice.bootstrap import App
 from feedservice.model import Article, Edition, SubscriberStatus
 from feedservice.web.app import create_app
-from tests.conftest import write_config
-from tests.served import app_with_article, served
+from tests.conftest import free_port, subscriber, write_config
+from tests.served import app_with_article, process_serving, served
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 
@@ -30,7 +33,7 @@ def app(tmp_path: Path) -> Iterator[App]:
     a.close()
 
 
-@pytest.fixture(params=["asgi", "uvicorn"])
+@pytest.fixture(params=["asgi", "granian"])
 def client(app: App, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     if request.param == "asgi":
         yield TestClient(create_app(app))
@@ -107,11 +110,11 @@ def test_unsubscribe_get_never_unsubscribes_post_does(app: App, client: httpx.Cl
     unsub_url, prefs_url = app.links_for(sub)
     path = unsub_url.removeprefix("http://127.0.0.1:8080")
     assert client.get(path).status_code == 200
-    assert app.store.get_subscriber("reader@example.com").status is SubscriberStatus.SUBSCRIBED  # type: ignore[union-attr]
+    assert subscriber(app.store, "reader@example.com").status is SubscriberStatus.SUBSCRIBED
     # RFC 8058 one-click, as a mail provider sends it: no cookies, just the body.
     r = client.post(path, data={"List-Unsubscribe": "One-Click"})
     assert r.status_code == 200
-    assert app.store.get_subscriber("reader@example.com").status is SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
+    assert subscriber(app.store, "reader@example.com").status is SubscriberStatus.UNSUBSCRIBED
     assert client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200  # idempotent
     old_prefs = client.get(prefs_url.removeprefix("http://127.0.0.1:8080"))  # signed before leaving: dead
     assert old_prefs.status_code == 400 and "reader@example.com" not in old_prefs.text
@@ -194,9 +197,8 @@ def _exchange(port: int, data: bytes) -> bytes:
 
 
 def test_pipelined_keep_alive_and_http10_over_the_wire(app: App) -> None:
-    """Feed requests answered in the parser callback keep HTTP's rules: pipelined answers in
-    order (also around a request that goes through the ASGI app), Date on every answer,
-    keep-alive by default, connection close for HTTP/1.0 and when asked."""
+    """The server keeps HTTP's rules: pipelined answers in order (feed requests and pages mixed),
+    Date on every answer, keep-alive by default, the connection closed for HTTP/1.0 and when asked."""
     with served(app) as port:
         plain = {"Accept-Encoding": "identity"}
         etag = httpx.get(f"http://127.0.0.1:{port}/feeds/bigtech.xml", headers=plain).headers["etag"]
@@ -220,8 +222,10 @@ def test_pipelined_keep_alive_and_http10_over_the_wire(app: App) -> None:
         assert answers[4][1]["allow"] == "GET, HEAD"
         assert answers[5][1]["connection"] == "close" and answers[5][2] == b"unknown feed\n"
         # HTTP/1.0 without keep-alive: one answer, then the server closes (recv returns b"").
+        # Granian answers in HTTP/1.0, where closing is the default (RFC 9112 §9.3), so it may
+        # leave out "Connection: close" (uvicorn sent it).
         old = _responses(_exchange(port, b"GET /feeds/bigtech.xml HTTP/1.0\r\n\r\n"))
-        assert [a[0] for a in old] == [200] and old[0][1]["connection"] == "close"
+        assert [a[0] for a in old] == [200] and old[0][1].get("connection", "close") == "close"
         # HEAD: the GET's headers and length, no body (the next answer starts right after).
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"HEAD /feeds/bigtech.xml HTTP/1.1\r\n" + h + b"\r\n")
@@ -233,3 +237,29 @@ def test_pipelined_keep_alive_and_http10_over_the_wire(app: App) -> None:
         head, _, rest = data.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ") and b"content-length: " in head.lower()
         assert rest.startswith(b"HTTP/1.1 404 ")
+
+
+def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(tmp_path: Path) -> None:
+    """`feedservice serve` stops on SIGTERM as uvicorn did: a request whose body is still arriving
+    gets its answer, then the process exits 0 (Granian's embedded server is stopped by us)."""
+    cfg = write_config(tmp_path)
+    port = free_port()
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", f"[web]\nport = {port}\n", 1), encoding="utf-8")
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"],
+                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+    with process_serving(proc, f"http://127.0.0.1:{port}/healthz", log, 20):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                         b"Content-Length: 20\r\n\r\nemail=a")  # fmt: skip
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            sock.sendall(b"@example.com&c")  # the rest of the body, after the signal
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 403 ")  # answered (no CSRF token: refused, as always)
+        assert proc.wait(15) == 0
+    assert "stopped by SIGTERM" in log.read_text(encoding="utf-8")

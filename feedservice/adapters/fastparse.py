@@ -32,7 +32,6 @@ ATOM = "{http://www.w3.org/2005/Atom}"
 CONTENT = "{http://purl.org/rss/1.0/modules/content/}"
 DC = "{http://purl.org/dc/elements/1.1/}"
 MEDIA = "{http://search.yahoo.com/mrss/}"
-XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
 _ABSOLUTE = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
 _URL_ATTR = re.compile(r"""\b(?:href|src)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
 _RFC822_ZONE = re.compile(r"(?:[+-]\d{4}|\b(?:GMT|UTC?|Z)\b)\s*$", re.IGNORECASE)

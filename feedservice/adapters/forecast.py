@@ -25,7 +25,6 @@ from feedservice.stations import STATIONS
 
 DEFAULT_URL = "https://apis.data.go.kr/1360000/VilageFcstInfoService_2.0/getVilageFcst"
 KST = ZoneInfo("Asia/Seoul")
-ISSUE_HOURS = (2, 5, 8, 11, 14, 17, 20, 23)
 
 
 def to_grid(lat: float, lon: float) -> tuple[int, int]:

@@ -182,8 +182,8 @@ class BoundedDecoder:
         self.url, self.limit, self.size = url, limit, 0
         enc = (encoding or "identity").strip().lower()
         self.encoding = enc
-        self._zlib: Any = None
-        self._brotli: Any = None
+        self._zlib: zlib._Decompress | None = None  # typeshed's name; the class is not exported
+        self._brotli: Any = None  # a brotli.Decompressor; brotli ships no stubs
         if enc in ("gzip", "x-gzip"):
             self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif enc == "deflate":
@@ -195,6 +195,7 @@ class BoundedDecoder:
 
     def feed(self, chunk: bytes) -> bytes:
         room = self.limit - self.size + 1  # one byte more than allowed tells "over the limit"
+        out: bytes
         try:
             if self.encoding == "deflate" and self._zlib is None and chunk:
                 # "deflate" is zlib-wrapped by the spec, raw DEFLATE in practice: look at the header.
@@ -216,7 +217,7 @@ class BoundedDecoder:
     def flush(self) -> bytes:
         if self._zlib is not None:
             try:
-                out: bytes = self._zlib.flush()
+                out = self._zlib.flush()
             except zlib.error as exc:
                 raise FetchError(self.url, f"cannot decode the {self.encoding} body: {exc}") from None
             self.size += len(out)
@@ -349,7 +350,7 @@ class HttpFetcher:
                 moved = current if permanent and current != url else None
                 resp_headers = {k.lower(): v for k, v in resp.headers.items()}
                 if resp.status == 304:
-                    return FetchResult(url, 304, headers=resp_headers, final_url=current, permanent_redirect=moved)
+                    return FetchResult(url, 304, headers=resp_headers, permanent_redirect=moved)
                 if resp.status >= 400 or resp.status < 200 or resp.status >= 300:
                     raise FetchError(
                         url,
@@ -358,7 +359,7 @@ class HttpFetcher:
                         gone=resp.status == 410,
                     )
                 body = await self._read(url, resp)
-                return FetchResult(url, resp.status, body, resp_headers, final_url=current, permanent_redirect=moved)
+                return FetchResult(url, resp.status, body, resp_headers, permanent_redirect=moved)
         raise FetchError(url, f"more than {MAX_REDIRECTS} redirects")
 
     async def _read(self, url: str, resp: aiohttp.ClientResponse) -> bytes:

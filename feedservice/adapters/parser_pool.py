@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
 log = logging.getLogger("feedservice")
@@ -81,7 +81,7 @@ class ParserPool:
             self._executor = None
 
 
-def widen_pipes(pool: ProcessPoolExecutor) -> None:
+def widen_pipes(pool: Executor) -> None:
     """Give the pool's two pipes room for several feeds (Linux; elsewhere a no-op).
 
     A feed's bytes going out and its parsed articles coming back are ~100 KB each, more than a

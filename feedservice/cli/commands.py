@@ -359,15 +359,9 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
         out.print(f"last edition {editions[0].day}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     else:
         out.print("last edition: none yet")
-    ready, why = _readiness(app)
+    ready, why = app.readiness()
     out.print(f"ready: {why}")
     return OK if ready and not any(r.status == "failed" for k, r in runs.items() if ":" not in k) else FAILED
-
-
-def _readiness(app: App) -> tuple[bool, str]:
-    from feedservice.web.ops import readiness
-
-    return readiness(app)
 
 
 def cmd_serve(app: App, args: argparse.Namespace) -> int:
@@ -388,4 +382,3 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
     else:
         aio.run(serve(app, with_scheduler=True))
     return OK
-

@@ -12,7 +12,7 @@ import hashlib
 import os
 import tempfile
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,7 +21,7 @@ from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 from feedservice import aio
-from feedservice.bootstrap import make_app
+from feedservice.bootstrap import App, make_app
 from feedservice.cli.preview import NOTICE, write_preview
 from feedservice.config import load_settings
 from feedservice.model import SubscriberStatus
@@ -316,7 +316,7 @@ def run_demo(folder: Path | None = None) -> int:
         server.server_close()
 
 
-async def _cycle(app, folder: Path, day) -> int:  # type: ignore[no-untyped-def]
+async def _cycle(app: App, folder: Path, day: date) -> int:
     collected = await app.collect()
     print(f"collect: {collected.summary()}")
     built = await app.publish_feeds()

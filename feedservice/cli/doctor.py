@@ -16,6 +16,7 @@ import html
 from dataclasses import dataclass
 from datetime import timedelta
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 from email.utils import parseaddr
 
 from cryptography.hazmat.primitives import serialization
@@ -134,11 +135,11 @@ class Doctor:
                                                                     "are in the DKIM signature's h=")  # fmt: skip
         return [one_click, postal]
 
-    def _postal_address(self, parsed: object) -> Check:
+    def _postal_address(self, parsed: EmailMessage) -> Check:
         address = self.settings.site.postal_address.strip()
         if not address:
             return Check("postal address in the footer", False, "[site] postal_address is empty")
-        bodies = {part.get_content_type(): part.get_content() for part in parsed.walk()  # type: ignore[attr-defined]
+        bodies = {part.get_content_type(): part.get_content() for part in parsed.walk()
                   if part.get_content_maintype() == "text"}  # fmt: skip
         missing = [kind for kind, body in bodies.items() if address not in html.unescape(body)]
         if not bodies or missing:

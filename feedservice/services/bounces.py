@@ -14,7 +14,11 @@ alone suppresses nobody: the mail is kept as unmatched for a person to look at.
 
 The policy (``bounce_model`` draws the kinds): a hard bounce or a complaint suppresses at once;
 soft bounces after ``soft_limit`` within ``soft_days`` with no delivery between (``soft_streak``);
-policy rejections (about us), auto-replies and the unmatched suppress nobody. A mass suppression
+policy rejections (about us), auto-replies and the unmatched suppress nobody. A relay's refusal
+during sending (a RCPT-stage 5.1.x about the reader) takes the same path: ``refusal_row`` reads it
+as a hard bounce matched to its delivery (``by="relay"``), ``decide`` gives its reason, and it is
+recorded like returned mail (the relay's reply kept as its message), so ``bounces list``,
+``digest status`` and ``/metrics`` count both alike. A mass suppression
 is suspicious (a relay that bounced everything, a forged batch): when one run would suppress
 more than ``breaker_share`` of the subscribers and at least ``breaker_minimum``, nothing is
 recorded or moved and the run says so; ``bounces check --force`` applies it after a look.
@@ -24,17 +28,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from feedservice.bounce_model import BounceKind, BounceReading, BounceRow, ReturnedMail, soft_streak
+from feedservice.bounce_model import BounceKind, BounceReading, BounceRow, ReturnedMail, soft_streak, status_kind
 from feedservice.errors import FeedServiceError, IntakeError
+from feedservice.model import Delivery
 from feedservice.ports import BounceIntake, BounceStore
 from feedservice.services.replies import SuppressionBreaker
 from feedservice.verp import read_verp_address
 
-__all__ = ["BounceCheck", "BouncePolicy", "CheckReport", "Decision", "Match", "decide"]
+__all__ = ["BounceCheck", "BouncePolicy", "CheckReport", "Decision", "Match", "decide", "refusal_row"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,7 @@ class BouncePolicy:
 class Match:
     subscriber_id: int
     edition: date | None
-    by: str  # verp, message-id, recipient
+    by: str  # verp, message-id, recipient; relay: refused while sending, the delivery itself
     recipient: str | None = None
 
 
@@ -124,6 +130,40 @@ def decide(reading: BounceReading, match: Match | None, streak: int, policy: Bou
         reason = f"{streak} soft bounces within {policy.soft_days} days, no delivery between; last: {what}"
         return Decision("soft", "suppressed", reason)
     return Decision("soft", f"counted: soft bounce {streak} of {policy.soft_limit}")
+
+
+def bounce_row(digest: str, received: datetime, source: str, raw: bytes, reading: BounceReading,
+               match: Match | None, decision: Decision) -> BounceRow:  # fmt: skip
+    """What is recorded of one message and what it does; an unmatched one names no reader."""
+    trusted = match if decision.counted != "unmatched" else None
+    return BounceRow(
+        digest=digest, received=received, source=source, kind=reading.kind, raw=raw,
+        edition=trusted.edition if trusted else None, subscriber_id=trusted.subscriber_id if trusted else None,
+        matched_by=trusted.by if trusted else None,
+        recipient=(match.recipient if match else None) or (reading.recipients[0] if reading.recipients else None),
+        status=reading.status, detail=reading.detail, subject=reading.subject, action=decision.action,
+        suppress=decision.suppress,
+    )  # fmt: skip
+
+
+_CODE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def refusal_row(delivery: Delivery, reply: str, now: datetime, policy: BouncePolicy | None = None) -> BounceRow:
+    """A relay's permanent refusal of ``delivery`` while sending (``550 5.1.1 …`` to RCPT TO), as
+    the same record and suppression a returned hard bounce makes. Its message is the reply itself,
+    with the edition and Message-ID it refused (not the address: a suppressed one is forgotten)."""
+    found = _CODE.search(reply)
+    status = found[1] if found else None
+    kind = status_kind(status) if status else None
+    detail = " ".join(reply.split())[:300]
+    reading = BounceReading(kind or BounceKind.HARD, status=status, detail=detail)
+    match = Match(delivery.subscriber_id, delivery.edition, "relay")
+    raw = (f"Refused by the relay while sending\nEdition: {delivery.edition}\nMessage-ID: {delivery.message_id}\n"
+           f"Reply: {detail}\n").encode()  # fmt: skip
+    decision = decide(reading, match, 0, policy or BouncePolicy())
+    return bounce_row(hashlib.sha256(raw).hexdigest(), now, f"relay:{delivery.edition}/{delivery.id}", raw, reading,
+                      match, decision)  # fmt: skip
 
 
 class BounceCheck:
@@ -221,16 +261,8 @@ class BounceCheck:
 
     # -- record --------------------------------------------------------------------------------
     def _record(self, item: _Item, decision: Decision, now: datetime) -> None:
-        r, m = item.reading, item.match
-        matched = decision.counted not in ("unmatched",)
-        trusted = m if matched else None
-        row = BounceRow(
-            digest=item.digest, received=now, source=item.mail.source, kind=r.kind, raw=item.mail.raw,
-            edition=trusted.edition if trusted else None, subscriber_id=trusted.subscriber_id if trusted else None,
-            matched_by=trusted.by if trusted else None,
-            recipient=(m.recipient if m else None) or (r.recipients[0] if r.recipients else None),
-            status=r.status, detail=r.detail, subject=r.subject, action=decision.action, suppress=decision.suppress,
-        )  # fmt: skip
+        matched = decision.counted != "unmatched"
+        row = bounce_row(item.digest, now, item.mail.source, item.mail.raw, item.reading, item.match, decision)
         try:
             self.store.record_bounce(row)
             item.intake.done(item.mail, matched=matched)

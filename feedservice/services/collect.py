@@ -68,7 +68,8 @@ def next_attempt_after_failure(
     now: datetime, interval: timedelta, failures: int, retry_after: float | None = None
 ) -> datetime:
     """Capped exponential backoff from the normal interval; Retry-After wins when it is later."""
-    delay = min(interval * (2 ** min(failures, 16)), MAX_BACKOFF)
+    factor: int = 2 ** min(failures, 16)  # typeshed types int ** int as Any (a negative power is a float)
+    delay = min(interval * factor, MAX_BACKOFF)
     if retry_after is not None:
         delay = max(delay, timedelta(seconds=min(retry_after, 86400)))
     return now + delay

@@ -32,6 +32,7 @@ from email.utils import parseaddr
 from feedservice.errors import DeliveryError, DeliveryFatal, SendingStopped
 from feedservice.model import Delivery, DeliveryStatus, DomainPause, Edition, Subscriber, SubscriberStatus
 from feedservice.ports import DeliveryStore, Mailer, MessageSigner
+from feedservice.services.bounces import refusal_row
 from feedservice.services.digest import DigestSite, RenderedDigest, personal_parts, prepare
 from feedservice.services.pacing import DomainPacer, GroupCommit, Lane, LaneRule, RateLimiter
 from feedservice.services.replies import Outcome, SuppressionBreaker, classify, next_pause, retry_time, throttled
@@ -364,9 +365,8 @@ class EditionDrain:
         self.held.discard(d.id)
 
     async def _settle_suppressions(self, *, apply: bool) -> None:
-        """At the end of a run: suppress the readers refused as unknown, unless the edition's breaker
-        tripped (in this run or another worker's) or the run was cut short; then they are queued
-        again, to be tried on resumption."""
+        """At the end of a run: suppress the readers refused as unknown, unless the edition's breaker tripped
+        (in this run or another worker's) or the run was cut short; then they are queued again, for resumption."""
         held, self.to_suppress = self.to_suppress, []
         if not held:
             return
@@ -379,10 +379,10 @@ class EditionDrain:
                 await asyncio.to_thread(self.store.requeue_deliveries, [d.id for d, _, _ in held], self.clock())
                 self.report.deferred += len(held)
                 return
+            for d, _, o in held:  # bad mailbox or domain: never again, with its reason (services.bounces)
+                await asyncio.to_thread(self.store.record_bounce, refusal_row(d, o.reply, self.clock()))
             outcomes = [(d.id, DeliveryStatus.FAILED, o.reply, None) for d, _, o in held]
             await asyncio.to_thread(self.store.mark_deliveries, outcomes, self.clock())
-            for _, sub, _ in held:  # bad mailbox or domain: never again
-                await asyncio.to_thread(self.store.set_subscriber_status, sub.email, SubscriberStatus.SUPPRESSED)
         except Exception as exc:  # they stay deferred: retried later, nothing lost
             log.error("digest %s: could not settle %d refused readers: %s", self.edition.day, len(held), exc)
             return

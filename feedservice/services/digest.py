@@ -187,8 +187,9 @@ class DigestRenderer:
     """Loads ``digest.html.j2`` / ``digest.txt.j2`` from the override folder, then the bundled one."""
 
     def __init__(self, template_dirs: Sequence[Path]) -> None:
+        self._search_path = [str(d) for d in template_dirs]
         self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
+            loader=jinja2.FileSystemLoader(self._search_path),
             autoescape=jinja2.select_autoescape(["html", "html.j2", "xml"], default_for_string=True),
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
@@ -203,7 +204,7 @@ class DigestRenderer:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(exc.name or name, exc.lineno, exc.message or "syntax error") from exc
         except jinja2.TemplateNotFound as exc:
-            raise TemplateError(name, None, f"not found in {self.env.loader.searchpath}") from exc  # type: ignore[union-attr]
+            raise TemplateError(name, None, f"not found in {self._search_path}") from exc
         except jinja2.UndefinedError as exc:
             raise TemplateError(name, _template_line(exc, name), exc.message or "undefined value") from exc
 

@@ -85,7 +85,7 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 
-class _HistoryExtension(BaseExtension):  # type: ignore[misc]
+class _HistoryExtension(BaseExtension):  # type: ignore[misc]  # feedgen ships no stubs: its base class is Any
     """What feedgen does not write itself in an RSS channel: the atom:link elements other than
     rel="self" (WebSub hub and the RFC 5005 ``current``, ``prev-archive``, ``next-archive``) and
     RFC 5005's <fh:archive/>. Registered on each generator as ``history``; ``set`` gives it the page's."""

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from typing import Literal, get_args
 from urllib.parse import quote, urlsplit
 
-from feedservice.model import Article
+from feedservice.model import Article, ArticleFields
 from feedservice.text import sanitized_to_text
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _SPACE = re.compile(r"\s")
-_TEXT_FIELDS = ("id", "url", "title", "summary_html", "content_html", "author", "image_url", "image_type")
+_TextField = Literal["id", "url", "title", "summary_html", "content_html", "author", "image_url", "image_type"]
+_TEXT_FIELDS: tuple[_TextField, ...] = get_args(_TextField)
 
 
 def _http_url(value: str | None) -> bool:
@@ -46,7 +48,7 @@ def _site_page(source_url: str) -> str | None:
 
 def make_publishable(article: Article) -> Article | str:
     """The article as every output format can carry it, or why it cannot be stored."""
-    fixes: dict[str, object] = {}
+    fixes: ArticleFields = {}
     texts = [getattr(article, name) or "" for name in _TEXT_FIELDS]
     if _NOT_XML.search("\n".join((*texts, *article.categories))):  # one search for the usual case
         for name, value in zip(_TEXT_FIELDS, texts, strict=True):
@@ -72,4 +74,4 @@ def make_publishable(article: Article) -> Article | str:
         fixes["title"] = text[:80]
     if article.image_url and not _http_url(str(fixes.get("image_url", article.image_url))):
         fixes["image_url"] = fixes["image_type"] = fixes["image_length"] = None
-    return replace(article, **fixes) if fixes else article  # type: ignore[arg-type]
+    return replace(article, **fixes) if fixes else article

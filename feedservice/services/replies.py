@@ -30,7 +30,8 @@ MAX_DOMAIN_PAUSE = timedelta(hours=1)
 
 def retry_time(now: datetime, attempts: int) -> datetime:
     """Exponential backoff from 5 minutes, capped at an hour."""
-    return now + min(RETRY_BASE * (2**attempts), MAX_RETRY)
+    factor: int = 2**attempts  # typeshed types int ** int as Any (a negative power is a float)
+    return now + min(RETRY_BASE * factor, MAX_RETRY)
 
 
 @dataclass(frozen=True)

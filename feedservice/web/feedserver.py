@@ -6,8 +6,7 @@ version (re-read only when the file's mtime or size changes). No database, no
 rendering, no framework routing per request: this path is the one feed readers hammer.
 
 It is an ordinary ASGI app and uses nothing of the server's own: any ASGI server runs it, and
-the server's limits (``limit_concurrency``, ``root_path``, the request bounds of
-``web/httplimits.py``) apply to feed requests as to every other. Where one process is not
+the request bounds of ``web/httplimits.py`` apply to feed requests as to every other. Where one process is not
 fast enough, nginx serves the same files from disk (docs/publishing.md, tests/test_nginx.py).
 """
 

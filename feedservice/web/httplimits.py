@@ -1,19 +1,23 @@
-"""Limits on what one HTTP connection may cost the server: uvicorn's httptools protocol with
-a bounded request head, and timeouts for slow heads, slow bodies and idle connections.
+"""Limits on what one HTTP connection may cost the server (issue 13 item 11), on public API only.
 
-uvicorn's httptools path has none of these: httptools gathers a header of any length in memory
-(three connections with 100 MB of headers took 300 MB), a connection that sends nothing, or
-one header byte a second, is kept for ever, and a body that never ends holds its request open.
-uvicorn's own ``timeout_keep_alive`` only starts after a response. So:
+Most of them are Granian's documented HTTP/1 settings (``granian.http.HTTP1Settings``, hyper
+underneath), built by ``http1_settings``:
 
-- the request line and headers together may take ``max_head_bytes``; beyond, the answer is
-  431 and the connection closes. The parser is fed no more than that while it reads a head,
-  so its buffer stays bounded whatever the client sends;
-- at most ``max_headers`` header lines (beyond: uvicorn's 400, connection closed);
-- a head must be complete ``head_timeout`` seconds after the connection opened or the previous
-  request ended — this also closes connections that never send anything;
-- a body must be complete ``body_timeout`` seconds after its head;
-- between requests, uvicorn's ``timeout_keep_alive`` (5 s by default) closes an idle connection.
+- ``header_read_timeout``: a request head must be complete ``head_timeout`` seconds after the
+  connection opened or the previous response was sent. hyper runs this clock whenever it waits
+  for a head, so it also closes connections that never send anything and idle keep-alive
+  connections: the idle timeout between requests is ``head_timeout`` too;
+- ``max_buffer_size``: the parser's read buffer is bounded, so a header of any length costs no
+  more than about that much memory; past it, hyper answers 431 and closes the connection;
+- at most 100 header lines: hyper's own fixed limit (431, connection closed).
+
+Granian has no setting for the rest, so ``RequestLimits``, an ASGI middleware (ASGI's public
+interface, nothing of the server's), adds it:
+
+- the head may take exactly ``max_head_bytes`` (hyper's bound is approximate: its buffer grows in
+  steps, and a 40 KB head got through a 32 KB buffer); beyond, 431 and the connection closes;
+- a body must be complete ``body_timeout`` seconds after its head: ``receive()`` gets that
+  deadline; past it the app sees a disconnect, the client a 408, and the connection closes.
 
 Behind nginx (docs/publishing.md) nginx applies its own limits first; these hold when the
 server faces clients directly, and against a misconfigured proxy.
@@ -21,121 +25,123 @@ server faces clients directly, and against a misconfigured proxy.
 
 from __future__ import annotations
 
-from asyncio import TimerHandle
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from granian.http import HTTP1Settings
 
-__all__ = ["LimitedHttpProtocol"]
+__all__ = ["LIMITS", "Limits", "RequestLimits", "http1_settings"]
 
-_TOO_LARGE_BODY = b"request header fields too large\n"
-TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"content-length: %d\r\n"
-    b"connection: close\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
-)
+log = logging.getLogger(__name__)
 
-
-class TooManyHeaders(Exception):
-    """Raised from the parser callback; httptools turns it into a parse error (uvicorn: 400)."""
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class LimitedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with bounded heads and timeouts (see the module docstring)."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request may cost. ``max_headers`` is hyper's fixed limit, stated here to be tested."""
 
-    max_head_bytes = 32 * 1024
-    max_headers = 100
-    head_timeout = 15.0
-    body_timeout = 30.0
+    max_head_bytes: int = 32 * 1024
+    max_headers: int = 100
+    head_timeout: float = 15.0  # also the idle keep-alive timeout (see the module docstring)
+    body_timeout: float = 30.0
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._in_head = True  # the next bytes belong to a request line and headers
-        self._head_bytes = 0
-        self._header_count = 0
-        self._timer: TimerHandle | None = None
 
-    # -- the connection ---------------------------------------------------------------------
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        self._wait_for_head()
+LIMITS = Limits()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
-        super().connection_lost(exc)
 
-    def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
+def http1_settings(limits: Limits = LIMITS) -> HTTP1Settings:
+    """Granian's HTTP/1 settings for ``limits`` (its minimum buffer is 8 KB)."""
+    return HTTP1Settings(
+        header_read_timeout=max(1, round(limits.head_timeout * 1000)),
+        keep_alive=True,
+        max_buffer_size=max(8192, limits.max_head_bytes),
+    )
+
+
+def _plain(status: int, reason: bytes) -> tuple[Message, Message]:
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(reason)),
+        (b"connection", b"close"),
+    ]
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": reason},
+    )
+
+
+TOO_LARGE = _plain(431, b"request header fields too large\n")
+TOO_SLOW = _plain(408, b"the request body did not arrive in time\n")
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
+
+
+class RequestLimits:
+    """ASGI: the exact head size and the body deadline (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, limits: Limits = LIMITS) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        # While a head is being read, feed the parser at most what a head may take, so a
-        # header of any length costs no more than ``max_head_bytes`` before it is refused.
-        while self._in_head and data:
-            room = self.max_head_bytes - self._head_bytes
-            if room <= 0:
-                self._refuse_head()
-                return
-            piece, data = data[:room], data[room:]
-            self._head_bytes += len(piece)
-            super().data_received(piece)
-            if self.transport.is_closing():
-                return
-        if data:
-            super().data_received(data)
-
-    # -- parser callbacks -------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._header_count = 0
-        super().on_message_begin()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.max_headers:
-            raise TooManyHeaders(f"more than {self.max_headers} header lines")
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        self.end_head()
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._wait_for_head()
-        super().on_message_complete()
-
-    # -- the limits -------------------------------------------------------------------------
-    def end_head(self) -> None:
-        """The head is complete: count no more bytes against it; the body has its own deadline."""
-        self._in_head = False
-        self._arm(self.body_timeout)
-
-    def _wait_for_head(self) -> None:
-        self._in_head, self._head_bytes = True, 0
-        self._arm(self.head_timeout)
-
-    def _arm(self, seconds: float) -> None:
-        self._cancel_timer()
-        self._timer = self.loop.call_later(seconds, self._on_timeout)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timeout(self) -> None:
-        self._timer = None
-        if self.transport is None or self.transport.is_closing():
+        # The head as it came: request line (with the query) and each "name: value\r\n".
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
+        has_body = False
+        for name, value in scope["headers"]:
+            size += len(name) + len(value) + 4
+            has_body = has_body or name in _BODY_HEADERS
+        if size > self.limits.max_head_bytes:
+            log.info("refusing a request head over %d bytes", self.limits.max_head_bytes)
+            for message in TOO_LARGE:
+                await send(message)
             return
-        if self._in_head and (self.pipeline or (self.cycle is not None and not self.cycle.response_complete)):
-            # Waiting for the next head while a response is still being written: the clock
-            # for that head starts again (a slow answer is not the client's fault).
-            self._arm(self.head_timeout)
-            return
-        self.logger.info("closing a connection whose request %s did not arrive in time",
-                         "head" if self._in_head else "body")  # fmt: skip
-        self.transport.close()
+        if has_body:
+            await _BodyDeadline(self.limits.body_timeout, receive, send).run(self.app, scope)
+        else:  # a GET, the feed readers' request: nothing to time
+            await self.app(scope, receive, send)
 
-    def _refuse_head(self) -> None:
-        self.logger.info("refusing a request head over %d bytes", self.max_head_bytes)
-        self._cancel_timer()
-        self.transport.write(TOO_LARGE)
-        self.transport.close()
+
+class _BodyDeadline:
+    """One request whose body must arrive by a deadline; past it, a 408 and the connection closes."""
+
+    def __init__(self, seconds: float, receive: Receive, send: Send) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + seconds
+        self._receive, self._send = receive, send
+        self._body_done = self._late = self._started = False
+
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
+        await app(scope, self.receive, self.send)
+        if self._late and not self._started:
+            log.info("closing a connection whose request body did not arrive in time")
+            for message in TOO_SLOW:
+                await self._send(message)
+
+    async def receive(self) -> Message:
+        if self._body_done or self._late:  # after the body: waiting for a disconnect is not timed
+            return await self._receive()
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                message = await self._receive()
+        except TimeoutError:
+            self._late = True
+            return {"type": "http.disconnect"}
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self._body_done = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self._late and not self._started:  # the app was told the client left; the 408 is ours
+            return
+        if message["type"] == "http.response.start":
+            self._started = True
+        await self._send(message)

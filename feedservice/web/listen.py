@@ -1,13 +1,13 @@
-"""The web server's listening sockets, opened by us before uvicorn starts.
+"""The web server's address, tried by us before the server starts.
 
-uvicorn opens its own sockets inside ``Server.startup`` and, when that fails (a ``web.host`` that
-does not resolve or is not this machine's, a ``web.port`` already taken or privileged), logs the
-error and calls ``sys.exit(3)``: the operator saw uvicorn's log lines and exit 3 instead of our
-one line and exit 1 or 2. Opening the sockets here first turns each of those into one of our
-errors, and uvicorn is handed the open sockets (``Server.serve(sockets=...)``, its public API).
+The server (Granian, ``web/server.py``) binds its own socket and, when that fails (a ``web.host``
+that does not resolve or is not this machine's, a ``web.port`` already taken or privileged), logs
+its own lines: the operator would see those instead of our one line and exit 1 or 2. Binding the
+address here first turns each of those into one of our errors; ``listen_address`` then closes the
+socket and gives the server the numeric address it bound (Granian binds an address, not a name).
 
-The sockets match what asyncio's ``create_server`` (uvicorn's default path) would open: one per
-address the host resolves to, ``SO_REUSEADDR``, IPv6 sockets IPv6-only.
+The sockets match what asyncio's ``create_server`` would open: one per address the host resolves
+to, ``SO_REUSEADDR``, IPv6 sockets IPv6-only. The server listens on the first of them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import socket
 
 from feedservice.errors import ConfigError, FeedServiceError
 
-__all__ = ["open_listeners"]
+__all__ = ["listen_address", "open_listeners"]
 
 # Bind errors that say the config names an address this machine cannot listen on (exit 2);
 # anything else (the port is taken, or needs privileges) is a failure at run time (exit 1).
@@ -45,7 +45,6 @@ def open_listeners(host: str, port: int, *, config_path: str, backlog: int = 204
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
             sock.listen(backlog)
-            sock.set_inheritable(True)  # uvicorn's worker processes inherit it
     except OSError as exc:
         for sock in sockets:
             sock.close()
@@ -54,3 +53,13 @@ def open_listeners(host: str, port: int, *, config_path: str, backlog: int = 204
             raise ConfigError(config_path, "web.host", where) from exc
         raise FeedServiceError(f"web.port: {where}") from exc
     return sockets
+
+
+def listen_address(host: str, port: int, *, config_path: str) -> str:
+    """The numeric address the server is to bind for ``host``, once we could bind it ourselves
+    (``open_listeners``' errors otherwise); the trial sockets are closed again."""
+    sockets = open_listeners(host, port, config_path=config_path)
+    address = str(sockets[0].getsockname()[0])
+    for sock in sockets:
+        sock.close()
+    return address

@@ -3,10 +3,12 @@ process of a deployment answers the same."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import date
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -14,27 +16,11 @@ from feedservice.bootstrap import App
 from feedservice.bounce_model import EditionFeedback
 
 
-def readiness(app: App) -> tuple[bool, str]:
-    """Ready: the database answers and the last successful collect is not too old."""
-    if not app.store.ping():
-        return False, "the database does not answer"
-    if not app.settings.sources:
-        return True, "ready (no sources configured)"
-    limit = timedelta(minutes=app.settings.run.ready_collect_age_minutes or 3 * app.settings.collect.interval_minutes)
-    last = max((s.last_success for s in app.store.list_sources(with_counts=False) if s.last_success), default=None)
-    if last is None:
-        return False, "no source has been collected yet"
-    age = app.clock() - last
-    if age > limit:
-        return False, f"the last successful collect was {int(age.total_seconds() // 60)} minutes ago"
-    return True, "ready"
-
-
 class _Collector:
     def __init__(self, app: App) -> None:
         self.app = app
 
-    def collect(self):  # type: ignore[no-untyped-def]  # prometheus_client's collector protocol
+    def collect(self) -> Iterator[Metric]:  # prometheus_client's Collector protocol
         store = self.app.store
         sources = GaugeMetricFamily("feedservice_sources", "Configured sources by state", labels=["state"])
         states = {"ok": 0, "failing": 0, "disabled": 0, "never_fetched": 0}
@@ -85,25 +71,30 @@ class _Collector:
 
 
 def feedback_metrics(day: date, feedback: EditionFeedback) -> list[GaugeMetricFamily]:
-    """What came back from the latest edition: readers by kind, and each kind's share of the delivered."""
+    """What came back from the latest edition: readers by kind, and each kind's share (bounces of the
+    messages sent, complaints and unsubscribes of those delivered)."""
     counts = GaugeMetricFamily("feedservice_edition_feedback", "Readers of the latest edition by what came back",
                                labels=["edition", "kind"])  # fmt: skip
-    rates = GaugeMetricFamily("feedservice_edition_feedback_rate", "Share of the latest edition's delivered messages "
-                              "(complaints: keep under 0.001)", labels=["edition", "kind"])  # fmt: skip
-    for kind in ("delivered", "hard", "soft", "complaints", "unsubscribes"):
-        n = getattr(feedback, kind)
-        counts.add_metric([day.isoformat(), kind], n)
-        if kind != "delivered":
-            rates.add_metric([day.isoformat(), kind], feedback.rate(n))
+    rates = GaugeMetricFamily("feedservice_edition_feedback_rate", "Share of the latest edition's messages: bounces "
+                              "of those sent (delivered or refused while sending), complaints and unsubscribes of "
+                              "those delivered (complaints: keep under 0.001)", labels=["edition", "kind"])  # fmt: skip
+    for kind in ("delivered", "refused", "hard", "soft", "complaints", "unsubscribes"):
+        counts.add_metric([day.isoformat(), kind], getattr(feedback, kind))
+        if kind not in ("delivered", "refused"):
+            rates.add_metric([day.isoformat(), kind], feedback.kind_rate(kind))
     return [counts, rates]
 
 
-def ops_handlers(app: App):  # type: ignore[no-untyped-def]
+_Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def ops_handlers(app: App) -> tuple[_Endpoint, _Endpoint]:
+    """The `/readyz` and `/metrics` endpoints."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(app))  # type: ignore[arg-type]
+    registry.register(_Collector(app))
 
     async def readyz(request: Request) -> Response:
-        ok, why = readiness(app)
+        ok, why = app.readiness()
         return PlainTextResponse(why + "\n", status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:

@@ -1,24 +1,25 @@
 """Provider events (webhook calls) as an intake, so they go through the same bounce check as mail.
 
-A webhook call carries one event already read (``BounceReading``); this intake hands it to
-``services.bounces.BounceCheck`` as one ``ReturnedMail`` whose ``raw`` is the event as kept for a
-person, and ``read`` gives back the reading. ``done`` has nothing to move: the record is the mark.
+A webhook call carries events already read (``ProviderEvent``: ``adapters/bounces/webhooks.py``);
+this intake hands one to ``services.bounces.BounceCheck`` as one ``ReturnedMail`` whose ``raw`` is
+the event as kept for a person, and ``read`` gives back the reading. ``done`` has nothing to move:
+the record is the mark.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from feedservice.bounce_model import BounceReading, ReturnedMail
+from feedservice.bounce_model import BounceReading, ProviderEvent, ReturnedMail
 
 __all__ = ["EventIntake"]
 
 
 class EventIntake:
-    def __init__(self, source: str, raw: bytes, reading: BounceReading) -> None:
-        self.name = source
-        self.mail = ReturnedMail(source=source, raw=raw, key=source)
-        self.reading = reading
+    def __init__(self, event: ProviderEvent) -> None:
+        self.name = event.source
+        self.mail = ReturnedMail(source=event.source, raw=event.raw, key=event.source)
+        self.reading = event.reading
 
     def pending(self) -> Iterator[ReturnedMail]:
         yield self.mail

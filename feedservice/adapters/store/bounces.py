@@ -143,6 +143,9 @@ class BounceStoreMixin(StoreBase):
                 sa.select(b.kind, sa.func.count(sa.distinct(b.subscriber_id)))
                 .where(b.edition == day, b.subscriber_id.is_not(None)).group_by(b.kind)
             ).tuples().all())  # fmt: skip
+            refused = conn.execute(  # refused by the relay while sending (services.bounces.refusal_row)
+                sa.select(sa.func.count(sa.distinct(b.subscriber_id))).where(b.edition == day, b.matched_by == "relay")
+            ).scalar_one()
             after = t.deliveries.alias("after")  # a later edition sent to the same reader
             later = sa.select(after.c.id).where(
                 after.c.subscriber_id == d.subscriber_id, after.c.edition > day, after.c.status == sent
@@ -156,4 +159,5 @@ class BounceStoreMixin(StoreBase):
             delivered=int(delivered), hard=int(by_kind.get(BounceKind.HARD.value, 0)),
             soft=int(by_kind.get(BounceKind.SOFT.value, 0)),
             complaints=int(by_kind.get(BounceKind.COMPLAINT.value, 0)), unsubscribes=int(unsubscribes),
+            refused=int(refused),
         )  # fmt: skip

@@ -182,23 +182,6 @@ class LedgerStoreMixin(StoreBase):
             return None
         return schema_utc(first) + lease
 
-    def next_deferred(self, day: date) -> datetime | None:
-        c = t.deliveries.c
-        q = sa.select(sa.func.min(c.next_attempt)).where(c.edition == day, c.status == DeliveryStatus.DEFERRED.value)
-        with self._tx("reading deliveries") as conn:
-            first = conn.execute(q).scalar()
-        return schema_utc(first) if first is not None else None
-
-    def mark_delivery(
-        self,
-        delivery_id: int,
-        status: DeliveryStatus,
-        reply: str | None,
-        now: datetime,
-        next_attempt: datetime | None = None,
-    ) -> None:
-        self.mark_deliveries([(delivery_id, status, reply, next_attempt)], now)
-
     def mark_deliveries(
         self, outcomes: Sequence[tuple[int, DeliveryStatus, str | None, datetime | None]], now: datetime
     ) -> None:

@@ -224,7 +224,7 @@ bounce_mail = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("digest", sa.String(64), nullable=False, unique=True),  # SHA-256 of the raw bytes: read once
     sa.Column("received", UTCDateTime, nullable=False),
-    sa.Column("source", sa.Text, nullable=False),  # the intake and where in it ("maildir:new/…")
+    sa.Column("source", sa.Text, nullable=False),  # the intake and where in it ("maildir:new/…"); index: 18
     sa.Column("kind", sa.String(16), nullable=False),  # bounce_model.BounceKind
     sa.Column("edition", sa.Date),  # the delivery it is about, when matched
     sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id")),
@@ -316,10 +316,16 @@ def _v17(conn: Connection) -> None:
     conn.execute(sa.text("CREATE INDEX ix_deliveries_message_id ON deliveries (message_id)"))
 
 
+def _v18(conn: Connection) -> None:
+    # A webhook call asks whether its provider's event id was recorded (``bounce_source_known``, a
+    # replay): by index, not by reading every piece of returned mail ever kept (never deleted).
+    conn.execute(sa.text("CREATE INDEX ix_bounce_mail_source ON bounce_mail (source)"))
+
+
 # Append (number, step) pairs; never edit a step once it has been released. Steps after the
 # first are plain DDL: the Table objects above are what step 1 created.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
-    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6), (11, _v11), (16, _v16), (17, _v17),
+    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6), (11, _v11), (16, _v16), (17, _v17), (18, _v18),
 ]  # fmt: skip
 LATEST = MIGRATIONS[-1][0]
 

@@ -1,0 +1,84 @@
+"""The HTTP server: Granian, through its public API, with the limits of ``web/httplimits.py``.
+
+Why Granian (docs/architecture.md, docs/benchmarks.md, issue 15 item 5): it is the one server
+whose documented settings time out a slow request head (``http1_settings.header_read_timeout``),
+which also closes silent and idle keep-alive connections, bounds the head's buffer and the
+header count; uvicorn has no public setting that times out a head (its keep-alive timer only
+starts after a response), and Hypercorn holds the limits but served feeds at a sixth of
+uvicorn's rate. Granian does the HTTP work in Rust (hyper) and calls our ASGI app on our event
+loop, and served the feed path faster than uvicorn did.
+
+One process: ``embedded`` is Granian's embeddable server (``granian.server.embed.Server``,
+documented as experimental), an asyncio task in our event loop beside the scheduler and the
+sending helper of ``feedservice run``. It installs no signal handlers: the caller stops it.
+Several processes (``[web] workers``): ``serve_processes`` is Granian's own supervisor, each
+worker building the app from ``FEEDSERVICE_CONFIG`` (``worker_app``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from granian.constants import HTTPModes, Interfaces
+from granian.log import LogLevels
+from granian.server.embed import Server as EmbeddedServer
+
+from feedservice.web.app import app_from_environment
+from feedservice.web.httplimits import LIMITS, ASGIApp, Limits, RequestLimits, http1_settings
+
+__all__ = ["EmbeddedServer", "embedded", "serve_processes", "worker_app"]
+
+log = logging.getLogger(__name__)
+
+# Connections Granian takes before it stops accepting (its "backpressure", per worker). Idle
+# keep-alive connections count, so it is well above what a few silent clients can hold open
+# for ``head_timeout``; the listening socket's backlog is the same.
+MAX_CONNECTIONS = 2048
+
+
+def _options(host: str, port: int, limits: Limits) -> dict[str, Any]:
+    """What both ways of serving share: HTTP/1.1 only, no lifespan, no WebSockets, the limits,
+    and Granian's log lines through our handlers (errors only: its start-up lines repeat ours)."""
+    return {
+        "address": host,
+        "port": port,
+        "interface": Interfaces.ASGINL,
+        "http": HTTPModes.http1,
+        "websockets": False,
+        "backlog": MAX_CONNECTIONS,
+        "backpressure": MAX_CONNECTIONS,
+        "http1_settings": http1_settings(limits),
+        "log_level": LogLevels.error,
+        "log_dictconfig": {
+            "loggers": {
+                "_granian": {"handlers": [], "propagate": True},
+                "granian.access": {"handlers": [], "propagate": False},
+            }
+        },
+    }
+
+
+def embedded(app: ASGIApp, host: str, port: int, limits: Limits = LIMITS) -> EmbeddedServer:
+    """Granian serving ``app`` (behind ``RequestLimits``) in the running event loop: await its
+    ``serve()``; its ``stop()`` ends it after the requests in flight."""
+    return EmbeddedServer(RequestLimits(app, limits), **_options(host, port, limits))
+
+
+def worker_app() -> ASGIApp:
+    """One worker process's app (Granian imports this factory in each worker)."""
+    return RequestLimits(app_from_environment())
+
+
+def serve_processes(host: str, port: int, workers: int, shutdown_timeout: float) -> None:
+    """Serve from ``workers`` processes under Granian's supervisor until SIGINT/SIGTERM (it
+    handles both). The config file is named by ``FEEDSERVICE_CONFIG``."""
+    from granian.server import Server
+
+    Server(
+        "feedservice.web.server:worker_app",
+        factory=True,
+        workers=workers,
+        workers_kill_timeout=max(1, round(shutdown_timeout)),
+        **_options(host, port, LIMITS),
+    ).serve()
