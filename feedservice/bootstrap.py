@@ -34,7 +34,7 @@ from feedservice.addresses import wire_mailbox
 from feedservice.bounce_model import BounceReading, BreakerWindow, ProviderEvent
 from feedservice.config import Settings
 from feedservice.model import Delivery, Edition, Route, Section, Subscriber, WeatherBlock
-from feedservice.ports import BounceIntake, Mailer, WeatherProvider, WebhookReceiver
+from feedservice.ports import BounceIntake, Mailer, MessageSigner, WeatherProvider, WebhookReceiver
 from feedservice.services import bounces as bounce_service
 from feedservice.services import collect as collect_service
 from feedservice.services import deliver, digest, editions, feeds, weather
@@ -140,7 +140,7 @@ class App:
     def make_mailer(self) -> Mailer:
         return configured_mailer(self.settings.delivery, self.settings.secret, self.settings.path)
 
-    def signer(self) -> Callable[[bytes], bytes] | None:
+    def signer(self) -> MessageSigner | None:
         """DKIM signing when ``[digest] dkim_selector`` is set (the key from ``dkim_key_env``)."""
         s = self.settings
         return configured_signer(s.digest, s.secret, s.source_path, self.digest_site.sender_domain)

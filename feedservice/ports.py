@@ -77,6 +77,16 @@ class Mailer(Protocol):
     async def aclose(self) -> None: ...
 
 
+class MessageSigner(Protocol):
+    """DKIM: a message under its signature header(s), CRLF line endings throughout."""
+
+    def sign(self, message: bytes) -> bytes: ...
+
+    def sign_parts(self, head: bytes, body: Sequence[bytes]) -> bytes:
+        """``head + b"".join(body)`` signed; pieces repeated across messages may be worked on once."""
+        ...
+
+
 class SourceStore(Protocol):
     """What the collector needs from storage."""
 
