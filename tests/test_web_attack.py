@@ -4,6 +4,13 @@ and shutdown let a client try. Each test failed before its fix (see CHANGELOG.md
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,8 +23,8 @@ from feedservice.config import load_settings
 from feedservice.web.app import create_app
 from feedservice.web.clients import ClientAddress
 from feedservice.web.server import embedded
-from tests.conftest import write_config
-from tests.served import app_with_article, running
+from tests.conftest import free_port, write_config
+from tests.served import app_with_article, process_serving, running
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 
@@ -63,3 +70,76 @@ def test_behind_a_trusted_proxy_on_a_dual_stack_listener_each_visitor_has_a_buck
     finally:
         app.close()
     assert codes == [200] * 4
+
+
+# -- shutdown and the supervisor, in processes of their own ---------------------------------------
+@contextlib.contextmanager
+def _serve(tmp_path: Path, web_extra: str = "") -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """``feedservice serve`` in its own process (``run.shutdown_timeout = 1``); yields the
+    process, its port and its log file."""
+    port = free_port()
+    cfg = write_config(tmp_path)
+    text = cfg.read_text(encoding="utf-8").replace("[web]\n", f"[web]\nport = {port}\n{web_extra}", 1)
+    cfg.write_text(text + "\n[run]\nshutdown_timeout = 1\n", encoding="utf-8")
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"],
+                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+    with process_serving(proc, f"http://127.0.0.1:{port}/healthz", log, 30):
+        yield proc, port, log
+
+
+def _slow_bodies(port: int, count: int) -> list[socket.socket]:
+    """Connections each in the middle of a sign-up body that will never be finished."""
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                     b"Content-Length: 100\r\n\r\nema")  # fmt: skip
+        socks.append(sock)
+    return socks
+
+
+def _stopped_in(proc: subprocess.Popen[bytes], limit: float) -> float:
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(limit)
+    return time.monotonic() - start
+
+
+def _workers(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False)
+    return {int(word) for word in out.stdout.split()}
+
+
+def test_a_worker_killed_under_the_supervisor_comes_back(tmp_path: Path) -> None:
+    """``[web] workers = 2``: a ``kill -9`` of one worker (the OOM killer, an operator's slip)
+    used to bring the whole server down with 'Unexpected exit from worker-1'."""
+    with _serve(tmp_path, "workers = 2\n") as (proc, port, log):
+        deadline = time.monotonic() + 30
+        while len(before := _workers(proc.pid)) < 2:
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.1)
+        os.kill(min(before), signal.SIGKILL)
+        while len(after := _workers(proc.pid) - {min(before)}) < 2:
+            assert proc.poll() is None, log.read_text(encoding="utf-8")
+            assert time.monotonic() < deadline, f"no new worker: {after}"
+            time.sleep(0.1)
+        while True:  # the new worker takes requests again
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).text == "ok\n":
+                    break
+            assert time.monotonic() < deadline, "the server stopped answering"
+            time.sleep(0.1)
+        socks = _slow_bodies(port, 2)
+        waited = _stopped_in(proc, 30)
+        for sock in socks:
+            sock.close()
+    assert proc.returncode == 0 and waited < 15
+    assert not {pid for pid in after if Path(f"/proc/{pid}").exists() and _alive(pid)}
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False

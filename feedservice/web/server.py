@@ -72,7 +72,11 @@ def worker_app() -> ASGIApp:
 
 def serve_processes(host: str, port: int, workers: int, shutdown_timeout: float) -> None:
     """Serve from ``workers`` processes under Granian's supervisor until SIGINT/SIGTERM (it
-    handles both). The config file is named by ``FEEDSERVICE_CONFIG``."""
+    handles both). The config file is named by ``FEEDSERVICE_CONFIG``.
+
+    A worker that dies (the OOM killer, a ``kill -9``) is started again: by default Granian's
+    supervisor stopped every worker and exited 1 instead. One that dies again within seconds of
+    its restart (a crash loop) still stops the server, with Granian's "crash loop" line."""
     from granian.server import Server
 
     Server(
@@ -80,5 +84,6 @@ def serve_processes(host: str, port: int, workers: int, shutdown_timeout: float)
         factory=True,
         workers=workers,
         workers_kill_timeout=max(1, round(shutdown_timeout)),
+        respawn_failed_workers=True,
         **_options(host, port, LIMITS),
     ).serve()
