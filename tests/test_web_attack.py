@@ -24,7 +24,7 @@ from feedservice.web.app import create_app
 from feedservice.web.clients import ClientAddress
 from feedservice.web.server import embedded
 from tests.conftest import free_port, write_config
-from tests.served import app_with_article, process_serving, running
+from tests.served import app_with_article, process_serving, running, served
 
 NOW = datetime(2026, 11, 28, 5, 0, tzinfo=UTC)
 
@@ -34,6 +34,82 @@ def app(tmp_path: Path) -> Iterator[App]:
     a = app_with_article(write_config(tmp_path), "http://127.0.0.1:9/feed.xml", NOW)
     yield a
     a.close()
+
+
+def _exchange(port: int, request: bytes, wait: float = 10.0) -> bytes:
+    """Send ``request`` on a new connection and read until the server closes it (every request
+    here says ``Connection: close`` or is refused with a close) or ``wait`` runs out."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(request)
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    return data
+
+
+def _head(answer: bytes) -> tuple[bytes, dict[bytes, list[bytes]]]:
+    """The status line and the header fields (lower-case names) of a raw answer."""
+    head = answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    fields: dict[bytes, list[bytes]] = {}
+    for line in head[1:]:
+        name, _, value = line.partition(b":")
+        fields.setdefault(name.strip().lower(), []).append(value.strip())
+    return head[0], fields
+
+
+# -- the Host header: one, well-formed, and never echoed into a URL --------------------------------
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",  # RFC 9112 3.2: an HTTP/1.1 request needs Host
+        b"GET /healthz HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: evil.example/@x\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+    ],
+    ids=["missing", "twice", "path-in-host", "space-in-host"],
+)
+def test_a_request_without_exactly_one_well_formed_host_gets_400(app: App, request_head: bytes) -> None:
+    with served(app) as port:
+        status, fields = _head(_exchange(port, request_head))
+        assert status.startswith(b"HTTP/1.1 400 ")
+        assert fields[b"connection"] == [b"close"]
+        # an HTTP/1.0 request may leave Host out (it predates it); an ordinary one still works
+        assert _exchange(port, b"GET /healthz HTTP/1.0\r\n\r\n").endswith(b"\r\n\r\nok\n")
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").text == "ok\n"
+
+
+def test_a_redirect_never_carries_the_clients_host(app: App) -> None:
+    """Web cache poisoning / open redirect: the Location used to be built from the Host header
+    (``/digest`` -> ``http://evil.example/digest/``), and CONNECT sent the client anywhere."""
+    with served(app) as port:
+        answer = _exchange(port, b"GET /digest HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        status, fields = _head(answer)
+        assert b"evil.example" not in answer
+        assert status.split()[1] in (b"301", b"307", b"308")
+        public = app.settings.site.public_url.rstrip("/").encode()
+        assert fields[b"location"] == [public + b"/digest/"]
+        for target in (b"CONNECT evil.example:443", b"OPTIONS *", b"GET evil.example:443"):
+            answer = _exchange(port, target + b" HTTP/1.1\r\nHost: evil.example:443\r\nConnection: close\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 400 ") and b"location" not in answer.lower(), target
+
+
+# -- headers every response carries ---------------------------------------------------------------
+def test_every_response_has_nosniff_and_no_referrer(app: App) -> None:
+    """Not only the pages: the feeds (whose text comes from hostile sources), their 404s and the
+    limits' own 431 answer."""
+    with served(app) as port:
+        requests = [
+            b"GET /feeds/bigtech.xml HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"HEAD /feeds/all.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /feeds/nope.xml HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 33_000 + b"\r\n\r\n",
+            b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ]
+        for request in requests:
+            status, fields = _head(_exchange(port, request))
+            assert fields.get(b"x-content-type-options") == [b"nosniff"], (request[:30], status)
+            assert fields.get(b"referrer-policy") == [b"no-referrer"], (request[:30], status)
 
 
 # -- the peer address behind a dual-stack listener ------------------------------------------------

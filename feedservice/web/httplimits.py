@@ -33,6 +33,8 @@ from typing import Any
 
 from granian.http import HTTP1Settings
 
+from feedservice.web.pageheaders import ALWAYS
+
 __all__ = ["LIMITS", "Limits", "RequestLimits", "http1_settings"]
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ def _plain(status: int, reason: bytes) -> tuple[Message, Message]:
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", b"%d" % len(reason)),
         (b"connection", b"close"),
+        *ALWAYS,
     ]
     return (
         {"type": "http.response.start", "status": status, "headers": headers},

@@ -26,8 +26,9 @@ from granian.server.embed import Server as EmbeddedServer
 
 from feedservice.web.app import app_from_environment
 from feedservice.web.httplimits import LIMITS, ASGIApp, Limits, RequestLimits, http1_settings
+from feedservice.web.requestchecks import RequestChecks
 
-__all__ = ["EmbeddedServer", "embedded", "serve_processes", "worker_app"]
+__all__ = ["EmbeddedServer", "embedded", "guarded", "serve_processes", "worker_app"]
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +60,21 @@ def _options(host: str, port: int, limits: Limits) -> dict[str, Any]:
     }
 
 
+def guarded(app: ASGIApp, limits: Limits = LIMITS) -> ASGIApp:
+    """``app`` as the server runs it: behind ``RequestChecks`` (one Host, a path, the headers of
+    every response) and ``RequestLimits`` (the head's size, the body's deadline)."""
+    return RequestChecks(RequestLimits(app, limits))
+
+
 def embedded(app: ASGIApp, host: str, port: int, limits: Limits = LIMITS) -> EmbeddedServer:
-    """Granian serving ``app`` (behind ``RequestLimits``) in the running event loop: await its
-    ``serve()``; its ``stop()`` ends it after the requests in flight."""
-    return EmbeddedServer(RequestLimits(app, limits), **_options(host, port, limits))
+    """Granian serving ``app`` (``guarded``) in the running event loop: await its ``serve()``;
+    its ``stop()`` ends it after the requests in flight."""
+    return EmbeddedServer(guarded(app, limits), **_options(host, port, limits))
 
 
 def worker_app() -> ASGIApp:
     """One worker process's app (Granian imports this factory in each worker)."""
-    return RequestLimits(app_from_environment())
+    return guarded(app_from_environment())
 
 
 def serve_processes(host: str, port: int, workers: int, shutdown_timeout: float) -> None:
