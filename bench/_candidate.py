@@ -19,7 +19,8 @@ import uvloop
 from feedservice.bootstrap import make_app
 from feedservice.config import load_settings
 from feedservice.web.app import create_app
-from feedservice.web.httplimits import LIMITS, RequestLimits
+from feedservice.web.httplimits import LIMITS
+from feedservice.web.server import guarded
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
         config.read_timeout = int(LIMITS.body_timeout)
         config.h11_max_incomplete_size = LIMITS.max_head_bytes
         config.accesslog = config.errorlog = None
-        uvloop.run(serve(RequestLimits(app), config, mode="asgi"))
+        uvloop.run(serve(guarded(app), config, mode="asgi"))
     else:
         raise SystemExit(f"unknown server {server!r}")
 

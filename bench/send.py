@@ -1,6 +1,7 @@
 """Delivery benchmark: one edition to N subscribers into Postfix's smtp-sink, against the naive way.
 
     .venv/bin/python bench/send.py [--n 10000 100000] [--pool 16] [--naive 2000] [--slow 500] [--write]
+    .venv/bin/python bench/send.py --n 10000 --profile send.pstats
 
 The whole path is timed: recording the deliveries, rendering once per section choice,
 personalising, sending over a pool of SMTP connections and recording each outcome. Postfix's
@@ -11,14 +12,20 @@ run holds every DATA reply for 1 s (``smtp-sink -w 1``) and sends with a pool of
 Each N is sent three times in a row, unsigned, then DKIM-signed (a throw-away 2048-bit RSA key,
 ``[digest] dkim_selector``) on the event loop and in two signing threads (``[delivery]
 dkim_threads``), so the signed/unsigned ratios compare runs on the same machine load.
-Each measurement runs in its own process; peak memory is that process tree's.
+Each measurement runs in its own process; peak memory is that process tree's. "CPU per message"
+is that process's CPU time (all its threads, user and system; not the relay's) over the messages
+sent: on a shared machine it moves much less with the load than the rate does.
+``--profile FILE``: one unsigned run of the first N under cProfile (the event loop's thread only;
+the store's calls run in worker threads), its statistics saved to FILE and the top printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import smtplib
 import subprocess
 import sys
@@ -135,8 +142,10 @@ level = "WARNING"
     return cfg
 
 
-def child_ours(n: int, pool: int, wait: float, signed: bool = False, sign_threads: int = 2) -> None:
+def child_ours(n: int, pool: int, wait: float, signed: bool = False, sign_threads: int = 2,
+               profile: str | None = None) -> None:  # fmt: skip
     sink = Sink(wait)
+    profiler = cProfile.Profile() if profile else None
     try:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = setup(Path(tmp), n, sink.port, pool, signed, sign_threads)
@@ -146,14 +155,21 @@ def child_ours(n: int, pool: int, wait: float, signed: bool = False, sign_thread
             with TreeMemory() as memory:
                 app = make_app(load_settings(cfg))
                 assert (app.signer() is not None) == signed, "DKIM signing is not configured as asked"
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
+                if profiler is not None:
+                    profiler.enable()
                 report = aio.run(app.send_digest(DAY))
-                seconds = time.perf_counter() - started
+                if profiler is not None:
+                    profiler.disable()
+                seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
                 app.close()
             assert report.sent == n and report.failed == 0, report.summary()
     finally:
         sink.stop()
-    print(json.dumps({"seconds": seconds, "sent": report.sent, "peak_mb": memory.peak_mb}))
+    if profiler is not None and profile:
+        profiler.dump_stats(profile)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "sent": report.sent, "peak_mb": memory.peak_mb}))
 
 
 def child_naive(n: int) -> None:
@@ -204,6 +220,10 @@ def child_naive(n: int) -> None:
 SIGN_THREADS = (0, 2)  # signed rows: on the event loop, then in [delivery] dkim_threads = 2 threads
 
 
+def _us(result: dict) -> str:  # type: ignore[type-arg]
+    return f"{result['cpu'] / result['sent'] * 1e6:,.0f}"
+
+
 def _how(threads: int) -> str:
     return "signed on the event loop" if threads == 0 else f"{threads} signing threads"
 
@@ -219,9 +239,13 @@ def main() -> None:
     ap.add_argument("--wait", type=float, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--signed", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--sign-threads", type=int, default=2, help=argparse.SUPPRESS)
+    ap.add_argument("--profile", metavar="FILE", help="profile one unsigned run of the first N with cProfile")
     args = ap.parse_args()
     if args.child == "ours":
-        child_ours(args.n[0], args.pool, args.wait, args.signed, args.sign_threads)
+        child_ours(args.n[0], args.pool, args.wait, args.signed, args.sign_threads, args.profile)
+        return
+    if args.profile:
+        child_ours(args.n[0], args.pool, 0, profile=args.profile)
         return
     if args.child == "naive":
         child_naive(args.n[0])
@@ -232,13 +256,15 @@ def main() -> None:
     for n in args.n:
         r = run_child([*me, "--child", "ours", "--n", str(n), "--pool", str(args.pool)], timeout=3600)
         rows.append((n, r))
-        print(f"N={n}: {n / r['seconds']:.0f} messages/s, peak {r['peak_mb']:.0f} MB", file=sys.stderr)
+        print(f"N={n}: {n / r['seconds']:.0f} messages/s, {_us(r)} µs CPU a message, peak {r['peak_mb']:.0f} MB",
+              file=sys.stderr)  # fmt: skip
         for threads in SIGN_THREADS:
             s = run_child([*me, "--child", "ours", "--n", str(n), "--pool", str(args.pool), "--signed",
                            "--sign-threads", str(threads)], timeout=3600)  # fmt: skip
             signed_rows.append((n, threads, r, s))
             print(f"N={n}, DKIM-signed, {_how(threads)}: {n / s['seconds']:.0f} messages/s, "
-                  f"{r['seconds'] / s['seconds']:.0%} of unsigned", file=sys.stderr)  # fmt: skip
+                  f"{r['seconds'] / s['seconds']:.0%} of unsigned, {_us(s)} µs CPU a message",
+                  file=sys.stderr)  # fmt: skip
     naive = run_child([*me, "--child", "naive", "--n", str(args.naive)])
     naive_rate = naive["sent"] / naive["seconds"]
     print(f"naive: {naive_rate:.0f} messages/s", file=sys.stderr)
@@ -252,19 +278,20 @@ def main() -> None:
         f"`{command}` on {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores. One edition (4 sections, 8 section "
         "choices) into Postfix's `smtp-sink` on 127.0.0.1, SQLite ledger; the whole path is timed (recording the "
         "deliveries, rendering, personalising, sending, recording each outcome). Peak memory is the process "
-        "tree's.",
+        "tree's; CPU per message is the sending process's CPU time (all threads, not the relay's) over N. "
+        f"Load average at the end: {os.getloadavg()[0]:.1f}.",
         "",
-        "| run | messages/s | vs naive | peak MB |",
-        "|---|---|---|---|",
+        "| run | messages/s | vs naive | CPU per message (µs) | peak MB |",
+        "|---|---|---|---|---|",
         *[f"| feedservice, N = {n:,}, pool {args.pool} | {n / r['seconds']:,.0f} | "
-          f"{n / r['seconds'] / naive_rate:.1f}× | {r['peak_mb']:.0f} |" for n, r in rows],
+          f"{n / r['seconds'] / naive_rate:.1f}× | {_us(r)} | {r['peak_mb']:.0f} |" for n, r in rows],
         *[f"| feedservice, N = {n:,}, pool {args.pool}, DKIM-signed (RSA 2048), {_how(threads)}: "
           f"{r['seconds'] / s['seconds']:.0%} of unsigned | {n / s['seconds']:,.0f} | "
-          f"{n / s['seconds'] / naive_rate:.1f}× | {s['peak_mb']:.0f} |"
+          f"{n / s['seconds'] / naive_rate:.1f}× | {_us(s)} | {s['peak_mb']:.0f} |"
           for n, threads, r, s in signed_rows],
         f"| naive (render + `EmailMessage` + smtplib, one connection), {args.naive:,} messages | {naive_rate:,.0f} "
-        "| 1× | – |",
-        f"| feedservice, slow relay (`smtp-sink -w 1`), pool 50, {args.slow} messages | {slow_rate:,.1f} | – | "
+        "| 1× | – | – |",
+        f"| feedservice, slow relay (`smtp-sink -w 1`), pool 50, {args.slow} messages | {slow_rate:,.1f} | – | – | "
         f"{slow['peak_mb']:.0f} |",
     ])  # fmt: skip
     print(md)

@@ -27,10 +27,10 @@ from feedservice.adapters.mail_setup import configured_mailer, configured_signer
 from feedservice.adapters.parser_pool import ParserPool
 from feedservice.adapters.store import Store, open_store
 from feedservice.addresses import wire_mailbox
-from feedservice.bounce_model import BounceReading, ProviderEvent
+from feedservice.bounce_model import BounceReading, BreakerWindow, ProviderEvent
 from feedservice.config import Settings
 from feedservice.model import Delivery, Edition, Route, Section, Subscriber, WeatherBlock
-from feedservice.ports import BounceIntake, Mailer, WeatherProvider, WebhookReceiver
+from feedservice.ports import BounceIntake, Mailer, MessageSigner, WeatherProvider, WebhookReceiver
 from feedservice.services import bounces as bounce_service
 from feedservice.services import collect as collect_service
 from feedservice.services import deliver, digest, editions, feeds, weather
@@ -143,7 +143,7 @@ class App:
     def make_mailer(self) -> Mailer:
         return configured_mailer(self.settings.delivery, self.settings.secret, self.settings.path)
 
-    def signer(self) -> Callable[[bytes], bytes] | None:
+    def signer(self) -> MessageSigner | None:
         """DKIM signing when ``[digest] dkim_selector`` is set (the key from ``dkim_key_env``)."""
         s = self.settings
         return configured_signer(s.digest, s.secret, s.source_path, self.digest_site.sender_domain)
@@ -290,21 +290,30 @@ class App:
         their recipients are believed with VERP on only when every event is the provider's word."""
         readings = {e.raw: e.reading for e in events}
         return self.check_bounces(intakes=[EventIntake(e) for e in events], read=readings.__getitem__,
-                                  provider_says=all(e.provider_says for e in events))  # fmt: skip
+                                  provider_says=all(e.provider_says for e in events),
+                                  hold_by_recording=True)  # fmt: skip
+
+    def bounce_breaker(self) -> BreakerWindow:
+        """What the bounce breaker counts now (``bounces check``, ``digest status``)."""
+        return self.store.breaker_window(self.clock(), bounce_service.BouncePolicy.window)
 
     def check_bounces(self, *, force: bool = False, intakes: Sequence[BounceIntake] | None = None,
                       read: Callable[[bytes], BounceReading] | None = None,
-                      provider_says: bool = False) -> bounce_service.CheckReport:  # fmt: skip
+                      provider_says: bool = False,
+                      hold_by_recording: bool = False) -> bounce_service.CheckReport:  # fmt: skip
         """Read every intake (or ``intakes``: a webhook's event) once: record, match and apply the
         bounce policy (``services.bounces``); ``read`` defaults to ``adapters.bounces.reading``.
         ``provider_says``: the events' every word is their provider's (the whole call
-        authenticated), so the recipient they name is believed with VERP on."""
+        authenticated), so the recipient they name is believed with VERP on.
+        ``hold_by_recording``: when the breaker trips, record the events with their suppressions held
+        (a webhook's provider may not send them again) rather than leave them in their intake."""
         from feedservice.adapters.bounces.reading import read_bounce
 
         b = self.settings.bounces
         assert b is not None, "check_bounces needs [bounces]"
         policy = bounce_service.BouncePolicy(soft_limit=b.soft_limit, soft_days=b.soft_days,
-                                             trust_recipient=b.return_path is None or provider_says)  # fmt: skip
+                                             trust_recipient=b.return_path is None or provider_says,
+                                             hold_by_recording=hold_by_recording)  # fmt: skip
         intakes = self.bounce_intakes() if intakes is None else intakes
         check = bounce_service.BounceCheck(self.store, intakes, read or read_bounce, self.verify_secrets(),
                                            self.clock, policy)  # fmt: skip

@@ -21,8 +21,8 @@ from datetime import date, datetime
 from enum import StrEnum
 
 __all__ = [
-    "BounceKind", "BounceReading", "BounceRecord", "BounceRow", "EditionFeedback", "ProviderEvent", "ReturnedMail",
-    "soft_streak", "status_kind",
+    "BounceKind", "BounceReading", "BounceRecord", "BounceRow", "BreakerWindow", "EditionFeedback", "ProviderEvent",
+    "ReturnedMail", "soft_streak", "status_kind",
 ]  # fmt: skip
 
 
@@ -125,6 +125,24 @@ class BounceRow:
     subject: str = ""
     action: str = "none"
     suppress: str | None = None  # the reason, when this message suppresses its reader
+    held: str | None = None  # the reason of a suppression the breaker holds until an operator releases it
+
+
+@dataclass(frozen=True)
+class BreakerWindow:
+    """What the bounce breaker has counted since ``since`` (a day ago, or the operator's last
+    release if later): suppressions made from returned mail and webhooks, and those it holds."""
+
+    since: datetime
+    suppressed: int
+    held: int
+
+    def summary(self) -> str:
+        text = f"{self.suppressed} suppressed by bounces and complaints since {self.since:%Y-%m-%d %H:%M} UTC"
+        if self.held:
+            text += (f"; {self.held} more held by the breaker: look (`feedservice bounces list`), then "
+                     "`feedservice bounces check --force` applies them")  # fmt: skip
+        return text
 
 
 def soft_streak(soft: list[date | None], clean: list[date]) -> int:

@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from feedservice.bounce_model import BounceRow, ProviderEvent, ReturnedMail
+from feedservice.bounce_model import BounceRow, BreakerWindow, ProviderEvent, ReturnedMail
 from feedservice.model import (
     Article,
     Delivery,
@@ -75,6 +75,16 @@ class Mailer(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class MessageSigner(Protocol):
+    """DKIM: a message under its signature header(s), CRLF line endings throughout."""
+
+    def sign(self, message: bytes) -> bytes: ...
+
+    def sign_parts(self, head: bytes, body: Sequence[bytes]) -> bytes:
+        """``head + b"".join(body)`` signed; pieces repeated across messages may be worked on once."""
+        ...
 
 
 class SourceStore(Protocol):
@@ -256,3 +266,7 @@ class BounceStore(Protocol):
     def soft_history(self, subscriber_id: int, since: datetime) -> tuple[list[date | None], list[date]]: ...
 
     def subscribed_count(self) -> int: ...
+
+    def breaker_window(self, now: datetime, length: timedelta) -> BreakerWindow: ...
+
+    def release_held_bounces(self, now: datetime) -> int: ...

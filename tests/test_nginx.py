@@ -115,7 +115,13 @@ def test_nginx_serves_the_built_feeds_as_the_asgi_path_does(site: Site) -> None:
             assert mine.status_code == theirs.status_code == 200, path
             assert mine.content == theirs.content == (site.feeds_dir / path.removeprefix("/feeds/")).read_bytes()
             assert "content-encoding" not in mine.headers
-            for field in ("content-type", "cache-control", "last-modified"):
+            for field in (
+                "content-type",
+                "cache-control",
+                "last-modified",
+                "x-content-type-options",
+                "referrer-policy",
+            ):
                 assert mine.headers[field] == theirs.headers[field], (path, field)
 
             # 304 by either validator (nginx's own ETag, as a reader stores it)

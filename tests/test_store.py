@@ -282,3 +282,57 @@ def test_an_articles_digest_travels_with_it_and_follows_its_changes() -> None:
     assert replace(a, section="space").content_hash() != a.content_hash()
     assert replace(again, title="새 제목").content_hash() != a.content_hash()
     assert replace(a, updated=NOW).content_hash() == a.content_hash()  # not something a reader sees change
+
+
+def test_the_bounce_breaker_counts_suppressions_within_a_day_and_an_operator_releases_what_it_held(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 22: suppressions made by returned mail within the window, those held, and the
+    release (which applies the held ones and starts the window again), on SQLite and PostgreSQL;
+    a database made at migration 18 (before ``bounce_mail.held``) gains the column in place."""
+    from feedservice.adapters.store import schema
+    from feedservice.adapters.store._base import make_engine
+    from feedservice.bounce_model import BounceKind, BounceRow
+
+    engine = make_engine(db_url)
+    monkeypatch.setattr(schema, "MIGRATIONS", [m for m in schema.MIGRATIONS if m[0] <= 18])
+    schema.migrate(engine)
+    monkeypatch.undo()
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE bounce_mail DROP COLUMN held"))
+    engine.dispose()
+    store = open_store(db_url)
+    with store.engine.connect() as conn:  # each webhook call asks: by index, not every row ever kept
+        assert "ix_bounce_mail_held" in {ix["name"] for ix in sa.inspect(conn).get_indexes("bounce_mail")}
+        assert "ix_suppressions_at" in {ix["name"] for ix in sa.inspect(conn).get_indexes("suppressions")}
+    ids = [store.add_subscriber(f"r{i}@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)[0].id for i in range(4)]
+    day = timedelta(hours=24)
+
+    def row(n: int, at: datetime, *, suppress: bool = True) -> BounceRow:
+        reason = f"hard bounce 5.1.1: {n}"
+        return BounceRow(digest=f"d{n}", received=at, source=f"webhook:test/{n}", kind=BounceKind.HARD, raw=b"x",
+                         subscriber_id=ids[n], matched_by="recipient", action="suppressed" if suppress else "held",
+                         suppress=reason if suppress else None, held=None if suppress else reason)  # fmt: skip
+
+    assert store.record_bounce(row(0, NOW - timedelta(hours=25)))  # outside the window
+    assert store.record_bounce(row(1, NOW - timedelta(hours=1)))
+    assert store.record_bounce(row(2, NOW, suppress=False))
+    assert store.record_bounce(row(3, NOW, suppress=False))
+    window = store.breaker_window(NOW, day)
+    assert (window.since, window.suppressed, window.held) == (NOW - day, 1, 2)
+
+    def status(sid: int) -> SubscriberStatus | None:
+        sub = store.get_subscriber_by_id(sid)
+        return sub.status if sub else None
+
+    assert status(ids[2]) is SubscriberStatus.SUBSCRIBED
+    later = NOW + timedelta(minutes=5)
+    assert store.release_held_bounces(later) == 2
+    for sid in ids[2:]:
+        assert status(sid) is SubscriberStatus.SUPPRESSED
+        [(at, reason, bounce_id)] = store.suppression_reasons(sid)
+        assert (at, reason.startswith("hard bounce 5.1.1"), bounce_id is not None) == (later, True, True)
+    assert store.list_bounces()[-1].action.startswith("suppressed (held by the breaker, released")
+    assert store.breaker_window(later, day) == type(window)(later, 0, 0)  # the window starts again
+    assert store.release_held_bounces(later) == 0
+    store.close()

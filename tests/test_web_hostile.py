@@ -456,6 +456,7 @@ def _html_pages(app: App, client: TestClient) -> dict[str, list[tuple[str, str, 
     assert confirm is not None
     samples: dict[str, list[tuple[str, str]]] = {
         "/": [("GET", "/")],
+        "/digest": [],  # a redirect to /digest/ (tests/test_web_attack.py)
         "/digest/": [("GET", "/digest/")],
         "/digest/{day}": [("GET", "/digest/2026-11-28")],
         "/subscribe": [("GET", "/subscribe"), ("POST", "/subscribe")],

@@ -25,9 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from starlette.testclient import TestClient
 
+from feedservice import bootstrap
+from feedservice.adapters.bounces.mailgun import SeenTokens
 from feedservice.adapters.bounces.sns import cert_url_trusted, string_to_sign
 from feedservice.bootstrap import App, make_app
 from feedservice.bounce_model import BounceKind, BounceReading, ProviderEvent
+from feedservice.cli.main import main
 from feedservice.config import load_settings
 from feedservice.errors import WebhookRefused
 from feedservice.model import Edition, SubscriberStatus
@@ -310,13 +313,36 @@ def test_unsigned_wrongly_signed_stale_and_reused_mailgun_calls_change_nothing(s
         assert post(s, "mailgun", body) == (403, "refused\n")
     assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
     assert post(s, "mailgun", good)[0] == 200
-    # the token again (Mailgun retries for 8 hours what was not answered 200), even with another
-    # event in the (unsigned) body: acknowledged, and nothing changes
+    # the same call again (Mailgun retries for 8 hours what was not answered 200): acknowledged;
+    # its token with another event in the (unsigned) body: a forgery, refused; nothing changes
     other = envelope_sender("bounces@newsspace.kr", s.app.secret(), DAY, s.other)
     reused = dict(good, **{"event-data": mailgun(other)["event-data"]})
     assert post(s, "mailgun", good) == (200, "ok\n")
-    assert post(s, "mailgun", reused) == (200, "ok\n")
+    assert post(s, "mailgun", reused) == (403, "refused\n")
     assert (s.status(s.other), s.records()) == (SubscriberStatus.SUBSCRIBED, 1)
+
+
+def test_a_captured_mailgun_call_of_an_ignored_event_cannot_carry_a_forged_bounce(setup: Setup) -> None:
+    """Mailgun signs only timestamp and token: a "delivered" call (ignored, so never recorded)
+    captured and replayed within its freshness with a bounce in its body must not suppress."""
+    s = setup
+    delivered = mailgun(s.envelope, token="tok-delivered", event="delivered")
+    assert post(s, "mailgun", delivered) == (200, "ok\n")
+    forged = dict(delivered, **{"event-data": mailgun(s.envelope)["event-data"]})
+    assert post(s, "mailgun", forged) == (403, "refused\n")
+    assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
+    assert post(s, "mailgun", delivered) == (200, "ok\n")  # Mailgun's own retry of it: still fine
+
+
+def test_mailgun_tokens_are_remembered_while_fresh_and_forgotten_once_stale() -> None:
+    tokens, t0, age = SeenTokens(), NOW.timestamp(), 300
+    call, other = {"event-data": {"event": "delivered"}}, {"event-data": {"event": "failed"}}
+    assert tokens.same_call("t", call, t0, t0, age)
+    assert tokens.same_call("t", json.loads(json.dumps(call, indent=2)), t0, t0 + 10, age)  # same event, respaced
+    assert not tokens.same_call("t", other, t0, t0 + age, age)  # still fresh: the forgery is seen
+    assert tokens.same_call("t", other, t0, t0 + age + 1, age)  # forgotten; the call is stale, refused as such
+    assert tokens.same_call("future", call, t0 + 2 * age, t0, age)  # not fresh: not remembered
+    assert tokens.same_call("future", other, t0 + 2 * age, t0, age)
 
 
 # -- SendGrid -------------------------------------------------------------------------------------
@@ -506,6 +532,46 @@ def test_without_the_postmark_password_every_call_is_refused(tmp_path: Path, mon
         assert app.store.list_bounces() == []
     finally:
         app.close()
+
+
+# -- the breaker across calls (issue 16: "the mass-suppression circuit breaker applies here too") --
+def test_a_flood_of_single_event_calls_trips_the_breaker_holds_the_rest_recorded_until_released(
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """30 signed Postmark calls of one hard bounce each, against a list of 100: each call alone is
+    far under the breaker, but within a day they are 30% of the list. From the 20th on (at least 20
+    and over 5%) the events are recorded and acknowledged, their suppressions held; `bounces check`
+    and `digest status` say so, and `bounces check --force` applies them and starts the window again."""
+    s = setup
+    for i in range(98):
+        s.app.store.add_subscriber(f"r{i:03d}@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
+    s.app.store.save_edition(Edition(DAY, NOW - timedelta(hours=24), NOW, "오늘의 뉴스"), "<html>", "text", NOW)
+
+    def suppressed() -> int:  # a suppressed address is forgotten: no longer found by its address
+        subs = [s.app.store.get_subscriber(f"r{i:03d}@example.com") for i in range(98)]
+        return sum(1 for sub in subs if sub is None or sub.status is SubscriberStatus.SUPPRESSED)
+
+    for i in range(30):
+        assert post(s, "postmark", postmark_bounce(bounce_id=i, email=f"r{i:03d}@example.com")) == (200, "ok\n"), i
+    assert (s.records(), suppressed()) == (30, 19)
+    held = [r for r in s.app.store.list_bounces() if r.action.startswith("held by the breaker")]
+    assert [r.recipient for r in held] == [f"r{i:03d}@example.com" for i in range(19, 30)]
+    assert s.app.bounce_breaker().held == 11
+    # Postmark's retry of a held event: acknowledged, nothing changes
+    assert post(s, "postmark", postmark_bounce(bounce_id=25, email="r025@example.com")) == (200, "ok\n")
+    assert (s.records(), suppressed()) == (30, 19)
+
+    monkeypatch.setattr(bootstrap, "utcnow", lambda: NOW)
+    cfg = ["--config", str(s.app.settings.source_path)]
+    assert main([*cfg, "digest", "status", "--date", DAY.isoformat()]) == 0
+    assert "bounce breaker: 19 suppressed by bounces and complaints since 2026-11-29 07:30 UTC; 11 more held" in (
+        capsys.readouterr().out)  # fmt: skip
+    assert main([*cfg, "bounces", "check", "--force"]) == 0
+    assert "11 held suppressions released" in capsys.readouterr().out
+    assert suppressed() == 30
+    # the window starts again at the release: the next bounce suppresses at once
+    assert post(s, "postmark", postmark_bounce(bounce_id=30, email="r030@example.com")) == (200, "ok\n")
+    assert suppressed() == 31 and s.app.bounce_breaker().held == 0
 
 
 # -- hostile bodies -------------------------------------------------------------------------------

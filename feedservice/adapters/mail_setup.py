@@ -38,9 +38,7 @@ def configured_mailer(d: DeliveryConfig, secret: Secrets, path: Callable[[str], 
     return MaildirMailer(path(d.maildir))
 
 
-def configured_signer(
-    d: DigestConfig, secret: Secrets, source: str, sender_domain: str
-) -> Callable[[bytes], bytes] | None:
+def configured_signer(d: DigestConfig, secret: Secrets, source: str, sender_domain: str) -> DkimSigner | None:
     """DKIM signing when ``dkim_selector`` is set (the key from ``dkim_key_env``), at ``dkim_domain``
     or the sender's; ``ConfigError`` (naming ``source``, the config file) when a key is missing."""
     if not d.dkim_selector:
@@ -61,4 +59,4 @@ def configured_signer(
         ed25519_selector=d.dkim_ed25519_selector,
         ed25519_key_pem=ed25519.get_secret_value().encode() if ed25519 else None,
     )
-    return signer.sign
+    return signer

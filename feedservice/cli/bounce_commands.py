@@ -17,7 +17,10 @@ out = Console(highlight=False, soft_wrap=True)
 
 
 def _need_intake(app: App) -> None:
-    if not app.bounce_intakes():
+    """An intake to read, or webhooks (whose held suppressions ``--force`` releases)."""
+    b = app.settings.bounces
+    hooks = b is not None and any((b.webhooks.ses, b.webhooks.mailgun, b.webhooks.sendgrid, b.webhooks.postmark))
+    if not app.bounce_intakes() and not hooks:
         raise ConfigError(app.settings.source_path, "bounces", "no intake is configured (maildir or [bounces.imap])")
 
 
@@ -25,6 +28,7 @@ def cmd_bounces_check(app: App, args: argparse.Namespace) -> int:
     _need_intake(app)
     report = app.check_bounces(force=args.force)
     out.print(f"bounces check: {report.summary()}", markup=False)  # errors quote servers' replies
+    out.print(f"bounce breaker: {app.bounce_breaker().summary()}", markup=False)
     return FAILED if report.held or report.errors else OK
 
 
@@ -47,3 +51,5 @@ def print_edition_feedback(app: App, day: date) -> None:
     out.print(f"  came back: {feedback.summary()}", markup=False)
     if (warning := feedback.warning) is not None:
         out.print(f"  warning: {warning}", markup=False)
+    if app.settings.bounces is not None and (breaker := app.bounce_breaker()).held:
+        out.print(f"  bounce breaker: {breaker.summary()}", markup=False)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from email import message_from_bytes, policy
@@ -113,10 +112,10 @@ class Doctor:
             return [Check("sample digest", False, f"cannot build one: {exc}")]
         postal = self._postal_address(message_from_bytes(message, policy=policy.SMTP))
         try:
-            sign: Callable[[bytes], bytes] | None = self.app.signer()
+            signer = self.app.signer()
         except FeedServiceError as exc:  # e.g. a key too short to sign with
             return [Check("one-click unsubscribe signed", False, f"cannot sign: {exc}"), postal]
-        parsed = message_from_bytes(sign(message) if sign is not None else message, policy=policy.SMTP)
+        parsed = message_from_bytes(signer.sign(message) if signer is not None else message, policy=policy.SMTP)
         present = [name for name in ONE_CLICK if parsed[name] is not None]
         signed: set[str] = set()
         for sig in parsed.get_all("DKIM-Signature") or []:

@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     bc = _leaf(bsub, "check", "read every [bounces] intake once; print hard, soft, complaints, auto-replies, "
                "unmatched", handler="bounces_check")  # fmt: skip
     bc.add_argument("--force", action="store_true",
-                    help="apply a run that would suppress a suspicious share of the list (the breaker)")  # fmt: skip
+                    help="apply a run that would suppress a suspicious share of the list, and every suppression "
+                    "the breaker held (webhook events too); its 24-hour window starts again")  # fmt: skip
     bl = _leaf(bsub, "list", "list returned mail: kind, the reader and edition it is about, what it did",
                handler="bounces_list")  # fmt: skip
     bl.add_argument("--since", type=_date, help="from this day on, YYYY-MM-DD (site time zone)")

@@ -44,8 +44,8 @@ def write_preview(app: App, edition: Edition, rendered: RenderedDigest, folder: 
         app.digest_site, rendered, day=edition.day, to=PREVIEW_TO, msg_id=message_id(app.digest_site, edition, 0),
         unsubscribe_url=links["unsubscribe"], preferences_url=links["preferences"], now=app.clock(),
     )  # fmt: skip
-    if (sign := app.signer()) is not None:
-        eml = sign(eml)
+    if (signer := app.signer()) is not None:
+        eml = signer.sign(eml)
     files = PreviewFiles(folder / "index.html", folder / "digest.txt", folder / "digest.eml")
     files.html.write_text(html, encoding="utf-8")
     files.text.write_text(text, encoding="utf-8")

@@ -19,9 +19,14 @@ during sending (a RCPT-stage 5.1.x about the reader) takes the same path: ``refu
 as a hard bounce matched to its delivery (``by="relay"``), ``decide`` gives its reason, and it is
 recorded like returned mail (the relay's reply kept as its message), so ``bounces list``,
 ``digest status`` and ``/metrics`` count both alike. A mass suppression
-is suspicious (a relay that bounced everything, a forged batch): when one run would suppress
-more than ``breaker_share`` of the subscribers and at least ``breaker_minimum``, nothing is
-recorded or moved and the run says so; ``bounces check --force`` applies it after a look.
+is suspicious (a relay that bounced everything, a forged batch, a flood of webhook calls): when
+the suppressions made within ``window`` (a day, or since the operator's last release), those held
+and this run's together would be more than ``breaker_share`` of the list and at least
+``breaker_minimum``, the run's suppressions are held and the run says so. Returned mail is then
+neither recorded nor moved (it waits in its intake); a webhook's events, which the provider may
+not send again (SNS gives up within minutes), are recorded with their suppression held
+(``hold_by_recording``). ``bounces check --force`` applies both after a look and releases the
+breaker: its window starts again.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ class BouncePolicy:
     breaker_share: float = 0.05
     breaker_minimum: int = 20
     trust_recipient: bool = True  # False when VERP is on: a named recipient alone suppresses nobody
+    window: timedelta = timedelta(hours=24)  # the breaker counts suppressions across runs and calls within it
+    hold_by_recording: bool = False  # held: record the events with their suppression held (webhooks)
     batch: int = 1000  # messages read per run: memory stays bounded, the rest waits for the next run
 
 
@@ -73,7 +80,9 @@ class CheckReport:
     policy: int = 0  # rejections about how we send: fix the setup, nobody suppressed
     suppressed: int = 0
     known: int = 0  # recorded by an earlier run (only moved out of new/ now)
-    held: str | None = None  # the breaker tripped: nothing recorded, nothing moved
+    held: str | None = None  # the breaker tripped: this run suppressed nobody
+    withheld: int = 0  # recorded with their suppression held by the breaker (webhook events)
+    released: int = 0  # held suppressions an operator's ``--force`` applied
     more: bool = False  # more mail is waiting than one run reads
     errors: list[str] = field(default_factory=list)
 
@@ -82,6 +91,10 @@ class CheckReport:
                 f"{self.unmatched} unmatched; {self.suppressed} suppressed")  # fmt: skip
         if self.policy:
             text += f"; {self.policy} refused by policy (about how we send: nobody suppressed)"
+        if self.withheld:
+            text += f"; {self.withheld} suppressions held by the breaker"
+        if self.released:
+            text += f"; {self.released} held suppressions released"
         if self.known:
             text += f"; {self.known} read before"
         if self.more:
@@ -106,6 +119,7 @@ class Decision:
     counted: str  # the report's counter: hard, soft, complaints, auto_replies, unmatched, policy
     action: str
     suppress: str | None = None
+    held: str | None = None  # the suppression the breaker holds until an operator releases it
 
 
 def decide(reading: BounceReading, match: Match | None, streak: int, policy: BouncePolicy) -> Decision:
@@ -142,7 +156,7 @@ def bounce_row(digest: str, received: datetime, source: str, raw: bytes, reading
         matched_by=trusted.by if trusted else None,
         recipient=(match.recipient if match else None) or (reading.recipients[0] if reading.recipients else None),
         status=reading.status, detail=reading.detail, subject=reading.subject, action=decision.action,
-        suppress=decision.suppress,
+        suppress=decision.suppress, held=decision.held,
     )  # fmt: skip
 
 
@@ -183,23 +197,31 @@ class BounceCheck:
                 intake.close()
 
     def _run(self, force: bool) -> CheckReport:
+        if force:
+            self.report.released = self.store.release_held_bounces(self.clock())
         items = self._gather()
         now = self.clock()
         decisions = self._decide(items, now)
         to_suppress = sum(1 for d in decisions if d.suppress)
-        breaker = SuppressionBreaker(self.store.subscribed_count(), self.policy.breaker_share,
+        window = self.store.breaker_window(now, self.policy.window)
+        before = window.suppressed + window.held  # across runs and webhook calls
+        breaker = SuppressionBreaker(self.store.subscribed_count() + window.suppressed, self.policy.breaker_share,
                                      self.policy.breaker_minimum)  # fmt: skip
-        for _ in range(to_suppress):
-            breaker.add()
-        if breaker.tripped and not force:
+        if to_suppress and breaker.observe(before + to_suppress) and not force:
+            earlier = f" (and {before} more since {window.since:%Y-%m-%d %H:%M} UTC)" if before else ""
+            kept = ("its events were recorded, their suppressions held" if self.policy.hold_by_recording
+                    else "nothing was recorded or moved")  # fmt: skip
             self.report.held = (
-                f"held: this run would suppress {to_suppress} of {breaker.recipients} subscribers, more than "
-                f"{breaker.share:.0%}: a broken relay or a forged batch is likelier than that many dead "
-                "mailboxes, so nothing was recorded or moved; look (`feedservice bounces list`), then run "
+                f"held: this run would suppress {to_suppress} of {breaker.recipients} subscribers{earlier}, more "
+                f"than {breaker.share:.0%}: a broken relay or a forged batch is likelier than that many dead "
+                f"mailboxes, so {kept}; look (`feedservice bounces list`), then run "
                 "`feedservice bounces check --force`"
             )  # fmt: skip
             log.error("bounces: %s", self.report.held)
-            return self.report
+            if not self.policy.hold_by_recording:
+                return self.report
+            decisions = [Decision(d.counted, f"held by the breaker: {d.suppress}", None, d.suppress) if d.suppress
+                         else d for d in decisions]  # fmt: skip
         for item, decision in zip(items, decisions, strict=True):
             self._record(item, decision, now)
         return self.report
@@ -271,6 +293,8 @@ class BounceCheck:
             log.error("bounces: %s not recorded: %s", item.mail.source, exc)
             return
         setattr(self.report, decision.counted, getattr(self.report, decision.counted) + 1)
+        if decision.held:
+            self.report.withheld += 1
         if decision.suppress:
             self.report.suppressed += 1
             log.info("bounces: reader %s suppressed: %s", row.subscriber_id, decision.suppress)

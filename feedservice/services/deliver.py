@@ -31,9 +31,9 @@ from email.utils import parseaddr
 
 from feedservice.errors import DeliveryError, DeliveryFatal, SendingStopped
 from feedservice.model import Delivery, DeliveryStatus, DomainPause, Edition, Subscriber, SubscriberStatus
-from feedservice.ports import DeliveryStore, Mailer
+from feedservice.ports import DeliveryStore, Mailer, MessageSigner
 from feedservice.services.bounces import refusal_row
-from feedservice.services.digest import DigestSite, RenderedDigest, personalize, prepare
+from feedservice.services.digest import DigestSite, RenderedDigest, personal_parts, prepare
 from feedservice.services.pacing import DomainPacer, GroupCommit, Lane, LaneRule, RateLimiter
 from feedservice.services.replies import Outcome, SuppressionBreaker, classify, next_pause, retry_time, throttled
 from feedservice.services.send_run import DrainSettings, SendReport
@@ -60,7 +60,7 @@ class EditionDrain:
         settings: DrainSettings,
         *,
         report: SendReport | None = None,
-        sign: Callable[[bytes], bytes] | None = None,
+        sign: MessageSigner | None = None,
         progress: Callable[[SendReport], None] | None = None,
         envelope: Callable[[Delivery], str] | None = None,
     ) -> None:
@@ -248,16 +248,17 @@ class EditionDrain:
             return Outcome(DeliveryStatus.FAILED, "not subscribed any more")
         if (waiting := self._lane_paused(lane)) is not None:
             return waiting
-        data = self._compose(d, sub)
-        if data is None:
+        parts = self._compose(d, sub)
+        if parts is None:
             return Outcome(DeliveryStatus.FAILED, "nothing to send")
-        if self.signing is not None and self.sign is not None:
-            # Off the loop: ~0.3 ms of RSA per message in which OpenSSL holds no GIL, so another
-            # core signs while this one personalises and speaks SMTP; worth it only where a core
-            # is free (bench/send.py's signed rows compare both ways, docs/benchmarks.md).
-            data = await asyncio.get_running_loop().run_in_executor(self.signing, self.sign, data)
-        elif self.sign is not None:
-            data = self.sign(data)
+        if self.sign is None:
+            data = parts[0] + b"".join(parts[1])
+        elif self.signing is not None:
+            # Off the loop: ~0.3 ms of RSA per message in which OpenSSL holds no GIL, so another core
+            # signs while this one sends; worth it only where a core is free (docs/benchmarks.md).
+            data = await asyncio.get_running_loop().run_in_executor(self.signing, self.sign.sign_parts, *parts)
+        else:
+            data = self.sign.sign_parts(*parts)
         await self.limiter.acquire()
         await lane.limiter.acquire()
         if (waiting := self._lane_paused(lane)) is not None:  # paused while this one waited its turn
@@ -301,15 +302,14 @@ class EditionDrain:
             log.error("could not record the pause of %s: %s", pause.lane, exc)
         return pause
 
-    def _compose(self, d: Delivery, sub: Subscriber) -> bytes | None:
+    def _compose(self, d: Delivery, sub: Subscriber) -> tuple[bytes, list[bytes]] | None:
         rendered = self.rendered_for(sub.sections)
         if rendered is None:
             return None
         unsubscribe, preferences = self.links_for(sub)
-        data = personalize(self.site, prepare(self.site, rendered, self.edition.day), to=sub.email,
-                           msg_id=d.message_id, unsubscribe_url=unsubscribe, preferences_url=preferences,
-                           now=self.clock())  # fmt: skip
-        return data
+        return personal_parts(self.site, prepare(self.site, rendered, self.edition.day), to=sub.email,
+                              msg_id=d.message_id, unsubscribe_url=unsubscribe, preferences_url=preferences,
+                              now=self.clock())  # fmt: skip
 
     def _stop_for(self, exc: SendingStopped) -> None:
         if isinstance(exc, DeliveryFatal):

@@ -13,7 +13,6 @@ once sent every reader's unsubscribe link to a third-party image host.
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import re
 import secrets
@@ -292,7 +291,7 @@ def message_id(site: DigestSite, edition: Edition, subscriber_id: int) -> str:
     Message-ID they think they have seen. The subscriber id is not shown.
     """
     ident = f"message-id|{edition.day.isoformat()}|{int(edition.window_end.timestamp())}|{subscriber_id}"
-    h = hmac.new(site.message_key, ident.encode(), hashlib.sha256).hexdigest()[:32]
+    h = hmac.digest(site.message_key, ident.encode(), "sha256").hex()[:32]  # one call: once per reader
     return f"<digest.{edition.day:%Y%m%d}.{h}@{site.sender_domain}>"
 
 
@@ -315,7 +314,17 @@ def personalize(
     site: DigestSite, template: MessageTemplate, *, to: str, msg_id: str, unsubscribe_url: str,
     preferences_url: str, now: datetime,
 ) -> bytes:  # fmt: skip
-    return template.personalize(
+    head, body = personal_parts(site, template, to=to, msg_id=msg_id, unsubscribe_url=unsubscribe_url,
+                                preferences_url=preferences_url, now=now)  # fmt: skip
+    return head + b"".join(body)
+
+
+def personal_parts(
+    site: DigestSite, template: MessageTemplate, *, to: str, msg_id: str, unsubscribe_url: str,
+    preferences_url: str, now: datetime,
+) -> tuple[bytes, list[bytes]]:  # fmt: skip
+    """``personalize``'s message as its header section and body pieces (``MessageTemplate.parts``)."""
+    return template.parts(
         to=to, msg_id=msg_id, links={"unsubscribe": unsubscribe_url, "preferences": preferences_url},
         date_header=format_datetime(now.astimezone(site.tz)),
     )  # fmt: skip

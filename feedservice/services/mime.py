@@ -84,16 +84,25 @@ class MessageTemplate:
         """One reader's message. ``to`` goes in with its domain in IDNA form; a non-ASCII local part
         stays UTF-8 (RFC 6532): such a message can only travel with SMTPUTF8, which the mailer
         asks the relay for (and refuses to send without)."""
-        parts = [b"To: ", wire_address(to).encode("utf-8"), b"\r\nDate: ", date_header.encode("ascii")]
-        parts += (b"\r\nMessage-ID: ", msg_id.encode("ascii"), b"\r\n")
+        head, body = self.parts(to=to, msg_id=msg_id, links=links, date_header=date_header)
+        body.insert(0, head)
+        return b"".join(body)
+
+    def parts(self, *, to: str, msg_id: str, links: dict[str, str], date_header: str) -> tuple[bytes, list[bytes]]:
+        """One reader's message as its header section (with the empty line that ends it) and its
+        body in pieces: this template's segments (the same objects for every reader) and the
+        reader's links between them. A DKIM signer works on the segments once per template."""
+        head = [b"To: ", wire_address(to).encode("utf-8"), b"\r\nDate: ", date_header.encode("ascii")]
+        head += (b"\r\nMessage-ID: ", msg_id.encode("ascii"), b"\r\n")
         if self.bulk:
-            parts += (b"List-Unsubscribe: <", links["unsubscribe"].encode("ascii"), b">,\r\n <mailto:")
-            parts += (self.sender.encode("utf-8"), b"?subject=unsubscribe>\r\n")
-        parts += (self.head, self.body[0])
+            head += (b"List-Unsubscribe: <", links["unsubscribe"].encode("ascii"), b">,\r\n <mailto:")
+            head += (self.sender.encode("utf-8"), b"?subject=unsubscribe>\r\n")
+        head.append(self.head)
+        body = [self.body[0]]
         for marker, segment in zip(self.markers, self.body[1:], strict=True):
-            parts.append(links[marker].encode("ascii"))
-            parts.append(segment)
-        return b"".join(parts)
+            body.append(links[marker].encode("ascii"))
+            body.append(segment)
+        return b"".join(head), body
 
 
 def prepare_message(

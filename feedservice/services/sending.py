@@ -18,7 +18,7 @@ import jinja2
 
 from feedservice.errors import FeedServiceError
 from feedservice.model import Delivery, Edition, Subscriber, SubscriberStatus
-from feedservice.ports import DeliveryStore, EditionStore, Mailer
+from feedservice.ports import DeliveryStore, EditionStore, Mailer, MessageSigner
 from feedservice.services import deliver, mime
 from feedservice.services.digest import DigestSite, message_id
 from feedservice.services.editions import AssembledEdition
@@ -68,7 +68,7 @@ class Sending:
     links_for: Callable[[Subscriber], tuple[str, str]]
     clock: Callable[[], datetime]
     # DKIM signing, or None; asked for within each run, so a key problem is that run's failure
-    signer: Callable[[], Callable[[bytes], bytes] | None] = lambda: None
+    signer: Callable[[], MessageSigner | None] = lambda: None
     # the MAIL FROM per delivery (VERP, ``[bounces] return_path``), or None for the From address
     envelope: Callable[[Delivery], str] | None = None
 
@@ -134,8 +134,8 @@ class Sending:
                 date=self.clock().astimezone(site.tz), text=templates.get_template("confirm.txt.j2").render(**context),
                 html=templates.get_template("confirm.html.j2").render(**context),
             )  # fmt: skip
-            if (sign := self.signer()) is not None:
-                data = sign(data)
+            if (signer := self.signer()) is not None:
+                data = signer.sign(data)
             await mailer.send(parseaddr(site.sender)[1], email, data)
         except FeedServiceError as exc:
             log.warning("confirmation mail to a new subscriber failed: %s", exc)

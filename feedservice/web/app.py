@@ -10,7 +10,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from feedservice.bootstrap import BUNDLED_TEMPLATES, App
@@ -56,6 +56,9 @@ def create_app(app: App) -> FeedServer:
         return Response(stylesheet, media_type="text/css; charset=utf-8",
                         headers={"Cache-Control": "public, max-age=3600"})  # fmt: skip
 
+    async def to_digest_list(request: Request) -> Response:
+        return RedirectResponse(f"{base}/digest/", status_code=308)
+
     async def digest_list(request: Request) -> Response:
         editions = app.store.list_editions()
         items = [(f"{e.day.isoformat()} {e.subject}", f"{base}/digest/{e.day.isoformat()}") for e in editions]
@@ -80,6 +83,7 @@ def create_app(app: App) -> FeedServer:
     routes = [
         Route("/", index, methods=["GET", "HEAD"]),
         Route("/site.css", site_css, methods=["GET", "HEAD"]),
+        Route("/digest", to_digest_list, methods=["GET", "HEAD"]),
         Route("/digest/", digest_list, methods=["GET", "HEAD"]),
         Route("/digest/{day}", digest_page, methods=["GET", "HEAD"]),
         *subscription_routes(app, env, page),
@@ -89,6 +93,10 @@ def create_app(app: App) -> FeedServer:
         Route("/metrics", metrics, methods=["GET"]),
     ]
     pages = Starlette(routes=routes, middleware=[Middleware(PageHeaders)])
+    # Starlette's "add or drop the trailing slash" redirect builds its Location from the request's
+    # Host header (web cache poisoning, an open redirect): the one such URL a reader types,
+    # /digest, has its own redirect to the public URL instead.
+    pages.router.redirect_slashes = False
     return FeedServer(FeedFiles(app.feeds_dir), slugs, max_age, pages)
 
 

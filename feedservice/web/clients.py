@@ -37,9 +37,14 @@ def _address(text: str) -> Address | None:
     elif text.count(":") == 1:  # v4:port
         text = text.split(":", 1)[0]
     try:
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    # An IPv4 client of a dual-stack listener (``web.host = "::"``) arrives as ::ffff:a.b.c.d:
+    # it is that IPv4 address, for the trusted proxies as for the buckets.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class ClientAddress:
@@ -72,8 +77,6 @@ class ClientAddress:
 
 def _bucket(address: Address) -> str:
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
 

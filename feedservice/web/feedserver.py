@@ -23,6 +23,8 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+from feedservice.web.pageheaders import ALWAYS
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -99,7 +101,7 @@ def _prepare(key: tuple[int, int], data: bytes, mtime: int, content_type: bytes,
     digest = hashlib.sha256(data).hexdigest()[:32].encode()
     etags = (b'"' + digest + b'"', b'"' + digest + b'-gz"')
     modified = formatdate(mtime, usegmt=True).encode()
-    common = [(b"last-modified", modified), (b"cache-control", cache_control), (b"vary", b"accept-encoding")]
+    common = [(b"last-modified", modified), (b"cache-control", cache_control), (b"vary", b"accept-encoding"), *ALWAYS]
     headers = (
         [(b"content-type", content_type), (b"etag", etags[0]), *common],
         [(b"content-type", content_type), (b"etag", etags[1]), (b"content-encoding", b"gzip"), *common],
@@ -133,7 +135,7 @@ def is_not_modified(headers: dict[bytes, bytes], prepared: Prepared) -> bool:
 
 
 def _plain(status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> Reply:
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body)), *ALWAYS]
     return Reply(status, headers + (extra or []), body)
 
 

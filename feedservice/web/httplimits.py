@@ -33,6 +33,8 @@ from typing import Any
 
 from granian.http import HTTP1Settings
 
+from feedservice.web.pageheaders import ALWAYS
+
 __all__ = ["LIMITS", "Limits", "RequestLimits", "http1_settings"]
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ def _plain(status: int, reason: bytes) -> tuple[Message, Message]:
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", b"%d" % len(reason)),
         (b"connection", b"close"),
+        *ALWAYS,
     ]
     return (
         {"type": "http.response.start", "status": status, "headers": headers},
@@ -93,6 +96,16 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        try:
+            await self._limited(scope, receive, send)
+        except asyncio.CancelledError:
+            # Granian cancels the requests still waiting for their client when it stops (SIGTERM),
+            # then logs each cancellation as an application error with a traceback. A request
+            # cut off by a shutdown is expected: one line, and the task ends as Granian asked.
+            # (Not the path: mail links carry tokens.)
+            log.info("a %s request was cut off by the server stopping", scope["method"])
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The head as it came: request line (with the query) and each "name: value\r\n".
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
         has_body = False

@@ -1,7 +1,8 @@
 """Security headers on every response of the pages app, set in one place so no page can miss them.
 
-- ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` on everything: mail
-  links carry tokens in their URLs, and no page should hand its URL to another site.
+- ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` on everything (``ALWAYS``,
+  on the feeds too: their text comes from hostile sources and must never be sniffed as HTML):
+  mail links carry tokens in their URLs, and no page should hand its URL to another site.
 - ``Content-Security-Policy`` on every HTML page: only this site's own resources (the pages'
   styles are one stylesheet, ``/site.css``), no framing, forms post only here. A digest's web
   copy is mail HTML — inline styles and the articles' images from their own sites — so it gets
@@ -17,7 +18,15 @@ import re
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["COPY_POLICY", "PAGE_POLICY", "PageHeaders"]
+__all__ = ["ALWAYS", "COPY_POLICY", "PAGE_POLICY", "PageHeaders"]
+
+# The two headers every response of the server carries, pages or not: ``PageHeaders`` sets them
+# on the pages, and the answers written outside Starlette (the feeds and their errors in
+# ``feedserver``, the refusals of ``httplimits`` and ``requestchecks``) include them as built.
+ALWAYS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
 
 PAGE_POLICY = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
 COPY_POLICY = (

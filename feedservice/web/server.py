@@ -26,8 +26,9 @@ from granian.server.embed import Server as EmbeddedServer
 
 from feedservice.web.app import app_from_environment
 from feedservice.web.httplimits import LIMITS, ASGIApp, Limits, RequestLimits, http1_settings
+from feedservice.web.requestchecks import RequestChecks
 
-__all__ = ["EmbeddedServer", "embedded", "serve_processes", "worker_app"]
+__all__ = ["EmbeddedServer", "embedded", "guarded", "serve_processes", "worker_app"]
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +60,30 @@ def _options(host: str, port: int, limits: Limits) -> dict[str, Any]:
     }
 
 
+def guarded(app: ASGIApp, limits: Limits = LIMITS) -> ASGIApp:
+    """``app`` as the server runs it: behind ``RequestChecks`` (one Host, a path, the headers of
+    every response) and ``RequestLimits`` (the head's size, the body's deadline)."""
+    return RequestChecks(RequestLimits(app, limits))
+
+
 def embedded(app: ASGIApp, host: str, port: int, limits: Limits = LIMITS) -> EmbeddedServer:
-    """Granian serving ``app`` (behind ``RequestLimits``) in the running event loop: await its
-    ``serve()``; its ``stop()`` ends it after the requests in flight."""
-    return EmbeddedServer(RequestLimits(app, limits), **_options(host, port, limits))
+    """Granian serving ``app`` (``guarded``) in the running event loop: await its ``serve()``;
+    its ``stop()`` ends it after the requests in flight."""
+    return EmbeddedServer(guarded(app, limits), **_options(host, port, limits))
 
 
 def worker_app() -> ASGIApp:
     """One worker process's app (Granian imports this factory in each worker)."""
-    return RequestLimits(app_from_environment())
+    return guarded(app_from_environment())
 
 
 def serve_processes(host: str, port: int, workers: int, shutdown_timeout: float) -> None:
     """Serve from ``workers`` processes under Granian's supervisor until SIGINT/SIGTERM (it
-    handles both). The config file is named by ``FEEDSERVICE_CONFIG``."""
+    handles both). The config file is named by ``FEEDSERVICE_CONFIG``.
+
+    A worker that dies (the OOM killer, a ``kill -9``) is started again: by default Granian's
+    supervisor stopped every worker and exited 1 instead. One that dies again within seconds of
+    its restart (a crash loop) still stops the server, with Granian's "crash loop" line."""
     from granian.server import Server
 
     Server(
@@ -80,5 +91,6 @@ def serve_processes(host: str, port: int, workers: int, shutdown_timeout: float)
         factory=True,
         workers=workers,
         workers_kill_timeout=max(1, round(shutdown_timeout)),
+        respawn_failed_workers=True,
         **_options(host, port, LIMITS),
     ).serve()

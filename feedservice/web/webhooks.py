@@ -9,14 +9,17 @@ on 5xx, Mailgun for 8 hours, SendGrid for 24), so an event whose id was recorded
 acknowledged (200) and changes nothing, whatever its age; a new one is believed only from a fresh
 call (``ProviderEvent.fresh``, the receiver's judgement). The new events go to the same bounce
 check as returned mail (``App.check_events``): the same matching (VERP envelope, Message-ID,
-recipient), policy, breaker and records. Every route reads at most ``[bounces.webhooks]
+recipient), policy, breaker and records. When the breaker trips (too many suppressions within a
+day, across calls), the events are recorded with their suppressions held for an operator
+(``bounces check --force``) and acknowledged: a 503 would be retried only for a while (SNS gives
+up within minutes), and what is not retried is lost. Every route reads at most ``[bounces.webhooks]
 max_body_bytes`` (else 413); a body that is not the JSON expected — deeply nested, huge numbers,
 wrong types — is a 400; no answer says more than a word, the reason goes to the log.
 
     200  applied; a replay (recorded before: nothing changes); or nothing to do (not a bounce or complaint)
     400  not the JSON expected        403  unsigned, wrongly signed, stale, untrusted certificate or topic
     401  Postmark: no or wrong credentials (Postmark retries it; a 403 would make it stop)
-    413  body too big                 503  not recorded (the store failed, or the breaker held it): retried
+    413  body too big                 503  not recorded (the store failed): the provider retries
 """
 
 from __future__ import annotations
@@ -78,9 +81,12 @@ async def _apply(app: App, events: list[ProviderEvent]) -> Response:
     if not all(e.fresh for e in new):
         raise WebhookRefused(403, "refused", f"stale timestamp: {new[0].source} not applied")
     report = await run_in_threadpool(app.check_events, new)
-    if report.errors or report.held:
+    if report.errors or (report.held and not report.withheld):
         log.error("webhooks: %s not recorded: %s", new[0].source, report.summary())
         return _answer(503, "try later")
+    if report.withheld:  # recorded, so the provider may stop: an operator releases them
+        log.error("webhooks: %s recorded, suppression held: %s", new[0].source, report.summary())
+        return _answer(200, "ok")
     log.info("webhooks: %s: %s", new[0].source, report.summary())
     return _answer(200, "ok")
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 
 from feedservice.adapters import apiclient
-from feedservice.adapters.bounces.mailgun import MailgunRefused, mailgun_reading, verify_mailgun
+from feedservice.adapters.bounces.mailgun import MailgunRefused, SeenTokens, mailgun_reading, verify_mailgun
 from feedservice.adapters.bounces.postmark import PostmarkRefused, postmark_event, verify_postmark
 from feedservice.adapters.bounces.sendgrid import SendgridRefused, load_sendgrid_key, sendgrid_events, verify_sendgrid
 from feedservice.adapters.bounces.sns import MAX_CERT_BYTES, CertificateCache, SnsRefused, cert_url_trusted, ses_reading
@@ -126,6 +126,7 @@ class MailgunReceiver(_Signed):
         self.cfg, self.clock = cfg, clock
         key = secret(cfg.signing_key_env)
         self.key = key.get_secret_value().encode() if key is not None else None
+        self.tokens = SeenTokens()
         if self.key is None:
             log.error("webhooks: %s is not set: every Mailgun call is refused", cfg.signing_key_env)
 
@@ -138,13 +139,16 @@ class MailgunReceiver(_Signed):
             token, timestamp = verify_mailgun(body, self.key)
         except MailgunRefused as exc:
             raise WebhookRefused(403, "refused", str(exc)) from None
+        now = self.clock().timestamp()
+        if not self.tokens.same_call(token, body, timestamp, now, self.cfg.max_age_seconds):
+            raise WebhookRefused(403, "refused", f"token {token[:100]} seen before with another body")
         try:
             reading = mailgun_reading(body.get("event-data"))
         except ValueError:
             raise WebhookRefused(400, "bad request", "event-data is not an event") from None
         if reading is None:
             return []
-        fresh = _fresh(self.clock(), timestamp, self.cfg.max_age_seconds)
+        fresh = abs(now - timestamp) <= self.cfg.max_age_seconds
         return [ProviderEvent(f"webhook:mailgun/{token}", raw, reading, fresh, provider_says=False)]
 
 

@@ -153,3 +153,11 @@ def _json(value: Any) -> str:
 
 def _iso_date(value: Any) -> str:
     return str(value.isoformat())
+
+
+def schema_utc(value: datetime) -> datetime:
+    """A time read without the column type's processing (an aggregate such as MIN, or driver SQL),
+    made aware UTC."""
+    if isinstance(value, str):  # SQLite returns the stored text
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -9,14 +9,14 @@ its reason and message, nor a recorded bounce whose suppression was lost.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from feedservice.adapters.store import schema as t
 from feedservice.adapters.store._base import StoreBase
-from feedservice.bounce_model import BounceKind, BounceRecord, BounceRow, EditionFeedback
+from feedservice.bounce_model import BounceKind, BounceRecord, BounceRow, BreakerWindow, EditionFeedback
 from feedservice.model import DeliveryStatus, SubscriberStatus
 
 __all__ = ["BounceStoreMixin"]
@@ -54,7 +54,7 @@ class BounceStoreMixin(StoreBase):
                 "digest": row.digest, "received": row.received, "source": row.source, "kind": row.kind.value,
                 "edition": row.edition, "subscriber_id": row.subscriber_id, "matched_by": row.matched_by,
                 "recipient": row.recipient, "status": row.status, "detail": row.detail, "subject": row.subject,
-                "action": row.action, "raw": row.raw,
+                "action": row.action, "raw": row.raw, "held": row.held,
             }  # fmt: skip
             bounce_id = conn.execute(t.bounce_mail.insert().values(**values).returning(c.id)).scalar_one()
             if row.suppress is not None and row.subscriber_id is not None:
@@ -101,6 +101,32 @@ class BounceStoreMixin(StoreBase):
                                            d.updated >= since, d.edition.not_in(bounced)).order_by(d.edition)
             )]  # fmt: skip
         return soft, clean
+
+    # -- the bounce breaker's window: suppressions across runs and webhook calls -------------------
+    def breaker_window(self, now: datetime, length: timedelta) -> BreakerWindow:
+        """Suppressions that returned mail and webhooks made within ``length`` before ``now`` (or
+        since the operator's last release, if later), and those the breaker holds."""
+        s, b = t.suppressions.c, t.bounce_mail.c
+        with self._tx("reading the bounce breaker") as conn:
+            released = conn.execute(sa.select(sa.func.max(t.breaker_releases.c.released_at))).scalar()
+            since = max(now - length, released) if released is not None else now - length
+            made = conn.execute(sa.select(sa.func.count()).where(s.at > since, s.bounce_id.is_not(None))).scalar_one()
+            held = conn.execute(sa.select(sa.func.count()).where(b.held.is_not(None))).scalar_one()
+        return BreakerWindow(since, int(made), int(held))
+
+    def release_held_bounces(self, now: datetime) -> int:
+        """The operator's release: apply every suppression the breaker held, and start its window
+        again at ``now`` (one transaction). The number of readers suppressed."""
+        b = t.bounce_mail.c
+        with self._tx("releasing the bounce breaker") as conn:
+            rows = conn.execute(sa.select(b.id, b.subscriber_id, b.held).where(b.held.is_not(None))).all()
+            for r in rows:
+                if r.subscriber_id is not None:
+                    self._suppress(conn, r.subscriber_id, r.held, r.id, now)
+                conn.execute(t.bounce_mail.update().where(b.id == r.id).values(
+                    held=None, action="suppressed (held by the breaker, released by an operator)"))  # fmt: skip
+            conn.execute(t.breaker_releases.insert().values(released_at=now))
+        return len(rows)
 
     def subscribed_count(self) -> int:
         s = t.subscribers.c

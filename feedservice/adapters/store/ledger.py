@@ -3,15 +3,16 @@ the pauses of an edition's sending."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from feedservice.adapters.store import schema as t
-from feedservice.adapters.store._base import StoreBase
-from feedservice.adapters.store.subscribers import to_subscriber
+from feedservice.adapters.store._base import StoreBase, _iso_date, schema_utc
+from feedservice.adapters.store.subscribers import SUBSCRIBER_COLUMNS, subscriber_from_row
 from feedservice.model import Delivery, DeliveryStatus, Subscriber
 
 
@@ -63,41 +64,57 @@ class LedgerStoreMixin(StoreBase):
 
         On PostgreSQL the rows are picked with FOR UPDATE SKIP LOCKED, so any number of workers on
         any number of machines claim disjoint rows; SQLite has one writer at a time anyway.
+
+        Written as driver SQL (``_claim_sql``): this runs for every message sent, and building
+        SQLAlchemy statements and processing their rows cost ~100 µs a message, more than the
+        database's own work (docs/benchmarks.md, sending, 2026-11-30 fifth session).
         """
-        c = t.deliveries.c
-        states = (
-            c.status == DeliveryStatus.QUEUED.value,
-            sa.and_(c.status == DeliveryStatus.DEFERRED.value, c.next_attempt <= now),
-            sa.and_(c.status == DeliveryStatus.SENDING.value, c.claimed_at <= now - lease, c.worker != worker),
-        )
+        to_db = self.to_db_time()
+        edition = _iso_date(day) if self.engine.dialect.name == "sqlite" else day
+        claim_now, states = to_db(now), self._claim_sql
+        state_params = ((), (to_db(now),), (to_db(now - lease), worker))
         rows: list[Any] = []
         with self._tx("claiming deliveries") as conn:
             # One UPDATE per state (each an index range on (edition, status, id), lowest ids first),
             # rather than one OR that the planners answered by reading the whole edition.
-            for state in states:
+            for sql, extra in zip(states, state_params, strict=True):
                 if len(rows) >= limit:
                     break
-                due = sa.select(c.id).where(c.edition == day, state).order_by(c.id).limit(limit - len(rows))
-                if self.engine.dialect.name == "postgresql":
-                    due = due.with_for_update(skip_locked=True)
-                stmt = (
-                    t.deliveries.update()
-                    .where(c.id.in_(due.scalar_subquery()))
-                    .values(status=DeliveryStatus.SENDING.value, claimed_at=now, worker=worker)
-                    .returning(*t.deliveries.c)
-                )
-                rows += conn.execute(stmt).all()
-            rows.sort(key=lambda r: r.id)
-            ids = [r.subscriber_id for r in rows]
-            subs = (
-                {
-                    r.id: to_subscriber(r)
-                    for r in conn.execute(sa.select(t.subscribers).where(t.subscribers.c.id.in_(ids)))
-                }
-                if ids
-                else {}
-            )
-        return [(_delivery(r), subs.get(r.subscriber_id)) for r in rows]
+                params = (claim_now, worker, edition, *extra, limit - len(rows))
+                rows += conn.exec_driver_sql(sql, params).all()
+            rows.sort(key=lambda r: r[0])
+            subs: dict[int, Subscriber] = {}
+            if rows:
+                ids = sorted({r[1] for r in rows})
+                marks = ", ".join([self._mark] * len(ids))
+                sql = f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE id IN ({marks})"
+                subs = {r[0]: subscriber_from_row(r) for r in conn.exec_driver_sql(sql, tuple(ids))}
+        return [(self._delivery_row(r, day), subs.get(r[1])) for r in rows]
+
+    @functools.cached_property
+    def _claim_sql(self) -> tuple[str, str, str]:
+        """The claim's UPDATE … RETURNING for each due state: queued; deferred and due; held by a
+        worker whose lease has run out (never this worker's own: it still holds them).
+        Parameters: claimed_at, worker, edition, [time, [worker,]] limit."""
+        m = self._mark
+        lock = " FOR UPDATE SKIP LOCKED" if self.engine.dialect.name == "postgresql" else ""
+        states = (
+            f"status = '{DeliveryStatus.QUEUED.value}'",
+            f"status = '{DeliveryStatus.DEFERRED.value}' AND next_attempt <= {m}",
+            f"status = '{DeliveryStatus.SENDING.value}' AND claimed_at <= {m} AND worker <> {m}",
+        )
+        return tuple(  # type: ignore[return-value]
+            f"UPDATE deliveries SET status = '{DeliveryStatus.SENDING.value}', claimed_at = {m}, worker = {m} "
+            f"WHERE id IN (SELECT id FROM deliveries WHERE edition = {m} AND {state} ORDER BY id LIMIT {m}{lock}) "
+            f"RETURNING {', '.join(_DELIVERY_COLUMNS)}"
+            for state in states
+        )
+
+    def _delivery_row(self, r: Any, day: date) -> Delivery:
+        next_attempt = r[6]
+        return Delivery(id=r[0], edition=day, subscriber_id=r[1], email=r[2], status=DeliveryStatus.SENDING,
+                        message_id=r[3], attempts=r[4], last_reply=r[5],
+                        next_attempt=None if next_attempt is None else schema_utc(next_attempt))  # fmt: skip
 
     def release_deliveries(self, ids: Sequence[int], worker: str, now: datetime) -> None:
         """Hand claimed deliveries back (queued again) when a worker stops before sending them."""
@@ -174,22 +191,14 @@ class LedgerStoreMixin(StoreBase):
         """Record several outcomes (id, status, reply, next attempt) in one transaction."""
         if not outcomes:
             return
-        c = t.deliveries.c
+        to_db, m = self.to_db_time(), self._mark
+        # Driver SQL, as for claiming: one statement for the batch, no per-row SQLAlchemy work.
+        sql = (f"UPDATE deliveries SET status = {m}, last_reply = {m}, updated = {m}, next_attempt = {m}, "
+               f"attempts = attempts + 1, claimed_at = NULL, worker = NULL WHERE id = {m}")  # fmt: skip
+        updated = to_db(now)
+        params = [(st.value, reply, updated, None if nxt is None else to_db(nxt), i) for i, st, reply, nxt in outcomes]
         with self._tx("recording deliveries") as conn:
-            conn.execute(
-                t.deliveries.update()
-                .where(c.id == sa.bindparam("b_id"))
-                .values(
-                    status=sa.bindparam("b_status"),
-                    last_reply=sa.bindparam("b_reply"),
-                    updated=now,
-                    next_attempt=sa.bindparam("b_next", type_=t.UTCDateTime),
-                    attempts=c.attempts + 1,
-                    claimed_at=None,
-                    worker=None,
-                ),
-                [{"b_id": i, "b_status": st.value, "b_reply": reply, "b_next": nxt} for i, st, reply, nxt in outcomes],
-            )
+            conn.exec_driver_sql(sql, params)
 
     def editions_with_work(self, now: datetime) -> list[date]:
         """Editions with deliveries queued, being sent, or deferred and due: what a worker drains.
@@ -233,8 +242,5 @@ class LedgerStoreMixin(StoreBase):
             return [_delivery(r) for r in conn.execute(q)]
 
 
-def schema_utc(value: datetime) -> datetime:
-    """An aggregate (MIN) comes back without the column type's processing: make it aware UTC."""
-    if isinstance(value, str):  # SQLite returns the stored text for an aggregate
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+# What claiming reads, by position (``_delivery_row``).
+_DELIVERY_COLUMNS = ("id", "subscriber_id", "email", "message_id", "attempts", "last_reply", "next_attempt")

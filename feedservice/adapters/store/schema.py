@@ -235,8 +235,19 @@ bounce_mail = sa.Table(
     sa.Column("subject", sa.Text, nullable=False),
     sa.Column("action", sa.Text, nullable=False),  # what it did: "suppressed: …", "soft 1 of 3", "none"
     sa.Column("raw", sa.LargeBinary, nullable=False),
+    # Migration 22: the suppression the breaker held (its reason) until an operator releases it
+    # (``bounces check --force``); NULL when nothing waits.
+    sa.Column("held", sa.Text),
     sa.Index("ix_bounce_mail_subscriber", "subscriber_id", "received"),
     sa.Index("ix_bounce_mail_received", "received"),
+)
+
+# Migration 22: when an operator released the bounce breaker (``bounces check --force``): its window restarts.
+breaker_releases = sa.Table(
+    "breaker_releases",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("released_at", UTCDateTime, nullable=False),
 )
 
 suppressions = sa.Table(
@@ -322,10 +333,22 @@ def _v18(conn: Connection) -> None:
     conn.execute(sa.text("CREATE INDEX ix_bounce_mail_source ON bounce_mail (source)"))
 
 
+def _v22(conn: Connection) -> None:
+    # Step 17 creates bounce_mail from the Table above, which has the column already; only a
+    # database made before it needs the column added.
+    if "held" not in {c["name"] for c in sa.inspect(conn).get_columns("bounce_mail")}:
+        conn.execute(sa.text("ALTER TABLE bounce_mail ADD COLUMN held TEXT"))
+    breaker_releases.create(conn)
+    # Each bounce check (each webhook call) counts suppressions within a window, and those held: by index.
+    conn.execute(sa.text("CREATE INDEX ix_suppressions_at ON suppressions (at)"))
+    conn.execute(sa.text("CREATE INDEX ix_bounce_mail_held ON bounce_mail (id) WHERE held IS NOT NULL"))
+
+
 # Append (number, step) pairs; never edit a step once it has been released. Steps after the
 # first are plain DDL: the Table objects above are what step 1 created.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6), (11, _v11), (16, _v16), (17, _v17), (18, _v18),
+    (22, _v22),
 ]  # fmt: skip
 LATEST = MIGRATIONS[-1][0]
 
