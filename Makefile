@@ -21,11 +21,13 @@ $(VENV)/.test-deps: $(BIN)/feedservice
 run: $(BIN)/feedservice
 	$(BIN)/feedservice --config $(CONFIG) run
 
-## make test: the whole suite (installs what it needs first).
+## make test: the whole suite (installs what it needs first), pytest in PYTEST_WORKERS processes.
+## PYTEST_ARGS adds pytest options: `make test PYTEST_ARGS="-k unsubscribe"`; `-n 0` runs in one process.
+PYTEST_WORKERS ?= 2
 test: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy feedservice tests bench
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 ## make demo: one offline cycle with sample feeds and weather into a temporary directory.
 demo: $(BIN)/feedservice

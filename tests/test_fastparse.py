@@ -7,9 +7,7 @@ generated feeds.
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,11 +19,10 @@ from feedservice.adapters.fastparse import fast_entries
 from feedservice.adapters.parse import parse_feed
 from feedservice.errors import ParseError
 from feedservice.model import ParsedFeed
-from tests.conftest import ROOT, shared_fixture, skip_unless_ci
+from tests.conftest import ROOT, sdist_tree, shared_fixture
 
 KST = ZoneInfo("Asia/Seoul")
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
-CACHE = ROOT / "var" / "test-corpus"
 FEEDPARSER_SDIST = "feedparser==6.0.12"
 
 
@@ -74,34 +71,7 @@ def test_benchmark_feeds_take_the_fast_path_and_match() -> None:
 
 @pytest.fixture(scope="module")
 def feedparser_corpus() -> list[Path]:
-    target = CACHE / "feedparser-6.0.12" / "tests"
-    if not target.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                FEEDPARSER_SDIST,
-                "-d",
-                str(CACHE),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if proc.returncode != 0:
-            skip_unless_ci(
-                f"cannot download the {FEEDPARSER_SDIST} sdist from the package registry: {proc.stderr[-300:]}"
-            )
-        with tarfile.open(CACHE / "feedparser-6.0.12.tar.gz") as tar:
-            tar.extractall(CACHE, filter="data")
-    return sorted(target.rglob("*.xml"))
+    return sorted((sdist_tree(FEEDPARSER_SDIST, "feedparser-6.0.12") / "tests").rglob("*.xml"))
 
 
 def test_feedparser_corpus_differential(feedparser_corpus: list[Path]) -> None:

@@ -142,7 +142,7 @@ def test_any_error_of_one_source_is_recorded_and_the_collect_completes(tmp_path:
 
     parse = _failing_for(urls[100], parse_feed)
     run = collect(store, _Fetcher(broken), parse, tz=SEOUL, now=NOW, interval=timedelta(minutes=15), batch=20)
-    report = _within(run, 20)
+    report = _within(run, 60)
     assert report.failed == 4 and report.fetched == 146, report.errors
     assert report.new_articles == 2 * 146
     by_url = {s.url: s for s in store.list_sources()}
@@ -172,7 +172,7 @@ def test_a_failing_store_is_each_sources_failure_and_the_collect_completes(tmp_p
     store.sync_sources((u, "bigtech", None) for u in urls)
     run = collect(_BrokenStore(store), _Fetcher({}), parse_feed, tz=SEOUL, now=NOW,
                   interval=timedelta(minutes=15), batch=20)  # fmt: skip
-    report = _within(run, 20)
+    report = _within(run, 60)
     assert report.failed == 120 and report.new_articles == 0
     assert all("storing failed: the driver fell over" in e for e in report.errors.values())
     assert all(s.failures == 1 for s in store.list_sources())
@@ -600,7 +600,7 @@ def test_an_unusable_article_is_its_sources_counted_problem(tmp_path: Path) -> N
         return ParsedFeed((replace(_A, source_url=url), replace(_A, id="g2", url="", title="", source_url=url)))
 
     run = collect(store, _Fetcher({}), parse, tz=SEOUL, now=NOW, interval=timedelta(minutes=15))
-    report = _within(run, 20)
+    report = _within(run, 60)
     assert report.refused == {"https://a.kr/rss": 1} and report.new_articles == 1 and not report.errors
     assert "1 entries refused" in report.summary()
     assert [a.id for a in store.recent_articles(None, 10)] == ["g1"]

@@ -127,7 +127,7 @@ def dovecot() -> Iterator[Dovecot]:
         conf.write_text(_CONF.format(root=root, plain_port=plain_port, ssl_port=ssl_port), encoding="utf-8")
         proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", plain_port), timeout=1), \

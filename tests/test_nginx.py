@@ -77,7 +77,7 @@ def nginx(server_block: str, port: int, tmp: Path) -> Iterator[Path]:
     pid = tmp / "nginx.pid"
     argv = [nginx_binary(), "-c", str(conf), "-p", str(tmp), "-e", str(log), "-g", f"daemon off; pid {pid};"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    with process_serving(proc, f"http://127.0.0.1:{port}/feeds/index.opml", log, 10):
+    with process_serving(proc, f"http://127.0.0.1:{port}/feeds/index.opml", log, 60):
         yield log
 
 

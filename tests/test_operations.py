@@ -76,12 +76,13 @@ class Running:
         self.port = load_settings(cfg).web.port
         self.proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), "run"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        wait_for(lambda: self._up(), 30, "the service did not start")
+        with httpx.Client(timeout=1) as http:  # one client: each httpx.get() builds an SSL context
+            wait_for(lambda: self._up(http), 90, "the service did not start")
 
-    def _up(self) -> bool:
+    def _up(self, http: httpx.Client) -> bool:
         assert self.proc.poll() is None, self.proc.communicate()
         try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200
+            return http.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -105,17 +106,28 @@ def _job_ran(cfg: Path, job: str) -> bool:
     return (job, "ok") in _job_runs(cfg)
 
 
+@functools.lru_cache
+def _database_url(cfg: Path, mtime_ns: int) -> str:
+    return load_settings(cfg).database_url
+
+
 def _job_runs(cfg: Path) -> list[tuple[str, str]]:
-    app = make_app(load_settings(cfg))
+    """The recorded job runs, read straight from the database. Polled every 0.1 s while a service
+    runs, so not through ``make_app``: that would migrate-check and write the configured sections
+    and sources at each poll, costing the service beside it CPU and SQLite's write lock."""
+    import sqlalchemy as sa
+
+    from feedservice.adapters.store import schema as t
+    from feedservice.adapters.store._base import make_engine
+
+    engine = make_engine(_database_url(cfg, cfg.stat().st_mtime_ns))
     try:
-        import sqlalchemy as sa
-
-        from feedservice.adapters.store import schema as t
-
-        with app.store.engine.connect() as conn:
+        with engine.connect() as conn:
             return [(r.job, r.status) for r in conn.execute(sa.select(t.job_runs).order_by(t.job_runs.c.id))]
+    except sa.exc.DBAPIError:  # the service has not created its tables yet
+        return []
     finally:
-        app.close()
+        engine.dispose()
 
 
 def _move_job(cfg: Path, job_id: str, when: datetime) -> None:
@@ -156,12 +168,12 @@ def test_jobs_fire_persist_and_respect_the_digest_grace(tmp_path: Path, feed_ser
     assert _cli(cfg, "subscribers", "add", "reader@example.com").returncode == 0
     first = Running(cfg)
     for job in ("collect", "feeds", "weather"):  # collect (and the feed build after it) and weather start at once
-        wait_for(functools.partial(_job_ran, cfg, job), 20, f"{job} did not run")
+        wait_for(functools.partial(_job_ran, cfg, job), 60, f"{job} did not run")
     code, err = first.stop()
     assert code == 0, err
     _move_job(cfg, "deliveries", datetime.now(UTC) - timedelta(minutes=1))  # the retry job, when due
     retries = Running(cfg)
-    wait_for(lambda: ("deliveries", "ok") in _job_runs(cfg), 20, "the deliveries job did not run")
+    wait_for(lambda: ("deliveries", "ok") in _job_runs(cfg), 60, "the deliveries job did not run")
     assert retries.stop()[0] == 0
     status = _cli(cfg, "status")
     assert "collect" in status.stdout and "ok" in status.stdout and "digest" in status.stdout
@@ -169,7 +181,7 @@ def test_jobs_fire_persist_and_respect_the_digest_grace(tmp_path: Path, feed_ser
     # Down across the send time, back within the grace (3 h): the digest goes out once.
     _move_job(cfg, "digest", datetime.now(UTC) - timedelta(minutes=30))
     second = Running(cfg)
-    wait_for(lambda: _mails(tmp_path / "mail") == 1, 30, "the missed digest was not sent within the grace")
+    wait_for(lambda: _mails(tmp_path / "mail") == 1, 60, "the missed digest was not sent within the grace")
     assert second.stop()[0] == 0
     third = Running(cfg)  # a restart never runs it twice
     time.sleep(3)
@@ -180,7 +192,7 @@ def test_jobs_fire_persist_and_respect_the_digest_grace(tmp_path: Path, feed_ser
     # Down for longer than the grace: skipped, said so, and no mail.
     _move_job(cfg, "digest", datetime.now(UTC) - timedelta(hours=4))
     fourth = Running(cfg)
-    wait_for(lambda: ("digest", "skipped") in _job_runs(cfg), 20, "the digest was not recorded as skipped")
+    wait_for(lambda: ("digest", "skipped") in _job_runs(cfg), 60, "the digest was not recorded as skipped")
     assert fourth.stop()[0] == 0
     assert _mails(tmp_path / "mail") == 1
     assert "skipped" in _cli(cfg, "status").stdout
@@ -201,7 +213,7 @@ def test_sigterm_mid_send_loses_nothing(tmp_path: Path, feed_server: FeedServer)
         assert _cli(cfg, "digest", "send", "--date", day, "--queue-only").returncode == 0
         worker = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), "worker", "--date", day,
                                    "--once"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        wait_for(lambda: len(handler.received) >= 40, 30, "the worker did not get going")
+        wait_for(lambda: len(handler.received) >= 40, 60, "the worker did not get going")
         started = time.monotonic()
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=30)
@@ -222,12 +234,12 @@ def test_one_leader_among_two_and_takeover(tmp_path: Path, feed_server: FeedServ
     b_dir.mkdir()
     a = Running(_config(a_dir, feed_server, db_url=postgres_url))
     b = Running(_config(b_dir, feed_server, db_url=postgres_url))
-    wait_for(lambda: ("collect", "ok") in _job_runs(a.cfg), 30, "nobody schedules")
+    wait_for(lambda: ("collect", "ok") in _job_runs(a.cfg), 60, "nobody schedules")
     assert [j for j, _ in _job_runs(a.cfg)].count("collect") == 1  # one leader: collect ran once, not twice
     first_leader, other = (a, b) if _leads(a) else (b, a)
     first_leader.proc.kill()  # the leader dies; the other must take over within the retry time
     first_leader.proc.wait(10)
-    wait_for(lambda: _leads(other), 30, "nobody took over after the leader was killed")
+    wait_for(lambda: _leads(other), 60, "nobody took over after the leader was killed")
     code, log = other.stop()
     assert code == 0 and log.count("this process schedules the jobs") == 1
 
@@ -268,7 +280,7 @@ def test_ctrl_c_stops_run_with_its_parser_processes_and_no_traceback(tmp_path: P
     command = [sys.executable, "-m", "feedservice", "--config", str(cfg), "run"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        wait_for(lambda: ("collect", "ok") in _job_runs(cfg), 30, "the first collect did not run")  # the pool is up
+        wait_for(lambda: ("collect", "ok") in _job_runs(cfg), 60, "the first collect did not run")  # the pool is up
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -278,4 +290,3 @@ def test_ctrl_c_stops_run_with_its_parser_processes_and_no_traceback(tmp_path: P
     assert proc.returncode == 0, err
     assert "parser processes started" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-

@@ -121,6 +121,8 @@ def test_delivery_ledger_is_unique_per_edition_and_subscriber(db_url: str) -> No
     assert store.delivery_counts(day) == {"queued": 0, "sending": 1, "sent": 1, "deferred": 0, "failed": 0}
     # A worker that dies keeps its rows only until the lease runs out; one that stops hands them back.
     assert store.claim_deliveries(day, NOW + timedelta(minutes=5, seconds=30), 10, "w3", lease) == []
+    # A worker slower than its lease never claims (and sends) its own row a second time.
+    assert store.claim_deliveries(day, NOW + timedelta(minutes=6, seconds=1), 10, "w2", lease) == []
     [(taken, _)] = store.claim_deliveries(day, NOW + timedelta(minutes=6, seconds=1), 10, "w3", lease)
     store.release_deliveries([taken.id], "w3", NOW)
     assert store.delivery_counts(day)["queued"] == 1 and store.editions_with_work(NOW) == [day]

@@ -57,8 +57,10 @@ class LedgerStoreMixin(StoreBase):
     def claim_deliveries(
         self, day: date, now: datetime, limit: int, worker: str, lease: timedelta
     ) -> list[tuple[Delivery, Subscriber | None]]:
-        """Claim up to ``limit`` deliveries that are due: queued, deferred and due, or claimed by a
-        worker whose lease ran out (it died). Claimed rows become "sending" for this worker.
+        """Claim up to ``limit`` deliveries that are due: queued, deferred and due, or claimed by
+        another worker whose lease ran out (it died). Claimed rows become "sending" for this worker.
+        Rows this worker holds are never claimed again, however long they wait in its queue: on a
+        slow machine (or with a short lease) that would send them twice in one run.
 
         On PostgreSQL the rows are picked with FOR UPDATE SKIP LOCKED, so any number of workers on
         any number of machines claim disjoint rows; SQLite has one writer at a time anyway.
@@ -70,7 +72,7 @@ class LedgerStoreMixin(StoreBase):
         to_db = self.to_db_time()
         edition = _iso_date(day) if self.engine.dialect.name == "sqlite" else day
         claim_now, states = to_db(now), self._claim_sql
-        state_params = ((), (to_db(now),), (to_db(now - lease),))
+        state_params = ((), (to_db(now),), (to_db(now - lease), worker))
         rows: list[Any] = []
         with self._tx("claiming deliveries") as conn:
             # One UPDATE per state (each an index range on (edition, status, id), lowest ids first),
@@ -92,13 +94,14 @@ class LedgerStoreMixin(StoreBase):
     @functools.cached_property
     def _claim_sql(self) -> tuple[str, str, str]:
         """The claim's UPDATE … RETURNING for each due state: queued; deferred and due; held by a
-        worker whose lease has run out. Parameters: claimed_at, worker, edition, [time,] limit."""
+        worker whose lease has run out (never this worker's own: it still holds them).
+        Parameters: claimed_at, worker, edition, [time, [worker,]] limit."""
         m = self._mark
         lock = " FOR UPDATE SKIP LOCKED" if self.engine.dialect.name == "postgresql" else ""
         states = (
             f"status = '{DeliveryStatus.QUEUED.value}'",
             f"status = '{DeliveryStatus.DEFERRED.value}' AND next_attempt <= {m}",
-            f"status = '{DeliveryStatus.SENDING.value}' AND claimed_at <= {m}",
+            f"status = '{DeliveryStatus.SENDING.value}' AND claimed_at <= {m} AND worker <> {m}",
         )
         return tuple(  # type: ignore[return-value]
             f"UPDATE deliveries SET status = '{DeliveryStatus.SENDING.value}', claimed_at = {m}, worker = {m} "
