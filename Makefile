@@ -26,6 +26,7 @@ run: $(BIN)/feedservice
 PYTEST_WORKERS ?= 2
 test: $(VENV)/.test-deps
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy feedservice tests bench
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 

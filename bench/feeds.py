@@ -35,8 +35,9 @@ WORK = ROOT / "var" / "bench" / "feeds"
 PAGE = 50  # [feeds] max_entries, the default
 SECTIONS = [Section("bigtech", "빅테크"), Section("space-sociology", "공간사회학")]
 SOURCES = [(f"http://127.0.0.1/{s.slug}.xml", s.slug, None) for s in SECTIONS]
-SITE = FeedSite("뉴스스페이스", "https://www.newsspace.kr", "https://feeds.newsspace.kr", "ko",
-                ZoneInfo("Asia/Seoul"), 15)  # fmt: skip
+SITE = FeedSite(
+    "뉴스스페이스", "https://www.newsspace.kr", "https://feeds.newsspace.kr", "ko", ZoneInfo("Asia/Seoul"), 15
+)
 START = datetime(2026, 1, 1, tzinfo=UTC)
 WORDS = (
     "정부 발표 경제 성장 기술 혁신 인공지능 데이터 센터 투자 시장 기업 소비자 정책 지역 도시 공간 사회 "
@@ -73,8 +74,10 @@ def store_articles(db: str, n: int) -> None:
     for batch, start in enumerate(range(0, n, 500)):
         now = START + timedelta(minutes=batch)
         arts = [article(i, rng, now) for i in range(start, min(n, start + 500))]
-        records = [FetchRecord(url, now, None, None, tuple(a for a in arts if a.source_url == url), None)
-                   for url, _, _ in SOURCES]  # fmt: skip
+        records = [
+            FetchRecord(url, now, None, None, tuple(a for a in arts if a.source_url == url), None)
+            for url, _, _ in SOURCES
+        ]
         store.record_fetches(records, now)
     store.close()
 

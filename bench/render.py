@@ -33,32 +33,50 @@ from feedservice.stations import WIDGET_STATIONS
 from feedservice.tokens import make_token
 
 KST = ZoneInfo("Asia/Seoul")
-SECTIONS = [Section("bigtech", "빅테크"), Section("space-sociology", "공간사회학"), Section("economy", "경제"),
-            Section("society", "사회")]  # fmt: skip
+SECTIONS = [
+    Section("bigtech", "빅테크"),
+    Section("space-sociology", "공간사회학"),
+    Section("economy", "경제"),
+    Section("society", "사회"),
+]
 CHOICES: list[tuple[str, ...]] = [
-    (), ("bigtech",), ("space-sociology",), ("economy",), ("society",), ("bigtech", "economy"),
-    ("space-sociology", "society"), ("bigtech", "space-sociology", "economy"),
-]  # fmt: skip
+    (),
+    ("bigtech",),
+    ("space-sociology",),
+    ("economy",),
+    ("society",),
+    ("bigtech", "economy"),
+    ("space-sociology", "society"),
+    ("bigtech", "space-sociology", "economy"),
+]
 SECRET = b"bench-secret"
 
 
 def edition() -> tuple[digest.DigestSite, Edition, list[Article], WeatherBlock]:
     site = digest.DigestSite(
-        name="뉴스스페이스", url="https://www.newsspace.kr", public_url="https://feeds.newsspace.kr", language="ko",
-        tz=KST, sender="뉴스스페이스 <newsletter@newsspace.kr>", postal_address="서울특별시 중구 세종대로 000",
-    )  # fmt: skip
+        name="뉴스스페이스",
+        url="https://www.newsspace.kr",
+        public_url="https://feeds.newsspace.kr",
+        language="ko",
+        tz=KST,
+        sender="뉴스스페이스 <newsletter@newsspace.kr>",
+        postal_address="서울특별시 중구 세종대로 000",
+    )
     ed = digest.edition_for(date(2026, 11, 28), datetime(2026, 11, 28, 7, 0, tzinfo=KST), None)
     arts = [
         Article(
-            id=f"urn:{s.slug}:{i}", url=f"https://www.newsspace.kr/news/articleView.html?idxno={n * 10 + i}",
-            section=s.slug, title=f"{s.title} 주요 기사 {i}: 정책 변화와 시장 전망",
+            id=f"urn:{s.slug}:{i}",
+            url=f"https://www.newsspace.kr/news/articleView.html?idxno={n * 10 + i}",
+            section=s.slug,
+            title=f"{s.title} 주요 기사 {i}: 정책 변화와 시장 전망",
             summary_html="<p>[뉴스스페이스=김정영 기자] " + "정부와 기업이 새로운 투자 계획을 발표했다. " * 6 + "</p>",
-            author="김정영", published=ed.window_end - timedelta(hours=1 + i + n),
+            author="김정영",
+            published=ed.window_end - timedelta(hours=1 + i + n),
             image_url=f"https://www.newsspace.kr/photo/{n}{i}.jpg" if i == 0 else None,
         )
         for n, s in enumerate(SECTIONS)
         for i in range(5)
-    ]  # fmt: skip
+    ]
     obs = tuple(Observation(s.id, s.name, ed.window_end, 20.0 + s.id % 10, "구름조금") for s in WIDGET_STATIONS)
     return site, ed, arts, WeatherBlock(obs)
 
@@ -66,8 +84,10 @@ def edition() -> tuple[digest.DigestSite, Edition, list[Article], WeatherBlock]:
 def links(sid: int, addr: str) -> tuple[str, str]:
     base = "https://feeds.newsspace.kr"
     now = datetime.now(UTC)
-    return (f"{base}/unsubscribe/{make_token(SECRET, 'unsubscribe', sid, addr, now=now)}",
-            f"{base}/preferences/{make_token(SECRET, 'preferences', sid, addr, now=now)}")  # fmt: skip
+    return (
+        f"{base}/unsubscribe/{make_token(SECRET, 'unsubscribe', sid, addr, now=now)}",
+        f"{base}/preferences/{make_token(SECRET, 'preferences', sid, addr, now=now)}",
+    )
 
 
 def ours(n: int) -> tuple[float, int]:
@@ -86,8 +106,9 @@ def ours(n: int) -> tuple[float, int]:
         unsub, prefs = links(sid, addr)
         template = templates[CHOICES[sid % 8]]
         msg_id = digest.message_id(site, ed, sid)
-        data = digest.personalize(site, template, to=addr, msg_id=msg_id, unsubscribe_url=unsub,
-                                  preferences_url=prefs, now=now)  # fmt: skip
+        data = digest.personalize(
+            site, template, to=addr, msg_id=msg_id, unsubscribe_url=unsub, preferences_url=prefs, now=now
+        )
         total += len(data)
         if sid % 1000 == 0:
             _check(data, unsub)
@@ -140,21 +161,23 @@ def main() -> None:
     seconds, size = ours(args.subscribers)
     naive_seconds = naive(args.naive)
     ours_rate, naive_rate = args.subscribers / seconds, args.naive / naive_seconds
-    md = "\n".join([
-        "## Rendering the digest (issue 6)",
-        "",
-        f"`{' '.join(['.venv/bin/python bench/render.py', *(a for a in sys.argv[1:] if a != '--write')])}` on "
-        f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores, one process. One edition (4 sections × 5 articles, "
-        f"16 weather lines) for {args.subscribers:,} subscribers over 8 section choices; complete message bytes "
-        f"(average {size // args.subscribers:,} bytes). The naive way (render, inline CSS, `EmailMessage` per "
-        f"subscriber) ran on {args.naive:,} subscribers.",
-        "",
-        "| way | messages/s | total |",
-        "|---|---|---|",
-        f"| feedservice (render once per choice, personalise bytes) | {ours_rate:,.0f} | {seconds:.1f} s |",
-        f"| naive | {naive_rate:,.0f} | {naive_seconds:.1f} s for {args.naive:,} |",
-        f"| ratio | {ours_rate / naive_rate:.0f}× | |",
-    ])  # fmt: skip
+    md = "\n".join(
+        [
+            "## Rendering the digest (issue 6)",
+            "",
+            f"`{' '.join(['.venv/bin/python bench/render.py', *(a for a in sys.argv[1:] if a != '--write')])}` on "
+            f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores, one process. One edition (4 sections × 5 articles, "
+            f"16 weather lines) for {args.subscribers:,} subscribers over 8 section choices; complete message bytes "
+            f"(average {size // args.subscribers:,} bytes). The naive way (render, inline CSS, `EmailMessage` per "
+            f"subscriber) ran on {args.naive:,} subscribers.",
+            "",
+            "| way | messages/s | total |",
+            "|---|---|---|",
+            f"| feedservice (render once per choice, personalise bytes) | {ours_rate:,.0f} | {seconds:.1f} s |",
+            f"| naive | {naive_rate:,.0f} | {naive_seconds:.1f} s for {args.naive:,} |",
+            f"| ratio | {ours_rate / naive_rate:.0f}× | |",
+        ]
+    )
     print(md)
     if args.write:
         write_section("render", md)

@@ -42,8 +42,16 @@ from _common import ROOT, TreeMemory, free_port, run_child, write_section
 from feedservice import aio
 
 SECTIONS = ["bigtech", "space-sociology", "economy", "society"]
-CHOICES = [[], ["bigtech"], ["space-sociology"], ["economy"], ["society"], ["bigtech", "economy"],
-           ["space-sociology", "society"], ["bigtech", "space-sociology", "economy"]]  # fmt: skip
+CHOICES = [
+    [],
+    ["bigtech"],
+    ["space-sociology"],
+    ["economy"],
+    ["society"],
+    ["bigtech", "economy"],
+    ["space-sociology", "society"],
+    ["bigtech", "space-sociology", "economy"],
+]
 DAY = datetime(2026, 11, 28).date()
 
 
@@ -52,8 +60,11 @@ def ensure_smtp_sink() -> str:
         return "/usr/sbin/smtp-sink"
     print("installing Debian's postfix for its smtp-sink (postfix is not started) …", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run("echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections",
-                   shell=True, check=True)  # fmt: skip
+    subprocess.run(
+        "echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections",
+        shell=True,
+        check=True,
+    )
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postfix"], check=True, env=env)
     subprocess.run(["service", "postfix", "stop"], check=False, capture_output=True)
@@ -63,8 +74,14 @@ def ensure_smtp_sink() -> str:
 class Sink:
     def __init__(self, wait: float = 0) -> None:
         self.port = free_port()
-        args = [ensure_smtp_sink(), "-u", "nobody", *(["-w", str(int(wait))] if wait else []),
-                f"127.0.0.1:{self.port}", "1000"]  # fmt: skip
+        args = [
+            ensure_smtp_sink(),
+            "-u",
+            "nobody",
+            *(["-w", str(int(wait))] if wait else []),
+            f"127.0.0.1:{self.port}",
+            "1000",
+        ]
         self.proc = subprocess.Popen(args)
         time.sleep(0.5)
 
@@ -87,8 +104,9 @@ def setup(folder: Path, n: int, port: int, pool: int, signed: bool = False, sign
         from cryptography.hazmat.primitives.asymmetric import rsa
 
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())  # fmt: skip
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         os.environ["FEEDSERVICE_DKIM_KEY"] = pem.decode()
     sections = "\n".join(f'[[sections]]\nslug = "{s}"\ntitle = "{s}"\n' for s in SECTIONS)
     cfg.write_text(
@@ -122,28 +140,43 @@ level = "WARNING"
     # up to the moment it is composed (on the real clock), and articles published within BACKLOG.
     end = datetime.now(UTC) - timedelta(minutes=1)
     arts = [
-        Article(id=f"urn:{s}:{i}", url=f"https://www.newsspace.kr/{s}/{i}", section=s, title=f"{s} 기사 {i}",
-                summary_html="<p>" + "오늘의 주요 소식을 전합니다. " * 8 + "</p>", author="김정영",
-                published=end - timedelta(hours=i + 1))
+        Article(
+            id=f"urn:{s}:{i}",
+            url=f"https://www.newsspace.kr/{s}/{i}",
+            section=s,
+            title=f"{s} 기사 {i}",
+            summary_html="<p>" + "오늘의 주요 소식을 전합니다. " * 8 + "</p>",
+            author="김정영",
+            published=end - timedelta(hours=i + 1),
+        )
         for s in SECTIONS
         for i in range(10)
-    ]  # fmt: skip
+    ]
     app.store.sync_sources([("https://www.newsspace.kr/rss", "bigtech", None)])
-    app.store.record_fetch_success("https://www.newsspace.kr/rss", end, end, etag=None, last_modified=None,
-                                   articles=arts)  # fmt: skip
+    app.store.record_fetch_success(
+        "https://www.newsspace.kr/rss", end, end, etag=None, last_modified=None, articles=arts
+    )
     now = datetime.now(UTC)
     with app.store.engine.begin() as conn:
         for start in range(0, n, 5000):
-            rows = [{"email": f"reader{i:06d}@example.com", "status": "subscribed", "sections": CHOICES[i % 8],
-                     "created": now, "email_hash": app.store.address_hash(f"reader{i:06d}@example.com")}
-                    for i in range(start, min(n, start + 5000))]  # fmt: skip
+            rows = [
+                {
+                    "email": f"reader{i:06d}@example.com",
+                    "status": "subscribed",
+                    "sections": CHOICES[i % 8],
+                    "created": now,
+                    "email_hash": app.store.address_hash(f"reader{i:06d}@example.com"),
+                }
+                for i in range(start, min(n, start + 5000))
+            ]
             app.store._bulk_insert(conn, subscribers_table, rows)
     app.close()
     return cfg
 
 
-def child_ours(n: int, pool: int, wait: float, signed: bool = False, sign_threads: int = 2,
-               profile: str | None = None) -> None:  # fmt: skip
+def child_ours(
+    n: int, pool: int, wait: float, signed: bool = False, sign_threads: int = 2, profile: str | None = None
+) -> None:
     sink = Sink(wait)
     profiler = cProfile.Profile() if profile else None
     try:
@@ -183,16 +216,28 @@ def child_naive(n: int) -> None:
         from zoneinfo import ZoneInfo
 
         tz = ZoneInfo("Asia/Seoul")
-        site = digest.DigestSite(name="뉴스스페이스", url="https://www.newsspace.kr", public_url="https://f.kr",
-                                 language="ko", tz=tz, sender="뉴스스페이스 <newsletter@newsspace.kr>")  # fmt: skip
+        site = digest.DigestSite(
+            name="뉴스스페이스",
+            url="https://www.newsspace.kr",
+            public_url="https://f.kr",
+            language="ko",
+            tz=tz,
+            sender="뉴스스페이스 <newsletter@newsspace.kr>",
+        )
         ed = digest.edition_for(DAY, datetime.combine(DAY, datetime.strptime("07:00", "%H:%M").time(), tz), None)
         arts = [
-            Article(id=f"urn:{s}:{i}", url=f"https://www.newsspace.kr/{s}/{i}", section=s, title=f"{s} 기사 {i}",
-                    summary_html="<p>" + "오늘의 주요 소식을 전합니다. " * 8 + "</p>", author="김정영",
-                    published=ed.window_end - timedelta(hours=i + 1))
+            Article(
+                id=f"urn:{s}:{i}",
+                url=f"https://www.newsspace.kr/{s}/{i}",
+                section=s,
+                title=f"{s} 기사 {i}",
+                summary_html="<p>" + "오늘의 주요 소식을 전합니다. " * 8 + "</p>",
+                author="김정영",
+                published=ed.window_end - timedelta(hours=i + 1),
+            )
             for s in SECTIONS
             for i in range(10)
-        ]  # fmt: skip
+        ]
         sections = [Section(s, s) for s in SECTIONS]
         renderer = digest.DigestRenderer([ROOT / "templates"])
         smtp = smtplib.SMTP("127.0.0.1", sink.port)
@@ -201,8 +246,9 @@ def child_naive(n: int) -> None:
             addr = f"reader{i:06d}@example.com"
             unsub = "https://f.kr/unsubscribe/" + make_token(b"bench", "unsubscribe", i, addr, now=datetime.now(UTC))
             chosen = [s for s in sections if not CHOICES[i % 8] or s.slug in CHOICES[i % 8]]
-            rendered = renderer.render(site, ed, digest.pick_sections(chosen, arts, 5), WeatherBlock(()),
-                                       web_url="https://f.kr/d")  # fmt: skip
+            rendered = renderer.render(
+                site, ed, digest.pick_sections(chosen, arts, 5), WeatherBlock(()), web_url="https://f.kr/d"
+            )
             msg = EmailMessage(policy=policy.SMTP)
             msg["From"], msg["To"], msg["Subject"] = site.sender, addr, digest.subject_for(site, DAY)
             msg["List-Unsubscribe"] = f"<{unsub}>"
@@ -256,15 +302,32 @@ def main() -> None:
     for n in args.n:
         r = run_child([*me, "--child", "ours", "--n", str(n), "--pool", str(args.pool)], timeout=3600)
         rows.append((n, r))
-        print(f"N={n}: {n / r['seconds']:.0f} messages/s, {_us(r)} µs CPU a message, peak {r['peak_mb']:.0f} MB",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"N={n}: {n / r['seconds']:.0f} messages/s, {_us(r)} µs CPU a message, peak {r['peak_mb']:.0f} MB",
+            file=sys.stderr,
+        )
         for threads in SIGN_THREADS:
-            s = run_child([*me, "--child", "ours", "--n", str(n), "--pool", str(args.pool), "--signed",
-                           "--sign-threads", str(threads)], timeout=3600)  # fmt: skip
+            s = run_child(
+                [
+                    *me,
+                    "--child",
+                    "ours",
+                    "--n",
+                    str(n),
+                    "--pool",
+                    str(args.pool),
+                    "--signed",
+                    "--sign-threads",
+                    str(threads),
+                ],
+                timeout=3600,
+            )
             signed_rows.append((n, threads, r, s))
-            print(f"N={n}, DKIM-signed, {_how(threads)}: {n / s['seconds']:.0f} messages/s, "
-                  f"{r['seconds'] / s['seconds']:.0%} of unsigned, {_us(s)} µs CPU a message",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"N={n}, DKIM-signed, {_how(threads)}: {n / s['seconds']:.0f} messages/s, "
+                f"{r['seconds'] / s['seconds']:.0%} of unsigned, {_us(s)} µs CPU a message",
+                file=sys.stderr,
+            )
     naive = run_child([*me, "--child", "naive", "--n", str(args.naive)])
     naive_rate = naive["sent"] / naive["seconds"]
     print(f"naive: {naive_rate:.0f} messages/s", file=sys.stderr)
@@ -272,28 +335,35 @@ def main() -> None:
     slow_rate = args.slow / slow["seconds"]
     print(f"slow relay, pool 50: {slow_rate:.1f} messages/s", file=sys.stderr)
     command = " ".join([".venv/bin/python bench/send.py", *(a for a in sys.argv[1:] if a != "--write")])
-    md = "\n".join([
-        "## Sending (issues 7 and 16)",
-        "",
-        f"`{command}` on {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores. One edition (4 sections, 8 section "
-        "choices) into Postfix's `smtp-sink` on 127.0.0.1, SQLite ledger; the whole path is timed (recording the "
-        "deliveries, rendering, personalising, sending, recording each outcome). Peak memory is the process "
-        "tree's; CPU per message is the sending process's CPU time (all threads, not the relay's) over N. "
-        f"Load average at the end: {os.getloadavg()[0]:.1f}.",
-        "",
-        "| run | messages/s | vs naive | CPU per message (µs) | peak MB |",
-        "|---|---|---|---|---|",
-        *[f"| feedservice, N = {n:,}, pool {args.pool} | {n / r['seconds']:,.0f} | "
-          f"{n / r['seconds'] / naive_rate:.1f}× | {_us(r)} | {r['peak_mb']:.0f} |" for n, r in rows],
-        *[f"| feedservice, N = {n:,}, pool {args.pool}, DKIM-signed (RSA 2048), {_how(threads)}: "
-          f"{r['seconds'] / s['seconds']:.0%} of unsigned | {n / s['seconds']:,.0f} | "
-          f"{n / s['seconds'] / naive_rate:.1f}× | {_us(s)} | {s['peak_mb']:.0f} |"
-          for n, threads, r, s in signed_rows],
-        f"| naive (render + `EmailMessage` + smtplib, one connection), {args.naive:,} messages | {naive_rate:,.0f} "
-        "| 1× | – | – |",
-        f"| feedservice, slow relay (`smtp-sink -w 1`), pool 50, {args.slow} messages | {slow_rate:,.1f} | – | – | "
-        f"{slow['peak_mb']:.0f} |",
-    ])  # fmt: skip
+    md = "\n".join(
+        [
+            "## Sending (issues 7 and 16)",
+            "",
+            f"`{command}` on {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores. One edition (4 sections, 8 section "
+            "choices) into Postfix's `smtp-sink` on 127.0.0.1, SQLite ledger; the whole path is timed (recording the "
+            "deliveries, rendering, personalising, sending, recording each outcome). Peak memory is the process "
+            "tree's; CPU per message is the sending process's CPU time (all threads, not the relay's) over N. "
+            f"Load average at the end: {os.getloadavg()[0]:.1f}.",
+            "",
+            "| run | messages/s | vs naive | CPU per message (µs) | peak MB |",
+            "|---|---|---|---|---|",
+            *[
+                f"| feedservice, N = {n:,}, pool {args.pool} | {n / r['seconds']:,.0f} | "
+                f"{n / r['seconds'] / naive_rate:.1f}× | {_us(r)} | {r['peak_mb']:.0f} |"
+                for n, r in rows
+            ],
+            *[
+                f"| feedservice, N = {n:,}, pool {args.pool}, DKIM-signed (RSA 2048), {_how(threads)}: "
+                f"{r['seconds'] / s['seconds']:.0%} of unsigned | {n / s['seconds']:,.0f} | "
+                f"{n / s['seconds'] / naive_rate:.1f}× | {_us(s)} | {s['peak_mb']:.0f} |"
+                for n, threads, r, s in signed_rows
+            ],
+            f"| naive (render + `EmailMessage` + smtplib, one connection), {args.naive:,} messages | {naive_rate:,.0f} "
+            "| 1× | – | – |",
+            f"| feedservice, slow relay (`smtp-sink -w 1`), pool 50, {args.slow} messages | {slow_rate:,.1f} | – | – | "
+            f"{slow['peak_mb']:.0f} |",
+        ]
+    )
     print(md)
     if args.write:
         write_section("send", md)

@@ -1,16 +1,16 @@
 """What a piece of returned mail says, and what it means for a reader: pure, no I/O.
 
-    kind        what it is                                          what it does to the reader
-    hard        5.x.x about the recipient (5.1.x address, 5.2.x     suppressed at once
-                mailbox, and the 5.0.0, 5.3.0, 5.4.x MTAs write
-                for "no such user")
-    soft        4.x.x, 5.2.2 (mailbox full)                         suppressed after ``soft_limit``
-                                                                    within ``soft_days``, no delivery between
-    policy      5.7.x, 5.6.x, 5.3.4, 5.2.3: about us (auth,         nothing: logged, a sender problem
-                reputation, DMARC, our message's size or form)      (fixtures README B2)
-    complaint   an ARF report (RFC 5965): the reader pressed spam   suppressed at once, counted apart
-    auto-reply  RFC 3834 ``Auto-Submitted``, vacation, 부재중        nothing
-    unknown     none of these                                      nothing; kept raw for a person
+kind        what it is                                          what it does to the reader
+hard        5.x.x about the recipient (5.1.x address, 5.2.x     suppressed at once
+            mailbox, and the 5.0.0, 5.3.0, 5.4.x MTAs write
+            for "no such user")
+soft        4.x.x, 5.2.2 (mailbox full)                         suppressed after ``soft_limit``
+                                                                within ``soft_days``, no delivery between
+policy      5.7.x, 5.6.x, 5.3.4, 5.2.3: about us (auth,         nothing: logged, a sender problem
+            reputation, DMARC, our message's size or form)      (fixtures README B2)
+complaint   an ARF report (RFC 5965): the reader pressed spam   suppressed at once, counted apart
+auto-reply  RFC 3834 ``Auto-Submitted``, vacation, 부재중        nothing
+unknown     none of these                                      nothing; kept raw for a person
 """
 
 from __future__ import annotations
@@ -21,9 +21,17 @@ from datetime import date, datetime
 from enum import StrEnum
 
 __all__ = [
-    "BounceKind", "BounceReading", "BounceRecord", "BounceRow", "BreakerWindow", "EditionFeedback", "ProviderEvent",
-    "ReturnedMail", "soft_streak", "status_kind",
-]  # fmt: skip
+    "BounceKind",
+    "BounceReading",
+    "BounceRecord",
+    "BounceRow",
+    "BreakerWindow",
+    "EditionFeedback",
+    "ProviderEvent",
+    "ReturnedMail",
+    "soft_streak",
+    "status_kind",
+]
 
 
 class BounceKind(StrEnum):
@@ -140,8 +148,10 @@ class BreakerWindow:
     def summary(self) -> str:
         text = f"{self.suppressed} suppressed by bounces and complaints since {self.since:%Y-%m-%d %H:%M} UTC"
         if self.held:
-            text += (f"; {self.held} more held by the breaker: look (`feedservice bounces list`), then "
-                     "`feedservice bounces check --force` applies them")  # fmt: skip
+            text += (
+                f"; {self.held} more held by the breaker: look (`feedservice bounces list`), then "
+                "`feedservice bounces check --force` applies them"
+            )
         return text
 
 
@@ -189,8 +199,10 @@ class EditionFeedback:
     def warning(self) -> str | None:
         share = self.rate(self.complaints)
         if self.complaints and share >= COMPLAINT_WARNING:
-            return (f"complaints reached {share:.2%} of this edition: Gmail and Naver ask bulk senders to stay "
-                    "under 0.1% and never reach 0.3%")  # fmt: skip
+            return (
+                f"complaints reached {share:.2%} of this edition: Gmail and Naver ask bulk senders to stay "
+                "under 0.1% and never reach 0.3%"
+            )
         return None
 
     def summary(self) -> str:
@@ -198,6 +210,8 @@ class EditionFeedback:
             return f"{getattr(self, kind)} {what} ({self.kind_rate(kind):.2%})"
 
         refused = f" (+{self.refused} refused while sending)" if self.refused else ""
-        return (f"{self.delivered} delivered{refused}, {part('hard', 'hard bounces')}, "
-                f"{part('soft', 'soft bounces')}, {part('complaints', 'complaints')}, "
-                f"{part('unsubscribes', 'unsubscribes')}")  # fmt: skip
+        return (
+            f"{self.delivered} delivered{refused}, {part('hard', 'hard bounces')}, "
+            f"{part('soft', 'soft bounces')}, {part('complaints', 'complaints')}, "
+            f"{part('unsubscribes', 'unsubscribes')}"
+        )

@@ -170,9 +170,7 @@ class DeliveryConfig(Table):
 
     def domain_groups(self) -> dict[str, tuple[tuple[str, ...], DomainPacingConfig]]:
         """Each ``[delivery.domains]`` entry: its name, the domains it covers and its limits."""
-        return {
-            name: (p.domains or (mail_domain(name),), p) for name, p in self.domains.items()
-        }
+        return {name: (p.domains or (mail_domain(name),), p) for name, p in self.domains.items()}
 
     @property
     def effective_mode(self) -> str:
@@ -286,14 +284,19 @@ class Settings(Table):
         removal finds "no subscriber", a re-add makes a second row, suppressed addresses return."""
         w, path = self.web, self.source_path
         if w.address_key_env:
-            return ConfigError(path, "web.address_key_env", f"{w.address_key_env} is not the key this database's "
-                               "addresses were hashed with: set it to that key; nothing was changed")  # fmt: skip
+            return ConfigError(
+                path,
+                "web.address_key_env",
+                f"{w.address_key_env} is not the key this database's "
+                "addresses were hashed with: set it to that key; nothing was changed",
+            )
         return ConfigError(
-            path, "web.secret_env",
+            path,
+            "web.secret_env",
             f"the signing secret ({w.secret_env}, else var/secret.key) is not the key this database's addresses "
             f"were hashed with: set {w.secret_env} to the secret it was first used with (after a rotation, name "
             "the old one in [web] address_key_env); nothing was changed",
-        )  # fmt: skip
+        )
 
 
 def parse_settings(data: dict[str, Any], *, source: str = "config.toml", base_dir: Path | None = None) -> Settings:

@@ -17,9 +17,23 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 from feedservice.verp import MAX_TOKEN
 
 __all__ = [
-    "HHMM", "EnvName", "HttpUrl", "IpNetwork", "Language", "ListenHost", "MailDomain", "MailboxName", "ReturnPath",
-    "Slug", "Subject", "Table", "TimeZone", "UrlPrefix", "control_character", "mail_domain",
-]  # fmt: skip
+    "HHMM",
+    "EnvName",
+    "HttpUrl",
+    "IpNetwork",
+    "Language",
+    "ListenHost",
+    "MailDomain",
+    "MailboxName",
+    "ReturnPath",
+    "Slug",
+    "Subject",
+    "Table",
+    "TimeZone",
+    "UrlPrefix",
+    "control_character",
+    "mail_domain",
+]
 
 
 def _http_url(value: str) -> str:
@@ -120,8 +134,9 @@ def _return_path(value: str) -> str:
     if not at or not local or not domain or "." not in domain or any(c in value for c in ' <>"+'):
         raise ValueError(f"not a bare mail address without '+' (as bounces@example.com): {value!r}")
     if len(local.encode()) + 1 + MAX_TOKEN > 64:
-        raise ValueError(f"the local part {local!r} leaves no room for the VERP token: use at most "
-                         f"{63 - MAX_TOKEN} characters")  # fmt: skip
+        raise ValueError(
+            f"the local part {local!r} leaves no room for the VERP token: use at most {63 - MAX_TOKEN} characters"
+        )
     return value
 
 

@@ -89,10 +89,16 @@ class Article:
         """
         if self._digest is None:
             fields = (
-                self.url, self.section, self.title, self.summary_html, self.content_html, self.author,
-                "\x1e".join(self.categories), self.image_url or "",
+                self.url,
+                self.section,
+                self.title,
+                self.summary_html,
+                self.content_html,
+                self.author,
+                "\x1e".join(self.categories),
+                self.image_url or "",
                 self.published.isoformat() if self.published else "",
-            )  # fmt: skip
+            )
             digest = hashlib.blake2b("\x1f".join(fields).encode(), digest_size=16).hexdigest()
             object.__setattr__(self, "_digest", digest)
             return digest
@@ -125,6 +131,8 @@ class ArticleFields(TypedDict, total=False):
     published: datetime | None
     updated: datetime | None
     source_url: str
+
+
 # What ``Article.__reduce__`` pickles: the values of its __init__ fields, in their order.
 _ARTICLE_FIELDS = operator.attrgetter(*(f.name for f in dataclass_fields(Article) if f.init))
 

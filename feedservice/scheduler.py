@@ -143,10 +143,14 @@ def install_jobs(scheduler: AsyncIOScheduler, app: App) -> None:
     send = s.digest.send_time
     wanted: dict[str, tuple[Callable[[], Awaitable[None]], Any, int, bool]] = {
         "collect": (collect_job, IntervalTrigger(minutes=s.collect.interval_minutes), 3600, True),
-        "digest": (digest_job, CronTrigger(hour=send.hour, minute=send.minute, timezone=s.site.tz),
-                   int(s.run.digest_grace_hours * 3600) or 1, False),
+        "digest": (
+            digest_job,
+            CronTrigger(hour=send.hour, minute=send.minute, timezone=s.site.tz),
+            int(s.run.digest_grace_hours * 3600) or 1,
+            False,
+        ),
         "deliveries": (deliveries_job, IntervalTrigger(minutes=5), 3600, False),
-    }  # fmt: skip
+    }
     if app.bounce_intakes() and s.bounces is not None:
         wanted["bounces"] = (bounces_job, IntervalTrigger(minutes=s.bounces.check_minutes), 3600, True)
     if s.weather.provider != "none":
@@ -180,9 +184,12 @@ async def lead(app: App, stop: asyncio.Event) -> None:
                 scheduler.start(paused=True)
                 install_jobs(scheduler, app)
                 scheduler.resume()
-                log.info("this process schedules the jobs (collect every %d min, digest at %s %s)",
-                         app.settings.collect.interval_minutes, app.settings.digest.send_at,
-                         app.settings.site.timezone)  # fmt: skip
+                log.info(
+                    "this process schedules the jobs (collect every %d min, digest at %s %s)",
+                    app.settings.collect.interval_minutes,
+                    app.settings.digest.send_at,
+                    app.settings.site.timezone,
+                )
             elif not held and scheduler is not None:
                 log.warning("lost the scheduling lock: another process schedules now")
                 scheduler.shutdown(wait=False)

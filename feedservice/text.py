@@ -26,8 +26,9 @@ LINK_REL = "noopener noreferrer"
 
 # Building nh3's sanitiser costs about as much as running it on a feed entry: keep one, and
 # build one per call only when a relative link must be resolved against the entry's own URL.
-_CLEANER = nh3.Cleaner(tags=set(ALLOWED_TAGS), attributes=ALLOWED_ATTRIBUTES, url_schemes=set(URL_SCHEMES),
-                       link_rel=LINK_REL)  # fmt: skip
+_CLEANER = nh3.Cleaner(
+    tags=set(ALLOWED_TAGS), attributes=ALLOWED_ATTRIBUTES, url_schemes=set(URL_SCHEMES), link_rel=LINK_REL
+)
 # In nh3's output every attribute is lower-case and double-quoted (a quote inside a value is
 # &quot;), so this finds each href/src whose value is not absolute; text that merely looks like
 # one only costs a second pass.

@@ -69,10 +69,23 @@ def sdist_tree(requirement: str, folder: str) -> Path:
     CORPUS_CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CORPUS_CACHE) as tmp:
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", requirement,
-             "-d", tmp],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                requirement,
+                "-d",
+                tmp,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if proc.returncode != 0:
             skip_unless_ci(f"cannot download the {requirement} sdist from the package registry: {proc.stderr[-300:]}")
         [sdist] = Path(tmp).glob("*.tar.gz")
@@ -410,9 +423,13 @@ def _test_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 # -- a real browser -------------------------------------------------------------------------------
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def chromium_or_skip() -> str:

@@ -29,8 +29,14 @@ from tests.conftest import free_port
 def app_with_article(cfg: Path, source: str, when: datetime, art_id: str = "a1", title: str = "빅테크 첫 기사") -> App:
     """The app of ``cfg`` with one 빅테크 article collected from ``source`` at ``when``, feeds built."""
     app = make_app(load_settings(cfg))
-    art = Article(id=f"urn:{art_id}", url=f"https://www.newsspace.kr/{art_id}", section="bigtech", title=title,
-                  published=when, source_url=source)  # fmt: skip
+    art = Article(
+        id=f"urn:{art_id}",
+        url=f"https://www.newsspace.kr/{art_id}",
+        section="bigtech",
+        title=title,
+        published=when,
+        source_url=source,
+    )
     app.store.record_fetch_success(source, when, when, etag=None, last_modified=None, articles=[art])
     app.build_feeds()
     return app
@@ -109,8 +115,11 @@ def serve_process(config_path: Path) -> Iterator[int]:
     config_path.write_text(text, encoding="utf-8")
     log = config_path.with_name("serve.log")  # a file, not a pipe nobody reads (it would fill and block)
     with log.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(config_path), "serve"],
-                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "feedservice", "--config", str(config_path), "serve"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     with process_serving(proc, f"http://127.0.0.1:{port}/healthz", log, 60):
         yield port
 

@@ -21,8 +21,13 @@ SAMPLES = Path(__file__).parent / "data" / "bounces"
 SECRET = b"test-secret-for-signing"  # FS_TEST_SECRET in tests/conftest.py
 
 
-def sample(name: str, *, verp: str = "bounces@newsspace.kr", message_id: str = "<none@newsspace.kr>",
-           rcpt: str = "nobody@example.com") -> bytes:  # fmt: skip
+def sample(
+    name: str,
+    *,
+    verp: str = "bounces@newsspace.kr",
+    message_id: str = "<none@newsspace.kr>",
+    rcpt: str = "nobody@example.com",
+) -> bytes:
     data = (SAMPLES / name).read_bytes()
     return (
         data.replace(b"@@VERP@@", verp.encode())
@@ -39,8 +44,11 @@ def flufl_corpus() -> Corpus:
     """flufl.bounce's own test data (real bounces from many MTAs) and its table of what each says."""
     target = sdist_tree(FLUFL_SDIST, "flufl_bounce-6.0.0") / "tests"
     tree = ast.parse((target / "test_detectors.py").read_text(encoding="utf-8"))
-    [table] = [n.value for n in tree.body if isinstance(n, ast.Assign)
-               and any(getattr(t, "id", "") == "DETECTORS" for t in n.targets)]  # fmt: skip
+    [table] = [
+        n.value
+        for n in tree.body
+        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "DETECTORS" for t in n.targets)
+    ]
     return target / "data", ast.literal_eval(table)
 
 
@@ -116,7 +124,7 @@ def test_hostile_mail_is_kept_never_a_crash(raw: bytes) -> None:
     + [(code, BounceKind.SOFT) for code in ("5.2.2", "4.2.2", "4.4.7", "4.7.1")]
     + [(code, BounceKind.POLICY) for code in ("5.7.1", "5.7.26", "5.6.0", "5.3.4", "5.2.3")]
     + [("2.0.0", None), ("9.1.1", None), ("", None)],
-)  # fmt: skip
+)
 def test_status_kinds(status: str, kind: BounceKind | None) -> None:
     assert status_kind(status) is kind
 

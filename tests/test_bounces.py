@@ -45,17 +45,20 @@ def deliver(maildir: Path, name: str, data: bytes) -> None:
     os.rename(maildir / "tmp" / name, maildir / "new" / name)
 
 
-def _setup(tmp_path: Path, feed_server: FeedServer, port: int, bounces: str,
-           db_url: str | None = None) -> tuple[Path, Path]:  # fmt: skip
+def _setup(
+    tmp_path: Path, feed_server: FeedServer, port: int, bounces: str, db_url: str | None = None
+) -> tuple[Path, Path]:
     feed_server.files["/rss.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", ITEMS))
     maildir = tmp_path / "bounces"
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True)
     cfg = write_config(
-        tmp_path, db_url=db_url, sources=[(feed_server.url("/rss.xml"), "bigtech")],
+        tmp_path,
+        db_url=db_url,
+        sources=[(feed_server.url("/rss.xml"), "bigtech")],
         delivery_extra=f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"\ntimeout = 2.0\n'
-                       f'[bounces]\nmaildir = "{maildir}"\n{bounces}',
-    )  # fmt: skip
+        f'[bounces]\nmaildir = "{maildir}"\n{bounces}',
+    )
     return cfg, maildir
 
 
@@ -79,15 +82,19 @@ def _send(cfg: Path, sink: SmtpSink, *emails: str) -> dict[str, tuple[int, str, 
 
 
 def _status(app: App, email_or_id: str | int) -> SubscriberStatus:
-    sub = (app.store.get_subscriber_by_id(email_or_id) if isinstance(email_or_id, int)
-           else app.store.get_subscriber(email_or_id))  # fmt: skip
+    sub = (
+        app.store.get_subscriber_by_id(email_or_id)
+        if isinstance(email_or_id, int)
+        else app.store.get_subscriber(email_or_id)
+    )
     assert sub is not None
     return sub.status
 
 
 @pytest.fixture
-def verp_on(tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int],
-            db_url: str) -> tuple[SmtpSink, Path, Path]:  # fmt: skip
+def verp_on(
+    tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int], db_url: str
+) -> tuple[SmtpSink, Path, Path]:
     """A relay, and a config with VERP and a bounce Maildir: (the relay's sink, config, Maildir)."""
     sink, port = smtp_server
     return sink, *_setup(tmp_path, feed_server, port, VERP_ON, db_url)
@@ -97,14 +104,30 @@ def test_check_learns_from_every_kind_once(
     verp_on: tuple[SmtpSink, Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sink, cfg, maildir = verp_on
-    readers = ["hard@example.com", "gmail@gmail.com", "naver@naver.com", "full@example.org", "slow@daum.net",
-               "complains@example.net", "away@example.net", "victim@example.com"]  # fmt: skip
+    readers = [
+        "hard@example.com",
+        "gmail@gmail.com",
+        "naver@naver.com",
+        "full@example.org",
+        "slow@daum.net",
+        "complains@example.net",
+        "away@example.net",
+        "victim@example.com",
+    ]
     sent = _send(cfg, sink, *readers)
     mail = {
-        "postfix": sample("postfix-5.1.1.eml", verp=sent["hard@example.com"][1], rcpt="hard@example.com",
-                          message_id=sent["hard@example.com"][2]),
-        "gmail": sample("gmail-ko-5.1.1.eml", verp=sent["gmail@gmail.com"][1], rcpt="gmail@gmail.com",
-                        message_id=sent["gmail@gmail.com"][2]),
+        "postfix": sample(
+            "postfix-5.1.1.eml",
+            verp=sent["hard@example.com"][1],
+            rcpt="hard@example.com",
+            message_id=sent["hard@example.com"][2],
+        ),
+        "gmail": sample(
+            "gmail-ko-5.1.1.eml",
+            verp=sent["gmail@gmail.com"][1],
+            rcpt="gmail@gmail.com",
+            message_id=sent["gmail@gmail.com"][2],
+        ),
         "naver": sample("naver-ko-plain.eml", verp=sent["naver@naver.com"][1]),
         "exim": sample("exim-5.2.2.eml", verp=sent["full@example.org"][1], rcpt="full@example.org"),
         "daum": sample("daum-ko-4.4.7.eml", verp=sent["slow@daum.net"][1], rcpt="slow@daum.net"),
@@ -115,7 +138,7 @@ def test_check_learns_from_every_kind_once(
         "spam": sample("spam.eml"),
         # Anyone can mail a "bounce" naming a reader; with VERP on, an address alone suppresses nobody.
         "forged": sample("forged-dsn.eml", rcpt="victim@example.com"),
-    }  # fmt: skip
+    }
     for name, data in mail.items():
         deliver(maildir, f"1763590000.{name}.mx1", data)
     monkeypatch.setattr(bootstrap, "utcnow", lambda: CHECK_TIME)
@@ -126,8 +149,9 @@ def test_check_learns_from_every_kind_once(
 
     app = _app(cfg, CHECK_TIME)
     try:
-        gone = {e: sent[e][0] for e in ("hard@example.com", "gmail@gmail.com", "naver@naver.com",
-                                         "complains@example.net")}  # fmt: skip
+        gone = {
+            e: sent[e][0] for e in ("hard@example.com", "gmail@gmail.com", "naver@naver.com", "complains@example.net")
+        }
         for sid in gone.values():
             assert _status(app, sid) is SubscriberStatus.SUPPRESSED
         for e in ("full@example.org", "slow@daum.net", "away@example.net", "victim@example.com"):
@@ -179,8 +203,10 @@ def test_a_refusal_while_sending_is_recorded_as_a_bounce_read_later_is(
     app = _app(cfg, SEND_TIME)
     try:
         asyncio.run(app.collect())
-        ids = {e: app.store.add_subscriber(e, (), SubscriberStatus.SUBSCRIBED, SEND_TIME)[0].id
-               for e in ("ok@example.com", "gone@example.com", "later@example.com")}  # fmt: skip
+        ids = {
+            e: app.store.add_subscriber(e, (), SubscriberStatus.SUBSCRIBED, SEND_TIME)[0].id
+            for e in ("ok@example.com", "gone@example.com", "later@example.com")
+        }
         report = asyncio.run(app.send_digest(DAY))
         assert (report.sent, report.failed, report.suppressed) == (2, 1, 1)
         assert _status(app, ids["gone@example.com"]) is SubscriberStatus.SUPPRESSED
@@ -239,11 +265,13 @@ def test_a_complaint_is_matched_by_its_envelope_or_without_verp_by_its_recipient
         sent = _send(cfg, sink, "complains@example.net", "stays@example.net")
         sid, envelope, _ = sent["complains@example.net"]
         if verp:
-            report = arf.replace(b"Original-Mail-From: <newsletter@newsspace.kr>",
-                                 f"Original-Mail-From: <{envelope}>".encode())  # fmt: skip
+            report = arf.replace(
+                b"Original-Mail-From: <newsletter@newsspace.kr>", f"Original-Mail-From: <{envelope}>".encode()
+            )
         else:
-            report = arf.replace(b"Original-Rcpt-To: <redacted@mail.example.net>",
-                                 b"Original-Rcpt-To: <complains@example.net>")  # fmt: skip
+            report = arf.replace(
+                b"Original-Rcpt-To: <redacted@mail.example.net>", b"Original-Rcpt-To: <complains@example.net>"
+            )
         assert report != arf
         deliver(maildir, "arf", report)
         app = _app(cfg, CHECK_TIME)
@@ -320,9 +348,12 @@ def test_soft_bounces_older_than_soft_days_do_not_count(
 
 
 def test_a_mass_suppression_is_held_until_forced(
-    tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int],
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    feed_server: FeedServer,
+    smtp_server: tuple[SmtpSink, int],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     _, port = smtp_server
     cfg, maildir = _setup(tmp_path, feed_server, port, "")  # no VERP: matched by recipient
     app = _app(cfg, SEND_TIME)
@@ -416,13 +447,16 @@ def test_digest_status_and_metrics_show_what_came_back_from_an_edition(
     monkeypatch.setattr(bootstrap, "utcnow", lambda: CHECK_TIME)
     assert main(["--config", str(cfg), "digest", "status", "--date", DAY.isoformat()]) == 0
     out = capsys.readouterr().out
-    assert ("came back: 4 delivered, 1 hard bounces (25.00%), 1 soft bounces (25.00%), 1 complaints (25.00%), "
-            "1 unsubscribes (25.00%)") in out  # fmt: skip
+    assert (
+        "came back: 4 delivered, 1 hard bounces (25.00%), 1 soft bounces (25.00%), 1 complaints (25.00%), "
+        "1 unsubscribes (25.00%)"
+    ) in out
     assert "warning: complaints reached 25.00% of this edition" in out
 
 
-@pytest.mark.parametrize(("delivered", "complaints", "warned"), [(1000, 1, True), (1001, 1, False), (10, 0, False),
-                                                                 (0, 0, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("delivered", "complaints", "warned"), [(1000, 1, True), (1001, 1, False), (10, 0, False), (0, 0, False)]
+)
 def test_a_warning_when_complaints_reach_a_tenth_of_a_percent(delivered: int, complaints: int, warned: bool) -> None:
     feedback = EditionFeedback(delivered=delivered, hard=0, soft=0, complaints=complaints, unsubscribes=0)
     assert (feedback.warning is not None) is warned
@@ -437,14 +471,21 @@ def test_a_flood_of_bounce_mail_is_read_over_several_runs(
         deliver(maildir, f"spam{i}", sample("spam.eml").replace(b"promo.1@", f"promo.{i}@".encode()))
     app = _app(cfg, CHECK_TIME)
     try:
+
         def check() -> str:
-            return BounceCheck(app.store, app.bounce_intakes(), read_bounce, [SECRET], app.clock,
-                               BouncePolicy(batch=2)).run().summary()  # fmt: skip
+            return (
+                BounceCheck(app.store, app.bounce_intakes(), read_bounce, [SECRET], app.clock, BouncePolicy(batch=2))
+                .run()
+                .summary()
+            )
 
         assert [check() for _ in range(4)] == [
             "0 hard, 0 soft, 0 complaints, 0 auto-replies, 2 unmatched; 0 suppressed; more mail is waiting: "
-            "the next run goes on"] * 2 + ["0 hard, 0 soft, 0 complaints, 0 auto-replies, 1 unmatched; 0 suppressed",
-            "0 hard, 0 soft, 0 complaints, 0 auto-replies, 0 unmatched; 0 suppressed"]  # fmt: skip
+            "the next run goes on"
+        ] * 2 + [
+            "0 hard, 0 soft, 0 complaints, 0 auto-replies, 1 unmatched; 0 suppressed",
+            "0 hard, 0 soft, 0 complaints, 0 auto-replies, 0 unmatched; 0 suppressed",
+        ]
         assert len(app.store.list_bounces()) == 5
     finally:
         app.close()

@@ -42,41 +42,79 @@ CASES: list[tuple[str, list[str], tuple[str, str] | None, int, list[str]]] = [
     ("worker-interval-inf", ["worker", "--interval", "inf"], None, 2, ["--interval"]),
     ("unknown-option", ["digest", "preview", "--bogus"], None, 2, ["--bogus"]),
     (
-        "feeds-dir-under-a-file", ["build-feeds"], ('output_dir = "{tmp}/feeds"', 'output_dir = "' + FILE + '/feeds"'),
-        2, ["feeds.output_dir", "Not a directory"],
+        "feeds-dir-under-a-file",
+        ["build-feeds"],
+        ('output_dir = "{tmp}/feeds"', 'output_dir = "' + FILE + '/feeds"'),
+        2,
+        ["feeds.output_dir", "Not a directory"],
     ),
     (
-        "feeds-dir-in-proc", ["collect"], ('output_dir = "{tmp}/feeds"', 'output_dir = "/proc/feeds"'),
-        2, ["feeds.output_dir", "/proc/feeds"],
+        "feeds-dir-in-proc",
+        ["collect"],
+        ('output_dir = "{tmp}/feeds"', 'output_dir = "/proc/feeds"'),
+        2,
+        ["feeds.output_dir", "/proc/feeds"],
     ),
     (
-        "sqlite-folder-under-a-file", ["sources"], ('url = "sqlite:///{tmp}/', 'url = "sqlite:///' + FILE + "/"),
-        2, ["database.url", "a-file"],
+        "sqlite-folder-under-a-file",
+        ["sources"],
+        ('url = "sqlite:///{tmp}/', 'url = "sqlite:///' + FILE + "/"),
+        2,
+        ["database.url", "a-file"],
     ),
     (
-        "maildir-in-proc", ["digest", "send"], ('maildir = "{tmp}/mail"', 'maildir = "/proc/mail"'),
-        2, ["delivery.maildir"],
+        "maildir-in-proc",
+        ["digest", "send"],
+        ('maildir = "{tmp}/mail"', 'maildir = "/proc/mail"'),
+        2,
+        ["delivery.maildir"],
     ),
     ("web-host", ["serve"], ("[web]\n", '[web]\nhost = "not a host!"\n'), 2, ["web.host"]),
     (
-        "weather-max-age", ["weather"], ("[weather]\n", "[weather]\nmax_age_minutes = 99999999999999999\n"),
-        2, ["weather.max_age_minutes"],
+        "weather-max-age",
+        ["weather"],
+        ("[weather]\n", "[weather]\nmax_age_minutes = 99999999999999999\n"),
+        2,
+        ["weather.max_age_minutes"],
     ),
     (
-        "ready-collect-age", ["status"], ("[web]\n", "[run]\nready_collect_age_minutes = 99999999999999999\n[web]\n"),
-        2, ["run.ready_collect_age_minutes"],
+        "ready-collect-age",
+        ["status"],
+        ("[web]\n", "[run]\nready_collect_age_minutes = 99999999999999999\n[web]\n"),
+        2,
+        ["run.ready_collect_age_minutes"],
     ),
     ("site-language", ["build-feeds"], ("[site]\n", '[site]\nlanguage = "xx-bogus"\n'), 2, ["site.language"]),
-    ("digest-subject", ["digest", "preview"], ("[digest]\n", '[digest]\nsubject = "{{foo}}"\n'), 2,
-     ["digest.subject", "{foo}"]),
-    ("collect-timeout-nan", ["collect"], ("[collect]\n", "[collect]\nconnect_timeout = nan\n"), 2,
-     ["collect.connect_timeout", "finite"]),
+    (
+        "digest-subject",
+        ["digest", "preview"],
+        ("[digest]\n", '[digest]\nsubject = "{{foo}}"\n'),
+        2,
+        ["digest.subject", "{foo}"],
+    ),
+    (
+        "collect-timeout-nan",
+        ["collect"],
+        ("[collect]\n", "[collect]\nconnect_timeout = nan\n"),
+        2,
+        ["collect.connect_timeout", "finite"],
+    ),
     # 1,000 nested arrays or tables: tomllib's RecursionError was an "unexpected error", exit 1
-    ("config-nested-arrays", ["sources"], ("[site]\n", "[site]\nx = " + "[" * 1000 + "]" * 1000 + "\n"), 2,
-     ["config.toml", "nested too deeply"]),
-    ("config-nested-tables", ["sources"], ("[site]\n", "[site]\nx = " + "{{a=" * 1000 + "1" + "}}" * 1000 + "\n"),
-     2, ["config.toml", "nested too deeply"]),
-]  # fmt: skip
+    (
+        "config-nested-arrays",
+        ["sources"],
+        ("[site]\n", "[site]\nx = " + "[" * 1000 + "]" * 1000 + "\n"),
+        2,
+        ["config.toml", "nested too deeply"],
+    ),
+    (
+        "config-nested-tables",
+        ["sources"],
+        ("[site]\n", "[site]\nx = " + "{{a=" * 1000 + "1" + "}}" * 1000 + "\n"),
+        2,
+        ["config.toml", "nested too deeply"],
+    ),
+]
 
 
 @pytest.mark.parametrize(("args", "edit", "status", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -170,9 +208,13 @@ def test_a_host_that_does_not_resolve_or_a_taken_port_is_one_line(tmp_path: Path
     text = cfg.read_text(encoding="utf-8")
     cfg.write_text(text.replace("[web]\n", '[web]\nhost = "no-such-host.invalid"\n', 1), encoding="utf-8")
     proc = _console(cfg, command, stdin=subprocess.DEVNULL)
-    assert (proc.returncode, proc.stderr.splitlines()) == (2, [
-        f"feedservice: config error: {cfg}: web.host: cannot resolve 'no-such-host.invalid': Name or service not known"
-    ]), proc.stderr  # fmt: skip
+    assert (proc.returncode, proc.stderr.splitlines()) == (
+        2,
+        [
+            f"feedservice: config error: {cfg}: web.host: cannot resolve 'no-such-host.invalid': "
+            "Name or service not known"
+        ],
+    ), proc.stderr
 
     cfg.write_text(text.replace("[web]\n", '[web]\nhost = "192.0.2.1"\n', 1), encoding="utf-8")  # TEST-NET-1
     proc = _console(cfg, command, stdin=subprocess.DEVNULL)
@@ -189,9 +231,10 @@ def test_a_host_that_does_not_resolve_or_a_taken_port_is_one_line(tmp_path: Path
             edit = f"[web]\nport = {port}\nworkers = {workers}\n"
             cfg.write_text(text.replace("[web]\n", edit, 1), encoding="utf-8")
             proc = _console(cfg, command, stdin=subprocess.DEVNULL)
-            assert (proc.returncode, proc.stderr.splitlines()) == (1, [
-                f"feedservice: web.port: cannot listen on 127.0.0.1:{port}: Address already in use"
-            ]), proc.stderr  # fmt: skip
+            assert (proc.returncode, proc.stderr.splitlines()) == (
+                1,
+                [f"feedservice: web.port: cannot listen on 127.0.0.1:{port}: Address already in use"],
+            ), proc.stderr
 
 
 def _limit_memory() -> None:
@@ -211,9 +254,10 @@ def test_an_endless_or_huge_import_is_refused_without_reading_it_all(tmp_path: P
     ]:
         with open(stdin, "rb") as input_:
             proc = _console(cfg, "subscribers", "import", source, stdin=input_, preexec_fn=_limit_memory)
-        assert (proc.returncode, proc.stderr.splitlines()) == (1, [
-            f"feedservice: {name}: larger than 64 MB: not a subscriber CSV (split it)"
-        ]), proc.stderr  # fmt: skip
+        assert (proc.returncode, proc.stderr.splitlines()) == (
+            1,
+            [f"feedservice: {name}: larger than 64 MB: not a subscriber CSV (split it)"],
+        ), proc.stderr
 
 
 def test_text_the_csv_reader_refuses_is_a_bad_row_and_the_rows_before_it_are_kept(tmp_path: Path) -> None:
@@ -245,8 +289,10 @@ def _subscriber_rows(db_url: str) -> list[tuple[str | None, str]]:
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
-            return sorted(conn.execute(sa.select(t.subscribers.c.email, t.subscribers.c.status)).tuples(),
-                          key=lambda r: (r[0] or "", r[1]))  # fmt: skip
+            return sorted(
+                conn.execute(sa.select(t.subscribers.c.email, t.subscribers.c.status)).tuples(),
+                key=lambda r: (r[0] or "", r[1]),
+            )
     finally:
         engine.dispose()
 
@@ -254,8 +300,9 @@ def _subscriber_rows(db_url: str) -> list[tuple[str | None, str]]:
 def _as(cfg: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """The console script with ``env`` instead of the test's secrets."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("FS_TEST_SECRET", "FS_TEST_ADDRESS"))}
-    return subprocess.run([FEEDSERVICE, "--config", str(cfg), *args], capture_output=True, text=True,
-                          timeout=60, env=base | env)  # fmt: skip
+    return subprocess.run(
+        [FEEDSERVICE, "--config", str(cfg), *args], capture_output=True, text=True, timeout=60, env=base | env
+    )
 
 
 def test_another_address_key_is_refused_and_changes_nothing(tmp_path: Path, db_url: str) -> None:

@@ -138,11 +138,13 @@ def test_every_config_key_is_in_the_readme() -> None:
     missing = [
         f"{cls.__name__}.{info.alias or key}"
         for cls in vars(config).values()
-        if inspect.isclass(cls) and issubclass(cls, pydantic.BaseModel) and cls.__module__ == config.__name__
+        if inspect.isclass(cls)
+        and issubclass(cls, pydantic.BaseModel)
+        and cls.__module__ == config.__name__
         and cls is not config.Settings  # its keys are the [tables], each with a heading
         for key, info in cls.model_fields.items()
         if (info.alias or key) not in named
-    ]  # fmt: skip
+    ]
     assert missing == []
 
 
@@ -204,9 +206,11 @@ def test_every_config_table_has_the_one_line_rule() -> None:
 
     modules = (config.__name__, config_bounces.__name__)
     tables = [
-        cls for mod in (config, config_bounces) for cls in vars(mod).values()
+        cls
+        for mod in (config, config_bounces)
+        for cls in vars(mod).values()
         if inspect.isclass(cls) and issubclass(cls, pydantic.BaseModel) and cls.__module__ in modules
-    ]  # fmt: skip
+    ]
     assert len(tables) > 15 and all(issubclass(cls, Table) for cls in tables)
     assert all("_one_line" in cls.__pydantic_decorators__.field_validators for cls in tables)
 

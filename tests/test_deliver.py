@@ -77,14 +77,24 @@ def sink() -> Iterator[tuple[FaultySink, int]]:
 SEND_TIME = datetime(2026, 11, 19, 22, 5, tzinfo=UTC)  # 07:05 KST on the edition's day
 
 
-def _app(tmp_path: Path, feed_server: FeedServer, port: int, db_url: str | None = None, smtp_extra: str = "",
-         delivery_extra: str = "", clock: Any = lambda: SEND_TIME, items: Any = ITEMS) -> App:  # fmt: skip
+def _app(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    port: int,
+    db_url: str | None = None,
+    smtp_extra: str = "",
+    delivery_extra: str = "",
+    clock: Any = lambda: SEND_TIME,
+    items: Any = ITEMS,
+) -> App:
     feed_server.files["/rss.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", items))
     cfg = write_config(
-        tmp_path, db_url=db_url, sources=[(feed_server.url("/rss.xml"), "bigtech")],
+        tmp_path,
+        db_url=db_url,
+        sources=[(feed_server.url("/rss.xml"), "bigtech")],
         delivery_extra=f'{delivery_extra}\n[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"\n'
-                       f"timeout = 2.0\n{smtp_extra}",
-    )  # fmt: skip
+        f"timeout = 2.0\n{smtp_extra}",
+    )
     app = make_app(load_settings(cfg), clock=clock)
     asyncio.run(app.collect())
     return app
@@ -106,8 +116,16 @@ def test_faults_and_their_outcomes(tmp_path: Path, feed_server: FeedServer, sink
     handler.stall = {"stall@example.com"}
     app = _app(tmp_path, feed_server, port)
     try:
-        _add(app, "ok@example.com", "later@example.com", "gone@example.com", "policy@example.com",
-             "drop@example.com", "stall@example.com", "ok2@example.com")  # fmt: skip
+        _add(
+            app,
+            "ok@example.com",
+            "later@example.com",
+            "gone@example.com",
+            "policy@example.com",
+            "drop@example.com",
+            "stall@example.com",
+            "ok2@example.com",
+        )
         report = asyncio.run(app.send_digest(datetime.fromisoformat(KST_DAY).date()))
         assert sorted(to for to, _ in handler.received) == ["ok2@example.com", "ok@example.com"]
         assert (report.sent, report.failed, report.deferred) == (2, 2, 3)
@@ -149,8 +167,14 @@ class RefusingAuth:
 def test_refused_login_stops_the_run_and_marks_nothing(tmp_path: Path, feed_server: FeedServer) -> None:
     handler = FaultySink()
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, authenticator=RefusingAuth(),
-                            auth_require_tls=False, auth_required=True)  # fmt: skip
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=RefusingAuth(),
+        auth_require_tls=False,
+        auth_required=True,
+    )
     controller.start()
     os.environ["FS_TEST_SMTP_PASSWORD"] = "wrong"
     app = _app(tmp_path, feed_server, port, smtp_extra='username = "news"\npassword_env = "FS_TEST_SMTP_PASSWORD"')
@@ -175,13 +199,18 @@ def _start_sink(delay: float) -> tuple[FaultySink, Controller, int]:
 
 
 def _cli(cfg: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "feedservice", "--config", str(cfg), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _run(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "feedservice", "--config", str(cfg), *args],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "feedservice", "--config", str(cfg), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def _subscribers_csv(path: Path, n: int) -> Path:
@@ -192,8 +221,15 @@ def _subscribers_csv(path: Path, n: int) -> Path:
 def test_kill_9_mid_run_then_restart(tmp_path: Path, feed_server: FeedServer) -> None:
     handler, controller, port = _start_sink(delay=0.01)
     try:
-        app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 4", delivery_extra="lease_seconds = 1",
-                   clock=None, items=FRESH)  # fmt: skip
+        app = _app(
+            tmp_path,
+            feed_server,
+            port,
+            smtp_extra="pool_size = 4",
+            delivery_extra="lease_seconds = 1",
+            clock=None,
+            items=FRESH,
+        )
         cfg = Path(app.settings.source_path)
         app.close()
         n = 300

@@ -349,10 +349,13 @@ def test_feed_text_never_places_a_readers_link(tmp_path: Path) -> None:
     clock = Clock(datetime(2025, 7, 1, 21, 0, tzinfo=UTC))  # 06:00 KST, before the 07:00 edition
     app = _app(tmp_path, clock)
     hostile = Article(
-        id="urn:hostile", url=f"https://tracker.example/a?{PLACES}", section="bigtech",
-        title=f"제목 {PLACES}", image_url=f"https://tracker.example/pixel.gif?{PLACES}",
+        id="urn:hostile",
+        url=f"https://tracker.example/a?{PLACES}",
+        section="bigtech",
+        title=f"제목 {PLACES}",
+        image_url=f"https://tracker.example/pixel.gif?{PLACES}",
         published=clock.now - timedelta(hours=1),
-    )  # fmt: skip
+    )
     _store(app, clock, hostile)
     app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, clock.now)
     asyncio.run(app.send_digest(date(2025, 7, 2)))
@@ -382,8 +385,13 @@ def kst(day: int, hour: int, minute: int = 0) -> datetime:
 
 
 def _news(n: int, published: datetime, title: str | None = None) -> Article:
-    return Article(id=f"urn:e{n}", url=f"https://www.newsspace.kr/news/e{n}", section="bigtech",
-                   title=title or f"기사 {n}", published=published)  # fmt: skip
+    return Article(
+        id=f"urn:e{n}",
+        url=f"https://www.newsspace.kr/news/e{n}",
+        section="bigtech",
+        title=title or f"기사 {n}",
+        published=published,
+    )
 
 
 _Step = tuple[datetime, list[Article], date | None]  # when; what is collected then; the edition sent then
@@ -411,13 +419,15 @@ def test_an_article_collected_after_an_edition_is_in_the_next(tmp_path: Path) ->
     clock = Clock(kst(1, 7))
     app = _app(tmp_path, clock)
     texts = _editions(
-        app, tmp_path, clock,
+        app,
+        tmp_path,
+        clock,
         (kst(1, 7), [_news(1, kst(1, 6))], date(2025, 7, 1)),
         (kst(2, 6, 50), [_news(2, kst(2, 6, 45))], None),  # collected before the edition
         (kst(2, 7), [], date(2025, 7, 2)),
         (kst(2, 7, 5), [_news(3, kst(2, 6, 50))], None),  # published 06:50, collected 07:05: late
         (kst(3, 7), [], date(2025, 7, 3)),
-    )  # fmt: skip
+    )
     assert "기사 1" in texts["2025.07.01"]
     assert "기사 2" in texts["2025.07.02"] and "기사 3" not in texts["2025.07.02"]
     assert "기사 3" in texts["2025.07.03"] and "기사 2" not in texts["2025.07.03"]
@@ -427,10 +437,12 @@ def test_a_backlog_older_than_48_hours_is_not_news(tmp_path: Path) -> None:
     clock = Clock(kst(3, 7))
     app = _app(tmp_path, clock)
     texts = _editions(
-        app, tmp_path, clock,
+        app,
+        tmp_path,
+        clock,
         # A new source brings its archive: 49 h and 47 h before the edition.
         (kst(3, 7), [_news(1, kst(1, 6)), _news(2, kst(1, 8)), _news(3, kst(3, 5))], date(2025, 7, 3)),
-    )  # fmt: skip
+    )
     assert "기사 1" not in texts["2025.07.03"]
     assert "기사 2" in texts["2025.07.03"] and "기사 3" in texts["2025.07.03"]
 
@@ -439,12 +451,14 @@ def test_no_edition_repeats_an_article_even_corrected(tmp_path: Path) -> None:
     clock = Clock(kst(1, 7))
     app = _app(tmp_path, clock)
     texts = _editions(
-        app, tmp_path, clock,
+        app,
+        tmp_path,
+        clock,
         (kst(1, 6), [_news(1, kst(1, 5))], date(2025, 7, 1)),
         # Corrected after the edition: a new title and a date moved into the next window.
         (kst(1, 12), [_news(1, kst(1, 11), "기사 1 (수정)"), _news(2, kst(1, 11))], None),
         (kst(2, 7), [], date(2025, 7, 2)),
-    )  # fmt: skip
+    )
     assert "기사 1" in texts["2025.07.01"]
     assert "기사 2" in texts["2025.07.02"] and "기사 1" not in texts["2025.07.02"]
 
@@ -453,13 +467,15 @@ def test_an_edition_sent_early_closes_its_window_then(tmp_path: Path) -> None:
     clock = Clock(kst(2, 6))
     app = _app(tmp_path, clock)
     texts = _editions(
-        app, tmp_path, clock,
+        app,
+        tmp_path,
+        clock,
         (kst(2, 6), [_news(1, kst(2, 5))], None),
         (kst(2, 6, 10), [], date(2025, 7, 2)),  # sent 50 minutes before 07:00
         (kst(2, 6, 40), [_news(2, kst(2, 6, 30))], None),
         (kst(2, 7), [], date(2025, 7, 2)),  # the scheduled run: already recorded, nothing new
         (kst(3, 7), [], date(2025, 7, 3)),
-    )  # fmt: skip
+    )
     assert "기사 1" in texts["2025.07.02"] and "기사 2" not in texts["2025.07.02"]
     assert "기사 2" in texts["2025.07.03"] and "기사 1" not in texts["2025.07.03"]
     stored = app.store.get_edition(date(2025, 7, 3))
@@ -470,13 +486,15 @@ def test_a_missed_send_within_the_grace_behaves_as_on_time(tmp_path: Path) -> No
     clock = Clock(kst(2, 6))
     app = _app(tmp_path, clock)
     texts = _editions(
-        app, tmp_path, clock,
+        app,
+        tmp_path,
+        clock,
         (kst(1, 7), [_news(1, kst(1, 6))], date(2025, 7, 1)),
         (kst(2, 6), [_news(2, kst(2, 5))], None),
         (kst(2, 8, 30), [_news(3, kst(2, 8, 20))], None),  # the service was down at 07:00
         (kst(2, 9, 0), [], date(2025, 7, 2)),  # started again within the 3 h grace: sent now
         (kst(2, 9, 30), [_news(4, kst(2, 9, 20))], None),
         (kst(3, 7), [], date(2025, 7, 3)),
-    )  # fmt: skip
+    )
     assert "기사 2" in texts["2025.07.02"] and "기사 3" in texts["2025.07.02"] and "기사 4" not in texts["2025.07.02"]
     assert "기사 4" in texts["2025.07.03"] and "기사 3" not in texts["2025.07.03"]

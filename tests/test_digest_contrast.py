@@ -75,8 +75,11 @@ def _matches_chain(el: lxml.html.HtmlElement, chain: list[str]) -> bool:
 
 
 def _own(el: lxml.html.HtmlElement, rules: list[Rule], prop: str) -> str | None:
-    hits = [(r.props[prop][1], r.specificity, r.order, r.props[prop][0])
-            for r in rules if prop in r.props and _matches_chain(el, r.selector)]  # fmt: skip
+    hits = [
+        (r.props[prop][1], r.specificity, r.order, r.props[prop][0])
+        for r in rules
+        if prop in r.props and _matches_chain(el, r.selector)
+    ]
     return max(hits)[3] if hits else None
 
 
@@ -140,8 +143,10 @@ def _everything() -> str:
     """A digest showing every kind of text: forecasts, a stale observation, a notice, thumbnails."""
     ed, _ = _render()
     weather = WeatherBlock(
-        WEATHER.observations, notice="일부 관측소 자료가 늦습니다.", forecasts=(Forecast(108, ed.day, 25.0, 32.0, 20),),
-    )  # fmt: skip
+        WEATHER.observations,
+        notice="일부 관측소 자료가 늦습니다.",
+        forecasts=(Forecast(108, ed.day, 25.0, 32.0, 20),),
+    )
     rendered = DigestRenderer([BUNDLED_TEMPLATES]).render(
         SITE, ed, pick_sections(SECTIONS, ARTICLES, 5), weather, web_url="https://feeds.newsspace.kr/d"
     )

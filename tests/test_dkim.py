@@ -81,9 +81,16 @@ def _dkimpy_body_hash(message: bytes, keys: dict[str, bytes]) -> str:
 
 def _digest(unsubscribe: str = "https://feeds.newsspace.kr/unsubscribe/1.0.sig") -> bytes:
     ed, rendered = _render()
-    return compose(SITE, rendered, day=ed.day, to="reader@example.com", msg_id="<m@newsspace.kr>",
-                   unsubscribe_url=unsubscribe, preferences_url="https://feeds.newsspace.kr/preferences/1.0.sig",
-                   now=NOW)  # fmt: skip
+    return compose(
+        SITE,
+        rendered,
+        day=ed.day,
+        to="reader@example.com",
+        msg_id="<m@newsspace.kr>",
+        unsubscribe_url=unsubscribe,
+        preferences_url="https://feeds.newsspace.kr/preferences/1.0.sig",
+        now=NOW,
+    )
 
 
 @pytest.fixture
@@ -96,8 +103,18 @@ def test_digest_verifies_and_signs_the_one_click_headers(signer: DkimSigner, key
     assert _verifies(signed, keys)
     tags = _tags(signed)
     assert (tags["a"], tags["c"], tags["d"], tags["s"]) == ("rsa-sha256", "relaxed/relaxed", DOMAIN, "news")
-    assert {"from", "to", "subject", "date", "message-id", "list-id", "list-unsubscribe",
-            "list-unsubscribe-post", "mime-version", "content-type"} <= set(tags["h"].split(":"))  # fmt: skip
+    assert {
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "list-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "mime-version",
+        "content-type",
+    } <= set(tags["h"].split(":"))
     ours = signed[: signed.index(b"\r\nFrom:")]  # the signature header, folded by us
     assert max(len(line) for line in ours.split(b"\r\n")) <= 78
     # A relay that rewrites the one-click target, or turns it into a two-step one, breaks the signature.
@@ -113,8 +130,11 @@ def test_a_header_added_on_the_way_breaks_the_signature(signer: DkimSigner, keys
     """Over-signing (§5.4.2): a second From or List-Unsubscribe put on top does not ride on our signature."""
     signed = signer.sign(_digest())
     top = signed.index(b"\r\nFrom:") + 2  # below our signature, where a relay adding a header would put it
-    for extra in [b"List-Unsubscribe: <https://evil.example/u>\r\n", b"From: Bank <ceo@bank.example>\r\n",
-                  b"Subject: urgent\r\n"]:  # fmt: skip
+    for extra in [
+        b"List-Unsubscribe: <https://evil.example/u>\r\n",
+        b"From: Bank <ceo@bank.example>\r\n",
+        b"Subject: urgent\r\n",
+    ]:
         assert not _verifies(signed[:top] + extra + signed[top:], keys), extra
     assert _verifies(signed[:top] + b"Received: from relay by mx\r\n" + signed[top:], keys)
 
@@ -130,8 +150,9 @@ def _mime(cte: str) -> bytes:
     msg.set_content(text, cte=cte)
     if cte == "8bit":  # one multipart with all three encodings
         msg.add_alternative(f"<p>{text}</p>", subtype="html", cte="quoted-printable")
-        msg.add_attachment("첨부 파일 내용\n".encode() * 20, maintype="application", subtype="octet-stream",
-                           filename="안내.txt")  # fmt: skip
+        msg.add_attachment(
+            "첨부 파일 내용\n".encode() * 20, maintype="application", subtype="octet-stream", filename="안내.txt"
+        )
     return msg.as_bytes()
 
 
@@ -175,9 +196,16 @@ def test_readers_of_interleaved_templates_all_verify(signer: DkimSigner, keys: d
     templates = [_render(chosen) for chosen in [(), ("bigtech",), ("space-sociology",), ("bigtech", "economy")]]
     for i in range(24):
         ed, rendered = templates[i % len(templates)]
-        raw = compose(SITE, rendered, day=ed.day, to=f"r{i}@example.com", msg_id=f"<{i}@newsspace.kr>",
-                      unsubscribe_url=f"https://feeds.newsspace.kr/unsubscribe/{'x' * (i % 5)}{i}.sig",
-                      preferences_url=f"https://feeds.newsspace.kr/preferences/{i}.sig", now=NOW)  # fmt: skip
+        raw = compose(
+            SITE,
+            rendered,
+            day=ed.day,
+            to=f"r{i}@example.com",
+            msg_id=f"<{i}@newsspace.kr>",
+            unsubscribe_url=f"https://feeds.newsspace.kr/unsubscribe/{'x' * (i % 5)}{i}.sig",
+            preferences_url=f"https://feeds.newsspace.kr/preferences/{i}.sig",
+            now=NOW,
+        )
         signed = signer.sign(raw)
         assert _verifies(signed, keys), i
         assert _tags(signed)["bh"] == _dkimpy_body_hash(signed, keys), i
@@ -188,8 +216,9 @@ def _random_message(rng: random.Random) -> bytes:
         return rng.choice(["", " ", "  ", "\t", " \t "])
 
     def folded(value: str) -> str:
-        return "".join(w + (rng.choice(["\r\n ", "\r\n\t", "\r\n   "]) if rng.random() < 0.3 else " ")
-                       for w in value.split(" ")).rstrip()  # fmt: skip
+        return "".join(
+            w + (rng.choice(["\r\n ", "\r\n\t", "\r\n   "]) if rng.random() < 0.3 else " ") for w in value.split(" ")
+        ).rstrip()
 
     words = "뉴스스페이스 아침 브리핑 날씨 서울 29.1℃ AI 데이터센터 경쟁 ok =?utf-8?b?6rCA?=".split()
     headers = [
@@ -251,9 +280,15 @@ def test_a_digest_is_signed_per_template(signer: DkimSigner, keys: dict[str, byt
     messages = []
     for i in range(12):
         ed, rendered = templates[i % len(templates)]
-        head, body = personal_parts(SITE, prepare(SITE, rendered, ed.day), to=f"r{i}@example.com",
-                                    msg_id=f"<{i}@newsspace.kr>", unsubscribe_url=f"https://f.kr/unsubscribe/{i}.s",
-                                    preferences_url=f"https://f.kr/preferences/{i}.s", now=NOW)  # fmt: skip
+        head, body = personal_parts(
+            SITE,
+            prepare(SITE, rendered, ed.day),
+            to=f"r{i}@example.com",
+            msg_id=f"<{i}@newsspace.kr>",
+            unsubscribe_url=f"https://f.kr/unsubscribe/{i}.s",
+            preferences_url=f"https://f.kr/preferences/{i}.s",
+            now=NOW,
+        )
         messages.append((head, body, fixed.sign(head + b"".join(body))))
     monkeypatch.setattr(module, "canonical_body", lambda body: pytest.fail("the whole body was canonicalised"))
     for i, (head, body, whole) in enumerate(messages):

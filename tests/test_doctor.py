@@ -38,8 +38,12 @@ def _doctor(tmp_path: Path, digest: str = "", site: str = "") -> subprocess.Comp
     if site:
         text = text.replace('postal_address = "서울특별시 중구 (테스트)"\n', site)
     cfg.write_text(text, encoding="utf-8")
-    return subprocess.run([sys.executable, "-m", "feedservice", "--config", str(cfg), "doctor"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "feedservice", "--config", str(cfg), "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 SIGNED = 'dkim_selector = "news2026"\ndkim_key_env = "FS_TEST_DKIM"\n'
@@ -64,8 +68,13 @@ def test_all_checks_pass_and_the_records_to_publish(
     result = _doctor(tmp_path, SIGNED + 'dkim_ed25519_key_env = "FS_TEST_DKIM_ED"\n')
     assert result.returncode == 0, result.stdout + result.stderr
     checks = _lines(result)
-    assert set(checks) == {"dkim key", "dkim d= aligned with From", "return-path aligned with From",
-                           "one-click unsubscribe signed", "postal address in the footer"}  # fmt: skip
+    assert set(checks) == {
+        "dkim key",
+        "dkim d= aligned with From",
+        "return-path aligned with From",
+        "one-click unsubscribe signed",
+        "postal address in the footer",
+    }
     assert all(v.startswith("ok ") for v in checks.values()), checks
     assert "RSA 2048 bits" in checks["dkim key"]
     out = result.stdout
@@ -131,8 +140,12 @@ def test_the_bounce_return_path_is_the_envelope_checked(
     cfg = write_config(tmp_path)
     text = cfg.read_text(encoding="utf-8").replace("[digest]\n", "[digest]\n" + SIGNED)
     cfg.write_text(text + f'\n[bounces]\nreturn_path = "{return_path}"\n', encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "feedservice", "--config", str(cfg), "doctor"],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "feedservice", "--config", str(cfg), "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     check = _lines(result)["return-path aligned with From"]
     assert check.startswith(verdict) and return_path.split("@")[1] in check, result.stdout + result.stderr
     assert result.returncode == (0 if verdict == "ok" else 1)

@@ -65,9 +65,18 @@ def _assemble(store: FakeEditionStore, *, mail_when_empty: bool = False) -> tupl
         return WeatherBlock(())
 
     assembled = asyncio.run(
-        assemble_edition(store, renderer, SITE, SECTIONS, DAY, NOW, weather=weather,
-                        web_url="https://feeds.example/digest/2025-07-02", mail_when_empty=mail_when_empty)
-    )  # fmt: skip
+        assemble_edition(
+            store,
+            renderer,
+            SITE,
+            SECTIONS,
+            DAY,
+            NOW,
+            weather=weather,
+            web_url="https://feeds.example/digest/2025-07-02",
+            mail_when_empty=mail_when_empty,
+        )
+    )
     assert asked == [assembled.edition.window_end]  # the weather of the edition's own morning
     return assembled, renderer
 

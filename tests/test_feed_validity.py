@@ -59,13 +59,18 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Art
     out = tmp / "feeds"
     build_feeds(site, SECTIONS, store, out, 3)
     later = NOW + timedelta(hours=1)  # a second collect: archive pages gain their next-archive links
-    store.record_fetch_success("http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None,
-                               articles=arts[6:])  # fmt: skip
+    store.record_fetch_success("http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None, articles=arts[6:])
     build_feeds(site, SECTIONS, store, out, 3)
     store.close()
     expected = {a.id: a for a in arts}
-    space = _article(900, id="urn:x:space-1", url="https://www.newsspace.kr/s1", section="space-sociology",
-                     title="공간사회학 기사", source_url="http://127.0.0.1/b.xml")  # fmt: skip
+    space = _article(
+        900,
+        id="urn:x:space-1",
+        url="https://www.newsspace.kr/s1",
+        section="space-sociology",
+        title="공간사회학 기사",
+        source_url="http://127.0.0.1/b.xml",
+    )
     expected[space.id] = space
     return out, expected, site
 
@@ -89,15 +94,21 @@ def atom_rule_problems(root: etree._Element) -> list[str]:
         eid = entry.findtext(A + "id")
         if not feed_authors and entry.find(A + "author") is None:
             problems.append(f"{eid}: no atom:author in the entry, and none in the feed (§4.1.1)")
-        alternates = [(link.get("type"), link.get("hreflang")) for link in entry.iterfind(A + "link")
-                      if link.get("rel", "alternate") == "alternate"]  # fmt: skip
+        alternates = [
+            (link.get("type"), link.get("hreflang"))
+            for link in entry.iterfind(A + "link")
+            if link.get("rel", "alternate") == "alternate"
+        ]
         if entry.find(A + "content") is None and not alternates:
             problems.append(f"{eid}: neither content nor a rel=alternate link (§4.1.2)")
         if len(alternates) != len(set(alternates)):
             problems.append(f"{eid}: two alternate links of the same type and language (§4.1.2)")
         content = entry.find(A + "content")
-        if content is not None and content.get("type") not in (None, "text", "html", "xhtml") \
-                and "/" not in content.get("type", ""):  # fmt: skip
+        if (
+            content is not None
+            and content.get("type") not in (None, "text", "html", "xhtml")
+            and "/" not in content.get("type", "")
+        ):
             problems.append(f"{eid}: content type {content.get('type')!r} is not a media type (§4.1.3.1)")
     return problems
 
@@ -178,7 +189,8 @@ def test_atom_ids_are_iris_that_stay_with_their_article(built: tuple[Path, dict[
         for entry in etree.parse(str(path)).getroot().iterfind(A + "entry"):
             alternate = entry.find(A + "link[@rel='alternate']")
             links.setdefault(entry.findtext(A + "id") or "", set()).add(
-                None if alternate is None else alternate.get("href"))  # fmt: skip
+                None if alternate is None else alternate.get("href")
+            )
     assert all(len(urls) == 1 for urls in links.values())  # one id, one article, in every file
     assert links["tag:www.newsspace.kr,2026:article/20261128-0002"] == {_article(2).url}
     assert links["tag:www.newsspace.kr,2026:article/%EA%B8%B0%EC%82%AC%205"] == {_article(5).url}

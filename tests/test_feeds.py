@@ -310,8 +310,14 @@ def test_a_rebuild_reads_the_same_rows_however_long_the_archive(tmp_path: Path) 
         build_feeds(SITE, SECTIONS, counting, out, 5)
         assert counting.rows == 2 * (n_articles + 1)  # the first build reads each archive once: bigtech, all
         later = NOW + timedelta(hours=1)
-        store.record_fetch_success("http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None,
-                                   articles=[_article(5000, published=later)])  # fmt: skip
+        store.record_fetch_success(
+            "http://127.0.0.1/a.xml",
+            later,
+            later,
+            etag=None,
+            last_modified=None,
+            articles=[_article(5000, published=later)],
+        )
         counting.rows = 0
         build_feeds(SITE, SECTIONS, counting, out, 5)
         reads.append(counting.rows)
@@ -329,8 +335,14 @@ def test_archive_grows_page_by_page_and_the_newest_gains_its_next_link(tmp_path:
     assert sorted(before) == sorted(f"{n}.{ext}" for n in range(1, 5) for ext in ("atom", "json", "xml"))
     assert b'rel="next-archive"' not in before["4.atom"] and b'rel="next-archive"' in before["3.atom"]
     later = NOW + timedelta(hours=1)
-    store.record_fetch_success("http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None,
-                               articles=[_article(n, published=later) for n in range(100, 105)])  # fmt: skip
+    store.record_fetch_success(
+        "http://127.0.0.1/a.xml",
+        later,
+        later,
+        etag=None,
+        last_modified=None,
+        articles=[_article(n, published=later) for n in range(100, 105)],
+    )
     counting = _CountingStore(store)
     report = build_feeds(SITE, SECTIONS, counting, out, 5)
     assert counting.rows <= 2 * 3 * 5  # resumed at the mark: not the 57 rows of a walk from the start
@@ -365,10 +377,17 @@ def test_archive_walk_by_keyset_on_both_databases(db_url: str) -> None:
     first = [_article(n) for n in (5, 1, 3)]  # one fetch: the same first_seen, ordered by id
     store.record_fetch_success("http://127.0.0.1/a.xml", NOW, NOW, etag=None, last_modified=None, articles=first)
     later = NOW + timedelta(minutes=1)
-    store.record_fetch_success("http://127.0.0.1/b.xml", later, later, etag=None, last_modified=None,
-                               articles=[_article(9, id="urn:x:9", section="space-sociology")])  # fmt: skip
-    store.record_fetch_success("http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None,
-                               articles=[_article(2)])  # fmt: skip
+    store.record_fetch_success(
+        "http://127.0.0.1/b.xml",
+        later,
+        later,
+        etag=None,
+        last_modified=None,
+        articles=[_article(9, id="urn:x:9", section="space-sociology")],
+    )
+    store.record_fetch_success(
+        "http://127.0.0.1/a.xml", later, later, etag=None, last_modified=None, articles=[_article(2)]
+    )
     cases: list[tuple[str | None, list[int | str]]] = [("bigtech", [1, 3, 5, 2]), (None, [1, 3, 5, 2, "urn:x:9"])]
     for section, expected in cases:
         ids = [a if isinstance(a, str) else _article(a).id for a in expected]
@@ -418,5 +437,7 @@ def test_publishing_records_each_build_and_pings_the_hub_only_for_moved_feeds() 
     with pytest.raises(OSError):
         asyncio.run(publish_feeds(broken, jobs, clock, notify))
     assert jobs.runs == [
-        ["feeds", "ok", "1 files rewritten"], ["feeds", "ok", "0 files rewritten"], ["feeds", "failed", "disk full"]
-    ]  # fmt: skip
+        ["feeds", "ok", "1 files rewritten"],
+        ["feeds", "ok", "0 files rewritten"],
+        ["feeds", "failed", "disk full"],
+    ]

@@ -170,8 +170,9 @@ def test_a_failing_store_is_each_sources_failure_and_the_collect_completes(tmp_p
     store.sync_sections([Section("bigtech", "빅테크")])
     urls = [f"https://feeds.example/{i:03d}" for i in range(120)]
     store.sync_sources((u, "bigtech", None) for u in urls)
-    run = collect(_BrokenStore(store), _Fetcher({}), parse_feed, tz=SEOUL, now=NOW,
-                  interval=timedelta(minutes=15), batch=20)  # fmt: skip
+    run = collect(
+        _BrokenStore(store), _Fetcher({}), parse_feed, tz=SEOUL, now=NOW, interval=timedelta(minutes=15), batch=20
+    )
     report = _within(run, 60)
     assert report.failed == 120 and report.new_articles == 0
     assert all("storing failed: the driver fell over" in e for e in report.errors.values())
@@ -490,8 +491,16 @@ _ODD_ENTRIES = b"""<?xml version="1.0" encoding="utf-8"?>
 
 
 def _json_feed(base: str, ids: list[str]) -> bytes:
-    items = [{"id": i, "url": f"{base}/{i}", "title": f"{base} 기사 {i}", "content_text": "본문",
-              "date_published": "2026-11-30T06:00:00+09:00"} for i in ids]  # fmt: skip
+    items = [
+        {
+            "id": i,
+            "url": f"{base}/{i}",
+            "title": f"{base} 기사 {i}",
+            "content_text": "본문",
+            "date_published": "2026-11-30T06:00:00+09:00",
+        }
+        for i in ids
+    ]
     return json.dumps({"version": "https://jsonfeed.org/version/1.1", "title": "t", "items": items}).encode()
 
 
@@ -508,8 +517,9 @@ def test_two_sources_with_the_same_feed_local_guids_keep_every_headline(
     report = _collect(app)
     assert report.new_articles == 4 and not report.owned_elsewhere, report.summary()
     titles = sorted(a.title for a in app.store.recent_articles(None, 10))
-    assert titles == sorted(f"{b} 기사 {i}" for b in ("https://a.newsspace.kr/news", "https://b.example.kr/n")
-                            for i in ("1", "2"))  # fmt: skip
+    assert titles == sorted(
+        f"{b} 기사 {i}" for b in ("https://a.newsspace.kr/news", "https://b.example.kr/n") for i in ("1", "2")
+    )
     again = _collect(app)  # the same ids on every fetch: nothing new, nothing changed
     assert (again.new_articles, again.updated_articles, again.owned_elsewhere) == (0, 0, {})
 
@@ -533,8 +543,13 @@ def test_an_article_stored_with_a_feed_local_guid_before_keeps_its_id(
     url = feed_server.url("/a.json")
     feed_server.files["/a.json"] = Served(_json_feed("https://a.newsspace.kr/news", ["1"]), "application/feed+json")
     app = make([(url, "bigtech")])
-    old = Article(id="1", url="https://a.newsspace.kr/news/1", section="bigtech",
-                  title="https://a.newsspace.kr/news 기사 1", source_url=url)  # fmt: skip
+    old = Article(
+        id="1",
+        url="https://a.newsspace.kr/news/1",
+        section="bigtech",
+        title="https://a.newsspace.kr/news 기사 1",
+        source_url=url,
+    )
     app.store.record_fetch_success(url, NOW, NOW, etag=None, last_modified=None, articles=[old])
     report = _collect(app)
     assert report.new_articles == 0 and not report.owned_elsewhere

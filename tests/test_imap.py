@@ -114,10 +114,28 @@ def dovecot() -> Iterator[Dovecot]:
     root.chmod(0o755)  # the mail processes run as nobody
     proc = None
     try:
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem")],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                str(root / "key.pem"),
+                "-out",
+                str(root / "cert.pem"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         users = [*((u, PASSWORD) for u in USERS), KOREAN]
         (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users), encoding="utf-8")
         (root / "home").mkdir()
@@ -125,13 +143,16 @@ def dovecot() -> Iterator[Dovecot]:
         plain_port, ssl_port = _free_port(), _free_port()
         conf = root / "dovecot.conf"
         conf.write_text(_CONF.format(root=root, plain_port=plain_port, ssl_port=ssl_port), encoding="utf-8")
-        proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", plain_port), timeout=1), \
-                        socket.create_connection(("127.0.0.1", ssl_port), timeout=1):  # fmt: skip
+                with (
+                    socket.create_connection(("127.0.0.1", plain_port), timeout=1),
+                    socket.create_connection(("127.0.0.1", ssl_port), timeout=1),
+                ):
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -210,22 +231,31 @@ def _folders(dovecot: Dovecot, user: str) -> dict[str, list[tuple[bytes, set[str
 
 def _imap_config(dovecot: Dovecot, user: str, tls: str, env: str = "BOUNCE_IMAP_PASSWORD") -> str:
     port = dovecot.ssl_port if tls == "ssl" else dovecot.plain_port
-    return (f'[bounces.imap]\nhost = "127.0.0.1"\nport = {port}\ntls = "{tls}"\nusername = "{user}"\n'
-            f'password_env = "{env}"\nca_file = "{dovecot.ca_file}"\ntimeout = 10\n')  # fmt: skip
+    return (
+        f'[bounces.imap]\nhost = "127.0.0.1"\nport = {port}\ntls = "{tls}"\nusername = "{user}"\n'
+        f'password_env = "{env}"\nca_file = "{dovecot.ca_file}"\ntimeout = 10\n'
+    )
 
 
 def _config_without_maildir(cfg: Path) -> None:
     """The [bounces] of ``_setup`` without its Maildir: IMAP is the only intake."""
     text = cfg.read_text(encoding="utf-8")
-    cfg.write_text("\n".join(line for line in text.splitlines() if not line.startswith("maildir = ")) + "\n",
-                   encoding="utf-8")  # fmt: skip
+    cfg.write_text(
+        "\n".join(line for line in text.splitlines() if not line.startswith("maildir = ")) + "\n", encoding="utf-8"
+    )
 
 
 @pytest.mark.parametrize("tls", ["ssl", "starttls", "none"])
 def test_check_reads_the_imap_folder_flags_and_moves_each_message_once(
-    tls: str, dovecot: Dovecot, tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int],
-    db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    tls: str,
+    dovecot: Dovecot,
+    tmp_path: Path,
+    feed_server: FeedServer,
+    smtp_server: tuple[SmtpSink, int],
+    db_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     sink, port = smtp_server
     user = dovecot.take_user()
     cfg, _ = _setup(tmp_path, feed_server, port, VERP_ON + _imap_config(dovecot, user, tls), db_url)
@@ -233,13 +263,17 @@ def test_check_reads_the_imap_folder_flags_and_moves_each_message_once(
     readers = ["hard@example.com", "full@example.org", "complains@example.net", "away@example.net"]
     sent = _send(cfg, sink, *readers)
     mail = {
-        "postfix": sample("postfix-5.1.1.eml", verp=sent["hard@example.com"][1], rcpt="hard@example.com",
-                          message_id=sent["hard@example.com"][2]),
+        "postfix": sample(
+            "postfix-5.1.1.eml",
+            verp=sent["hard@example.com"][1],
+            rcpt="hard@example.com",
+            message_id=sent["hard@example.com"][2],
+        ),
         "exim": sample("exim-5.2.2.eml", verp=sent["full@example.org"][1], rcpt="full@example.org"),
         "arf": sample("arf-complaint.eml", message_id=sent["complains@example.net"][2]),
         "vacation": sample("autoreply-ko.eml", verp=sent["away@example.net"][1], rcpt="away@example.net"),
         "spam": sample("spam.eml"),
-    }  # fmt: skip
+    }
     _append(dovecot, user, mail)
     monkeypatch.setattr(bootstrap, "utcnow", lambda: CHECK_TIME)
     monkeypatch.setenv("BOUNCE_IMAP_PASSWORD", PASSWORD)
@@ -278,9 +312,13 @@ def test_check_reads_the_imap_folder_flags_and_moves_each_message_once(
 
 
 def test_a_wrong_password_is_one_line_and_changes_nothing(
-    dovecot: Dovecot, tmp_path: Path, feed_server: FeedServer, smtp_server: tuple[SmtpSink, int],
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    dovecot: Dovecot,
+    tmp_path: Path,
+    feed_server: FeedServer,
+    smtp_server: tuple[SmtpSink, int],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     user = dovecot.take_user()
     cfg, _ = _setup(tmp_path, feed_server, smtp_server[1], VERP_ON + _imap_config(dovecot, user, "ssl"))
     _config_without_maildir(cfg)
@@ -303,20 +341,24 @@ def test_a_wrong_password_is_one_line_and_changes_nothing(
 
 def test_a_password_beyond_ascii_logs_in(dovecot: Dovecot) -> None:
     user, password = KOREAN
-    intake = ImapIntake(ImapAccount("127.0.0.1", dovecot.ssl_port, "ssl", user, password,
-                                    ca_file=str(dovecot.ca_file), timeout=10))  # fmt: skip
+    intake = ImapIntake(
+        ImapAccount("127.0.0.1", dovecot.ssl_port, "ssl", user, password, ca_file=str(dovecot.ca_file), timeout=10)
+    )
     try:
         assert list(intake.pending()) == []
     finally:
         intake.close()
 
 
-@pytest.mark.parametrize(("table", "error"), [
-    ('host = "imap.example.com"\nusername = "b"\n', "password_env"),
-    ('host = "imap.example.com"\nusername = "b"\npassword_env = "P"\ntls = "maybe"\n', "tls"),
-    ('host = "imap.example.com"\nusername = "b"\npassword_env = "P"\nfolder = "받은편지함"\n', "folder"),
-    ('host = "imap.example.com"\nusername = "b"\npassword = "in the file"\npassword_env = "P"\n', "password"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ('host = "imap.example.com"\nusername = "b"\n', "password_env"),
+        ('host = "imap.example.com"\nusername = "b"\npassword_env = "P"\ntls = "maybe"\n', "tls"),
+        ('host = "imap.example.com"\nusername = "b"\npassword_env = "P"\nfolder = "받은편지함"\n', "folder"),
+        ('host = "imap.example.com"\nusername = "b"\npassword = "in the file"\npassword_env = "P"\n', "password"),
+    ],
+)
 def test_the_imap_table_is_checked(tmp_path: Path, table: str, error: str) -> None:
     cfg = write_config(tmp_path, delivery_extra=f"[bounces]\n[bounces.imap]\n{table}")
     with pytest.raises(ConfigError, match=error):
@@ -341,8 +383,11 @@ def test_an_untrusted_certificate_is_refused(dovecot: Dovecot) -> None:
 
 def test_each_run_reads_at_most_limit_messages(dovecot: Dovecot) -> None:
     user = dovecot.take_user()
-    _append(dovecot, user, {str(i): sample("spam.eml").replace(b"Subject:", f"X-N: {i}\nSubject:".encode())
-                            for i in range(5)})  # fmt: skip
+    _append(
+        dovecot,
+        user,
+        {str(i): sample("spam.eml").replace(b"Subject:", f"X-N: {i}\nSubject:".encode()) for i in range(5)},
+    )
     account = ImapAccount("127.0.0.1", dovecot.plain_port, "none", user, PASSWORD, limit=3, timeout=5)
     for expected in (3, 2, 0):
         intake = ImapIntake(account)
@@ -414,12 +459,15 @@ class _FakeServer:
         self.thread.join(timeout=5)
 
 
-@pytest.mark.parametrize(("misbehave", "said"), [
-    ("huge", "announced a 99999999999-byte literal"),
-    ("hang", "no complete answer within 1 s"),
-    ("garbage", "malformed FETCH reply"),
-    ("dribble", "no greeting within 1 s"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("misbehave", "said"),
+    [
+        ("huge", "announced a 99999999999-byte literal"),
+        ("hang", "no complete answer within 1 s"),
+        ("garbage", "malformed FETCH reply"),
+        ("dribble", "no greeting within 1 s"),
+    ],
+)
 def test_a_hostile_server_is_a_clean_failure_within_the_timeout(misbehave: str, said: str) -> None:
     server = _FakeServer(misbehave)
     intake = ImapIntake(ImapAccount("127.0.0.1", server.port, "none", "u", "p", timeout=1))

@@ -36,8 +36,13 @@ def _config(tmp_path: Path, feed_server: FeedServer, *, db_url: str | None = Non
 
     feed_server.files["/rss.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", ITEMS))
     feed_server.files["/kma"] = Served(sample_sfctm2(datetime.now(UTC)), "text/plain")
-    cfg = write_config(tmp_path, db_url=db_url, sources=[(feed_server.url("/rss.xml"), "bigtech")],
-                       weather_provider="kma", weather_extra=f'base_url = "{feed_server.url("/kma")}"')  # fmt: skip
+    cfg = write_config(
+        tmp_path,
+        db_url=db_url,
+        sources=[(feed_server.url("/rss.xml"), "bigtech")],
+        weather_provider="kma",
+        weather_extra=f'base_url = "{feed_server.url("/kma")}"',
+    )
     port = free_port()
     text = cfg.read_text(encoding="utf-8")
     text = text.replace("[web]\n", f"[web]\nport = {port}\n").replace("[digest]", '[digest]\nwhen_empty = "note"')
@@ -46,8 +51,9 @@ def _config(tmp_path: Path, feed_server: FeedServer, *, db_url: str | None = Non
 
 
 def _cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "feedservice", "--config", str(cfg), *args], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "feedservice", "--config", str(cfg), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 RUNNING: list[Running] = []
@@ -74,8 +80,12 @@ class Running:
         self.log = ""
         self.cfg = cfg
         self.port = load_settings(cfg).web.port
-        self.proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), "run"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "feedservice", "--config", str(cfg), "run"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         with httpx.Client(timeout=1) as http:  # one client: each httpx.get() builds an SSL context
             wait_for(lambda: self._up(http), 90, "the service did not start")
 
@@ -204,15 +214,22 @@ def test_sigterm_mid_send_loses_nothing(tmp_path: Path, feed_server: FeedServer)
     handler, controller, port = _start_sink(delay=0.02)
     try:
         cfg = _config(tmp_path, feed_server)
-        cfg.write_text(cfg.read_text(encoding="utf-8").replace(
-            "[web]", f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"\npool_size = 4\n\n[web]'),
-            encoding="utf-8")  # fmt: skip
+        cfg.write_text(
+            cfg.read_text(encoding="utf-8").replace(
+                "[web]", f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"\npool_size = 4\n\n[web]'
+            ),
+            encoding="utf-8",
+        )
         n = 200
         assert _cli(cfg, "subscribers", "import", str(_subscribers_csv(tmp_path / "s.csv", n))).returncode == 0
         day = datetime.now(UTC).astimezone(load_settings(cfg).site.tz).date().isoformat()
         assert _cli(cfg, "digest", "send", "--date", day, "--queue-only").returncode == 0
-        worker = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), "worker", "--date", day,
-                                   "--once"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "feedservice", "--config", str(cfg), "worker", "--date", day, "--once"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_for(lambda: len(handler.received) >= 40, 60, "the worker did not get going")
         started = time.monotonic()
         worker.send_signal(signal.SIGTERM)
@@ -263,7 +280,8 @@ def test_readyz_metrics_and_status(tmp_path: Path, feed_server: FeedServer) -> N
         assert families["feedservice_articles"].samples[0].value == 1
         assert families["feedservice_job_last_duration_seconds"].samples[0].value == pytest.approx(2, abs=0.5)
         assert {s.labels["job"] for s in families["feedservice_job_last_success_timestamp_seconds"].samples} == {
-            "collect"}  # fmt: skip
+            "collect"
+        }
         asyncio.run(app.publish_feeds())
         families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
         runs = {(s.labels["job"], s.labels["status"]): s.value for s in families["feedservice_job_runs"].samples}
@@ -275,8 +293,9 @@ def test_readyz_metrics_and_status(tmp_path: Path, feed_server: FeedServer) -> N
 def test_ctrl_c_stops_run_with_its_parser_processes_and_no_traceback(tmp_path: Path, feed_server: FeedServer) -> None:
     """Ctrl-C in a terminal sends SIGINT to the whole process group, parser processes included."""
     cfg = _config(tmp_path, feed_server)
-    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[collect]\n", "[collect]\nparse_processes = 2\n", 1),
-                   encoding="utf-8")  # fmt: skip
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace("[collect]\n", "[collect]\nparse_processes = 2\n", 1), encoding="utf-8"
+    )
     command = [sys.executable, "-m", "feedservice", "--config", str(cfg), "run"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

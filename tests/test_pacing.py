@@ -83,8 +83,15 @@ def test_a_throttling_domain_pauses_alone_and_loses_nothing(tmp_path: Path, feed
     controller = Controller(relay, hostname="127.0.0.1", port=port)
     controller.start()
     shift = [timedelta(0)]
-    app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 6", delivery_extra=PACING,
-               clock=lambda: datetime.now(UTC) + shift[0], items=FRESH)  # fmt: skip
+    app = _app(
+        tmp_path,
+        feed_server,
+        port,
+        smtp_extra="pool_size = 6",
+        delivery_extra=PACING,
+        clock=lambda: datetime.now(UTC) + shift[0],
+        items=FRESH,
+    )
     naver = [f"n{i:02d}@naver.com" for i in range(12)]
     daum = [f"d{i}@hanmail.net" for i in range(3)] + ["k@kakao.com"]
     others = [f"r{i:02d}@example.com" for i in range(24)]
@@ -112,8 +119,15 @@ def test_a_throttling_domain_pauses_alone_and_loses_nothing(tmp_path: Path, feed
         # A new process honours the recorded pause: a reader added now is not tried at naver yet.
         app.close()
         relay.throttling = False
-        app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 6", delivery_extra=PACING,
-                   clock=lambda: datetime.now(UTC) + shift[0], items=FRESH)  # fmt: skip
+        app = _app(
+            tmp_path,
+            feed_server,
+            port,
+            smtp_extra="pool_size = 6",
+            delivery_extra=PACING,
+            clock=lambda: datetime.now(UTC) + shift[0],
+            items=FRESH,
+        )
         _add(app, "late@naver.com")
         rcpts = relay.rcpts_after_throttle
         second = asyncio.run(app.send_digest(day))
@@ -185,16 +199,23 @@ def test_next_pause(previous: DomainPause | None, now: datetime, until: datetime
 
 
 def test_lanes_by_domain_and_group() -> None:
-    pacer = DomainPacer([LaneRule("daum", ("daum.net", "hanmail.net", "kakao.com"), 1)],
-                        [DomainPause("naver.com", T0, 1, "421")])  # fmt: skip
+    pacer = DomainPacer(
+        [LaneRule("daum", ("daum.net", "hanmail.net", "kakao.com"), 1)], [DomainPause("naver.com", T0, 1, "421")]
+    )
     assert pacer.lane_for("a@Hanmail.NET") is pacer.lane_for("b@kakao.com")
     assert pacer.lane_for("a@naver.com").paused_until(T0 - timedelta(seconds=1)) == T0
     assert pacer.lane_for("a@example.com").rule.concurrency is None
 
 
 def _settings(delivery: dict[str, Any]) -> Any:
-    return parse_settings({"site": {"name": "n", "url": "https://n.kr"}, "digest": {"from": "a@n.kr"},
-                           "sections": [{"slug": "a", "title": "A"}], "delivery": delivery})  # fmt: skip
+    return parse_settings(
+        {
+            "site": {"name": "n", "url": "https://n.kr"},
+            "digest": {"from": "a@n.kr"},
+            "sections": [{"slug": "a", "title": "A"}],
+            "delivery": delivery,
+        }
+    )
 
 
 @pytest.mark.parametrize(

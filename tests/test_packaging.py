@@ -32,9 +32,22 @@ def _build_wheel(dest: Path) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(dest / "dist"),
-         "--quiet"], check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(src),
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dest / "dist"),
+            "--quiet",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     [wheel] = (dest / "dist").glob("feedservice-*.whl")
     return wheel
 
@@ -49,22 +62,42 @@ def test_the_wheel_installed_elsewhere_runs_the_demo(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                               check=True, capture_output=True, text=True).stdout.strip())  # fmt: skip
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (site / "borrowed-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n", encoding="utf-8")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet", str(wheel)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDSERVICE_", "PYTHON"))}
-    where = subprocess.run([str(python), "-c", "import feedservice; print(feedservice.__file__)"], cwd=elsewhere,
-                           env=env, check=True, capture_output=True, text=True).stdout  # fmt: skip
+    where = subprocess.run(
+        [str(python), "-c", "import feedservice; print(feedservice.__file__)"],
+        cwd=elsewhere,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert Path(where.strip()).is_relative_to(site), where  # the installed copy, not the sources
-    demo = subprocess.run([str(venv / "bin" / "feedservice"), "demo", "--dir", str(tmp_path / "demo")], cwd=elsewhere,
-                          env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    demo = subprocess.run(
+        [str(venv / "bin" / "feedservice"), "demo", "--dir", str(tmp_path / "demo")],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "2 sent" in demo.stdout
     assert "오늘의 날씨" in (tmp_path / "demo" / "preview" / "index.html").read_text(encoding="utf-8")

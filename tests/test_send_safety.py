@@ -130,8 +130,10 @@ def test_without_smtputf8_only_the_utf8_local_part_fails_with_a_reason(
         report = _send(app)
         assert (report.sent, report.failed, report.deferred, report.suppressed) == (3, 1, 0, 0)
         assert sorted(to for to, _ in handler.received) == [
-            "ok@xn--bcher-kva.de", "ok@xn--fsqu00a.xn--4rr70v", "plain@example.com",
-        ]  # fmt: skip
+            "ok@xn--bcher-kva.de",
+            "ok@xn--fsqu00a.xn--4rr70v",
+            "plain@example.com",
+        ]
         status = {d.email: (d.status.value, d.last_reply or "") for d in _deliveries(app)}
         assert status["사용자@example.com"][0] == "failed" and "SMTPUTF8" in status["사용자@example.com"][1]
         reader = app.store.get_subscriber("사용자@example.com")
@@ -212,8 +214,15 @@ def test_sigterm_ends_a_run_within_shutdown_timeout(tmp_path: Path, feed_server:
     gen = _relay(delay=30)
     handler, port = next(gen)
     try:
-        app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 2", delivery_extra="lease_seconds = 600",
-                   clock=None, items=FRESH)  # fmt: skip
+        app = _app(
+            tmp_path,
+            feed_server,
+            port,
+            smtp_extra="pool_size = 2",
+            delivery_extra="lease_seconds = 600",
+            clock=None,
+            items=FRESH,
+        )
         cfg = Path(app.settings.source_path)
         _add(app, *(f"r{i}@example.com" for i in range(10)))
         app.close()
@@ -396,8 +405,14 @@ def test_a_reader_held_back_from_suppression_is_not_tried_again_in_a_long_run(
 
     monkeypatch.setattr(handler, "handle_RCPT", counting)
     ticks = iter(range(10_000))
-    app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 1", delivery_extra="lease_seconds = 3600",
-               clock=lambda: SEND_TIME + timedelta(seconds=20 * next(ticks)))  # fmt: skip
+    app = _app(
+        tmp_path,
+        feed_server,
+        port,
+        smtp_extra="pool_size = 1",
+        delivery_extra="lease_seconds = 3600",
+        clock=lambda: SEND_TIME + timedelta(seconds=20 * next(ticks)),
+    )
     try:
         _add(app, "gone@example.com", *(f"r{i}@example.com" for i in range(12)))
         report = _send(app)

@@ -227,8 +227,11 @@ def test_a_database_of_an_older_release_is_upgraded_in_place(db_url: str, monkey
     assert schema.migrate(engine) == [1]
     monkeypatch.undo()
     with engine.begin() as conn:
-        conn.execute(schema.subscribers.insert().values(email="a@example.com", email_hash="h1:a", status="subscribed",
-                                                        sections=[], created=NOW))  # fmt: skip
+        conn.execute(
+            schema.subscribers.insert().values(
+                email="a@example.com", email_hash="h1:a", status="subscribed", sections=[], created=NOW
+            )
+        )
     engine.dispose()
     store = open_store(db_url)  # applies what is missing, keeps the data
     assert store.schema_version() == LATEST
@@ -261,9 +264,13 @@ def test_a_new_sqlite_database_keeps_several_articles_per_page(tmp_path: Path) -
     # Articles are a few KB of Korean HTML each: 4 KB pages would hold one apiece.
     store = open_store(f"sqlite:///{tmp_path}/new.db")
     store.record_fetch_success(
-        "http://127.0.0.1/rss.xml", NOW, NOW, etag=None, last_modified=None,
+        "http://127.0.0.1/rss.xml",
+        NOW,
+        NOW,
+        etag=None,
+        last_modified=None,
         articles=[_article(n, summary_html="<p>" + "가나다라 " * 300 + "</p>") for n in range(30)],
-    )  # fmt: skip
+    )
     with store.engine.connect() as conn:
         page_size = conn.execute(sa.text("PRAGMA page_size")).scalar()
         pages = conn.execute(sa.text("SELECT count(*) FROM dbstat WHERE name = 'articles'")).scalar()
@@ -310,9 +317,18 @@ def test_the_bounce_breaker_counts_suppressions_within_a_day_and_an_operator_rel
 
     def row(n: int, at: datetime, *, suppress: bool = True) -> BounceRow:
         reason = f"hard bounce 5.1.1: {n}"
-        return BounceRow(digest=f"d{n}", received=at, source=f"webhook:test/{n}", kind=BounceKind.HARD, raw=b"x",
-                         subscriber_id=ids[n], matched_by="recipient", action="suppressed" if suppress else "held",
-                         suppress=reason if suppress else None, held=None if suppress else reason)  # fmt: skip
+        return BounceRow(
+            digest=f"d{n}",
+            received=at,
+            source=f"webhook:test/{n}",
+            kind=BounceKind.HARD,
+            raw=b"x",
+            subscriber_id=ids[n],
+            matched_by="recipient",
+            action="suppressed" if suppress else "held",
+            suppress=reason if suppress else None,
+            held=None if suppress else reason,
+        )
 
     assert store.record_bounce(row(0, NOW - timedelta(hours=25)))  # outside the window
     assert store.record_bounce(row(1, NOW - timedelta(hours=1)))

@@ -29,8 +29,9 @@ BASE = "http://127.0.0.1:8080"
 def app(tmp_path: Path, smtp_server: tuple[SmtpSink, int]) -> Iterator[App]:
     _, port = smtp_server
     cfg = write_config(tmp_path, delivery_extra=f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"')
-    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", "[web]\nsubscribe_per_hour = 3\n"),
-                   encoding="utf-8")  # fmt: skip
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace("[web]\n", "[web]\nsubscribe_per_hour = 3\n"), encoding="utf-8"
+    )
     a = make_app(load_settings(cfg))
     yield a
     a.close()
@@ -119,15 +120,17 @@ def test_guards(app: App, client: TestClient) -> None:
     # No CSRF token, a wrong one, another site's Origin: refused, nothing stored.
     assert client.post("/subscribe", data={"email": "a@example.com"}).status_code == 403
     assert client.post("/subscribe", data={"email": "a@example.com", "csrf": "x" + token}).status_code == 403
-    cross = client.post("/subscribe", data={"email": "a@example.com", "csrf": token},
-                        headers={"Origin": "https://evil.example"})  # fmt: skip
+    cross = client.post(
+        "/subscribe", data={"email": "a@example.com", "csrf": token}, headers={"Origin": "https://evil.example"}
+    )
     assert cross.status_code == 403
     # Header injection and bad addresses: refused with a clear page.
     for bad in ("a@example.com\r\nBcc: victim@example.com", "not-an-address", "a@b", "x" * 300 + "@example.com"):
         r = client.post("/subscribe", data={"email": bad, "csrf": token})
         assert r.status_code == 400 and "올바른 이메일 주소" in r.text
-    big = client.post("/subscribe", content=b"email=" + b"a" * 10_000, headers={
-        "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    big = client.post(
+        "/subscribe", content=b"email=" + b"a" * 10_000, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert big.status_code == 413
     assert app.store.get_subscriber("a@example.com") is None
     # The rate limit: three sign-ups an hour from one address in this test config.

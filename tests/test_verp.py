@@ -26,9 +26,10 @@ SECRET = b"test-secret-for-signing"  # FS_TEST_SECRET in tests/conftest.py
 def _app(tmp_path: Path, feed_server: FeedServer, port: int, bounces: str) -> App:
     feed_server.files["/rss.xml"] = Served(sample_rss("https://www.newsspace.kr", "bigtech", "빅테크", ITEMS))
     cfg = write_config(
-        tmp_path, sources=[(feed_server.url("/rss.xml"), "bigtech")],
+        tmp_path,
+        sources=[(feed_server.url("/rss.xml"), "bigtech")],
         delivery_extra=f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"\ntimeout = 2.0\n{bounces}',
-    )  # fmt: skip
+    )
     app = make_app(load_settings(cfg), clock=lambda: SEND_TIME)
     asyncio.run(app.collect())
     return app
@@ -89,8 +90,10 @@ def test_a_forged_or_altered_token_names_no_delivery() -> None:
         f"{day}-{sub}-{mac[:-1]}",  # cut short
         make_verp_token(b"another secret", DAY, 42),  # signed with the wrong key
         f"{day}-{'9' * 400}-{mac}",  # a 400-digit id: not a token, not an exception
-        "", "20261340-1-aaaaaaaaaaaaaaaa", "bounces",
-    ]  # fmt: skip
+        "",
+        "20261340-1-aaaaaaaaaaaaaaaa",
+        "bounces",
+    ]
     assert [read_verp_token(SECRET, f) for f in forged] == [None] * len(forged)
     assert read_verp_address(SECRET, f"bounces+{forged[0]}@newsspace.kr") is None
     assert read_verp_address(SECRET, "bounces@newsspace.kr") is None

@@ -247,12 +247,15 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(tmp_path: Path) ->
     cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", f"[web]\nport = {port}\n", 1), encoding="utf-8")
     log = tmp_path / "serve.log"
     with log.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"],
-                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"], stdout=subprocess.DEVNULL, stderr=err
+        )
     with process_serving(proc, f"http://127.0.0.1:{port}/healthz", log, 20):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                         b"Content-Length: 20\r\n\r\nemail=a")  # fmt: skip
+            sock.sendall(
+                b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 20\r\n\r\nemail=a"
+            )
             time.sleep(0.3)
             proc.send_signal(signal.SIGTERM)
             time.sleep(0.5)

@@ -141,8 +141,11 @@ def test_behind_a_trusted_proxy_on_a_dual_stack_listener_each_visitor_has_a_buck
                     xff = {"X-Forwarded-For": f"203.0.113.{i}"}
                     page = http.get("/subscribe", headers=xff)
                     csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-                    codes.append(http.post("/subscribe", data={"csrf": csrf, "email": f"r{i}@example.com"},
-                                           headers=xff).status_code)  # fmt: skip
+                    codes.append(
+                        http.post(
+                            "/subscribe", data={"csrf": csrf, "email": f"r{i}@example.com"}, headers=xff
+                        ).status_code
+                    )
     finally:
         app.close()
     assert codes == [200] * 4
@@ -159,8 +162,9 @@ def _serve(tmp_path: Path, web_extra: str = "") -> Iterator[tuple[subprocess.Pop
     cfg.write_text(text + "\n[run]\nshutdown_timeout = 1\n", encoding="utf-8")
     log = tmp_path / "serve.log"
     with log.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"],
-                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"], stdout=subprocess.DEVNULL, stderr=err
+        )
     with process_serving(proc, f"http://127.0.0.1:{port}/healthz", log, 30):
         yield proc, port, log
 
@@ -170,8 +174,10 @@ def _slow_bodies(port: int, count: int) -> list[socket.socket]:
     socks = []
     for _ in range(count):
         sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        sock.sendall(b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                     b"Content-Length: 100\r\n\r\nema")  # fmt: skip
+        sock.sendall(
+            b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 100\r\n\r\nema"
+        )
         socks.append(sock)
     return socks
 

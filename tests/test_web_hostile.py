@@ -171,8 +171,10 @@ def test_an_unset_address_key_is_a_config_error(tmp_path: Path) -> None:
     from feedservice.errors import ConfigError
 
     cfg = write_config(tmp_path)
-    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", '[web]\naddress_key_env = "FS_UNSET_KEY"\n'),
-                   encoding="utf-8")  # fmt: skip
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace("[web]\n", '[web]\naddress_key_env = "FS_UNSET_KEY"\n'),
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError, match="FS_UNSET_KEY is not set"):
         make_app(load_settings(cfg))
 
@@ -308,8 +310,10 @@ def test_silent_and_idle_keep_alive_connections_are_closed(app: App) -> None:
 def test_slow_body_is_closed_after_the_timeout(app: App, caplog: pytest.LogCaptureFixture) -> None:
     unsub = _path(app.links_for(_subscribed(app))[0])
     with served(app, _QUICK) as port, socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(f"POST {unsub} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                     "Content-Length: 26\r\n\r\nList-Unsub".encode())  # fmt: skip
+        sock.sendall(
+            f"POST {unsub} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            "Content-Length: 26\r\n\r\nList-Unsub".encode()
+        )
         waited, _ = _closed_after(sock, 5)
         assert waited < 2.5
         time.sleep(0.2)  # the handler sees the disconnect
@@ -322,8 +326,10 @@ def test_a_trickled_body_is_cut_at_its_deadline(app: App) -> None:
     the client gets a 408 and the connection closes (no read timeout would ever fire)."""
     unsub = _path(app.links_for(_subscribed(app))[0])
     with served(app, _QUICK) as port, socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(f"POST {unsub} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                     "Content-Length: 1000\r\n\r\n".encode())  # fmt: skip
+        sock.sendall(
+            f"POST {unsub} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            "Content-Length: 1000\r\n\r\n".encode()
+        )
         start = time.monotonic()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             for _ in range(40):
@@ -350,8 +356,9 @@ def _signups(port: int, forwarded: list[str]) -> list[int]:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
             page = http.get("/subscribe", headers={"X-Forwarded-For": xff})
             csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-            r = http.post("/subscribe", data={"csrf": csrf, "email": f"r{i}@example.com"},
-                          headers={"X-Forwarded-For": xff})  # fmt: skip
+            r = http.post(
+                "/subscribe", data={"csrf": csrf, "email": f"r{i}@example.com"}, headers={"X-Forwarded-For": xff}
+            )
             codes.append(r.status_code)
     return codes
 
@@ -427,8 +434,9 @@ def test_a_bad_trusted_proxy_is_a_config_error(tmp_path: Path) -> None:
     from feedservice.errors import ConfigError
 
     cfg = write_config(tmp_path)
-    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", '[web]\ntrusted_proxies = ["nginx"]\n'),
-                   encoding="utf-8")  # fmt: skip
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace("[web]\n", '[web]\ntrusted_proxies = ["nginx"]\n'), encoding="utf-8"
+    )
     with pytest.raises(ConfigError, match="trusted_proxies"):
         load_settings(cfg)
 
@@ -443,8 +451,12 @@ def _html_pages(app: App, client: TestClient) -> dict[str, list[tuple[str, str, 
 
     sub = _subscribed(app)
     unsub, prefs = (_path(u) for u in app.links_for(sub))
-    app.store.save_edition(Edition(date(2026, 11, 28), NOW - timedelta(days=1), NOW, "브리핑"),
-                           "<html><body><p style='color:red'>오늘</p></body></html>", "t", NOW)  # fmt: skip
+    app.store.save_edition(
+        Edition(date(2026, 11, 28), NOW - timedelta(days=1), NOW, "브리핑"),
+        "<html><body><p style='color:red'>오늘</p></body></html>",
+        "t",
+        NOW,
+    )
     csrf = client.get("/subscribe").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
     client.post("/subscribe", data={"csrf": csrf, "email": "new@example.com"})
     time.sleep(0.2)  # the confirmation mail is written after the answer
@@ -549,8 +561,9 @@ def test_signup_takes_as_long_for_a_known_address_as_for_a_new_one(tmp_path: Pat
     import statistics
 
     cfg = write_config(tmp_path)
-    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", "[web]\nsubscribe_per_hour = 10000\n"),
-                   encoding="utf-8")  # fmt: skip
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace("[web]\n", "[web]\nsubscribe_per_hour = 10000\n"), encoding="utf-8"
+    )
     app = make_app(load_settings(cfg))
     known = [_subscribed(app, f"known{i}@example.com").email for i in range(10)]
     rounds: list[tuple[float, float]] = []

@@ -49,10 +49,15 @@ def _key_and_cert() -> tuple[rsa.RSAPrivateKey, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.test")])
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=30)).sign(key, hashes.SHA256())
-    )  # fmt: skip
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
     return key, cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -87,14 +92,17 @@ def setup(tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("FS_TEST_POSTMARK", POSTMARK_PASSWORD)
     feed_server.files["/sns/cert.pem"] = Served(CERT, content_type="application/x-pem-file")
     feed_server.files["/sns/confirm"] = Served(b"<ConfirmSubscriptionResponse/>", content_type="text/xml")
-    cfg = write_config(tmp_path, delivery_extra=(
-        '[bounces]\nreturn_path = "bounces@newsspace.kr"\n'
-        "[bounces.webhooks]\nmax_body_bytes = 65536\n"
-        f'[bounces.webhooks.ses]\ntopic_arns = ["{TOPIC}"]\ntrusted_cert_urls = ["{feed_server.url("/sns/")}"]\n'
-        '[bounces.webhooks.mailgun]\nsigning_key_env = "FS_TEST_MAILGUN"\n'
-        '[bounces.webhooks.sendgrid]\npublic_key_env = "FS_TEST_SENDGRID"\n'
-        f'[bounces.webhooks.postmark]\nusername = "{POSTMARK_USER}"\npassword_env = "FS_TEST_POSTMARK"\n'
-    ))  # fmt: skip
+    cfg = write_config(
+        tmp_path,
+        delivery_extra=(
+            '[bounces]\nreturn_path = "bounces@newsspace.kr"\n'
+            "[bounces.webhooks]\nmax_body_bytes = 65536\n"
+            f'[bounces.webhooks.ses]\ntopic_arns = ["{TOPIC}"]\ntrusted_cert_urls = ["{feed_server.url("/sns/")}"]\n'
+            '[bounces.webhooks.mailgun]\nsigning_key_env = "FS_TEST_MAILGUN"\n'
+            '[bounces.webhooks.sendgrid]\npublic_key_env = "FS_TEST_SENDGRID"\n'
+            f'[bounces.webhooks.postmark]\nusername = "{POSTMARK_USER}"\npassword_env = "FS_TEST_POSTMARK"\n'
+        ),
+    )
     app = make_app(load_settings(cfg), clock=lambda: NOW)
     try:
         with TestClient(create_app(app)) as client:
@@ -105,35 +113,73 @@ def setup(tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPat
 
 # -- SES through SNS ------------------------------------------------------------------------------
 def ses_bounce(envelope: str, bounce_type: str = "Permanent", status: str = "5.1.1") -> str:
-    return json.dumps({
-        "notificationType": "Bounce",
-        "bounce": {
-            "bounceType": bounce_type, "bounceSubType": "General", "timestamp": "2026-11-30T07:29:00.000Z",
-            "feedbackId": "0100018c-bounce", "reportingMTA": "dsn; a27-1.smtp-out.ap-northeast-2.amazonses.com",
-            "bouncedRecipients": [{"emailAddress": "reader@example.com", "action": "failed", "status": status,
-                                   "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
-        },
-        "mail": {"timestamp": "2026-11-29T22:05:00.000Z", "source": envelope, "messageId": "0100018c-ses",
-                 "destination": ["reader@example.com"], "headersTruncated": False,
-                 "commonHeaders": {"from": ["뉴스스페이스 <news@newsspace.kr>"], "subject": "오늘의 뉴스"}},
-    })  # fmt: skip
+    return json.dumps(
+        {
+            "notificationType": "Bounce",
+            "bounce": {
+                "bounceType": bounce_type,
+                "bounceSubType": "General",
+                "timestamp": "2026-11-30T07:29:00.000Z",
+                "feedbackId": "0100018c-bounce",
+                "reportingMTA": "dsn; a27-1.smtp-out.ap-northeast-2.amazonses.com",
+                "bouncedRecipients": [
+                    {
+                        "emailAddress": "reader@example.com",
+                        "action": "failed",
+                        "status": status,
+                        "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+                    }
+                ],
+            },
+            "mail": {
+                "timestamp": "2026-11-29T22:05:00.000Z",
+                "source": envelope,
+                "messageId": "0100018c-ses",
+                "destination": ["reader@example.com"],
+                "headersTruncated": False,
+                "commonHeaders": {"from": ["뉴스스페이스 <news@newsspace.kr>"], "subject": "오늘의 뉴스"},
+            },
+        }
+    )
 
 
 def ses_complaint(envelope: str) -> str:
-    return json.dumps({
-        "notificationType": "Complaint",
-        "complaint": {"complainedRecipients": [{"emailAddress": "reader@example.com"}],
-                      "complaintFeedbackType": "abuse", "timestamp": "2026-11-30T07:29:00.000Z"},
-        "mail": {"source": envelope, "messageId": "0100018c-ses2", "destination": ["reader@example.com"]},
-    })  # fmt: skip
+    return json.dumps(
+        {
+            "notificationType": "Complaint",
+            "complaint": {
+                "complainedRecipients": [{"emailAddress": "reader@example.com"}],
+                "complaintFeedbackType": "abuse",
+                "timestamp": "2026-11-30T07:29:00.000Z",
+            },
+            "mail": {"source": envelope, "messageId": "0100018c-ses2", "destination": ["reader@example.com"]},
+        }
+    )
 
 
-def sns(server: FeedServer, message: str, *, message_id: str = "m-1", version: str = "2",
-        key: rsa.RSAPrivateKey = KEY, cert_path: str = "/sns/cert.pem", when: datetime = NOW,
-        kind: str = "Notification", topic: str = TOPIC, **extra: str) -> dict[str, str]:  # fmt: skip
-    msg = {"Type": kind, "MessageId": message_id, "TopicArn": topic, "Message": message,
-           "Timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "SignatureVersion": version,
-           "SigningCertURL": server.url(cert_path), **extra}  # fmt: skip
+def sns(
+    server: FeedServer,
+    message: str,
+    *,
+    message_id: str = "m-1",
+    version: str = "2",
+    key: rsa.RSAPrivateKey = KEY,
+    cert_path: str = "/sns/cert.pem",
+    when: datetime = NOW,
+    kind: str = "Notification",
+    topic: str = TOPIC,
+    **extra: str,
+) -> dict[str, str]:
+    msg = {
+        "Type": kind,
+        "MessageId": message_id,
+        "TopicArn": topic,
+        "Message": message,
+        "Timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "SignatureVersion": version,
+        "SigningCertURL": server.url(cert_path),
+        **extra,
+    }
     algorithm = hashes.SHA1() if version == "1" else hashes.SHA256()
     msg["Signature"] = base64.b64encode(key.sign(string_to_sign(msg), padding.PKCS1v15(), algorithm)).decode()
     return msg
@@ -193,8 +239,9 @@ def test_forged_unsigned_untrusted_and_replayed_sns_messages_change_nothing(
         untrusted = sns(other_server, ses_bounce(s.envelope), key=OTHER_KEY, message_id="m-2")
         # the forger's certificate under our prefix's host but another path is not trusted either
         s.server.files["/elsewhere/cert.pem"] = Served(OTHER_CERT)
-        elsewhere = sns(s.server, ses_bounce(s.envelope), key=OTHER_KEY, message_id="m-3",
-                        cert_path="/elsewhere/cert.pem")  # fmt: skip
+        elsewhere = sns(
+            s.server, ses_bounce(s.envelope), key=OTHER_KEY, message_id="m-3", cert_path="/elsewhere/cert.pem"
+        )
         stale = sns(s.server, ses_bounce(s.envelope), message_id="m-4", when=NOW - timedelta(hours=2))
         other_topic = sns(s.server, ses_bounce(s.envelope), message_id="m-5", topic=TOPIC + "-x")
         for body in (unsigned, wrong, untrusted, elsewhere, other_topic, stale):
@@ -233,8 +280,14 @@ def test_a_subscription_is_confirmed_only_for_an_allowed_topic_and_a_trusted_url
     assert post(s, "ses", sub(confirm, topic=TOPIC + "-x"))[0] == 403
     assert post(s, "ses", sub(outside))[0] == 403
     assert not any(p.startswith(("/sns/confirm", "/elsewhere")) for p, _ in s.server.requests)
-    stale = sns(s.server, "You have chosen to subscribe", kind="SubscriptionConfirmation", Token="t",
-                SubscribeURL=confirm, when=NOW - timedelta(hours=2))  # fmt: skip
+    stale = sns(
+        s.server,
+        "You have chosen to subscribe",
+        kind="SubscriptionConfirmation",
+        Token="t",
+        SubscribeURL=confirm,
+        when=NOW - timedelta(hours=2),
+    )
     assert post(s, "ses", stale) == (403, "refused\n")
     assert not any(p.startswith("/sns/confirm") for p, _ in s.server.requests)
     assert post(s, "ses", sub(confirm)) == (200, "ok\n")
@@ -244,16 +297,19 @@ def test_a_subscription_is_confirmed_only_for_an_allowed_topic_and_a_trusted_url
     assert s.records() == 0
 
 
-@pytest.mark.parametrize(("url", "trusted"), [
-    ("https://sns.ap-northeast-2.amazonaws.com/SimpleNotificationService-abc.pem", True),
-    ("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem", True),
-    ("http://sns.ap-northeast-2.amazonaws.com/SimpleNotificationService-abc.pem", False),
-    ("https://sns.ap-northeast-2.amazonaws.com.evil.example/x.pem", False),
-    ("https://sns.ap-northeast-2.amazonaws.com@evil.example/x.pem", False),
-    ("https://evil.example/sns.ap-northeast-2.amazonaws.com/x.pem", False),
-    ("https://sns.ap-northeast-2.amazonaws.com:8443/x.pem", False),
-    (None, False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("url", "trusted"),
+    [
+        ("https://sns.ap-northeast-2.amazonaws.com/SimpleNotificationService-abc.pem", True),
+        ("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem", True),
+        ("http://sns.ap-northeast-2.amazonaws.com/SimpleNotificationService-abc.pem", False),
+        ("https://sns.ap-northeast-2.amazonaws.com.evil.example/x.pem", False),
+        ("https://sns.ap-northeast-2.amazonaws.com@evil.example/x.pem", False),
+        ("https://evil.example/sns.ap-northeast-2.amazonaws.com/x.pem", False),
+        ("https://sns.ap-northeast-2.amazonaws.com:8443/x.pem", False),
+        (None, False),
+    ],
+)
 def test_the_default_trusted_certificate_urls_are_the_ones_aws_documents(url: str | None, trusted: bool) -> None:
     assert cert_url_trusted(url, ()) is trusted
 
@@ -267,8 +323,15 @@ def test_a_prefix_is_compared_by_host_port_and_path_not_as_text() -> None:
 
 
 # -- Mailgun --------------------------------------------------------------------------------------
-def mailgun(envelope: str, *, token: str = "tok-1", when: datetime = NOW, key: str = MAILGUN_KEY,
-            severity: str = "permanent", event: str = "failed") -> dict[str, Any]:  # fmt: skip
+def mailgun(
+    envelope: str,
+    *,
+    token: str = "tok-1",
+    when: datetime = NOW,
+    key: str = MAILGUN_KEY,
+    severity: str = "permanent",
+    event: str = "failed",
+) -> dict[str, Any]:
     ts = str(int(when.timestamp()))
     signature = hmac.new(key.encode(), (ts + token).encode(), hashlib.sha256).hexdigest()
     return {
@@ -347,15 +410,31 @@ def test_mailgun_tokens_are_remembered_while_fresh_and_forgotten_once_stale() ->
 
 # -- SendGrid -------------------------------------------------------------------------------------
 def sendgrid_batch(message_id: str, *events: tuple[str, str, dict[str, str]]) -> bytes:
-    return json.dumps([
-        {"email": email, "timestamp": int(NOW.timestamp()), "event": event, "smtp-id": message_id,
-         "sg_event_id": f"ev-{event}-{email}", "sg_message_id": "sg.1", **extra}
-        for event, email, extra in events
-    ]).encode()  # fmt: skip
+    return json.dumps(
+        [
+            {
+                "email": email,
+                "timestamp": int(NOW.timestamp()),
+                "event": event,
+                "smtp-id": message_id,
+                "sg_event_id": f"ev-{event}-{email}",
+                "sg_message_id": "sg.1",
+                **extra,
+            }
+            for event, email, extra in events
+        ]
+    ).encode()
 
 
-def post_sendgrid(s: Setup, body: bytes, *, key: ec.EllipticCurvePrivateKey = SENDGRID_KEY, when: datetime = NOW,
-                  signed_body: bytes | None = None, sign: bool = True) -> tuple[int, str]:  # fmt: skip
+def post_sendgrid(
+    s: Setup,
+    body: bytes,
+    *,
+    key: ec.EllipticCurvePrivateKey = SENDGRID_KEY,
+    when: datetime = NOW,
+    signed_body: bytes | None = None,
+    sign: bool = True,
+) -> tuple[int, str]:
     ts = str(int(when.timestamp()))
     headers = {"Content-Type": "application/json"}
     if sign:
@@ -376,14 +455,19 @@ def _sent_message_id(s: Setup) -> str:
 def test_a_signed_sendgrid_batch_applies_its_bounces_and_spam_reports(setup: Setup) -> None:
     s = setup
     mid = _sent_message_id(s)
-    batch = sendgrid_batch(mid, ("delivered", "other@example.com", {}),
-                           ("bounce", "reader@example.com", {"type": "bounce", "status": "5.1.1",
-                                                             "reason": "550 5.1.1 no such user"}))  # fmt: skip
+    batch = sendgrid_batch(
+        mid,
+        ("delivered", "other@example.com", {}),
+        ("bounce", "reader@example.com", {"type": "bounce", "status": "5.1.1", "reason": "550 5.1.1 no such user"}),
+    )
     assert post_sendgrid(s, batch) == (200, "ok\n")
     assert s.status() is SubscriberStatus.SUPPRESSED
     [record] = s.app.store.list_bounces()
-    assert (record.source, record.kind.value, record.edition) == ("webhook:sendgrid/ev-bounce-reader@example.com",
-                                                                   "hard", DAY)  # fmt: skip
+    assert (record.source, record.kind.value, record.edition) == (
+        "webhook:sendgrid/ev-bounce-reader@example.com",
+        "hard",
+        DAY,
+    )
 
 
 def test_forged_unsigned_stale_and_replayed_sendgrid_calls_change_nothing(setup: Setup) -> None:
@@ -431,26 +515,54 @@ def test_with_verp_on_a_sendgrid_bounce_that_names_only_its_recipient_is_sendgri
 
 
 # -- Postmark -------------------------------------------------------------------------------------
-def postmark_bounce(kind: str = "HardBounce", *, bounce_id: int = 4323372036854775807,
-                    email: str = "reader@example.com",
-                    details: str = "smtp;550 5.1.1 The email account that you tried to reach does not exist",
-                    record: str = "Bounce") -> dict[str, Any]:  # fmt: skip
+def postmark_bounce(
+    kind: str = "HardBounce",
+    *,
+    bounce_id: int = 4323372036854775807,
+    email: str = "reader@example.com",
+    details: str = "smtp;550 5.1.1 The email account that you tried to reach does not exist",
+    record: str = "Bounce",
+) -> dict[str, Any]:
     """A record shaped as Postmark's documentation shows it."""
     return {
-        "RecordType": record, "MessageStream": "broadcast", "ID": bounce_id, "Type": kind, "TypeCode": 1,
-        "Name": "Hard bounce", "Tag": "digest", "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
-        "Metadata": {}, "ServerID": 23, "Description": "The server was unable to deliver your message.",
-        "Details": details, "Email": email, "From": "news@newsspace.kr", "BouncedAt": "2026-11-30T07:29:00.0Z",
-        "DumpAvailable": True, "Inactive": True, "CanActivate": True, "Subject": "오늘의 뉴스",
-    }  # fmt: skip
+        "RecordType": record,
+        "MessageStream": "broadcast",
+        "ID": bounce_id,
+        "Type": kind,
+        "TypeCode": 1,
+        "Name": "Hard bounce",
+        "Tag": "digest",
+        "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+        "Metadata": {},
+        "ServerID": 23,
+        "Description": "The server was unable to deliver your message.",
+        "Details": details,
+        "Email": email,
+        "From": "news@newsspace.kr",
+        "BouncedAt": "2026-11-30T07:29:00.0Z",
+        "DumpAvailable": True,
+        "Inactive": True,
+        "CanActivate": True,
+        "Subject": "오늘의 뉴스",
+    }
 
 
-def postmark_change(reason: str | None = "HardBounce", *, suppress: bool = True,
-                    recipient: str = "reader@example.com") -> dict[str, Any]:  # fmt: skip
-    return {"RecordType": "SubscriptionChange", "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
-            "ServerID": 123456, "MessageStream": "broadcast", "ChangedAt": "2026-11-30T07:29:34.416071Z",
-            "Recipient": recipient, "Origin": "Recipient", "SuppressSending": suppress,
-            "SuppressionReason": reason, "Tag": "digest", "Metadata": {}}  # fmt: skip
+def postmark_change(
+    reason: str | None = "HardBounce", *, suppress: bool = True, recipient: str = "reader@example.com"
+) -> dict[str, Any]:
+    return {
+        "RecordType": "SubscriptionChange",
+        "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+        "ServerID": 123456,
+        "MessageStream": "broadcast",
+        "ChangedAt": "2026-11-30T07:29:34.416071Z",
+        "Recipient": recipient,
+        "Origin": "Recipient",
+        "SuppressSending": suppress,
+        "SuppressionReason": reason,
+        "Tag": "digest",
+        "Metadata": {},
+    }
 
 
 def test_a_postmark_hard_bounce_suppresses_its_reader_through_the_bounce_policy(setup: Setup) -> None:
@@ -460,8 +572,11 @@ def test_a_postmark_hard_bounce_suppresses_its_reader_through_the_bounce_policy(
     [(_, reason, bounce_id)] = s.app.store.suppression_reasons(s.sid)
     assert reason.startswith("hard bounce 5.1.1: smtp;550 5.1.1 The email account") and bounce_id is not None
     [record] = s.app.store.list_bounces()
-    assert (record.source, record.kind.value, record.status) == ("webhook:postmark/bounce-4323372036854775807",
-                                                                  "hard", "5.1.1")  # fmt: skip
+    assert (record.source, record.kind.value, record.status) == (
+        "webhook:postmark/bounce-4323372036854775807",
+        "hard",
+        "5.1.1",
+    )
     assert s.status(s.other) is SubscriberStatus.SUBSCRIBED
 
 
@@ -476,7 +591,7 @@ def test_postmark_record_types_and_bounce_types(setup: Setup) -> None:
         (postmark_change(None, suppress=False, recipient="other@example.com"), None),  # a reactivation
         ({"RecordType": "Delivery", "MessageID": "x", "Recipient": "other@example.com"}, None),
         (postmark_bounce("SpamComplaint", bounce_id=5, record="SpamComplaint", details=""), "complaint"),
-    ]  # fmt: skip
+    ]
     for body, kind in calls:
         before = s.records()
         assert post(s, "postmark", body) == (200, "ok\n"), body
@@ -502,11 +617,19 @@ def test_a_postmark_subscription_change_suppresses_for_a_hard_bounce(setup: Setu
 def test_unauthenticated_postmark_calls_are_401_and_change_nothing(setup: Setup) -> None:
     s = setup
     body = postmark_bounce()
-    for auth in ("", basic(password="wrong"), basic(user="someone"), basic(password=POSTMARK_PASSWORD + "x"),
-                 "Basic !!!", "Bearer " + POSTMARK_PASSWORD, basic(password="")[:-2],
-                 "Basic " + base64.b64encode(POSTMARK_PASSWORD.encode()).decode()):  # fmt: skip
-        r = s.client.post("/webhooks/postmark", content=json.dumps(body).encode(),
-                          headers={"Authorization": auth} if auth else {})  # fmt: skip
+    for auth in (
+        "",
+        basic(password="wrong"),
+        basic(user="someone"),
+        basic(password=POSTMARK_PASSWORD + "x"),
+        "Basic !!!",
+        "Bearer " + POSTMARK_PASSWORD,
+        basic(password="")[:-2],
+        "Basic " + base64.b64encode(POSTMARK_PASSWORD.encode()).decode(),
+    ):
+        r = s.client.post(
+            "/webhooks/postmark", content=json.dumps(body).encode(), headers={"Authorization": auth} if auth else {}
+        )
         assert (r.status_code, r.text) == (401, "unauthorized\n"), auth
         assert r.headers["www-authenticate"].startswith("Basic realm=")
     assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
@@ -518,16 +641,22 @@ def test_unauthenticated_postmark_calls_are_401_and_change_nothing(setup: Setup)
 
 def test_without_the_postmark_password_every_call_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FS_TEST_POSTMARK", raising=False)
-    cfg = write_config(tmp_path, delivery_extra=(
-        '[bounces]\n[bounces.webhooks.postmark]\nusername = "postmark-hooks"\npassword_env = "FS_TEST_POSTMARK"\n'
-    ))  # fmt: skip
+    cfg = write_config(
+        tmp_path,
+        delivery_extra=(
+            '[bounces]\n[bounces.webhooks.postmark]\nusername = "postmark-hooks"\npassword_env = "FS_TEST_POSTMARK"\n'
+        ),
+    )
     app = make_app(load_settings(cfg), clock=lambda: NOW)
     try:
         app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
         with TestClient(create_app(app)) as client:
             for auth in ("", basic(password=""), basic()):
-                r = client.post("/webhooks/postmark", content=json.dumps(postmark_bounce()).encode(),
-                                headers={"Authorization": auth})  # fmt: skip
+                r = client.post(
+                    "/webhooks/postmark",
+                    content=json.dumps(postmark_bounce()).encode(),
+                    headers={"Authorization": auth},
+                )
                 assert r.status_code == 401
         assert app.store.list_bounces() == []
     finally:
@@ -565,7 +694,8 @@ def test_a_flood_of_single_event_calls_trips_the_breaker_holds_the_rest_recorded
     cfg = ["--config", str(s.app.settings.source_path)]
     assert main([*cfg, "digest", "status", "--date", DAY.isoformat()]) == 0
     assert "bounce breaker: 19 suppressed by bounces and complaints since 2026-11-29 07:30 UTC; 11 more held" in (
-        capsys.readouterr().out)  # fmt: skip
+        capsys.readouterr().out
+    )
     assert main([*cfg, "bounces", "check", "--force"]) == 0
     assert "11 held suppressions released" in capsys.readouterr().out
     assert suppressed() == 30
@@ -585,11 +715,13 @@ def test_hostile_bodies_are_4xx_with_no_detail_and_change_nothing(setup: Setup, 
         (b'{"a": ' + b"9" * 20000 + b"}", 400),
         (b"\xff\xfe not utf-8", 400),
         (b'{"Type": NaN}', 400),
-        (b"[]", 400), (b'"text"', 400), (b"12", 400),
+        (b"[]", 400),
+        (b'"text"', 400),
+        (b"12", 400),
         ({"Type": 5, "Message": [], "Signature": {}, "SignatureVersion": None, "SigningCertURL": 1}, 403),
         ({"signature": "abc", "event-data": []}, 403),
         ({"signature": {"timestamp": [], "token": {}, "signature": 1}}, 403),
-    ]  # fmt: skip
+    ]
     for body, expected in hostile:
         if provider == "sendgrid" and expected == 400 and _json(body):
             expected = 403  # the signature covers the raw body: it is checked before the body's shape
@@ -615,8 +747,9 @@ def _json(body: Any) -> bool:
 
 def test_a_signed_ses_message_of_the_wrong_shape_is_a_400(setup: Setup) -> None:
     s = setup
-    for i, message in enumerate(["not json", "[]", "[" * 5000 + "]" * 5000,
-                                 json.dumps({"notificationType": "Bounce", "bounce": []})]):  # fmt: skip
+    for i, message in enumerate(
+        ["not json", "[]", "[" * 5000 + "]" * 5000, json.dumps({"notificationType": "Bounce", "bounce": []})]
+    ):
         assert post(s, "ses", sns(s.server, message, message_id=f"bad{i}")) == (400, "bad request\n")
     # a bounce that names nobody is kept for a person, and suppresses nobody
     nobody = json.dumps({"notificationType": "Bounce", "bounce": {"bounceType": "Permanent", "bouncedRecipients": {}}})

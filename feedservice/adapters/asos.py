@@ -138,10 +138,18 @@ class AsosHourlyProvider:
     async def _one(self, session: aiohttp.ClientSession, station: int, hour: datetime) -> list[Observation]:
         assert self._key is not None
         params = {
-            "serviceKey": self._key.get_secret_value(), "pageNo": "1", "numOfRows": "1", "dataType": "JSON",
-            "dataCd": "ASOS", "dateCd": "HR", "startDt": hour.strftime("%Y%m%d"), "startHh": hour.strftime("%H"),
-            "endDt": hour.strftime("%Y%m%d"), "endHh": hour.strftime("%H"), "stnIds": str(station),
-        }  # fmt: skip
+            "serviceKey": self._key.get_secret_value(),
+            "pageNo": "1",
+            "numOfRows": "1",
+            "dataType": "JSON",
+            "dataCd": "ASOS",
+            "dateCd": "HR",
+            "startDt": hour.strftime("%Y%m%d"),
+            "startHh": hour.strftime("%H"),
+            "endDt": hour.strftime("%Y%m%d"),
+            "endHh": hour.strftime("%H"),
+            "stnIds": str(station),
+        }
         try:
             reply = await request(session, "GET", self._url, params=params)
         except FAILURES as exc:

@@ -47,9 +47,17 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from feedservice.errors import ConfigError, DeliveryError
 
 SIGNED_HEADERS = (
-    b"from", b"to", b"subject", b"date", b"message-id", b"list-id", b"list-unsubscribe",
-    b"list-unsubscribe-post", b"mime-version", b"content-type",
-)  # fmt: skip
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"list-id",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+    b"mime-version",
+    b"content-type",
+)
 MIN_RSA_BITS = 2048
 
 _SIGNED = frozenset(SIGNED_HEADERS)
@@ -171,8 +179,11 @@ class DkimSigner:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.domain = _dns_name(domain, source, "digest.dkim_domain")
-        self._keys = [_Key(b"rsa-sha256", _dns_name(selector, source, "digest.dkim_selector"),
-                           _rsa_signer(private_key_pem, source))]  # fmt: skip
+        self._keys = [
+            _Key(
+                b"rsa-sha256", _dns_name(selector, source, "digest.dkim_selector"), _rsa_signer(private_key_pem, source)
+            )
+        ]
         if ed25519_key_pem is not None:
             ed_selector = _dns_name(ed25519_selector or f"{selector}-ed25519", source, "digest.dkim_ed25519_selector")
             self._keys.append(_Key(b"ed25519-sha256", ed_selector, _ed25519_signer(ed25519_key_pem, source)))
@@ -260,8 +271,13 @@ class DkimSigner:
         h[-1] = (h[-1][0], h[-1][1] + b";")
         prefixes = []
         for key in self._keys:
-            tags = [b"v=1;", b"a=" + key.algorithm + b";", b"c=relaxed/relaxed;", b"d=" + self.domain + b";",
-                    b"s=" + key.selector + b";"]  # fmt: skip
+            tags = [
+                b"v=1;",
+                b"a=" + key.algorithm + b";",
+                b"c=relaxed/relaxed;",
+                b"d=" + self.domain + b";",
+                b"s=" + key.selector + b";",
+            ]
             prefixes.append(b"DKIM-Signature:" + _fold(len(b"DKIM-Signature:"), [(b" ", t) for t in tags] + h))
         if len(self._plans) >= 64:  # an edition has one or two header sets: this only bounds the odd caller
             self._plans.clear()
@@ -290,11 +306,13 @@ def _load_key(pem: bytes, source: str, config_key: str) -> PrivateKeyTypes:
 def _rsa_signer(pem: bytes, source: str) -> Callable[[bytes], bytes]:
     key = _load_key(pem, source, "digest.dkim_key_env")
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ConfigError(source, "digest.dkim_key_env",
-                          f"the DKIM key is a {type(key).__name__}, not an RSA private key")  # fmt: skip
+        raise ConfigError(
+            source, "digest.dkim_key_env", f"the DKIM key is a {type(key).__name__}, not an RSA private key"
+        )
     if key.key_size < MIN_RSA_BITS:
-        raise ConfigError(source, "digest.dkim_key_env",
-                          f"the DKIM key has {key.key_size} bits; at least {MIN_RSA_BITS} are required")  # fmt: skip
+        raise ConfigError(
+            source, "digest.dkim_key_env", f"the DKIM key has {key.key_size} bits; at least {MIN_RSA_BITS} are required"
+        )
     pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
     return lambda data: key.sign(data, pkcs1, sha256)  # RSASSA-PKCS1-v1_5 over SHA-256(data): §3.3.1
 
@@ -302,6 +320,7 @@ def _rsa_signer(pem: bytes, source: str) -> Callable[[bytes], bytes]:
 def _ed25519_signer(pem: bytes, source: str) -> Callable[[bytes], bytes]:
     key = _load_key(pem, source, "digest.dkim_ed25519_key_env")
     if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise ConfigError(source, "digest.dkim_ed25519_key_env",
-                          f"the key is a {type(key).__name__}, not an Ed25519 private key")  # fmt: skip
+        raise ConfigError(
+            source, "digest.dkim_ed25519_key_env", f"the key is a {type(key).__name__}, not an Ed25519 private key"
+        )
     return lambda data: key.sign(hashlib.sha256(data).digest())  # RFC 8463 §3: PureEdDSA over the SHA-256 hash

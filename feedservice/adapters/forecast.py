@@ -107,13 +107,20 @@ class VilageForecastProvider:
             raise errors[0] if isinstance(errors[0], WeatherError) else WeatherError(self.name, str(errors[0]))
         return out
 
-    async def _one(self, session: aiohttp.ClientSession, grid: tuple[int, int], base_date: str, base_time: str
-                   ) -> list[dict[str, object]]:  # fmt: skip
+    async def _one(
+        self, session: aiohttp.ClientSession, grid: tuple[int, int], base_date: str, base_time: str
+    ) -> list[dict[str, object]]:
         assert self._key is not None
         params = {
-            "serviceKey": self._key.get_secret_value(), "pageNo": "1", "numOfRows": "1000", "dataType": "JSON",
-            "base_date": base_date, "base_time": base_time, "nx": str(grid[0]), "ny": str(grid[1]),
-        }  # fmt: skip
+            "serviceKey": self._key.get_secret_value(),
+            "pageNo": "1",
+            "numOfRows": "1000",
+            "dataType": "JSON",
+            "base_date": base_date,
+            "base_time": base_time,
+            "nx": str(grid[0]),
+            "ny": str(grid[1]),
+        }
         try:
             reply = await request(session, "GET", self._url, params=params)
         except FAILURES as exc:

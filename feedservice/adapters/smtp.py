@@ -90,9 +90,12 @@ class SmtpMailer:
     async def _connect(self) -> _Connection:
         where = f"{self.host}:{self.port}"
         client = aiosmtplib.SMTP(
-            hostname=self.host, port=self.port, timeout=self.timeout,
-            use_tls=self.tls == "implicit", start_tls=self.tls == "starttls",
-        )  # fmt: skip
+            hostname=self.host,
+            port=self.port,
+            timeout=self.timeout,
+            use_tls=self.tls == "implicit",
+            start_tls=self.tls == "starttls",
+        )
         try:
             await client.connect()
         except aiosmtplib.SMTPResponseException as exc:  # the greeting, EHLO or STARTTLS refused
@@ -185,17 +188,22 @@ async def _transaction(client: aiosmtplib.SMTP, from_: str, to: str, message: by
         if not client.supports_extension("smtputf8"):
             if not from_.isascii():
                 raise DeliveryFatal("the sender address needs SMTPUTF8, which the relay does not offer")
-            raise _Refused(DeliveryError(
-                "553 5.6.7 not sent: the address needs SMTPUTF8 (RFC 6531), which the relay does not offer",
-                code=553, permanent=True, enhanced="5.6.7",
-            ))  # fmt: skip
+            raise _Refused(
+                DeliveryError(
+                    "553 5.6.7 not sent: the address needs SMTPUTF8 (RFC 6531), which the relay does not offer",
+                    code=553,
+                    permanent=True,
+                    enhanced="5.6.7",
+                )
+            )
         options.append("SMTPUTF8")
         encoding = "utf-8"
     # MAIL and RCPT through ``execute_command``, the public command that ``mail`` and ``rcpt`` wrap:
     # they would read each address with parseaddr once more (~20 µs each, docs/benchmarks.md),
     # where ``_address`` has already made it what goes between < and >.
-    r = await client.execute_command(b"MAIL", b"FROM:<" + from_.encode(encoding) + b">",
-                                     *(o.encode("ascii") for o in options))  # fmt: skip
+    r = await client.execute_command(
+        b"MAIL", b"FROM:<" + from_.encode(encoding) + b">", *(o.encode("ascii") for o in options)
+    )
     if r.code != aiosmtplib.SMTPStatus.completed:
         raise _sender_error(r.code, r.message, f"the relay refused our sender {from_}")
     r = await client.execute_command(b"RCPT", b"TO:<" + to.encode(encoding) + b">")

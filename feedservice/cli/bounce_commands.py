@@ -38,8 +38,16 @@ def cmd_bounces_list(app: App, args: argparse.Namespace) -> int:
     tz = app.settings.site.tz
     for r in records:  # one line each, tab-separated: readable, and greppable
         reader = r.recipient or (f"subscriber {r.subscriber_id}" if r.subscriber_id else "-")
-        fields = [str(r.id), f"{r.received.astimezone(tz):%Y-%m-%d %H:%M}", r.kind.value, str(r.edition or "-"),
-                  reader, r.status or "-", r.action, r.subject]  # fmt: skip
+        fields = [
+            str(r.id),
+            f"{r.received.astimezone(tz):%Y-%m-%d %H:%M}",
+            r.kind.value,
+            str(r.edition or "-"),
+            reader,
+            r.status or "-",
+            r.action,
+            r.subject,
+        ]
         out.print("\t".join(fields), markup=False)
     out.print(f"{len(records)} messages" + (" (unmatched only)" if args.unmatched else ""))
     return OK

@@ -135,8 +135,14 @@ class _Progress:
         if self.tty:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._bar = Progress(TextColumn("[bold]digest {task.fields[day]}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[detail]}"), TimeRemainingColumn(), console=out)  # fmt: skip
+            self._bar = Progress(
+                TextColumn("[bold]digest {task.fields[day]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeRemainingColumn(),
+                console=out,
+            )
             self._task = self._bar.add_task("send", total=max(self.total, 1), day=str(day), detail="")
 
     def __enter__(self) -> _Progress:
@@ -345,8 +351,9 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
             continue
         detail = ((run.detail if run else "") or "")[:70]
         last = _local(app, run.started) if run else "-"
-        table.add_row(job, last, run.status if run else "-", _local(app, ok.started) if ok else "-",
-                      nexts.get(job, "-"), detail)  # fmt: skip
+        table.add_row(
+            job, last, run.status if run else "-", _local(app, ok.started) if ok else "-", nexts.get(job, "-"), detail
+        )
     out.print(table)
     sources = app.store.list_sources(with_counts=False)
     failing = [s for s in sources if s.failures or not s.enabled]

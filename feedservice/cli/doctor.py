@@ -74,8 +74,12 @@ class Doctor:
     def _dkim_key(self) -> Check:
         d = self.settings.digest
         if not d.dkim_selector:
-            return Check("dkim key", False, "signing is off: set [digest] dkim_selector and the key in "
-                                            f"${d.dkim_key_env} (Naver, Gmail and Yahoo require DKIM)")  # fmt: skip
+            return Check(
+                "dkim key",
+                False,
+                "signing is off: set [digest] dkim_selector and the key in "
+                f"${d.dkim_key_env} (Naver, Gmail and Yahoo require DKIM)",
+            )
         secret = self.settings.secret(d.dkim_key_env)
         if not secret:
             return Check("dkim key", False, f"${d.dkim_key_env} (or ${d.dkim_key_env}_FILE) is empty")
@@ -102,8 +106,12 @@ class Doctor:
         envelope = (bounces.return_path if bounces is not None else None) or self.settings.digest.from_
         domain = _domain(envelope)
         ok = aligned(domain, self.from_domain)
-        return Check("return-path aligned with From", ok, f"{domain}, From {self.from_domain}"
-                     + ("" if ok else ": SPF passes for another domain, so DMARC relies on DKIM alone"))  # fmt: skip
+        return Check(
+            "return-path aligned with From",
+            ok,
+            f"{domain}, From {self.from_domain}"
+            + ("" if ok else ": SPF passes for another domain, so DMARC relies on DKIM alone"),
+        )
 
     def _message_checks(self) -> list[Check]:
         try:
@@ -123,28 +131,43 @@ class Doctor:
             signed |= {h.strip().lower() for h in tags.get("h", "").split(":")}
         post = str(parsed["List-Unsubscribe-Post"] or "")
         if len(present) < len(ONE_CLICK) or post.strip() != "List-Unsubscribe=One-Click":
-            one_click = Check("one-click unsubscribe signed", False, "the digest lacks RFC 8058's List-Unsubscribe "
-                                                                     "and List-Unsubscribe-Post headers")  # fmt: skip
+            one_click = Check(
+                "one-click unsubscribe signed",
+                False,
+                "the digest lacks RFC 8058's List-Unsubscribe and List-Unsubscribe-Post headers",
+            )
         elif not signed:
             one_click = Check("one-click unsubscribe signed", False, "the digest is not DKIM-signed")
         elif not all(name in signed for name in ONE_CLICK):
-            one_click = Check("one-click unsubscribe signed", False, "the DKIM signature leaves "
-                              + ", ".join(n for n in ONE_CLICK if n not in signed) + " unsigned")  # fmt: skip
+            one_click = Check(
+                "one-click unsubscribe signed",
+                False,
+                "the DKIM signature leaves " + ", ".join(n for n in ONE_CLICK if n not in signed) + " unsigned",
+            )
         else:
-            one_click = Check("one-click unsubscribe signed", True, "List-Unsubscribe and List-Unsubscribe-Post "
-                                                                    "are in the DKIM signature's h=")  # fmt: skip
+            one_click = Check(
+                "one-click unsubscribe signed",
+                True,
+                "List-Unsubscribe and List-Unsubscribe-Post are in the DKIM signature's h=",
+            )
         return [one_click, postal]
 
     def _postal_address(self, parsed: EmailMessage) -> Check:
         address = self.settings.site.postal_address.strip()
         if not address:
             return Check("postal address in the footer", False, "[site] postal_address is empty")
-        bodies = {part.get_content_type(): part.get_content() for part in parsed.walk()
-                  if part.get_content_maintype() == "text"}  # fmt: skip
+        bodies = {
+            part.get_content_type(): part.get_content()
+            for part in parsed.walk()
+            if part.get_content_maintype() == "text"
+        }
         missing = [kind for kind, body in bodies.items() if address not in html.unescape(body)]
         if not bodies or missing:
-            return Check("postal address in the footer", False,
-                         f"{address!r} is not in the digest's {', '.join(missing) or 'body'} (custom templates?)")
+            return Check(
+                "postal address in the footer",
+                False,
+                f"{address!r} is not in the digest's {', '.join(missing) or 'body'} (custom templates?)",
+            )
         return Check("postal address in the footer", True, f"{address!r} in {', '.join(sorted(bodies))}")
 
     def _sample_message(self) -> bytes:
@@ -153,15 +176,32 @@ class Doctor:
         app, now = self.app, self.app.clock()
         edition = Edition(now.astimezone(self.settings.site.tz).date(), now - timedelta(days=1), now)
         base = self.settings.site.url.rstrip("/")
-        articles = [Article(id=f"doctor:{s.slug}", url=f"{base}/", section=s.slug, title="doctor sample",
-                            summary_html="<p>sample</p>", published=now - timedelta(hours=1))
-                    for s in app.sections]  # fmt: skip
+        articles = [
+            Article(
+                id=f"doctor:{s.slug}",
+                url=f"{base}/",
+                section=s.slug,
+                title="doctor sample",
+                summary_html="<p>sample</p>",
+                published=now - timedelta(hours=1),
+            )
+            for s in app.sections
+        ]
         site = app.digest_site
-        rendered = app.renderer().render(site, edition, pick_sections(app.sections, articles, 1), WeatherBlock(()),
-                                         web_url=f"{base}/")  # fmt: skip
+        rendered = app.renderer().render(
+            site, edition, pick_sections(app.sections, articles, 1), WeatherBlock(()), web_url=f"{base}/"
+        )
         links = sample_links(app)
-        return compose(site, rendered, day=edition.day, to=PREVIEW_TO, msg_id=message_id(site, edition, 0),
-                       unsubscribe_url=links["unsubscribe"], preferences_url=links["preferences"], now=now)  # fmt: skip
+        return compose(
+            site,
+            rendered,
+            day=edition.day,
+            to=PREVIEW_TO,
+            msg_id=message_id(site, edition, 0),
+            unsubscribe_url=links["unsubscribe"],
+            preferences_url=links["preferences"],
+            now=now,
+        )
 
     # -- records -----------------------------------------------------------------------------------
     def _records(self) -> None:
@@ -169,9 +209,10 @@ class Doctor:
         self.records.append(f'{domain}. TXT "v=spf1 <your relay: ip4:ADDRESS or its include:> ~all"')
         if d.dkim_selector:
             d_domain = (d.dkim_domain or domain).lower()
-            for selector, env, kind in ((d.dkim_selector, d.dkim_key_env, "rsa"),
-                                        (d.dkim_ed25519_selector or f"{d.dkim_selector}-ed25519",
-                                         d.dkim_ed25519_key_env, "ed25519")):  # fmt: skip
+            for selector, env, kind in (
+                (d.dkim_selector, d.dkim_key_env, "rsa"),
+                (d.dkim_ed25519_selector or f"{d.dkim_selector}-ed25519", d.dkim_ed25519_key_env, "ed25519"),
+            ):
                 secret = self.settings.secret(env)
                 public = _public_key(secret.get_secret_value()) if secret is not None else None
                 if public is not None and public[0] == kind:

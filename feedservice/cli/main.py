@@ -109,8 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = _leaf(sub, "collect", "fetch every due source once and store new articles", writes=("feeds.output_dir",))
     c.add_argument("--all", action="store_true", help="fetch every source, due or not")
     _leaf(sub, "sources", "show each source's state: status, last success, articles, last error")
-    _leaf(sub, "build-feeds", "write the RSS and Atom files of every section (only those that changed)",
-          writes=("feeds.output_dir",))  # fmt: skip
+    _leaf(
+        sub,
+        "build-feeds",
+        "write the RSS and Atom files of every section (only those that changed)",
+        writes=("feeds.output_dir",),
+    )
     w = _leaf(sub, "weather", "print the digest's weather block (refreshed when the stored one is stale)")
     w.add_argument("--refresh", action="store_true", help="ask the providers now, even if what is stored is fresh")
 
@@ -119,8 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     dp = _leaf(dsub, "preview", "render an edition to index.html, digest.txt and digest.eml", handler="digest_preview")
     dp.add_argument("--date", type=_date, help="edition date, YYYY-MM-DD (default: the next edition)")
     dp.add_argument("--out", default="var/preview", help="output folder (default: var/preview)")
-    ds = _leaf(dsub, "send", "send an edition to every confirmed subscriber (resumes, never re-sends)",
-               handler="digest_send", writes=("delivery.maildir",))  # fmt: skip
+    ds = _leaf(
+        dsub,
+        "send",
+        "send an edition to every confirmed subscriber (resumes, never re-sends)",
+        handler="digest_send",
+        writes=("delivery.maildir",),
+    )
     ds.add_argument("--date", type=_date, help="edition date, YYYY-MM-DD (default: today in the site timezone)")
     ds.add_argument("--queue-only", action="store_true", help="record the deliveries; leave sending to workers")
     dst = _leaf(dsub, "status", "delivery counts by status and the last errors of an edition", handler="digest_status")
@@ -128,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("subscribers", help="manage subscribers")
     ssub = s.add_subparsers(dest="subscribers_command", metavar="ACTION", required=True)
-    sa = _leaf(ssub, "add", "add a confirmed subscriber (the web form is the double opt-in path)",
-               handler="subscribers_add")  # fmt: skip
+    sa = _leaf(
+        ssub, "add", "add a confirmed subscriber (the web form is the double opt-in path)", handler="subscribers_add"
+    )
     sa.add_argument("email")
     sa.add_argument("--sections", default="", help="comma-separated section slugs (default: all)")
     _leaf(ssub, "list", "list subscribers", handler="subscribers_list")
@@ -142,28 +152,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bounces", help="read bounce mail and complaints; list what came back")
     bsub = b.add_subparsers(dest="bounces_command", metavar="ACTION", required=True)
-    bc = _leaf(bsub, "check", "read every [bounces] intake once; print hard, soft, complaints, auto-replies, "
-               "unmatched", handler="bounces_check")  # fmt: skip
-    bc.add_argument("--force", action="store_true",
-                    help="apply a run that would suppress a suspicious share of the list, and every suppression "
-                    "the breaker held (webhook events too); its 24-hour window starts again")  # fmt: skip
-    bl = _leaf(bsub, "list", "list returned mail: kind, the reader and edition it is about, what it did",
-               handler="bounces_list")  # fmt: skip
+    bc = _leaf(
+        bsub,
+        "check",
+        "read every [bounces] intake once; print hard, soft, complaints, auto-replies, unmatched",
+        handler="bounces_check",
+    )
+    bc.add_argument(
+        "--force",
+        action="store_true",
+        help="apply a run that would suppress a suspicious share of the list, and every suppression "
+        "the breaker held (webhook events too); its 24-hour window starts again",
+    )
+    bl = _leaf(
+        bsub,
+        "list",
+        "list returned mail: kind, the reader and edition it is about, what it did",
+        handler="bounces_list",
+    )
     bl.add_argument("--since", type=_date, help="from this day on, YYYY-MM-DD (site time zone)")
     bl.add_argument("--unmatched", action="store_true", help="only what matched no delivery (for a person to read)")
 
-    wk = _leaf(sub, "worker", "send the due deliveries of recorded editions (several may run at once)",
-               writes=("delivery.maildir",))  # fmt: skip
+    wk = _leaf(
+        sub,
+        "worker",
+        "send the due deliveries of recorded editions (several may run at once)",
+        writes=("delivery.maildir",),
+    )
     wk.add_argument("--date", type=_date, help="only this edition (default: every edition with work to do)")
     wk.add_argument("--once", action="store_true", help="one pass, then exit (default: keep going until stopped)")
     wk.add_argument("--interval", type=_seconds, default=30.0, help="seconds between passes (default: 30)")
     _leaf(sub, "status", "jobs' last and next runs, failing sources, the last edition's deliveries")
-    _leaf(sub, "doctor", "check DKIM, DMARC alignment, one-click unsubscribe and the footer offline; "
-          "print the DNS records to publish")  # fmt: skip
+    _leaf(
+        sub,
+        "doctor",
+        "check DKIM, DMARC alignment, one-click unsubscribe and the footer offline; print the DNS records to publish",
+    )
     # serve writes the sign-up confirmation mail; run also collects and builds the feeds.
     _leaf(sub, "serve", "serve the web app only (feeds, digest pages, unsubscribe)", writes=("delivery.maildir",))
-    _leaf(sub, "run", "serve the web app and run the scheduler (collect, weather, daily digest)",
-          writes=("feeds.output_dir", "delivery.maildir"))  # fmt: skip
+    _leaf(
+        sub,
+        "run",
+        "serve the web app and run the scheduler (collect, weather, daily digest)",
+        writes=("feeds.output_dir", "delivery.maildir"),
+    )
     dm = sub.add_parser("demo", help="offline showcase: sample feeds and weather on 127.0.0.1, one full cycle")
     dm.add_argument("--dir", help="where to put the demo's files (default: a new temporary folder)")
     dm.set_defaults(standalone=_demo)

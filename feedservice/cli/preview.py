@@ -41,9 +41,15 @@ def write_preview(app: App, edition: Edition, rendered: RenderedDigest, folder: 
     links = sample_links(app)
     html, text = rendered.fill(links)
     eml = compose(
-        app.digest_site, rendered, day=edition.day, to=PREVIEW_TO, msg_id=message_id(app.digest_site, edition, 0),
-        unsubscribe_url=links["unsubscribe"], preferences_url=links["preferences"], now=app.clock(),
-    )  # fmt: skip
+        app.digest_site,
+        rendered,
+        day=edition.day,
+        to=PREVIEW_TO,
+        msg_id=message_id(app.digest_site, edition, 0),
+        unsubscribe_url=links["unsubscribe"],
+        preferences_url=links["preferences"],
+        now=app.clock(),
+    )
     if (signer := app.signer()) is not None:
         eml = signer.sign(eml)
     files = PreviewFiles(folder / "index.html", folder / "digest.txt", folder / "digest.eml")
@@ -51,4 +57,3 @@ def write_preview(app: App, edition: Edition, rendered: RenderedDigest, folder: 
     files.text.write_text(text, encoding="utf-8")
     files.eml.write_bytes(eml)
     return files
-

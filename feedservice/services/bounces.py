@@ -87,8 +87,10 @@ class CheckReport:
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        text = (f"{self.hard} hard, {self.soft} soft, {self.complaints} complaints, {self.auto_replies} auto-replies, "
-                f"{self.unmatched} unmatched; {self.suppressed} suppressed")  # fmt: skip
+        text = (
+            f"{self.hard} hard, {self.soft} soft, {self.complaints} complaints, {self.auto_replies} auto-replies, "
+            f"{self.unmatched} unmatched; {self.suppressed} suppressed"
+        )
         if self.policy:
             text += f"; {self.policy} refused by policy (about how we send: nobody suppressed)"
         if self.withheld:
@@ -146,18 +148,34 @@ def decide(reading: BounceReading, match: Match | None, streak: int, policy: Bou
     return Decision("soft", f"counted: soft bounce {streak} of {policy.soft_limit}")
 
 
-def bounce_row(digest: str, received: datetime, source: str, raw: bytes, reading: BounceReading,
-               match: Match | None, decision: Decision) -> BounceRow:  # fmt: skip
+def bounce_row(
+    digest: str,
+    received: datetime,
+    source: str,
+    raw: bytes,
+    reading: BounceReading,
+    match: Match | None,
+    decision: Decision,
+) -> BounceRow:
     """What is recorded of one message and what it does; an unmatched one names no reader."""
     trusted = match if decision.counted != "unmatched" else None
     return BounceRow(
-        digest=digest, received=received, source=source, kind=reading.kind, raw=raw,
-        edition=trusted.edition if trusted else None, subscriber_id=trusted.subscriber_id if trusted else None,
+        digest=digest,
+        received=received,
+        source=source,
+        kind=reading.kind,
+        raw=raw,
+        edition=trusted.edition if trusted else None,
+        subscriber_id=trusted.subscriber_id if trusted else None,
         matched_by=trusted.by if trusted else None,
         recipient=(match.recipient if match else None) or (reading.recipients[0] if reading.recipients else None),
-        status=reading.status, detail=reading.detail, subject=reading.subject, action=decision.action,
-        suppress=decision.suppress, held=decision.held,
-    )  # fmt: skip
+        status=reading.status,
+        detail=reading.detail,
+        subject=reading.subject,
+        action=decision.action,
+        suppress=decision.suppress,
+        held=decision.held,
+    )
 
 
 _CODE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
@@ -173,18 +191,28 @@ def refusal_row(delivery: Delivery, reply: str, now: datetime, policy: BouncePol
     detail = " ".join(reply.split())[:300]
     reading = BounceReading(kind or BounceKind.HARD, status=status, detail=detail)
     match = Match(delivery.subscriber_id, delivery.edition, "relay")
-    raw = (f"Refused by the relay while sending\nEdition: {delivery.edition}\nMessage-ID: {delivery.message_id}\n"
-           f"Reply: {detail}\n").encode()  # fmt: skip
+    raw = (
+        f"Refused by the relay while sending\nEdition: {delivery.edition}\nMessage-ID: {delivery.message_id}\n"
+        f"Reply: {detail}\n"
+    ).encode()
     decision = decide(reading, match, 0, policy or BouncePolicy())
-    return bounce_row(hashlib.sha256(raw).hexdigest(), now, f"relay:{delivery.edition}/{delivery.id}", raw, reading,
-                      match, decision)  # fmt: skip
+    return bounce_row(
+        hashlib.sha256(raw).hexdigest(), now, f"relay:{delivery.edition}/{delivery.id}", raw, reading, match, decision
+    )
 
 
 class BounceCheck:
     """One pass over every intake."""
 
-    def __init__(self, store: BounceStore, intakes: Sequence[BounceIntake], read: Callable[[bytes], BounceReading],
-                 secrets: Sequence[bytes], clock: Callable[[], datetime], policy: BouncePolicy) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: BounceStore,
+        intakes: Sequence[BounceIntake],
+        read: Callable[[bytes], BounceReading],
+        secrets: Sequence[bytes],
+        clock: Callable[[], datetime],
+        policy: BouncePolicy,
+    ) -> None:
         self.store, self.intakes, self.read, self.secrets = store, intakes, read, secrets
         self.clock, self.policy = clock, policy
         self.report = CheckReport()
@@ -205,23 +233,29 @@ class BounceCheck:
         to_suppress = sum(1 for d in decisions if d.suppress)
         window = self.store.breaker_window(now, self.policy.window)
         before = window.suppressed + window.held  # across runs and webhook calls
-        breaker = SuppressionBreaker(self.store.subscribed_count() + window.suppressed, self.policy.breaker_share,
-                                     self.policy.breaker_minimum)  # fmt: skip
+        breaker = SuppressionBreaker(
+            self.store.subscribed_count() + window.suppressed, self.policy.breaker_share, self.policy.breaker_minimum
+        )
         if to_suppress and breaker.observe(before + to_suppress) and not force:
             earlier = f" (and {before} more since {window.since:%Y-%m-%d %H:%M} UTC)" if before else ""
-            kept = ("its events were recorded, their suppressions held" if self.policy.hold_by_recording
-                    else "nothing was recorded or moved")  # fmt: skip
+            kept = (
+                "its events were recorded, their suppressions held"
+                if self.policy.hold_by_recording
+                else "nothing was recorded or moved"
+            )
             self.report.held = (
                 f"held: this run would suppress {to_suppress} of {breaker.recipients} subscribers{earlier}, more "
                 f"than {breaker.share:.0%}: a broken relay or a forged batch is likelier than that many dead "
                 f"mailboxes, so {kept}; look (`feedservice bounces list`), then run "
                 "`feedservice bounces check --force`"
-            )  # fmt: skip
+            )
             log.error("bounces: %s", self.report.held)
             if not self.policy.hold_by_recording:
                 return self.report
-            decisions = [Decision(d.counted, f"held by the breaker: {d.suppress}", None, d.suppress) if d.suppress
-                         else d for d in decisions]  # fmt: skip
+            decisions = [
+                Decision(d.counted, f"held by the breaker: {d.suppress}", None, d.suppress) if d.suppress else d
+                for d in decisions
+            ]
         for item, decision in zip(items, decisions, strict=True):
             self._record(item, decision, now)
         return self.report

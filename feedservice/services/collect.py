@@ -178,9 +178,10 @@ async def collect(
                 log.exception("fetching %s failed unexpectedly", src.url, extra={"source": src.url})
                 every = intervals.get(src.url, interval)
                 outcome = _Failure(
-                    src.url, f"internal error: {exc.__class__.__name__}: {exc}",
+                    src.url,
+                    f"internal error: {exc.__class__.__name__}: {exc}",
                     next_attempt_after_failure(now, every, src.failures),
-                )  # fmt: skip
+                )
             await queue.put(outcome)
 
     async def _fetch_and_parse(src: SourceState) -> FetchRecord | _Failure:
@@ -199,15 +200,26 @@ async def collect(
             )
         if result.not_modified:
             return FetchRecord(
-                src.url, now + poll_interval(every, result.headers),
-                result.headers.get("etag") or src.etag, result.headers.get("last-modified") or src.last_modified,
-                None, result.permanent_redirect,
-            )  # fmt: skip
+                src.url,
+                now + poll_interval(every, result.headers),
+                result.headers.get("etag") or src.etag,
+                result.headers.get("last-modified") or src.last_modified,
+                None,
+                result.permanent_redirect,
+            )
         nonlocal executor
         job = functools.partial(
-            _parse_fit, parse_feed, routes.get(src.url, ()), result.content, url=src.url, section=src.section,
-            tz=tz, now=now, headers=result.headers, max_entries=max_entries,
-        )  # fmt: skip
+            _parse_fit,
+            parse_feed,
+            routes.get(src.url, ()),
+            result.content,
+            url=src.url,
+            section=src.section,
+            tz=tz,
+            now=now,
+            headers=result.headers,
+            max_entries=max_entries,
+        )
         try:
             parsed, refused = await loop.run_in_executor(executor, job)
         except FeedServiceError as exc:
@@ -216,8 +228,9 @@ async def collect(
         except BrokenProcessPool:
             log.error("the parser process died on %s; parsing in threads for the rest of this run", src.url)
             executor = None
-            return _Failure(src.url, "the parser process died on this feed", next_attempt_after_failure(
-                now, every, src.failures))  # fmt: skip
+            return _Failure(
+                src.url, "the parser process died on this feed", next_attempt_after_failure(now, every, src.failures)
+            )
         except Exception as exc:  # a bug must not stop the other sources
             log.exception("parsing %s failed unexpectedly", src.url, extra={"source": src.url})
             retry = next_attempt_after_failure(now, every, src.failures)
@@ -225,14 +238,20 @@ async def collect(
         if refused:
             report.refused[src.url] = len(refused)
             log.warning(
-                "%s: %d entries refused, e.g. %s", src.url, len(refused), refused[0],
+                "%s: %d entries refused, e.g. %s",
+                src.url,
+                len(refused),
+                refused[0],
                 extra={"source": src.url, "refused": len(refused)},
-            )  # fmt: skip
+            )
         return FetchRecord(
-            src.url, now + poll_interval(every, result.headers, parsed.ttl_minutes),
-            result.headers.get("etag"), result.headers.get("last-modified"), parsed.articles,
+            src.url,
+            now + poll_interval(every, result.headers, parsed.ttl_minutes),
+            result.headers.get("etag"),
+            result.headers.get("last-modified"),
+            parsed.articles,
             result.permanent_redirect,
-        )  # fmt: skip
+        )
 
     async def writer() -> None:
         done = False
@@ -321,15 +340,21 @@ def _store_records(store: SourceStore, records: list[FetchRecord], now: datetime
         report.new_articles += new
         report.updated_articles += updated
         log.info(
-            "collected %s: %d entries, %d new, %d updated", record.url, len(record.articles), new, updated,
+            "collected %s: %d entries, %d new, %d updated",
+            record.url,
+            len(record.articles),
+            new,
+            updated,
             extra={"source": record.url, "new": new, "updated": updated},
-        )  # fmt: skip
+        )
         if foreign:
             report.owned_elsewhere[record.url] = foreign
             log.info(
                 "%s: %d entries have the GUID or link of another source's article: kept as that source's",
-                record.url, foreign, extra={"source": record.url, "owned_elsewhere": foreign},
-            )  # fmt: skip
+                record.url,
+                foreign,
+                extra={"source": record.url, "owned_elsewhere": foreign},
+            )
 
 
 def _record_failure(store: SourceStore, failure: _Failure, now: datetime, report: CollectReport) -> None:
@@ -357,7 +382,10 @@ def _store_failure(store: SourceStore, failure: _Failure, now: datetime, report:
         return
     report.errors[failure.url] = failure.message
     log.warning(
-        "source failed: %s: %s (retry at %s)", failure.url, failure.message,
-        failure.next_attempt.isoformat(timespec="seconds"), extra={"source": failure.url, "error": failure.message},
-    )  # fmt: skip
+        "source failed: %s: %s (retry at %s)",
+        failure.url,
+        failure.message,
+        failure.next_attempt.isoformat(timespec="seconds"),
+        extra={"source": failure.url, "error": failure.message},
+    )
     store.record_fetch_failure(failure.url, failure.message, now, failure.next_attempt)

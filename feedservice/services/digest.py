@@ -311,23 +311,38 @@ def prepare(site: DigestSite, rendered: RenderedDigest, day: date) -> MessageTem
 
 
 def personalize(
-    site: DigestSite, template: MessageTemplate, *, to: str, msg_id: str, unsubscribe_url: str,
-    preferences_url: str, now: datetime,
-) -> bytes:  # fmt: skip
-    head, body = personal_parts(site, template, to=to, msg_id=msg_id, unsubscribe_url=unsubscribe_url,
-                                preferences_url=preferences_url, now=now)  # fmt: skip
+    site: DigestSite,
+    template: MessageTemplate,
+    *,
+    to: str,
+    msg_id: str,
+    unsubscribe_url: str,
+    preferences_url: str,
+    now: datetime,
+) -> bytes:
+    head, body = personal_parts(
+        site, template, to=to, msg_id=msg_id, unsubscribe_url=unsubscribe_url, preferences_url=preferences_url, now=now
+    )
     return head + b"".join(body)
 
 
 def personal_parts(
-    site: DigestSite, template: MessageTemplate, *, to: str, msg_id: str, unsubscribe_url: str,
-    preferences_url: str, now: datetime,
-) -> tuple[bytes, list[bytes]]:  # fmt: skip
+    site: DigestSite,
+    template: MessageTemplate,
+    *,
+    to: str,
+    msg_id: str,
+    unsubscribe_url: str,
+    preferences_url: str,
+    now: datetime,
+) -> tuple[bytes, list[bytes]]:
     """``personalize``'s message as its header section and body pieces (``MessageTemplate.parts``)."""
     return template.parts(
-        to=to, msg_id=msg_id, links={"unsubscribe": unsubscribe_url, "preferences": preferences_url},
+        to=to,
+        msg_id=msg_id,
+        links={"unsubscribe": unsubscribe_url, "preferences": preferences_url},
         date_header=format_datetime(now.astimezone(site.tz)),
-    )  # fmt: skip
+    )
 
 
 def compose(
@@ -342,5 +357,12 @@ def compose(
     now: datetime,
 ) -> bytes:
     """One reader's complete message (multipart/alternative, UTF-8, RFC 8058 headers)."""
-    return personalize(site, prepare(site, rendered, day), to=to, msg_id=msg_id, unsubscribe_url=unsubscribe_url,
-                       preferences_url=preferences_url, now=now)  # fmt: skip
+    return personalize(
+        site,
+        prepare(site, rendered, day),
+        to=to,
+        msg_id=msg_id,
+        unsubscribe_url=unsubscribe_url,
+        preferences_url=preferences_url,
+        now=now,
+    )

@@ -126,31 +126,35 @@ def prepare_message(
         list_name, _, list_ident = list_id.rpartition(" ")
         list_headers = [f"List-Id: {encode_words(list_name)} {list_ident}"]
         list_headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
-    head = "\r\n".join([
-        f"From: {_address(name, addr)}",
-        f"Subject: {encode_words(subject)}",
-        *list_headers,
-        "Auto-Submitted: auto-generated",
-        *(["Precedence: bulk"] if list_id is not None else []),
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
-        "",
-        "",
-    ])  # fmt: skip
-    body = "\r\n".join([
-        f"--{boundary}",
-        'Content-Type: text/plain; charset="utf-8"',
-        "Content-Transfer-Encoding: 8bit",
-        "",
-        text_body,
-        f"--{boundary}",
-        'Content-Type: text/html; charset="utf-8"',
-        "Content-Transfer-Encoding: 8bit",
-        "",
-        html_body,
-        f"--{boundary}--",
-        "",
-    ])  # fmt: skip
+    head = "\r\n".join(
+        [
+            f"From: {_address(name, addr)}",
+            f"Subject: {encode_words(subject)}",
+            *list_headers,
+            "Auto-Submitted: auto-generated",
+            *(["Precedence: bulk"] if list_id is not None else []),
+            "MIME-Version: 1.0",
+            f'Content-Type: multipart/alternative; boundary="{boundary}"',
+            "",
+            "",
+        ]
+    )
+    body = "\r\n".join(
+        [
+            f"--{boundary}",
+            'Content-Type: text/plain; charset="utf-8"',
+            "Content-Transfer-Encoding: 8bit",
+            "",
+            text_body,
+            f"--{boundary}",
+            'Content-Type: text/html; charset="utf-8"',
+            "Content-Transfer-Encoding: 8bit",
+            "",
+            html_body,
+            f"--{boundary}--",
+            "",
+        ]
+    )
     by_marker = {marker: name for name, marker in markers.items()}
     segments: list[bytes] = []
     order: list[str] = []

@@ -45,8 +45,9 @@ class GroupCommit:
 
     def __init__(self, store: DeliveryStore, clock: Callable[[], datetime]) -> None:
         self.store, self.clock = store, clock
-        self.queue: asyncio.Queue[tuple[tuple[int, DeliveryStatus, str | None, datetime | None], asyncio.Future[None]]
-                                  | None] = asyncio.Queue()  # fmt: skip
+        self.queue: asyncio.Queue[
+            tuple[tuple[int, DeliveryStatus, str | None, datetime | None], asyncio.Future[None]] | None
+        ] = asyncio.Queue()
 
     async def record(self, outcome: tuple[int, DeliveryStatus, str | None, datetime | None]) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -73,9 +73,7 @@ def throttled(exc: DeliveryError) -> bool:
     return exc.code == 421 or (exc.enhanced or "").startswith("4.7.") or "too many" in text
 
 
-def next_pause(
-    previous: DomainPause | None, lane: str, reason: str, *, now: datetime, base: timedelta
-) -> DomainPause:
+def next_pause(previous: DomainPause | None, lane: str, reason: str, *, now: datetime, base: timedelta) -> DomainPause:
     """The pause a throttle starts: ``base``, doubled for each throttle in a row, at most an hour.
 
     A throttle while the lane is paused (other messages were in flight) is the same episode and

@@ -114,9 +114,19 @@ class Sending:
         mailer = self.make_mailer()
         try:
             await deliver.EditionDrain(
-                self.store, mailer, self.site, assembled.edition, assembled.rendered_for, self.links_for, self.clock,
-                settings, report=report, sign=self.signer(), progress=progress, envelope=self.envelope,
-            ).run()  # fmt: skip
+                self.store,
+                mailer,
+                self.site,
+                assembled.edition,
+                assembled.rendered_for,
+                self.links_for,
+                self.clock,
+                settings,
+                report=report,
+                sign=self.signer(),
+                progress=progress,
+                envelope=self.envelope,
+            ).run()
         finally:
             await mailer.aclose()
         log.info("digest %s: %s", assembled.edition.day, report.summary())
@@ -125,22 +135,29 @@ class Sending:
     async def send_confirmation(self, templates: jinja2.Environment, email: str, confirm_url: str, hours: int) -> None:
         """The double opt-in mail (its own templates). A failure is logged; the reader can ask again."""
         site = self.site
-        context = {"site_name": site.name, "confirm_url": confirm_url, "hours": hours, "sender": site.sender,
-                   "postal_address": site.postal_address}  # fmt: skip
+        context = {
+            "site_name": site.name,
+            "confirm_url": confirm_url,
+            "hours": hours,
+            "sender": site.sender,
+            "postal_address": site.postal_address,
+        }
         mailer = self.make_mailer()
         try:
             data = mime.one_off_message(
-                sender=site.sender, to=email, subject=f"{site.name} 뉴스레터 구독을 확인해 주세요",
-                date=self.clock().astimezone(site.tz), text=templates.get_template("confirm.txt.j2").render(**context),
+                sender=site.sender,
+                to=email,
+                subject=f"{site.name} 뉴스레터 구독을 확인해 주세요",
+                date=self.clock().astimezone(site.tz),
+                text=templates.get_template("confirm.txt.j2").render(**context),
                 html=templates.get_template("confirm.html.j2").render(**context),
-            )  # fmt: skip
+            )
             if (signer := self.signer()) is not None:
                 data = signer.sign(data)
             await mailer.send(parseaddr(site.sender)[1], email, data)
         except FeedServiceError as exc:
             log.warning("confirmation mail to a new subscriber failed: %s", exc)
         except Exception as exc:  # e.g. an address with no IDNA form: logged, never a silent task death
-            log.error("confirmation mail to a new subscriber failed: %s: %s", exc.__class__.__name__, exc,
-                      exc_info=exc)  # fmt: skip
+            log.error("confirmation mail to a new subscriber failed: %s: %s", exc.__class__.__name__, exc, exc_info=exc)
         finally:
             await mailer.aclose()

@@ -53,8 +53,9 @@ def create_app(app: App) -> FeedServer:
         return HTMLResponse(index_html)
 
     async def site_css(request: Request) -> Response:
-        return Response(stylesheet, media_type="text/css; charset=utf-8",
-                        headers={"Cache-Control": "public, max-age=3600"})  # fmt: skip
+        return Response(
+            stylesheet, media_type="text/css; charset=utf-8", headers={"Cache-Control": "public, max-age=3600"}
+        )
 
     async def to_digest_list(request: Request) -> Response:
         return RedirectResponse(f"{base}/digest/", status_code=308)

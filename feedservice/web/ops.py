@@ -39,8 +39,9 @@ class _Collector:
             sources.add_metric([state], n)
         yield sources
         yield GaugeMetricFamily("feedservice_articles", "Articles stored", value=store.count_articles())
-        deliveries = GaugeMetricFamily("feedservice_deliveries", "Deliveries of the latest edition by status",
-                                       labels=["edition", "status"])  # fmt: skip
+        deliveries = GaugeMetricFamily(
+            "feedservice_deliveries", "Deliveries of the latest edition by status", labels=["edition", "status"]
+        )
         editions = store.list_editions(limit=1)
         if editions:
             for status, n in store.delivery_counts(editions[0].day).items():
@@ -48,10 +49,12 @@ class _Collector:
         yield deliveries
         if editions:
             yield from feedback_metrics(editions[0].day, store.edition_feedback(editions[0].day))
-        duration = GaugeMetricFamily("feedservice_job_last_duration_seconds", "How long each job's last run took",
-                                     labels=["job"])  # fmt: skip
-        success = GaugeMetricFamily("feedservice_job_last_success_timestamp_seconds",
-                                    "When each job last succeeded (Unix time)", labels=["job"])  # fmt: skip
+        duration = GaugeMetricFamily(
+            "feedservice_job_last_duration_seconds", "How long each job's last run took", labels=["job"]
+        )
+        success = GaugeMetricFamily(
+            "feedservice_job_last_success_timestamp_seconds", "When each job last succeeded (Unix time)", labels=["job"]
+        )
         failed = GaugeMetricFamily("feedservice_job_last_run_failed", "1 if the job's last run failed", labels=["job"])
         for key, run in store.last_job_runs().items():
             if key.endswith(":ok"):
@@ -63,8 +66,9 @@ class _Collector:
         yield duration
         yield success
         yield failed
-        runs = CounterMetricFamily("feedservice_job_runs", "Job runs by result (feeds: feed builds)",
-                                   labels=["job", "status"])  # fmt: skip
+        runs = CounterMetricFamily(
+            "feedservice_job_runs", "Job runs by result (feeds: feed builds)", labels=["job", "status"]
+        )
         for (job, status), n in store.job_run_counts().items():
             runs.add_metric([job, status], n)
         yield runs
@@ -73,11 +77,16 @@ class _Collector:
 def feedback_metrics(day: date, feedback: EditionFeedback) -> list[GaugeMetricFamily]:
     """What came back from the latest edition: readers by kind, and each kind's share (bounces of the
     messages sent, complaints and unsubscribes of those delivered)."""
-    counts = GaugeMetricFamily("feedservice_edition_feedback", "Readers of the latest edition by what came back",
-                               labels=["edition", "kind"])  # fmt: skip
-    rates = GaugeMetricFamily("feedservice_edition_feedback_rate", "Share of the latest edition's messages: bounces "
-                              "of those sent (delivered or refused while sending), complaints and unsubscribes of "
-                              "those delivered (complaints: keep under 0.001)", labels=["edition", "kind"])  # fmt: skip
+    counts = GaugeMetricFamily(
+        "feedservice_edition_feedback", "Readers of the latest edition by what came back", labels=["edition", "kind"]
+    )
+    rates = GaugeMetricFamily(
+        "feedservice_edition_feedback_rate",
+        "Share of the latest edition's messages: bounces "
+        "of those sent (delivered or refused while sending), complaints and unsubscribes of "
+        "those delivered (complaints: keep under 0.001)",
+        labels=["edition", "kind"],
+    )
     for kind in ("delivered", "refused", "hard", "soft", "complaints", "unsubscribes"):
         counts.add_metric([day.isoformat(), kind], getattr(feedback, kind))
         if kind not in ("delivered", "refused"):

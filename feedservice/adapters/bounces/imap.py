@@ -157,8 +157,10 @@ class ImapIntake:
         flags = r"(\Seen)" if matched else r"(\Seen \Flagged)"
         with self._step(f"moving message {mail.key}") as imap:
             self._ok(imap.uid("STORE", mail.key, "+FLAGS.SILENT", flags), f"flagging message {mail.key}")
-            self._ok(imap.uid("MOVE", mail.key, _quote(self.account.processed_folder)),
-                     f"moving message {mail.key} to {self.account.processed_folder}")  # fmt: skip
+            self._ok(
+                imap.uid("MOVE", mail.key, _quote(self.account.processed_folder)),
+                f"moving message {mail.key} to {self.account.processed_folder}",
+            )
 
     def close(self, *, polite: bool = True) -> None:
         """Log out (under the watchdog; not after a failure) and close the socket; stop the watchdog."""
@@ -206,8 +208,9 @@ class ImapIntake:
             context = ssl.create_default_context(cafile=a.ca_file) if a.tls != "none" else None
             imap: _Guarded
             if a.tls == "ssl":
-                imap = _GuardedSSL(a.host, a.port, watchdog=watchdog, max_literal=a.max_bytes,
-                                   ssl_context=context, timeout=a.timeout)  # fmt: skip
+                imap = _GuardedSSL(
+                    a.host, a.port, watchdog=watchdog, max_literal=a.max_bytes, ssl_context=context, timeout=a.timeout
+                )
             else:
                 imap = _Guarded(a.host, a.port, watchdog=watchdog, max_literal=a.max_bytes, timeout=a.timeout)
             self._imap, self._watchdog = imap, watchdog

@@ -26,10 +26,17 @@ def configured_intakes(
     if b is not None and (i := b.imap) is not None:
         password = secret(i.password_env)
         account = ImapAccount(
-            host=i.host, port=i.server_port, tls=i.tls, username=i.username,
-            password=password.get_secret_value() if password else None, password_env=i.password_env,
-            folder=i.folder, processed_folder=i.processed_folder,
-            ca_file=str(path(i.ca_file)) if i.ca_file else None, timeout=i.timeout, limit=i.limit,
-        )  # fmt: skip
+            host=i.host,
+            port=i.server_port,
+            tls=i.tls,
+            username=i.username,
+            password=password.get_secret_value() if password else None,
+            password_env=i.password_env,
+            folder=i.folder,
+            processed_folder=i.processed_folder,
+            ca_file=str(path(i.ca_file)) if i.ca_file else None,
+            timeout=i.timeout,
+            limit=i.limit,
+        )
         intakes.append(ImapIntake(account))
     return intakes

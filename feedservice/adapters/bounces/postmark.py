@@ -108,5 +108,6 @@ def postmark_event(body: Any) -> tuple[str, BounceReading] | None:
     detail = f"Postmark suppressed the address: {_text(reason, 40) or 'no reason'} (by {_text(body.get('Origin'), 40)})"
     # No id of its own: the change is named by what it says, so Postmark's retry of it is the same event.
     said = json.dumps([recipient, body.get("ChangedAt"), reason, body.get("MessageStream")], default=str)
-    return f"change-{hashlib.sha256(said.encode()).hexdigest()[:32]}", BounceReading(kind, (recipient,), None,
-                                                                                      detail, (), ids)  # fmt: skip
+    return f"change-{hashlib.sha256(said.encode()).hexdigest()[:32]}", BounceReading(
+        kind, (recipient,), None, detail, (), ids
+    )

@@ -67,10 +67,13 @@ def _read(msg: Message) -> BounceReading:
     subject = _decoded(msg.get("subject", ""))
     envelope = _addresses(msg, _ENVELOPE_HEADERS)
     originals = _originals(msg)
-    ids = tuple(dict.fromkeys(
-        [i for o in originals for i in _ids(o.get("message-id", ""))]
-        + _ids(msg.get("in-reply-to", "")) + _ids(msg.get("references", ""))
-    ))  # fmt: skip
+    ids = tuple(
+        dict.fromkeys(
+            [i for o in originals for i in _ids(o.get("message-id", ""))]
+            + _ids(msg.get("in-reply-to", ""))
+            + _ids(msg.get("references", ""))
+        )
+    )
     # The original's own Return-Path (added where it was delivered) is our VERP address.
     envelope += _addresses_of(originals, ("return-path",))
     base = BounceReading(BounceKind.UNKNOWN, envelope=envelope, original_ids=ids, subject=_line(subject))
@@ -128,8 +131,13 @@ def _complaint(msg: Message, base: BounceReading) -> BounceReading:
     recipients = tuple(a for _, a in getaddresses(fields.get_all("original-rcpt-to", [])) if a)
     mail_from = tuple(a for _, a in getaddresses(fields.get_all("original-mail-from", [])) if a)
     feedback = (fields.get("feedback-type") or "abuse").strip()
-    return replace(base, kind=BounceKind.COMPLAINT, recipients=recipients, detail=_line(f"feedback: {feedback}"),
-                   envelope=(*base.envelope, *mail_from))  # fmt: skip
+    return replace(
+        base,
+        kind=BounceKind.COMPLAINT,
+        recipients=recipients,
+        detail=_line(f"feedback: {feedback}"),
+        envelope=(*base.envelope, *mail_from),
+    )
 
 
 def _vacation(msg: Message, subject: str) -> bool:

@@ -40,8 +40,7 @@ def load_sendgrid_key(text: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def verify_sendgrid(key: ec.EllipticCurvePublicKey, signature: str | None, timestamp: str | None,
-                    body: bytes) -> int:  # fmt: skip
+def verify_sendgrid(key: ec.EllipticCurvePublicKey, signature: str | None, timestamp: str | None, body: bytes) -> int:
     """The timestamp, if SendGrid signed this body at it; ``SendgridRefused`` otherwise. Whether it is
     fresh is the caller's to ask (after whether the events were recorded: a replay)."""
     if not signature or not timestamp:

@@ -181,8 +181,10 @@ class SendgridReceiver(_Signed):
         except ValueError:
             raise WebhookRefused(400, "bad request", "not a batch of SendGrid events") from None
         fresh = _fresh(self.clock(), signed_at, self.cfg.max_age_seconds)
-        return [ProviderEvent(f"webhook:sendgrid/{i}", json.dumps(e).encode(), reading, fresh, provider_says=True)
-                for i, reading, e in events]  # fmt: skip
+        return [
+            ProviderEvent(f"webhook:sendgrid/{i}", json.dumps(e).encode(), reading, fresh, provider_says=True)
+            for i, reading, e in events
+        ]
 
 
 class PostmarkReceiver:

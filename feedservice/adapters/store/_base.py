@@ -102,9 +102,14 @@ class StoreBase:
         return "?" if self.engine.dialect.name == "sqlite" else "%s"
 
     def _insert_tuples(
-        self, conn: Connection, table: sa.Table, names: Sequence[str], params: list[tuple[Any, ...]],
-        *, ignore_conflicts: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        conn: Connection,
+        table: sa.Table,
+        names: Sequence[str],
+        params: list[tuple[Any, ...]],
+        *,
+        ignore_conflicts: bool = False,
+    ) -> None:
         """INSERT rows given as tuples already in the driver's form (see ``to_db_time``)."""
         if not params:
             return

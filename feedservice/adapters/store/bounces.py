@@ -24,10 +24,18 @@ __all__ = ["BounceStoreMixin"]
 
 def _record(r: Any) -> BounceRecord:
     return BounceRecord(
-        id=r.id, received=r.received, source=r.source, kind=BounceKind(r.kind), edition=r.edition,
-        subscriber_id=r.subscriber_id, recipient=r.recipient, status=r.status, detail=r.detail, action=r.action,
+        id=r.id,
+        received=r.received,
+        source=r.source,
+        kind=BounceKind(r.kind),
+        edition=r.edition,
+        subscriber_id=r.subscriber_id,
+        recipient=r.recipient,
+        status=r.status,
+        detail=r.detail,
+        action=r.action,
         subject=r.subject,
-    )  # fmt: skip
+    )
 
 
 class BounceStoreMixin(StoreBase):
@@ -51,11 +59,21 @@ class BounceStoreMixin(StoreBase):
             if conn.execute(sa.select(c.id).where(c.digest == row.digest)).first() is not None:
                 return False
             values = {
-                "digest": row.digest, "received": row.received, "source": row.source, "kind": row.kind.value,
-                "edition": row.edition, "subscriber_id": row.subscriber_id, "matched_by": row.matched_by,
-                "recipient": row.recipient, "status": row.status, "detail": row.detail, "subject": row.subject,
-                "action": row.action, "raw": row.raw, "held": row.held,
-            }  # fmt: skip
+                "digest": row.digest,
+                "received": row.received,
+                "source": row.source,
+                "kind": row.kind.value,
+                "edition": row.edition,
+                "subscriber_id": row.subscriber_id,
+                "matched_by": row.matched_by,
+                "recipient": row.recipient,
+                "status": row.status,
+                "detail": row.detail,
+                "subject": row.subject,
+                "action": row.action,
+                "raw": row.raw,
+                "held": row.held,
+            }
             bounce_id = conn.execute(t.bounce_mail.insert().values(**values).returning(c.id)).scalar_one()
             if row.suppress is not None and row.subscriber_id is not None:
                 self._suppress(conn, row.subscriber_id, row.suppress, bounce_id, row.received)
@@ -69,8 +87,9 @@ class BounceStoreMixin(StoreBase):
         suppressed = SubscriberStatus.SUPPRESSED.value
         conn.execute(t.subscribers.update().where(s.id == subscriber_id).values(status=suppressed))
         self._forget(conn, sub.id, sub.email_hash)
-        conn.execute(t.suppressions.insert().values(subscriber_id=subscriber_id, at=now, reason=reason,
-                                                    bounce_id=bounce_id))  # fmt: skip
+        conn.execute(
+            t.suppressions.insert().values(subscriber_id=subscriber_id, at=now, reason=reason, bounce_id=bounce_id)
+        )
 
     def delivery_by_message_id(self, message_ids: Sequence[str]) -> tuple[date, int] | None:
         """(edition, subscriber id) of the delivery that went out with one of these Message-IDs."""
@@ -88,18 +107,32 @@ class BounceStoreMixin(StoreBase):
         editions sent to them that no bounce of any kind came back for (deliveries that worked)."""
         b, d = t.bounce_mail.c, t.deliveries.c
         with self._tx("reading a reader's bounces") as conn:
-            soft = [r.edition for r in conn.execute(
-                sa.select(b.edition).where(b.subscriber_id == subscriber_id, b.kind == BounceKind.SOFT.value,
-                                           b.received >= since).order_by(b.received)
-            )]  # fmt: skip
+            soft = [
+                r.edition
+                for r in conn.execute(
+                    sa.select(b.edition)
+                    .where(b.subscriber_id == subscriber_id, b.kind == BounceKind.SOFT.value, b.received >= since)
+                    .order_by(b.received)
+                )
+            ]
             bounced = sa.select(b.edition).where(
-                b.subscriber_id == subscriber_id, b.edition.is_not(None),
+                b.subscriber_id == subscriber_id,
+                b.edition.is_not(None),
                 b.kind.in_([BounceKind.SOFT.value, BounceKind.HARD.value]),
-            )  # fmt: skip
-            clean = [r.edition for r in conn.execute(
-                sa.select(d.edition).where(d.subscriber_id == subscriber_id, d.status == DeliveryStatus.SENT.value,
-                                           d.updated >= since, d.edition.not_in(bounced)).order_by(d.edition)
-            )]  # fmt: skip
+            )
+            clean = [
+                r.edition
+                for r in conn.execute(
+                    sa.select(d.edition)
+                    .where(
+                        d.subscriber_id == subscriber_id,
+                        d.status == DeliveryStatus.SENT.value,
+                        d.updated >= since,
+                        d.edition.not_in(bounced),
+                    )
+                    .order_by(d.edition)
+                )
+            ]
         return soft, clean
 
     # -- the bounce breaker's window: suppressions across runs and webhook calls -------------------
@@ -123,19 +156,26 @@ class BounceStoreMixin(StoreBase):
             for r in rows:
                 if r.subscriber_id is not None:
                     self._suppress(conn, r.subscriber_id, r.held, r.id, now)
-                conn.execute(t.bounce_mail.update().where(b.id == r.id).values(
-                    held=None, action="suppressed (held by the breaker, released by an operator)"))  # fmt: skip
+                conn.execute(
+                    t.bounce_mail.update()
+                    .where(b.id == r.id)
+                    .values(held=None, action="suppressed (held by the breaker, released by an operator)")
+                )
             conn.execute(t.breaker_releases.insert().values(released_at=now))
         return len(rows)
 
     def subscribed_count(self) -> int:
         s = t.subscribers.c
         with self._tx("counting subscribers") as conn:
-            return int(conn.execute(sa.select(sa.func.count()).where(s.status == SubscriberStatus.SUBSCRIBED.value))
-                       .scalar_one())  # fmt: skip
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(s.status == SubscriberStatus.SUBSCRIBED.value)
+                ).scalar_one()
+            )
 
-    def list_bounces(self, since: datetime | None = None, *, unmatched: bool = False,
-                     limit: int = 1000) -> list[BounceRecord]:  # fmt: skip
+    def list_bounces(
+        self, since: datetime | None = None, *, unmatched: bool = False, limit: int = 1000
+    ) -> list[BounceRecord]:
         c = t.bounce_mail.c
         query = sa.select(*(col for col in t.bounce_mail.c if col.name != "raw")).order_by(c.received, c.id)
         if since is not None:
@@ -154,21 +194,27 @@ class BounceStoreMixin(StoreBase):
     def suppression_reasons(self, subscriber_id: int) -> list[tuple[datetime, str, int | None]]:
         s = t.suppressions.c
         with self._tx("reading suppressions") as conn:
-            return [(r.at, r.reason, r.bounce_id) for r in conn.execute(
-                sa.select(s.at, s.reason, s.bounce_id).where(s.subscriber_id == subscriber_id).order_by(s.id)
-            )]  # fmt: skip
+            return [
+                (r.at, r.reason, r.bounce_id)
+                for r in conn.execute(
+                    sa.select(s.at, s.reason, s.bounce_id).where(s.subscriber_id == subscriber_id).order_by(s.id)
+                )
+            ]
 
     def edition_feedback(self, day: date) -> EditionFeedback:
         b, d, s = t.bounce_mail.c, t.deliveries.c, t.subscribers.c
         sent = DeliveryStatus.SENT.value
         with self._tx("counting an edition's feedback") as conn:
-            delivered = conn.execute(
-                sa.select(sa.func.count()).where(d.edition == day, d.status == sent)
-            ).scalar_one()
-            by_kind = dict(conn.execute(
-                sa.select(b.kind, sa.func.count(sa.distinct(b.subscriber_id)))
-                .where(b.edition == day, b.subscriber_id.is_not(None)).group_by(b.kind)
-            ).tuples().all())  # fmt: skip
+            delivered = conn.execute(sa.select(sa.func.count()).where(d.edition == day, d.status == sent)).scalar_one()
+            by_kind = dict(
+                conn.execute(
+                    sa.select(b.kind, sa.func.count(sa.distinct(b.subscriber_id)))
+                    .where(b.edition == day, b.subscriber_id.is_not(None))
+                    .group_by(b.kind)
+                )
+                .tuples()
+                .all()
+            )
             refused = conn.execute(  # refused by the relay while sending (services.bounces.refusal_row)
                 sa.select(sa.func.count(sa.distinct(b.subscriber_id))).where(b.edition == day, b.matched_by == "relay")
             ).scalar_one()
@@ -177,13 +223,20 @@ class BounceStoreMixin(StoreBase):
                 after.c.subscriber_id == d.subscriber_id, after.c.edition > day, after.c.status == sent
             )
             unsubscribes = conn.execute(
-                sa.select(sa.func.count()).select_from(t.deliveries.join(t.subscribers, s.id == d.subscriber_id))
-                .where(d.edition == day, d.status == sent, s.status == SubscriberStatus.UNSUBSCRIBED.value,
-                       ~sa.exists(later))
-            ).scalar_one()  # fmt: skip
+                sa.select(sa.func.count())
+                .select_from(t.deliveries.join(t.subscribers, s.id == d.subscriber_id))
+                .where(
+                    d.edition == day,
+                    d.status == sent,
+                    s.status == SubscriberStatus.UNSUBSCRIBED.value,
+                    ~sa.exists(later),
+                )
+            ).scalar_one()
         return EditionFeedback(
-            delivered=int(delivered), hard=int(by_kind.get(BounceKind.HARD.value, 0)),
+            delivered=int(delivered),
+            hard=int(by_kind.get(BounceKind.HARD.value, 0)),
             soft=int(by_kind.get(BounceKind.SOFT.value, 0)),
-            complaints=int(by_kind.get(BounceKind.COMPLAINT.value, 0)), unsubscribes=int(unsubscribes),
+            complaints=int(by_kind.get(BounceKind.COMPLAINT.value, 0)),
+            unsubscribes=int(unsubscribes),
             refused=int(refused),
-        )  # fmt: skip
+        )

@@ -196,11 +196,16 @@ class FeedStoreMixin(StoreBase):
                     fetch_url=sa.func.coalesce(sa.bindparam("b_fetch", type_=sa.Text), src.fetch_url),
                 ),
                 [
-                    {"b_url": r.url, "b_etag": r.etag, "b_modified": r.last_modified, "b_next": r.next_attempt,
-                     "b_fetch": r.fetch_url}
+                    {
+                        "b_url": r.url,
+                        "b_etag": r.etag,
+                        "b_modified": r.last_modified,
+                        "b_next": r.next_attempt,
+                        "b_fetch": r.fetch_url,
+                    }
                     for r in records
                 ],
-            )  # fmt: skip
+            )
         return counts
 
     def _known_articles(self, conn: Any, articles: Sequence[Article]) -> dict[str, tuple[str, str, str]]:
@@ -281,9 +286,23 @@ def _dedupable(url: str) -> bool:
 
 
 ARTICLE_COLUMNS = (
-    "id", "url", "section", "title", "summary_html", "content_html", "author", "categories", "image_url",
-    "image_type", "image_length", "published", "updated", "first_seen", "source_url", "content_hash",
-)  # fmt: skip
+    "id",
+    "url",
+    "section",
+    "title",
+    "summary_html",
+    "content_html",
+    "author",
+    "categories",
+    "image_url",
+    "image_type",
+    "image_length",
+    "published",
+    "updated",
+    "first_seen",
+    "source_url",
+    "content_hash",
+)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -296,10 +315,23 @@ def _insert_params(a: Article, content_hash: str, now_db: Any, to_db: Callable[[
     """An article's new row as the driver takes it, in ARTICLE_COLUMNS order (the collector stores
     thousands a second: one tuple built here instead of a dict converted column by column)."""
     return (
-        a.id, a.url, a.section, a.title, a.summary_html, a.content_html, a.author, _categories_json(a.categories),
-        a.image_url, a.image_type, a.image_length, to_db(a.published) if a.published else now_db,
-        to_db(a.updated) if a.updated else None, now_db, a.source_url, content_hash,
-    )  # fmt: skip
+        a.id,
+        a.url,
+        a.section,
+        a.title,
+        a.summary_html,
+        a.content_html,
+        a.author,
+        _categories_json(a.categories),
+        a.image_url,
+        a.image_type,
+        a.image_length,
+        to_db(a.published) if a.published else now_db,
+        to_db(a.updated) if a.updated else None,
+        now_db,
+        a.source_url,
+        content_hash,
+    )
 
 
 def _row(a: Article, content_hash: str, now: datetime) -> dict[str, Any]:

@@ -42,11 +42,16 @@ class LedgerStoreMixin(StoreBase):
             return 0
         values = [
             {
-                "edition": day, "subscriber_id": sid, "email": email, "message_id": mid,
-                "status": DeliveryStatus.QUEUED.value, "attempts": 0, "updated": now,
+                "edition": day,
+                "subscriber_id": sid,
+                "email": email,
+                "message_id": mid,
+                "status": DeliveryStatus.QUEUED.value,
+                "attempts": 0,
+                "updated": now,
             }
             for sid, email, mid in rows
-        ]  # fmt: skip
+        ]
         c = t.deliveries.c
         count = sa.select(sa.func.count()).select_from(t.deliveries).where(c.edition == day)
         with self._tx("queueing deliveries") as conn:
@@ -112,9 +117,17 @@ class LedgerStoreMixin(StoreBase):
 
     def _delivery_row(self, r: Any, day: date) -> Delivery:
         next_attempt = r[6]
-        return Delivery(id=r[0], edition=day, subscriber_id=r[1], email=r[2], status=DeliveryStatus.SENDING,
-                        message_id=r[3], attempts=r[4], last_reply=r[5],
-                        next_attempt=None if next_attempt is None else schema_utc(next_attempt))  # fmt: skip
+        return Delivery(
+            id=r[0],
+            edition=day,
+            subscriber_id=r[1],
+            email=r[2],
+            status=DeliveryStatus.SENDING,
+            message_id=r[3],
+            attempts=r[4],
+            last_reply=r[5],
+            next_attempt=None if next_attempt is None else schema_utc(next_attempt),
+        )
 
     def release_deliveries(self, ids: Sequence[int], worker: str, now: datetime) -> None:
         """Hand claimed deliveries back (queued again) when a worker stops before sending them."""
@@ -193,8 +206,10 @@ class LedgerStoreMixin(StoreBase):
             return
         to_db, m = self.to_db_time(), self._mark
         # Driver SQL, as for claiming: one statement for the batch, no per-row SQLAlchemy work.
-        sql = (f"UPDATE deliveries SET status = {m}, last_reply = {m}, updated = {m}, next_attempt = {m}, "
-               f"attempts = attempts + 1, claimed_at = NULL, worker = NULL WHERE id = {m}")  # fmt: skip
+        sql = (
+            f"UPDATE deliveries SET status = {m}, last_reply = {m}, updated = {m}, next_attempt = {m}, "
+            f"attempts = attempts + 1, claimed_at = NULL, worker = NULL WHERE id = {m}"
+        )
         updated = to_db(now)
         params = [(st.value, reply, updated, None if nxt is None else to_db(nxt), i) for i, st, reply, nxt in outcomes]
         with self._tx("recording deliveries") as conn:

@@ -41,10 +41,16 @@ def subscriber_from_row(r: Any) -> Subscriber:
     if isinstance(sections, str):  # SQLite keeps JSON as text; psycopg reads it
         sections = json.loads(sections)
     return Subscriber(
-        id=r[0], email=r[1] or "", status=SubscriberStatus(r[2]), sections=tuple(sections or ()),
-        created=None if r[4] is None else schema_utc(r[4]), email_hash=r[5], confirm_nonce=r[6],
-        confirm_sent=None if r[7] is None else schema_utc(r[7]), token_version=r[8],
-    )  # fmt: skip
+        id=r[0],
+        email=r[1] or "",
+        status=SubscriberStatus(r[2]),
+        sections=tuple(sections or ()),
+        created=None if r[4] is None else schema_utc(r[4]),
+        email_hash=r[5],
+        confirm_nonce=r[6],
+        confirm_sent=None if r[7] is None else schema_utc(r[7]),
+        token_version=r[8],
+    )
 
 
 FORGOTTEN = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED)
@@ -82,9 +88,13 @@ class SubscriberStoreMixin(StoreBase):
         )
 
     def add_subscriber(
-        self, email: str, sections: Sequence[str], status: SubscriberStatus, now: datetime,
+        self,
+        email: str,
+        sections: Sequence[str],
+        status: SubscriberStatus,
+        now: datetime,
         created: datetime | None = None,
-    ) -> tuple[Subscriber, bool]:  # fmt: skip
+    ) -> tuple[Subscriber, bool]:
         """Insert or update by address (found by its hash, also once forgotten); (subscriber, new?)."""
         h = self.address_hash(email)
         c = t.subscribers.c
