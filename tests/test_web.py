@@ -3,6 +3,7 @@ it: feeds with validators, index, digest pages, unsubscribe."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -266,3 +267,40 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(tmp_path: Path) ->
         assert answer.startswith(b"HTTP/1.1 403 ")  # answered (no CSRF token: refused, as always)
         assert proc.wait(15) == 0
     assert "stopped by SIGTERM" in log.read_text(encoding="utf-8")
+
+
+def _children(pid: int) -> list[str]:
+    found: list[str] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found += task.read_text().split()
+    return found
+
+
+def test_sigterm_while_workers_start_stops_serve_at_once(tmp_path: Path) -> None:
+    """With `[web] workers = 2`, a SIGTERM that reaches the workers while they still build the app
+    stops them at once. Forked workers inherited the supervisor's handler, which only set a flag in
+    the supervisor's memory: the signal was lost and the stop waited 30 s to kill the worker."""
+    cfg = write_config(tmp_path)
+    port = free_port()
+    text = cfg.read_text(encoding="utf-8").replace("[web]\n", f"[web]\nport = {port}\nworkers = 2\n", 1)
+    cfg.write_text(text, encoding="utf-8")
+    for attempt in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "feedservice", "--config", str(cfg), "serve"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not _children(proc.pid):  # the moment the supervisor has started a worker
+                assert proc.poll() is None and time.monotonic() < deadline, "no worker was started"
+                time.sleep(0.002)
+            proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            assert proc.wait(25) == 0, f"attempt {attempt}"
+            assert time.monotonic() - started < 15, f"attempt {attempt}: the stop waited for a worker"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

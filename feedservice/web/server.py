@@ -18,6 +18,7 @@ worker building the app from ``FEEDSERVICE_CONFIG`` (``worker_app``).
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from typing import Any
 
 from granian.constants import HTTPModes, Interfaces
@@ -86,6 +87,12 @@ def serve_processes(host: str, port: int, workers: int, shutdown_timeout: float)
     its restart (a crash loop) still stops the server, with Granian's "crash loop" line."""
     from granian.server import Server
 
+    # Workers start as fresh interpreters, not forks of this supervisor: a forked worker inherits
+    # the supervisor's SIGTERM handler (which only sets a flag in the supervisor's own memory), so a
+    # SIGTERM reaching a worker still building its app was lost and the stop waited
+    # workers_kill_timeout (30 s) for it. A fresh interpreter dies of it at once. Granian uses the
+    # start method multiprocessing is set to (fork or spawn).
+    multiprocessing.set_start_method("spawn", force=True)
     Server(
         "feedservice.web.server:worker_app",
         factory=True,
