@@ -30,12 +30,13 @@ from datetime import datetime
 from email.utils import parseaddr
 
 from feedservice.errors import DeliveryError, DeliveryFatal, SendingStopped
-from feedservice.model import Delivery, DeliveryStatus, DomainPause, Edition, Subscriber, SubscriberStatus
+from feedservice.model import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
 from feedservice.ports import DeliveryStore, Mailer, MessageSigner
-from feedservice.services.bounces import refusal_row
+from feedservice.services import pacing
 from feedservice.services.digest import DigestSite, RenderedDigest, personal_parts, prepare
 from feedservice.services.pacing import DomainPacer, GroupCommit, Lane, LaneRule, RateLimiter
-from feedservice.services.replies import Outcome, SuppressionBreaker, classify, next_pause, retry_time, throttled
+from feedservice.services.refusals import settle_refusals
+from feedservice.services.replies import Outcome, SuppressionBreaker, classify, retry_time, throttled
 from feedservice.services.send_run import DrainSettings, SendReport
 
 __all__ = ["DrainSettings", "EditionDrain", "LaneRule", "RateLimiter", "SendReport"]
@@ -81,7 +82,7 @@ class EditionDrain:
         self.stopping = asyncio.Event()
         self.error: BaseException | None = None  # raised when the run ends (fatal, storage)
         self.breaker = SuppressionBreaker(0, settings.breaker_share, settings.breaker_minimum)
-        self.to_suppress: list[tuple[Delivery, Subscriber, Outcome]] = []  # applied if the run ends well
+        self.to_suppress: list[tuple[Delivery, str]] = []  # with the refusal: applied if the run ends well
         self.held_back: set[int] = set()  # their delivery ids
         self.recorder = GroupCommit(store, clock)
         self.signing: ThreadPoolExecutor | None = None  # while a signed run runs
@@ -246,7 +247,7 @@ class EditionDrain:
     async def _attempt(self, d: Delivery, sub: Subscriber | None, lane: Lane) -> Outcome:
         if sub is None or sub.status is not SubscriberStatus.SUBSCRIBED:
             return Outcome(DeliveryStatus.FAILED, "not subscribed any more")
-        if (waiting := self._lane_paused(lane)) is not None:
+        if (waiting := pacing.paused_outcome(lane, self.clock(), self.deadline)) is not None:
             return waiting
         parts = self._compose(d, sub)
         if parts is None:
@@ -261,7 +262,8 @@ class EditionDrain:
             data = self.sign.sign_parts(*parts)
         await self.limiter.acquire()
         await lane.limiter.acquire()
-        if (waiting := self._lane_paused(lane)) is not None:  # paused while this one waited its turn
+        # Paused while this one waited its turn?
+        if (waiting := pacing.paused_outcome(lane, self.clock(), self.deadline)) is not None:
             return waiting
         try:
             sender = self.envelope(d) if self.envelope is not None else self.envelope_from
@@ -271,36 +273,18 @@ class EditionDrain:
         except DeliveryError as exc:
             now = self.clock()
             if throttled(exc) and now < self.deadline:
-                pause = await self._pause_lane(lane, str(exc), now)
+                pause = await pacing.pause_lane(
+                    self.store,
+                    lane,
+                    str(exc),
+                    now=now,
+                    base=self.settings.domain_pause,
+                    edition=self.edition.day,
+                    paused=self.report.domains_paused,
+                )
                 return Outcome(DeliveryStatus.DEFERRED, str(exc), pause.until)
             return classify(exc, now=now, deadline=self.deadline, attempts=d.attempts)
         return Outcome(DeliveryStatus.SENT, reply)
-
-    def _lane_paused(self, lane: Lane) -> Outcome | None:
-        """The outcome of a message whose lane is paused: deferred, unsent, to the pause's end."""
-        now = self.clock()
-        until = lane.paused_until(now)
-        if until is None:
-            return None
-        if now >= self.deadline:
-            return Outcome(DeliveryStatus.FAILED, f"expired: {lane.rule.name} paused us until {until:%H:%M:%S} UTC")
-        return Outcome(DeliveryStatus.DEFERRED, f"not tried: {lane.rule.name} paused until {until:%H:%M:%S} UTC "
-                                                f"after: {lane.pause.reason if lane.pause else ''}", until)  # fmt: skip
-
-    async def _pause_lane(self, lane: Lane, reason: str, now: datetime) -> DomainPause:
-        pause = next_pause(lane.pause, lane.rule.name, reason, now=now, base=self.settings.domain_pause)
-        if pause is lane.pause:  # the same episode: another message that was already in flight
-            return pause
-        lane.pause = pause
-        self.report.domains_paused[pause.lane] = pause.until
-        log.warning("digest %s: %s throttled us (%s): paused until %s, strike %d", self.edition.day, pause.lane,
-                    reason, pause.until.isoformat(timespec="seconds"), pause.strikes,
-                    extra={"edition": str(self.edition.day), "lane": pause.lane})  # fmt: skip
-        try:
-            await asyncio.to_thread(self.store.save_domain_pause, pause)
-        except Exception as exc:  # this run honours it anyway; only a restart would not know
-            log.error("could not record the pause of %s: %s", pause.lane, exc)
-        return pause
 
     def _compose(self, d: Delivery, sub: Subscriber) -> tuple[bytes, list[bytes]] | None:
         rendered = self.rendered_for(sub.sections)
@@ -335,19 +319,13 @@ class EditionDrain:
             if self.breaker.observe(await asyncio.to_thread(self.store.hold_suppression, self.edition.day)):
                 self._stop(self.breaker.reason())
                 self._pause_edition(self.breaker.reason())
-            self.to_suppress.append((d, sub, outcome))
+            self.to_suppress.append((d, outcome.reply))
             self.held_back.add(d.id)
             await self._commit(d, DeliveryStatus.DEFERRED, outcome.reply, retry_time(self.clock(), d.attempts))
         else:
             await self._commit(d, outcome.status, outcome.reply, outcome.retry)
-        if outcome.status is DeliveryStatus.SENT:
-            r.sent += 1
-        elif outcome.status is DeliveryStatus.DEFERRED:
-            r.deferred += 1
-        elif not outcome.suppress:
-            r.failed += 1
+        r.count(outcome)
         if outcome.policy:
-            r.policy += 1
             log.error("policy rejection for %s: %s: this is about how we send, not about the reader",
                       sub.email if sub else d.email, outcome.reply,
                       extra={"edition": str(self.edition.day)})  # fmt: skip
@@ -371,20 +349,12 @@ class EditionDrain:
         if not held:
             return
         try:
-            # Another worker's refusals count too: it may have tripped the edition's breaker since.
-            apply = apply and not self.breaker.observe(
-                await asyncio.to_thread(self.store.held_suppressions, self.edition.day)
-            )
-            if not apply:
-                await asyncio.to_thread(self.store.requeue_deliveries, [d.id for d, _, _ in held], self.clock())
-                self.report.deferred += len(held)
-                return
-            for d, _, o in held:  # bad mailbox or domain: never again, with its reason (services.bounces)
-                await asyncio.to_thread(self.store.record_bounce, refusal_row(d, o.reply, self.clock()))
-            outcomes = [(d.id, DeliveryStatus.FAILED, o.reply, None) for d, _, o in held]
-            await asyncio.to_thread(self.store.mark_deliveries, outcomes, self.clock())
+            settled = await settle_refusals(self.store, self.edition.day, held, self.breaker, self.clock, apply=apply)
         except Exception as exc:  # they stay deferred: retried later, nothing lost
             log.error("digest %s: could not settle %d refused readers: %s", self.edition.day, len(held), exc)
+            return
+        if not settled:
+            self.report.deferred += len(held)
             return
         self.report.failed += len(held)
         self.report.suppressed += len(held)

@@ -6,7 +6,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from feedservice.model import DeliveryStatus
 from feedservice.services.pacing import LaneRule
+from feedservice.services.replies import Outcome
 
 __all__ = ["DrainSettings", "SendReport"]
 
@@ -27,6 +29,18 @@ class SendReport:
     domains_paused: dict[str, datetime] = field(default_factory=dict)  # lanes this run paused: until
     errors: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+
+    def count(self, outcome: Outcome) -> None:
+        """Count one message's outcome; a reader held back for suppression is counted (failed and
+        suppressed, or deferred) when the run settles them (``refusals``)."""
+        if outcome.status is DeliveryStatus.SENT:
+            self.sent += 1
+        elif outcome.status is DeliveryStatus.DEFERRED:
+            self.deferred += 1
+        elif not outcome.suppress:
+            self.failed += 1
+        if outcome.policy:
+            self.policy += 1
 
     def note_error(self, text: str) -> None:
         if len(self.errors) < KEEP_ERRORS:
