@@ -9,9 +9,6 @@ this module, and aiohttp alone (its TLS context) costs it ~0.3 s of CPU.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +32,7 @@ from feedservice.services import bounces as bounce_service
 from feedservice.services import collect as collect_service
 from feedservice.services import deliver, digest, editions, feeds, weather
 from feedservice.services import readiness as readiness_service
+from feedservice.services.send_run import drain_settings
 from feedservice.services.sending import Progress, Sending
 from feedservice.tokens import make_token
 from feedservice.verp import envelope_sender
@@ -122,18 +120,9 @@ class App:
         return (self.secret(), *(s.get_secret_value().encode() for s in self.settings.retired_secrets()))
 
     def make_fetcher(self) -> HttpFetcher:
-        from feedservice.adapters.http import HttpFetcher, user_agent
+        from feedservice.adapters.http import configured_fetcher
 
-        c = self.settings.collect
-        return HttpFetcher(
-            user_agent=user_agent(self.settings.site.url),
-            connect_timeout=c.connect_timeout,
-            timeout=c.timeout,
-            max_bytes=c.max_bytes,
-            allow_hosts=c.allow_hosts,
-            concurrency=c.concurrency,
-            per_host=c.per_host,
-        )
+        return configured_fetcher(self.settings.collect, self.settings.site.url)
 
     def weather_providers(self) -> list[WeatherProvider]:
         from feedservice.adapters.weather_sources import configured_providers
@@ -311,9 +300,9 @@ class App:
 
         b = self.settings.bounces
         assert b is not None, "check_bounces needs [bounces]"
-        policy = bounce_service.BouncePolicy(soft_limit=b.soft_limit, soft_days=b.soft_days,
-                                             trust_recipient=b.return_path is None or provider_says,
-                                             hold_by_recording=hold_by_recording)  # fmt: skip
+        policy = bounce_service.BouncePolicy.configured(
+            b, provider_says=provider_says, hold_by_recording=hold_by_recording
+        )
         intakes = self.bounce_intakes() if intakes is None else intakes
         check = bounce_service.BounceCheck(self.store, intakes, read or read_bounce, self.verify_secrets(),
                                            self.clock, policy)  # fmt: skip
@@ -322,22 +311,7 @@ class App:
         return report
 
     def drain_settings(self) -> deliver.DrainSettings:
-        d = self.settings.delivery
-        smtp = d.smtp if d.effective_mode == "smtp" else None
-        return deliver.DrainSettings(
-            worker=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
-            pool_size=smtp.pool_size if smtp else 2,
-            rate=smtp.rate_limit if smtp else 0.0,
-            lease=timedelta(seconds=d.lease_seconds),
-            expires=timedelta(hours=d.expire_hours),
-            shutdown_timeout=self.settings.run.shutdown_timeout,
-            lanes=tuple(
-                deliver.LaneRule(name, domains, p.concurrency, p.per_minute)
-                for name, (domains, p) in d.domain_groups().items()
-            ),
-            domain_pause=timedelta(seconds=d.domain_pause_seconds),
-            sign_threads=d.dkim_threads,
-        )
+        return drain_settings(self.settings.delivery, self.settings.run.shutdown_timeout)
 
     def sending(self) -> Sending:
         return Sending(
