@@ -213,9 +213,15 @@ class App:
 
         w = self.settings.weather
         return await weather.weather_for_edition(
-            self.store, self.weather_providers(), w.stations, self.clock, max_age=timedelta(minutes=w.max_age_minutes),
-            timeout=w.timeout, forecast=configured_forecast(w, self.settings.secret), edition_end=edition_end,
-        )  # fmt: skip
+            self.store,
+            self.weather_providers(),
+            w.stations,
+            self.clock,
+            max_age=timedelta(minutes=w.max_age_minutes),
+            timeout=w.timeout,
+            forecast=configured_forecast(w, self.settings.secret),
+            edition_end=edition_end,
+        )
 
     def edition(self, day: date) -> Edition:
         return editions.edition_for_day(self.store, self.digest_site, day, self.clock())
@@ -229,10 +235,16 @@ class App:
     async def assemble_edition(self, day: date) -> editions.AssembledEdition:
         """The edition of ``day``, its web copy, and its renders per section choice."""
         return await editions.assemble_edition(
-            self.store, self.renderer(), self.digest_site, self.sections, day, self.clock(),
-            weather=self.weather_for_digest, web_url=self.edition_url(day),
+            self.store,
+            self.renderer(),
+            self.digest_site,
+            self.sections,
+            day,
+            self.clock(),
+            weather=self.weather_for_digest,
+            web_url=self.edition_url(day),
             mail_when_empty=self.settings.digest.when_empty == "note",
-        )  # fmt: skip
+        )
 
     def web_links(self) -> dict[str, str]:
         """The web copy's footer links: the pages where a reader finds their own links (no token)."""
@@ -278,18 +290,26 @@ class App:
         """Provider events (webhook calls) through the same check as returned mail, in one pass;
         their recipients are believed with VERP on only when every event is the provider's word."""
         readings = {e.raw: e.reading for e in events}
-        return self.check_bounces(intakes=[EventIntake(e) for e in events], read=readings.__getitem__,
-                                  provider_says=all(e.provider_says for e in events),
-                                  hold_by_recording=True)  # fmt: skip
+        return self.check_bounces(
+            intakes=[EventIntake(e) for e in events],
+            read=readings.__getitem__,
+            provider_says=all(e.provider_says for e in events),
+            hold_by_recording=True,
+        )
 
     def bounce_breaker(self) -> BreakerWindow:
         """What the bounce breaker counts now (``bounces check``, ``digest status``)."""
         return self.store.breaker_window(self.clock(), bounce_service.BouncePolicy.window)
 
-    def check_bounces(self, *, force: bool = False, intakes: Sequence[BounceIntake] | None = None,
-                      read: Callable[[bytes], BounceReading] | None = None,
-                      provider_says: bool = False,
-                      hold_by_recording: bool = False) -> bounce_service.CheckReport:  # fmt: skip
+    def check_bounces(
+        self,
+        *,
+        force: bool = False,
+        intakes: Sequence[BounceIntake] | None = None,
+        read: Callable[[bytes], BounceReading] | None = None,
+        provider_says: bool = False,
+        hold_by_recording: bool = False,
+    ) -> bounce_service.CheckReport:
         """Read every intake (or ``intakes``: a webhook's event) once: record, match and apply the
         bounce policy (``services.bounces``); ``read`` defaults to ``adapters.bounces.reading``.
         ``provider_says``: the events' every word is their provider's (the whole call
@@ -304,8 +324,9 @@ class App:
             b, provider_says=provider_says, hold_by_recording=hold_by_recording
         )
         intakes = self.bounce_intakes() if intakes is None else intakes
-        check = bounce_service.BounceCheck(self.store, intakes, read or read_bounce, self.verify_secrets(),
-                                           self.clock, policy)  # fmt: skip
+        check = bounce_service.BounceCheck(
+            self.store, intakes, read or read_bounce, self.verify_secrets(), self.clock, policy
+        )
         report = check.run(force=force)
         log.info("bounces: %s", report.summary())
         return report

@@ -136,8 +136,9 @@ class EditionDrain:
             self.error = error
             log.warning("digest %s: %s", self.edition.day, reason, extra={"edition": str(self.edition.day)})
 
-    async def _wind_down(self, producer: asyncio.Task[None], senders: list[asyncio.Task[None]],
-                         limit: float | None) -> None:  # fmt: skip
+    async def _wind_down(
+        self, producer: asyncio.Task[None], senders: list[asyncio.Task[None]], limit: float | None
+    ) -> None:
         """Let the producer end, the senders finish what they hold; after ``limit`` s, cancel them."""
 
         async def finish() -> None:
@@ -149,8 +150,9 @@ class EditionDrain:
         finishing = asyncio.create_task(finish())
         await asyncio.wait([finishing], timeout=limit)
         if not finishing.done():
-            log.warning("digest %s: messages still in flight after %g s: abandoned (handed back)",
-                        self.edition.day, limit)  # fmt: skip
+            log.warning(
+                "digest %s: messages still in flight after %g s: abandoned (handed back)", self.edition.day, limit
+            )
             for task in (finishing, producer, *senders):
                 task.cancel()
         await asyncio.gather(finishing, producer, *senders, return_exceptions=True)
@@ -161,8 +163,11 @@ class EditionDrain:
         while not self.stopping.is_set():
             claimed = await self._claim()
             if not claimed:
-                reclaim = (await asyncio.to_thread(self.store.next_reclaim, self.edition.day, s.lease)
-                           if s.wait_for_others else None)  # fmt: skip
+                reclaim = (
+                    await asyncio.to_thread(self.store.next_reclaim, self.edition.day, s.lease)
+                    if s.wait_for_others
+                    else None
+                )
                 if reclaim is None:
                     return  # nothing due, nothing held by anyone: done (deferred rows wait for a later run)
                 # Rows another worker holds: wait until they are done or their lease runs out.
@@ -177,9 +182,11 @@ class EditionDrain:
 
     async def _claim(self) -> list[Item]:
         s = self.settings
-        claiming = asyncio.ensure_future(asyncio.to_thread(
-            self.store.claim_deliveries, self.edition.day, self.clock(), s.pool_size * 4, s.worker, s.lease
-        ))  # fmt: skip
+        claiming = asyncio.ensure_future(
+            asyncio.to_thread(
+                self.store.claim_deliveries, self.edition.day, self.clock(), s.pool_size * 4, s.worker, s.lease
+            )
+        )
         try:
             claimed = await asyncio.shield(claiming)
         except asyncio.CancelledError:
@@ -236,8 +243,15 @@ class EditionDrain:
             self._stop_for(exc)
             return
         except Exception as exc:
-            log.error("digest %s: message %s not sent: %s: %s", self.edition.day, d.id, exc.__class__.__name__, exc,
-                      exc_info=exc, extra={"edition": str(self.edition.day)})  # fmt: skip
+            log.error(
+                "digest %s: message %s not sent: %s: %s",
+                self.edition.day,
+                d.id,
+                exc.__class__.__name__,
+                exc,
+                exc_info=exc,
+                extra={"edition": str(self.edition.day)},
+            )
             outcome = Outcome(DeliveryStatus.FAILED, f"not sent: {exc.__class__.__name__}: {exc}")
         try:
             await self._record(d, sub, outcome)
@@ -291,9 +305,15 @@ class EditionDrain:
         if rendered is None:
             return None
         unsubscribe, preferences = self.links_for(sub)
-        return personal_parts(self.site, prepare(self.site, rendered, self.edition.day), to=sub.email,
-                              msg_id=d.message_id, unsubscribe_url=unsubscribe, preferences_url=preferences,
-                              now=self.clock())  # fmt: skip
+        return personal_parts(
+            self.site,
+            prepare(self.site, rendered, self.edition.day),
+            to=sub.email,
+            msg_id=d.message_id,
+            unsubscribe_url=unsubscribe,
+            preferences_url=preferences,
+            now=self.clock(),
+        )
 
     def _stop_for(self, exc: SendingStopped) -> None:
         if isinstance(exc, DeliveryFatal):
@@ -326,9 +346,12 @@ class EditionDrain:
             await self._commit(d, outcome.status, outcome.reply, outcome.retry)
         r.count(outcome)
         if outcome.policy:
-            log.error("policy rejection for %s: %s: this is about how we send, not about the reader",
-                      sub.email if sub else d.email, outcome.reply,
-                      extra={"edition": str(self.edition.day)})  # fmt: skip
+            log.error(
+                "policy rejection for %s: %s: this is about how we send, not about the reader",
+                sub.email if sub else d.email,
+                outcome.reply,
+                extra={"edition": str(self.edition.day)},
+            )
         if outcome.status is not DeliveryStatus.SENT:
             who = sub.email if sub is not None and sub.email else d.email
             r.note_error(f"{who}: {outcome.reply}")
@@ -364,7 +387,8 @@ class EditionDrain:
             return
         log.info("handing back %d claimed, unsent deliveries", len(self.held))
         try:
-            await asyncio.to_thread(self.store.release_deliveries, sorted(self.held), self.settings.worker,
-                                    self.clock())  # fmt: skip
+            await asyncio.to_thread(
+                self.store.release_deliveries, sorted(self.held), self.settings.worker, self.clock()
+            )
         except Exception as exc:  # their lease runs out instead
             log.warning("could not hand back %d deliveries: %s", len(self.held), exc)
