@@ -9,9 +9,6 @@ this module, and aiohttp alone (its TLS context) costs it ~0.3 s of CPU.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +32,7 @@ from feedservice.services import bounces as bounce_service
 from feedservice.services import collect as collect_service
 from feedservice.services import deliver, digest, editions, feeds, weather
 from feedservice.services import readiness as readiness_service
+from feedservice.services.send_run import drain_settings
 from feedservice.services.sending import Progress, Sending
 from feedservice.tokens import make_token
 from feedservice.verp import envelope_sender
@@ -122,18 +120,9 @@ class App:
         return (self.secret(), *(s.get_secret_value().encode() for s in self.settings.retired_secrets()))
 
     def make_fetcher(self) -> HttpFetcher:
-        from feedservice.adapters.http import HttpFetcher, user_agent
+        from feedservice.adapters.http import configured_fetcher
 
-        c = self.settings.collect
-        return HttpFetcher(
-            user_agent=user_agent(self.settings.site.url),
-            connect_timeout=c.connect_timeout,
-            timeout=c.timeout,
-            max_bytes=c.max_bytes,
-            allow_hosts=c.allow_hosts,
-            concurrency=c.concurrency,
-            per_host=c.per_host,
-        )
+        return configured_fetcher(self.settings.collect, self.settings.site.url)
 
     def weather_providers(self) -> list[WeatherProvider]:
         from feedservice.adapters.weather_sources import configured_providers
@@ -224,9 +213,15 @@ class App:
 
         w = self.settings.weather
         return await weather.weather_for_edition(
-            self.store, self.weather_providers(), w.stations, self.clock, max_age=timedelta(minutes=w.max_age_minutes),
-            timeout=w.timeout, forecast=configured_forecast(w, self.settings.secret), edition_end=edition_end,
-        )  # fmt: skip
+            self.store,
+            self.weather_providers(),
+            w.stations,
+            self.clock,
+            max_age=timedelta(minutes=w.max_age_minutes),
+            timeout=w.timeout,
+            forecast=configured_forecast(w, self.settings.secret),
+            edition_end=edition_end,
+        )
 
     def edition(self, day: date) -> Edition:
         return editions.edition_for_day(self.store, self.digest_site, day, self.clock())
@@ -240,10 +235,16 @@ class App:
     async def assemble_edition(self, day: date) -> editions.AssembledEdition:
         """The edition of ``day``, its web copy, and its renders per section choice."""
         return await editions.assemble_edition(
-            self.store, self.renderer(), self.digest_site, self.sections, day, self.clock(),
-            weather=self.weather_for_digest, web_url=self.edition_url(day),
+            self.store,
+            self.renderer(),
+            self.digest_site,
+            self.sections,
+            day,
+            self.clock(),
+            weather=self.weather_for_digest,
+            web_url=self.edition_url(day),
             mail_when_empty=self.settings.digest.when_empty == "note",
-        )  # fmt: skip
+        )
 
     def web_links(self) -> dict[str, str]:
         """The web copy's footer links: the pages where a reader finds their own links (no token)."""
@@ -289,18 +290,26 @@ class App:
         """Provider events (webhook calls) through the same check as returned mail, in one pass;
         their recipients are believed with VERP on only when every event is the provider's word."""
         readings = {e.raw: e.reading for e in events}
-        return self.check_bounces(intakes=[EventIntake(e) for e in events], read=readings.__getitem__,
-                                  provider_says=all(e.provider_says for e in events),
-                                  hold_by_recording=True)  # fmt: skip
+        return self.check_bounces(
+            intakes=[EventIntake(e) for e in events],
+            read=readings.__getitem__,
+            provider_says=all(e.provider_says for e in events),
+            hold_by_recording=True,
+        )
 
     def bounce_breaker(self) -> BreakerWindow:
         """What the bounce breaker counts now (``bounces check``, ``digest status``)."""
         return self.store.breaker_window(self.clock(), bounce_service.BouncePolicy.window)
 
-    def check_bounces(self, *, force: bool = False, intakes: Sequence[BounceIntake] | None = None,
-                      read: Callable[[bytes], BounceReading] | None = None,
-                      provider_says: bool = False,
-                      hold_by_recording: bool = False) -> bounce_service.CheckReport:  # fmt: skip
+    def check_bounces(
+        self,
+        *,
+        force: bool = False,
+        intakes: Sequence[BounceIntake] | None = None,
+        read: Callable[[bytes], BounceReading] | None = None,
+        provider_says: bool = False,
+        hold_by_recording: bool = False,
+    ) -> bounce_service.CheckReport:
         """Read every intake (or ``intakes``: a webhook's event) once: record, match and apply the
         bounce policy (``services.bounces``); ``read`` defaults to ``adapters.bounces.reading``.
         ``provider_says``: the events' every word is their provider's (the whole call
@@ -311,33 +320,19 @@ class App:
 
         b = self.settings.bounces
         assert b is not None, "check_bounces needs [bounces]"
-        policy = bounce_service.BouncePolicy(soft_limit=b.soft_limit, soft_days=b.soft_days,
-                                             trust_recipient=b.return_path is None or provider_says,
-                                             hold_by_recording=hold_by_recording)  # fmt: skip
+        policy = bounce_service.BouncePolicy.configured(
+            b, provider_says=provider_says, hold_by_recording=hold_by_recording
+        )
         intakes = self.bounce_intakes() if intakes is None else intakes
-        check = bounce_service.BounceCheck(self.store, intakes, read or read_bounce, self.verify_secrets(),
-                                           self.clock, policy)  # fmt: skip
+        check = bounce_service.BounceCheck(
+            self.store, intakes, read or read_bounce, self.verify_secrets(), self.clock, policy
+        )
         report = check.run(force=force)
         log.info("bounces: %s", report.summary())
         return report
 
     def drain_settings(self) -> deliver.DrainSettings:
-        d = self.settings.delivery
-        smtp = d.smtp if d.effective_mode == "smtp" else None
-        return deliver.DrainSettings(
-            worker=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
-            pool_size=smtp.pool_size if smtp else 2,
-            rate=smtp.rate_limit if smtp else 0.0,
-            lease=timedelta(seconds=d.lease_seconds),
-            expires=timedelta(hours=d.expire_hours),
-            shutdown_timeout=self.settings.run.shutdown_timeout,
-            lanes=tuple(
-                deliver.LaneRule(name, domains, p.concurrency, p.per_minute)
-                for name, (domains, p) in d.domain_groups().items()
-            ),
-            domain_pause=timedelta(seconds=d.domain_pause_seconds),
-            sign_threads=d.dkim_threads,
-        )
+        return drain_settings(self.settings.delivery, self.settings.run.shutdown_timeout)
 
     def sending(self) -> Sending:
         return Sending(

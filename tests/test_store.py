@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from feedservice.adapters.store import open_store
-from feedservice.adapters.store.schema import LATEST, MIGRATIONS
+from feedservice.adapters.store.migrations import LATEST, MIGRATIONS
 from feedservice.model import Article, ArticleFields, DeliveryStatus, Edition, Observation, Section, SubscriberStatus
 from tests.conftest import subscriber
 
@@ -219,12 +219,12 @@ def test_several_processes_starting_at_once_all_open_and_sync(db_url: str) -> No
 
 
 def test_a_database_of_an_older_release_is_upgraded_in_place(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from feedservice.adapters.store import schema
+    from feedservice.adapters.store import migrations, schema
     from feedservice.adapters.store._base import make_engine
 
     engine = make_engine(db_url)
-    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])  # what release 1 shipped
-    assert schema.migrate(engine) == [1]
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])  # what release 1 shipped
+    assert migrations.migrate(engine) == [1]
     monkeypatch.undo()
     with engine.begin() as conn:
         conn.execute(
@@ -297,13 +297,13 @@ def test_the_bounce_breaker_counts_suppressions_within_a_day_and_an_operator_rel
     """Migration 22: suppressions made by returned mail within the window, those held, and the
     release (which applies the held ones and starts the window again), on SQLite and PostgreSQL;
     a database made at migration 18 (before ``bounce_mail.held``) gains the column in place."""
-    from feedservice.adapters.store import schema
+    from feedservice.adapters.store import migrations
     from feedservice.adapters.store._base import make_engine
     from feedservice.bounce_model import BounceKind, BounceRow
 
     engine = make_engine(db_url)
-    monkeypatch.setattr(schema, "MIGRATIONS", [m for m in schema.MIGRATIONS if m[0] <= 18])
-    schema.migrate(engine)
+    monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in migrations.MIGRATIONS if m[0] <= 18])
+    migrations.migrate(engine)
     monkeypatch.undo()
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE bounce_mail DROP COLUMN held"))

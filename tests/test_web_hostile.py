@@ -192,13 +192,13 @@ def test_a_token_with_a_5000_digit_number_is_a_400_page(app: App, client: TestCl
 def test_migration_4_adds_token_versions_to_an_older_database(db_url: str) -> None:
     import sqlalchemy as sa
 
-    from feedservice.adapters.store import open_store, schema
+    from feedservice.adapters.store import migrations, open_store
     from feedservice.adapters.store._base import make_engine
 
     engine = make_engine(db_url)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(schema, "MIGRATIONS", [m for m in schema.MIGRATIONS if m[0] < 4])  # before this change
-        schema.migrate(engine)
+        mp.setattr(migrations, "MIGRATIONS", [m for m in migrations.MIGRATIONS if m[0] < 4])  # before this change
+        migrations.migrate(engine)
     with engine.begin() as conn:  # the table as migration 1 made it before the column existed
         conn.execute(sa.text("ALTER TABLE subscribers DROP COLUMN token_version"))
         old_row = "VALUES ('a@example.com', 'h1:a', 'subscribed', '[]', '2026-11-28 05:00:00')"

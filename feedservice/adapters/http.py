@@ -35,6 +35,7 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from feedservice import __version__
+from feedservice.config import CollectConfig
 from feedservice.errors import FetchError
 from feedservice.model import FetchResult
 
@@ -377,3 +378,16 @@ class HttpFetcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def configured_fetcher(collect: CollectConfig, site_url: str) -> HttpFetcher:
+    """The collector's client as ``[collect]`` sets it up, naming ``site_url`` in its User-Agent."""
+    return HttpFetcher(
+        user_agent=user_agent(site_url),
+        connect_timeout=collect.connect_timeout,
+        timeout=collect.timeout,
+        max_bytes=collect.max_bytes,
+        allow_hosts=collect.allow_hosts,
+        concurrency=collect.concurrency,
+        per_host=collect.per_host,
+    )

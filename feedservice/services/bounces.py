@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from feedservice.bounce_model import BounceKind, BounceReading, BounceRow, ReturnedMail, soft_streak, status_kind
+from feedservice.config_bounces import BouncesConfig
 from feedservice.errors import FeedServiceError, IntakeError
 from feedservice.model import Delivery
 from feedservice.ports import BounceIntake, BounceStore
@@ -60,6 +61,15 @@ class BouncePolicy:
     window: timedelta = timedelta(hours=24)  # the breaker counts suppressions across runs and calls within it
     hold_by_recording: bool = False  # held: record the events with their suppression held (webhooks)
     batch: int = 1000  # messages read per run: memory stays bounded, the rest waits for the next run
+
+    @classmethod
+    def configured(
+        cls, config: BouncesConfig, *, provider_says: bool = False, hold_by_recording: bool = False
+    ) -> BouncePolicy:
+        """``[bounces]``'s policy. A recipient a bounce names is believed when VERP is off, or when
+        ``provider_says``: every word of the events is their provider's (the call authenticated)."""
+        trust = config.return_path is None or provider_says
+        return cls(config.soft_limit, config.soft_days, trust_recipient=trust, hold_by_recording=hold_by_recording)
 
 
 @dataclass(frozen=True)

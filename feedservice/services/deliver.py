@@ -30,12 +30,13 @@ from datetime import datetime
 from email.utils import parseaddr
 
 from feedservice.errors import DeliveryError, DeliveryFatal, SendingStopped
-from feedservice.model import Delivery, DeliveryStatus, DomainPause, Edition, Subscriber, SubscriberStatus
+from feedservice.model import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
 from feedservice.ports import DeliveryStore, Mailer, MessageSigner
-from feedservice.services.bounces import refusal_row
+from feedservice.services import pacing
 from feedservice.services.digest import DigestSite, RenderedDigest, personal_parts, prepare
 from feedservice.services.pacing import DomainPacer, GroupCommit, Lane, LaneRule, RateLimiter
-from feedservice.services.replies import Outcome, SuppressionBreaker, classify, next_pause, retry_time, throttled
+from feedservice.services.refusals import settle_refusals
+from feedservice.services.replies import Outcome, SuppressionBreaker, classify, retry_time, throttled
 from feedservice.services.send_run import DrainSettings, SendReport
 
 __all__ = ["DrainSettings", "EditionDrain", "LaneRule", "RateLimiter", "SendReport"]
@@ -81,7 +82,7 @@ class EditionDrain:
         self.stopping = asyncio.Event()
         self.error: BaseException | None = None  # raised when the run ends (fatal, storage)
         self.breaker = SuppressionBreaker(0, settings.breaker_share, settings.breaker_minimum)
-        self.to_suppress: list[tuple[Delivery, Subscriber, Outcome]] = []  # applied if the run ends well
+        self.to_suppress: list[tuple[Delivery, str]] = []  # with the refusal: applied if the run ends well
         self.held_back: set[int] = set()  # their delivery ids
         self.recorder = GroupCommit(store, clock)
         self.signing: ThreadPoolExecutor | None = None  # while a signed run runs
@@ -135,8 +136,9 @@ class EditionDrain:
             self.error = error
             log.warning("digest %s: %s", self.edition.day, reason, extra={"edition": str(self.edition.day)})
 
-    async def _wind_down(self, producer: asyncio.Task[None], senders: list[asyncio.Task[None]],
-                         limit: float | None) -> None:  # fmt: skip
+    async def _wind_down(
+        self, producer: asyncio.Task[None], senders: list[asyncio.Task[None]], limit: float | None
+    ) -> None:
         """Let the producer end, the senders finish what they hold; after ``limit`` s, cancel them."""
 
         async def finish() -> None:
@@ -148,8 +150,9 @@ class EditionDrain:
         finishing = asyncio.create_task(finish())
         await asyncio.wait([finishing], timeout=limit)
         if not finishing.done():
-            log.warning("digest %s: messages still in flight after %g s: abandoned (handed back)",
-                        self.edition.day, limit)  # fmt: skip
+            log.warning(
+                "digest %s: messages still in flight after %g s: abandoned (handed back)", self.edition.day, limit
+            )
             for task in (finishing, producer, *senders):
                 task.cancel()
         await asyncio.gather(finishing, producer, *senders, return_exceptions=True)
@@ -160,8 +163,11 @@ class EditionDrain:
         while not self.stopping.is_set():
             claimed = await self._claim()
             if not claimed:
-                reclaim = (await asyncio.to_thread(self.store.next_reclaim, self.edition.day, s.lease)
-                           if s.wait_for_others else None)  # fmt: skip
+                reclaim = (
+                    await asyncio.to_thread(self.store.next_reclaim, self.edition.day, s.lease)
+                    if s.wait_for_others
+                    else None
+                )
                 if reclaim is None:
                     return  # nothing due, nothing held by anyone: done (deferred rows wait for a later run)
                 # Rows another worker holds: wait until they are done or their lease runs out.
@@ -176,9 +182,11 @@ class EditionDrain:
 
     async def _claim(self) -> list[Item]:
         s = self.settings
-        claiming = asyncio.ensure_future(asyncio.to_thread(
-            self.store.claim_deliveries, self.edition.day, self.clock(), s.pool_size * 4, s.worker, s.lease
-        ))  # fmt: skip
+        claiming = asyncio.ensure_future(
+            asyncio.to_thread(
+                self.store.claim_deliveries, self.edition.day, self.clock(), s.pool_size * 4, s.worker, s.lease
+            )
+        )
         try:
             claimed = await asyncio.shield(claiming)
         except asyncio.CancelledError:
@@ -235,8 +243,15 @@ class EditionDrain:
             self._stop_for(exc)
             return
         except Exception as exc:
-            log.error("digest %s: message %s not sent: %s: %s", self.edition.day, d.id, exc.__class__.__name__, exc,
-                      exc_info=exc, extra={"edition": str(self.edition.day)})  # fmt: skip
+            log.error(
+                "digest %s: message %s not sent: %s: %s",
+                self.edition.day,
+                d.id,
+                exc.__class__.__name__,
+                exc,
+                exc_info=exc,
+                extra={"edition": str(self.edition.day)},
+            )
             outcome = Outcome(DeliveryStatus.FAILED, f"not sent: {exc.__class__.__name__}: {exc}")
         try:
             await self._record(d, sub, outcome)
@@ -246,7 +261,7 @@ class EditionDrain:
     async def _attempt(self, d: Delivery, sub: Subscriber | None, lane: Lane) -> Outcome:
         if sub is None or sub.status is not SubscriberStatus.SUBSCRIBED:
             return Outcome(DeliveryStatus.FAILED, "not subscribed any more")
-        if (waiting := self._lane_paused(lane)) is not None:
+        if (waiting := pacing.paused_outcome(lane, self.clock(), self.deadline)) is not None:
             return waiting
         parts = self._compose(d, sub)
         if parts is None:
@@ -261,7 +276,8 @@ class EditionDrain:
             data = self.sign.sign_parts(*parts)
         await self.limiter.acquire()
         await lane.limiter.acquire()
-        if (waiting := self._lane_paused(lane)) is not None:  # paused while this one waited its turn
+        # Paused while this one waited its turn?
+        if (waiting := pacing.paused_outcome(lane, self.clock(), self.deadline)) is not None:
             return waiting
         try:
             sender = self.envelope(d) if self.envelope is not None else self.envelope_from
@@ -271,45 +287,33 @@ class EditionDrain:
         except DeliveryError as exc:
             now = self.clock()
             if throttled(exc) and now < self.deadline:
-                pause = await self._pause_lane(lane, str(exc), now)
+                pause = await pacing.pause_lane(
+                    self.store,
+                    lane,
+                    str(exc),
+                    now=now,
+                    base=self.settings.domain_pause,
+                    edition=self.edition.day,
+                    paused=self.report.domains_paused,
+                )
                 return Outcome(DeliveryStatus.DEFERRED, str(exc), pause.until)
             return classify(exc, now=now, deadline=self.deadline, attempts=d.attempts)
         return Outcome(DeliveryStatus.SENT, reply)
-
-    def _lane_paused(self, lane: Lane) -> Outcome | None:
-        """The outcome of a message whose lane is paused: deferred, unsent, to the pause's end."""
-        now = self.clock()
-        until = lane.paused_until(now)
-        if until is None:
-            return None
-        if now >= self.deadline:
-            return Outcome(DeliveryStatus.FAILED, f"expired: {lane.rule.name} paused us until {until:%H:%M:%S} UTC")
-        return Outcome(DeliveryStatus.DEFERRED, f"not tried: {lane.rule.name} paused until {until:%H:%M:%S} UTC "
-                                                f"after: {lane.pause.reason if lane.pause else ''}", until)  # fmt: skip
-
-    async def _pause_lane(self, lane: Lane, reason: str, now: datetime) -> DomainPause:
-        pause = next_pause(lane.pause, lane.rule.name, reason, now=now, base=self.settings.domain_pause)
-        if pause is lane.pause:  # the same episode: another message that was already in flight
-            return pause
-        lane.pause = pause
-        self.report.domains_paused[pause.lane] = pause.until
-        log.warning("digest %s: %s throttled us (%s): paused until %s, strike %d", self.edition.day, pause.lane,
-                    reason, pause.until.isoformat(timespec="seconds"), pause.strikes,
-                    extra={"edition": str(self.edition.day), "lane": pause.lane})  # fmt: skip
-        try:
-            await asyncio.to_thread(self.store.save_domain_pause, pause)
-        except Exception as exc:  # this run honours it anyway; only a restart would not know
-            log.error("could not record the pause of %s: %s", pause.lane, exc)
-        return pause
 
     def _compose(self, d: Delivery, sub: Subscriber) -> tuple[bytes, list[bytes]] | None:
         rendered = self.rendered_for(sub.sections)
         if rendered is None:
             return None
         unsubscribe, preferences = self.links_for(sub)
-        return personal_parts(self.site, prepare(self.site, rendered, self.edition.day), to=sub.email,
-                              msg_id=d.message_id, unsubscribe_url=unsubscribe, preferences_url=preferences,
-                              now=self.clock())  # fmt: skip
+        return personal_parts(
+            self.site,
+            prepare(self.site, rendered, self.edition.day),
+            to=sub.email,
+            msg_id=d.message_id,
+            unsubscribe_url=unsubscribe,
+            preferences_url=preferences,
+            now=self.clock(),
+        )
 
     def _stop_for(self, exc: SendingStopped) -> None:
         if isinstance(exc, DeliveryFatal):
@@ -335,22 +339,19 @@ class EditionDrain:
             if self.breaker.observe(await asyncio.to_thread(self.store.hold_suppression, self.edition.day)):
                 self._stop(self.breaker.reason())
                 self._pause_edition(self.breaker.reason())
-            self.to_suppress.append((d, sub, outcome))
+            self.to_suppress.append((d, outcome.reply))
             self.held_back.add(d.id)
             await self._commit(d, DeliveryStatus.DEFERRED, outcome.reply, retry_time(self.clock(), d.attempts))
         else:
             await self._commit(d, outcome.status, outcome.reply, outcome.retry)
-        if outcome.status is DeliveryStatus.SENT:
-            r.sent += 1
-        elif outcome.status is DeliveryStatus.DEFERRED:
-            r.deferred += 1
-        elif not outcome.suppress:
-            r.failed += 1
+        r.count(outcome)
         if outcome.policy:
-            r.policy += 1
-            log.error("policy rejection for %s: %s: this is about how we send, not about the reader",
-                      sub.email if sub else d.email, outcome.reply,
-                      extra={"edition": str(self.edition.day)})  # fmt: skip
+            log.error(
+                "policy rejection for %s: %s: this is about how we send, not about the reader",
+                sub.email if sub else d.email,
+                outcome.reply,
+                extra={"edition": str(self.edition.day)},
+            )
         if outcome.status is not DeliveryStatus.SENT:
             who = sub.email if sub is not None and sub.email else d.email
             r.note_error(f"{who}: {outcome.reply}")
@@ -371,20 +372,12 @@ class EditionDrain:
         if not held:
             return
         try:
-            # Another worker's refusals count too: it may have tripped the edition's breaker since.
-            apply = apply and not self.breaker.observe(
-                await asyncio.to_thread(self.store.held_suppressions, self.edition.day)
-            )
-            if not apply:
-                await asyncio.to_thread(self.store.requeue_deliveries, [d.id for d, _, _ in held], self.clock())
-                self.report.deferred += len(held)
-                return
-            for d, _, o in held:  # bad mailbox or domain: never again, with its reason (services.bounces)
-                await asyncio.to_thread(self.store.record_bounce, refusal_row(d, o.reply, self.clock()))
-            outcomes = [(d.id, DeliveryStatus.FAILED, o.reply, None) for d, _, o in held]
-            await asyncio.to_thread(self.store.mark_deliveries, outcomes, self.clock())
+            settled = await settle_refusals(self.store, self.edition.day, held, self.breaker, self.clock, apply=apply)
         except Exception as exc:  # they stay deferred: retried later, nothing lost
             log.error("digest %s: could not settle %d refused readers: %s", self.edition.day, len(held), exc)
+            return
+        if not settled:
+            self.report.deferred += len(held)
             return
         self.report.failed += len(held)
         self.report.suppressed += len(held)
@@ -394,7 +387,8 @@ class EditionDrain:
             return
         log.info("handing back %d claimed, unsent deliveries", len(self.held))
         try:
-            await asyncio.to_thread(self.store.release_deliveries, sorted(self.held), self.settings.worker,
-                                    self.clock())  # fmt: skip
+            await asyncio.to_thread(
+                self.store.release_deliveries, sorted(self.held), self.settings.worker, self.clock()
+            )
         except Exception as exc:  # their lease runs out instead
             log.warning("could not hand back %d deliveries: %s", len(self.held), exc)

@@ -5,20 +5,26 @@ A *lane* is what one mailbox provider gets from us: a domain, or a ``[delivery.d
 (``daum.net``, ``hanmail.net`` and ``kakao.com`` are one provider). Each lane has its own
 concurrency and per-minute limits and can be paused (``replies.next_pause``) by a throttling
 reply, without slowing the others: a sender never waits for a busy lane — the message joins the
-lane's backlog, and whichever sender holds one of the lane's slots takes it next.
+lane's backlog, and whichever sender holds one of the lane's slots takes it next. A paused lane's
+messages are deferred, unsent (``paused_outcome``); a pause is recorded, so it survives a restart
+(``pause_lane``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 from feedservice.model import Delivery, DeliveryStatus, DomainPause, Subscriber
 from feedservice.ports import DeliveryStore
+from feedservice.services.replies import Outcome, next_pause
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
@@ -130,3 +136,50 @@ class DomainPacer:
         if lane is None:  # an unconfigured domain: no limits, but it can be paused
             lane = self._by_domain[domain] = self.lanes.get(domain) or self._add(LaneRule(domain, (domain,)))
         return lane
+
+
+def paused_outcome(lane: Lane, now: datetime, deadline: datetime) -> Outcome | None:
+    """The outcome of a message whose lane is paused: deferred, unsent, to the pause's end (failed
+    once the edition's ``deadline`` has passed); None when the lane is not paused."""
+    until = lane.paused_until(now)
+    if until is None:
+        return None
+    if now >= deadline:
+        return Outcome(DeliveryStatus.FAILED, f"expired: {lane.rule.name} paused us until {until:%H:%M:%S} UTC")
+    after = lane.pause.reason if lane.pause else ""
+    reply = f"not tried: {lane.rule.name} paused until {until:%H:%M:%S} UTC after: {after}"
+    return Outcome(DeliveryStatus.DEFERRED, reply, until)
+
+
+async def pause_lane(
+    store: DeliveryStore,
+    lane: Lane,
+    reason: str,
+    *,
+    now: datetime,
+    base: timedelta,
+    edition: date,
+    paused: dict[str, datetime],
+) -> DomainPause:
+    """Pause ``lane`` after a throttling ``reason`` (``replies.next_pause``) and record it; a new
+    episode is noted in ``paused`` (the run's report). Another message of the same episode, already
+    in flight, gets the pause as it is."""
+    pause = next_pause(lane.pause, lane.rule.name, reason, now=now, base=base)
+    if pause is lane.pause:  # the same episode: another message that was already in flight
+        return pause
+    lane.pause = pause
+    paused[pause.lane] = pause.until
+    log.warning(
+        "digest %s: %s throttled us (%s): paused until %s, strike %d",
+        edition,
+        pause.lane,
+        reason,
+        pause.until.isoformat(timespec="seconds"),
+        pause.strikes,
+        extra={"edition": str(edition), "lane": pause.lane},
+    )
+    try:
+        await asyncio.to_thread(store.save_domain_pause, pause)
+    except Exception as exc:  # this run honours it anyway; only a restart would not know
+        log.error("could not record the pause of %s: %s", pause.lane, exc)
+    return pause

@@ -1,14 +1,21 @@
-"""What one sending run is given (``DrainSettings``) and what it reports (``SendReport``)."""
+"""What one sending run is given (``DrainSettings``, from ``[delivery]``: ``drain_settings``) and
+what it reports (``SendReport``)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from feedservice.config import DeliveryConfig
+from feedservice.model import DeliveryStatus
 from feedservice.services.pacing import LaneRule
+from feedservice.services.replies import Outcome
 
-__all__ = ["DrainSettings", "SendReport"]
+__all__ = ["DrainSettings", "SendReport", "drain_settings"]
 
 KEEP_ERRORS = 20
 
@@ -27,6 +34,18 @@ class SendReport:
     domains_paused: dict[str, datetime] = field(default_factory=dict)  # lanes this run paused: until
     errors: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+
+    def count(self, outcome: Outcome) -> None:
+        """Count one message's outcome; a reader held back for suppression is counted (failed and
+        suppressed, or deferred) when the run settles them (``refusals``)."""
+        if outcome.status is DeliveryStatus.SENT:
+            self.sent += 1
+        elif outcome.status is DeliveryStatus.DEFERRED:
+            self.deferred += 1
+        elif not outcome.suppress:
+            self.failed += 1
+        if outcome.policy:
+            self.policy += 1
 
     def note_error(self, text: str) -> None:
         if len(self.errors) < KEEP_ERRORS:
@@ -69,3 +88,23 @@ class DrainSettings:
     # DKIM signing threads: OpenSSL signs without the GIL, so the loop goes on sending meanwhile;
     # 0 signs on the event loop itself.
     sign_threads: int = 2
+
+
+def drain_settings(delivery: DeliveryConfig, shutdown_timeout: float) -> DrainSettings:
+    """A run's settings from ``[delivery]`` (and ``[run] shutdown_timeout``), under a worker name
+    of its own (host, process, a random tail) that its claims on the ledger carry."""
+    smtp = delivery.smtp if delivery.effective_mode == "smtp" else None
+    return DrainSettings(
+        worker=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+        pool_size=smtp.pool_size if smtp else 2,
+        rate=smtp.rate_limit if smtp else 0.0,
+        lease=timedelta(seconds=delivery.lease_seconds),
+        expires=timedelta(hours=delivery.expire_hours),
+        shutdown_timeout=shutdown_timeout,
+        lanes=tuple(
+            LaneRule(name, domains, p.concurrency, p.per_minute)
+            for name, (domains, p) in delivery.domain_groups().items()
+        ),
+        domain_pause=timedelta(seconds=delivery.domain_pause_seconds),
+        sign_threads=delivery.dkim_threads,
+    )

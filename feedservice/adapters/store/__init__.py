@@ -12,8 +12,8 @@ from feedservice.adapters.store.editions import EditionStoreMixin
 from feedservice.adapters.store.feeds import FeedStoreMixin
 from feedservice.adapters.store.jobs import JobStoreMixin
 from feedservice.adapters.store.ledger import LedgerStoreMixin
+from feedservice.adapters.store.migrations import LATEST, current_version, migrate
 from feedservice.adapters.store.pacing import PacingStoreMixin
-from feedservice.adapters.store.schema import LATEST, current_version, migrate
 from feedservice.adapters.store.subscribers import SubscriberStoreMixin
 from feedservice.adapters.store.weather import WeatherStoreMixin
 
