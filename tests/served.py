@@ -16,12 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.types import ASGIApp
 
 from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
 from feedservice.model import Article
 from feedservice.web.app import create_app
-from feedservice.web.httplimits import LIMITS, ASGIApp, Limits
+from feedservice.web.httplimits import LIMITS, Limits
 from feedservice.web.server import EmbeddedServer, embedded
 from tests.conftest import free_port
 

@@ -8,9 +8,10 @@ import gzip
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feedservice.bootstrap import App
-from feedservice.web.feedserver import ASGIApp, Message, Receive, Scope, Send, choose_coding
+from feedservice.web.feedserver import choose_coding
 from tests import test_web
 from tests.served import served
 

@@ -371,21 +371,19 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
     return OK if ready and not any(r.status == "failed" for k, r in runs.items() if ":" not in k) else FAILED
 
 
-def cmd_serve(app: App, args: argparse.Namespace) -> int:
+def _serve(app: App, *, with_scheduler: bool) -> int:
     from feedservice.scheduler import serve, serve_workers
 
     if app.settings.web.workers > 1:
-        serve_workers(app, with_scheduler=False)
+        serve_workers(app, with_scheduler=with_scheduler)
     else:
-        aio.run(serve(app, with_scheduler=False))
+        aio.run(serve(app, with_scheduler=with_scheduler))
     return OK
+
+
+def cmd_serve(app: App, args: argparse.Namespace) -> int:
+    return _serve(app, with_scheduler=False)
 
 
 def cmd_run(app: App, args: argparse.Namespace) -> int:
-    from feedservice.scheduler import serve, serve_workers
-
-    if app.settings.web.workers > 1:
-        serve_workers(app, with_scheduler=True)
-    else:
-        aio.run(serve(app, with_scheduler=True))
-    return OK
+    return _serve(app, with_scheduler=True)

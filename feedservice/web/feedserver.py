@@ -17,19 +17,13 @@ import gzip
 import hashlib
 import os
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from feedservice.web.pageheaders import ALWAYS
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FEED_PATH = re.compile(
     r"/feeds/(?:(?P<opml>index\.opml)|archive/(?P<aslug>[a-z0-9][a-z0-9_-]{0,63})/(?P<n>[1-9][0-9]{0,8})"

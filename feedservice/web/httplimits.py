@@ -27,23 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
 
 from granian.http import HTTP1Settings
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feedservice.web.pageheaders import ALWAYS
 
-__all__ = ["LIMITS", "Limits", "RequestLimits", "http1_settings"]
+__all__ = ["LIMITS", "Limits", "RequestLimits", "http1_settings", "plain_answer"]
 
 log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +61,8 @@ def http1_settings(limits: Limits = LIMITS) -> HTTP1Settings:
     )
 
 
-def _plain(status: int, reason: bytes) -> tuple[Message, Message]:
+def plain_answer(status: int, reason: bytes) -> tuple[Message, Message]:
+    """A short text answer that closes the connection, with the headers every answer carries."""
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", b"%d" % len(reason)),
@@ -81,8 +75,8 @@ def _plain(status: int, reason: bytes) -> tuple[Message, Message]:
     )
 
 
-TOO_LARGE = _plain(431, b"request header fields too large\n")
-TOO_SLOW = _plain(408, b"the request body did not arrive in time\n")
+TOO_LARGE = plain_answer(431, b"request header fields too large\n")
+TOO_SLOW = plain_answer(408, b"the request body did not arrive in time\n")
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
 
 

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import re
 
-from feedservice.web.httplimits import ASGIApp, Receive, Scope, Send
-from feedservice.web.pageheaders import ALWAYS
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from feedservice.web.httplimits import plain_answer
 
 __all__ = ["RequestChecks"]
 
 # RFC 3986 host (an IP literal, or a reg-name / IPv4 address) and an optional port. Not empty:
 # a path's URI always has an authority (and Granian reports a missing Host as an empty one).
 _HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]+)(:[0-9]{0,5})?")
-_BAD_REQUEST = b"bad request\n"
+BAD_REQUEST = plain_answer(400, b"bad request\n")
 
 
 class RequestChecks:
@@ -44,14 +45,8 @@ class RequestChecks:
         if scope["type"] != "http" or _acceptable(scope):
             await self.app(scope, receive, send)
             return
-        headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(_BAD_REQUEST)),
-            (b"connection", b"close"),
-            *ALWAYS,
-        ]
-        await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": _BAD_REQUEST})
+        for message in BAD_REQUEST:
+            await send(message)
 
 
 def _acceptable(scope: Scope) -> bool:

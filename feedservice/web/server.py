@@ -24,9 +24,10 @@ from typing import Any
 from granian.constants import HTTPModes, Interfaces
 from granian.log import LogLevels
 from granian.server.embed import Server as EmbeddedServer
+from starlette.types import ASGIApp
 
 from feedservice.web.app import app_from_environment
-from feedservice.web.httplimits import LIMITS, ASGIApp, Limits, RequestLimits, http1_settings
+from feedservice.web.httplimits import LIMITS, Limits, RequestLimits, http1_settings
 from feedservice.web.requestchecks import RequestChecks
 
 __all__ = ["EmbeddedServer", "embedded", "guarded", "serve_processes", "worker_app"]
