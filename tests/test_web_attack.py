@@ -22,6 +22,7 @@ from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
 from feedservice.web.app import create_app
 from feedservice.web.clients import ClientAddress
+from feedservice.web.requestchecks import origin_allowed
 from feedservice.web.server import embedded
 from tests.conftest import free_port, write_config
 from tests.served import app_with_article, process_serving, running, served
@@ -83,9 +84,10 @@ def test_a_redirect_never_carries_the_clients_host(app: App) -> None:
     """Web cache poisoning / open redirect: the Location used to be built from the Host header
     (``/digest`` -> ``http://evil.example/digest/``), and CONNECT sent the client anywhere."""
     with served(app) as port:
-        answer = _exchange(port, b"GET /digest HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        # A name the app answers to, but not the public one: the Location is still the public URL.
+        answer = _exchange(port, b"GET /digest HTTP/1.1\r\nHost: localhost:9999\r\nConnection: close\r\n\r\n")
         status, fields = _head(answer)
-        assert b"evil.example" not in answer
+        assert b"localhost" not in answer
         assert status.split()[1] in (b"301", b"307", b"308")
         public = app.settings.site.public_url.rstrip("/").encode()
         assert fields[b"location"] == [public + b"/digest/"]
@@ -94,17 +96,127 @@ def test_a_redirect_never_carries_the_clients_host(app: App) -> None:
             assert answer.startswith(b"HTTP/1.1 400 ") and b"location" not in answer.lower(), target
 
 
+# -- the Host allowlist ([web] hosts): DNS rebinding ----------------------------------------------
+# Names a browser may put in Host when a page of the attacker's resolves to our address, and
+# disguises of ours: each gets 421 whatever the path. (What RequestChecks refuses as malformed
+# gets its 400 before: tests above.)
+FOREIGN_HOSTS = [
+    b"attacker.example",
+    b"attacker.example:8080",
+    b"attacker.example.",
+    b"127.0.0.1.attacker.example",
+    b"localhost.attacker.example",
+    b"localhost%2eattacker.example",
+    b"127.1",
+    b"0x7f.0.0.1",
+    b"[::ffff:127.0.0.1]",
+    b"[::2]:8080",
+    b"xn--localhost",
+]
+# The default names (the public URL's 127.0.0.1 and the loopback names), on any port, as a
+# browser may spell them.
+OUR_HOSTS = [b"127.0.0.1", b"127.0.0.1:8080", b"localhost:1", b"LOCALHOST", b"localhost.", b"[::1]:8080", b"[0:0::1]"]
+
+
+def test_a_request_for_a_host_we_do_not_answer_to_gets_421_before_anything_is_routed(app: App) -> None:
+    paths = [b"/subscribe", b"/feeds/bigtech.xml", b"/healthz", b"/nope", b"/digest"]
+    with served(app) as port:
+        for host in FOREIGN_HOSTS:
+            for path in paths:
+                request = b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+                answer = _exchange(port, request)
+                status, fields = _head(answer)
+                assert status.startswith(b"HTTP/1.1 421 "), (host, path, status)
+                assert fields[b"x-content-type-options"] == [b"nosniff"]
+                assert fields[b"referrer-policy"] == [b"no-referrer"]
+                assert b"set-cookie" not in fields and b"location" not in fields
+                body = answer.split(b"\r\n\r\n", 1)[1]
+                assert body == b"misdirected request: this server does not answer for that host name\n", host
+        for host in OUR_HOSTS:
+            answer = _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nok\n"), host
+
+
+def test_a_dns_rebinding_page_can_neither_read_a_token_nor_sign_anyone_up(app: App) -> None:
+    """attacker.example resolves to our address: its page is same-origin with what it loads from
+    us under that name. It could read the form's CSRF token (the app answered any Host) and post
+    with ``Origin: http://attacker.example``, which the check took for our own origin (it
+    compared with the request's own Host): sign-ups from every visitor's browser and address."""
+    with served(app) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as browser:
+        rebound = {"Host": f"attacker.example:{port}"}
+        page = browser.get("/subscribe", headers=rebound)
+        assert page.status_code == 421 and "csrf" not in page.text and "set-cookie" not in page.headers
+        # Worst case: the page holds a valid token and cookie anyway (from a visit of its own).
+        ours = browser.get("/subscribe")
+        csrf = ours.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        form = {"csrf": csrf, "email": "victim@example.com"}
+        posted = browser.post("/subscribe", data=form, headers={**rebound, "Origin": f"http://attacker.example:{port}"})
+        assert posted.status_code == 421
+        # Sent to one of our names (the request itself may say anything), another Origin is refused.
+        for origin in (f"http://attacker.example:{port}", "http://127.0.0.1.attacker.example", "null.example"):
+            refused = browser.post("/subscribe", data=form, headers={"Origin": origin})
+            assert refused.status_code == 403, origin
+        time.sleep(0.3)  # a sign-up would be recorded right after its answer
+        assert app.store.get_subscriber("victim@example.com") is None
+        # The same post from our own page is a sign-up: the refusals above are about the names.
+        accepted = browser.post("/subscribe", data=form, headers={"Origin": f"http://127.0.0.1:{port}"})
+        assert accepted.status_code == 200
+        deadline = time.monotonic() + 10
+        while app.store.get_subscriber("victim@example.com") is None:
+            assert time.monotonic() < deadline, "the sign-up from our own origin was not recorded"
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("origin", "ours"),
+    [
+        ("http://127.0.0.1:8080", True),
+        ("https://localhost", True),
+        ("http://[::1]:3000", True),
+        ("http://LOCALHOST.", True),
+        ("http://attacker.example", False),
+        ("http://localhost.attacker.example", False),
+        ("http://localhost@attacker.example", False),
+        ("http://attacker.example#@localhost", False),
+        ("javascript://localhost", False),
+        ("http://localhost/path", False),
+        ("http://[::1", False),
+        ("localhost", False),
+        ("", False),
+    ],
+)
+def test_the_forms_origin_is_one_of_the_allowed_hosts(origin: str, ours: bool) -> None:
+    assert origin_allowed(origin, frozenset({"127.0.0.1", "localhost", "[::1]"})) is ours
+
+
+def test_web_hosts_replace_the_loopback_names_and_keep_the_public_one(tmp_path: Path) -> None:
+    """Behind a proxy that passes the public Host (docs/publishing.md): ``hosts = ["news.example"]``
+    answers that name and the public URL's, and no longer ``localhost``."""
+    cfg = write_config(tmp_path)
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace("[web]\n", '[web]\nhosts = ["news.example"]\n'), encoding="utf-8"
+    )
+    app = make_app(load_settings(cfg))
+    try:
+        with served(app) as port:
+            for host, status in ((b"news.example", b"200"), (b"127.0.0.1:8080", b"200"), (b"localhost", b"421")):
+                request = b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+                assert _head(_exchange(port, request))[0].split()[1] == status, host
+    finally:
+        app.close()
+
+
 # -- headers every response carries ---------------------------------------------------------------
 def test_every_response_has_nosniff_and_no_referrer(app: App) -> None:
     """Not only the pages: the feeds (whose text comes from hostile sources), their 404s and the
     limits' own 431 answer."""
     with served(app) as port:
         requests = [
-            b"GET /feeds/bigtech.xml HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            b"HEAD /feeds/all.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            b"GET /feeds/nope.xml HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 33_000 + b"\r\n\r\n",
-            b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /feeds/bigtech.xml HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            b"HEAD /feeds/all.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            b"GET /feeds/nope.xml HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nCookie: " + b"c" * 33_000 + b"\r\n\r\n",
+            b"GET /nope HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         ]
         for request in requests:
             status, fields = _head(_exchange(port, request))
@@ -175,7 +287,7 @@ def _slow_bodies(port: int, count: int) -> list[socket.socket]:
     for _ in range(count):
         sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         sock.sendall(
-            b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"POST /subscribe HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"
             b"Content-Length: 100\r\n\r\nema"
         )
         socks.append(sock)

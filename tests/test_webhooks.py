@@ -105,7 +105,7 @@ def setup(tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPat
     )
     app = make_app(load_settings(cfg), clock=lambda: NOW)
     try:
-        with TestClient(create_app(app)) as client:
+        with TestClient(create_app(app), base_url="http://localhost") as client:
             yield Setup(app, client, feed_server)
     finally:
         app.close()
@@ -650,7 +650,7 @@ def test_without_the_postmark_password_every_call_is_refused(tmp_path: Path, mon
     app = make_app(load_settings(cfg), clock=lambda: NOW)
     try:
         app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
-        with TestClient(create_app(app)) as client:
+        with TestClient(create_app(app), base_url="http://localhost") as client:
             for auth in ("", basic(password=""), basic()):
                 r = client.post(
                     "/webhooks/postmark",
@@ -763,7 +763,7 @@ def test_without_webhook_config_there_is_no_route(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, delivery_extra='[bounces]\nreturn_path = "bounces@newsspace.kr"\n')
     app = make_app(load_settings(cfg), clock=lambda: NOW)
     try:
-        with TestClient(create_app(app)) as client:
+        with TestClient(create_app(app), base_url="http://localhost") as client:
             assert client.post("/webhooks/ses", content=b"{}").status_code == 404
             assert client.post("/webhooks/mailgun", content=b"{}").status_code == 404
             assert client.post("/webhooks/sendgrid", content=b"[]").status_code == 404
@@ -798,7 +798,7 @@ def test_any_receiver_bootstrap_hands_the_web_layer_gets_the_same_body_limit_rep
     monkeypatch.setattr(app, "webhook_receivers", lambda: [FakeReceiver()])
     try:
         sid = app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)[0].id
-        with TestClient(create_app(app)) as client:
+        with TestClient(create_app(app), base_url="http://localhost") as client:
 
             def call(body: Any, signed: bool = True) -> tuple[int, str]:
                 headers = {"X-Fake-Signature": "yes"} if signed else {}
