@@ -14,10 +14,12 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,17 +28,17 @@ from cryptography.x509.oid import NameOID
 from starlette.testclient import TestClient
 
 from feedservice import bootstrap
-from feedservice.adapters.bounces.mailgun import SeenTokens
 from feedservice.adapters.bounces.sns import cert_url_trusted, string_to_sign
 from feedservice.bootstrap import App, make_app
 from feedservice.bounce_model import BounceKind, BounceReading, ProviderEvent
 from feedservice.cli.main import main
 from feedservice.config import load_settings
-from feedservice.errors import WebhookRefused
+from feedservice.errors import StorageError, WebhookRefused
 from feedservice.model import Edition, SubscriberStatus
 from feedservice.verp import envelope_sender
 from feedservice.web.app import create_app
 from tests.conftest import FeedServer, Served, write_config
+from tests.served import serve_process
 
 NOW = datetime(2026, 11, 30, 7, 30, tzinfo=UTC)
 DAY = date(2026, 11, 30)
@@ -397,15 +399,41 @@ def test_a_captured_mailgun_call_of_an_ignored_event_cannot_carry_a_forged_bounc
     assert post(s, "mailgun", delivered) == (200, "ok\n")  # Mailgun's own retry of it: still fine
 
 
-def test_mailgun_tokens_are_remembered_while_fresh_and_forgotten_once_stale() -> None:
-    tokens, t0, age = SeenTokens(), NOW.timestamp(), 300
-    call, other = {"event-data": {"event": "delivered"}}, {"event-data": {"event": "failed"}}
-    assert tokens.same_call("t", call, t0, t0, age)
-    assert tokens.same_call("t", json.loads(json.dumps(call, indent=2)), t0, t0 + 10, age)  # same event, respaced
-    assert not tokens.same_call("t", other, t0, t0 + age, age)  # still fresh: the forgery is seen
-    assert tokens.same_call("t", other, t0, t0 + age + 1, age)  # forgotten; the call is stale, refused as such
-    assert tokens.same_call("future", call, t0 + 2 * age, t0, age)  # not fresh: not remembered
-    assert tokens.same_call("future", other, t0 + 2 * age, t0, age)
+def test_a_mailgun_token_is_bound_in_the_database_for_every_worker(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token's binding to its body is the database's, not one process's memory: a second app
+    on the same database (another web worker, or the service restarted) refuses the captured
+    call with a forged body and acknowledges Mailgun's own retry, the same event however its JSON
+    is spaced. A store that cannot bind answers 503, so Mailgun retries, and nothing changes."""
+    s = setup
+    delivered = mailgun(s.envelope, token="tok-w", event="delivered")
+    assert post(s, "mailgun", delivered) == (200, "ok\n")
+    forged = dict(delivered, **{"event-data": mailgun(s.envelope)["event-data"]})
+    other_worker = make_app(s.app.settings, clock=lambda: NOW + timedelta(seconds=299))
+    try:
+        with TestClient(create_app(other_worker), base_url="http://localhost") as client:
+            answer = client.post("/webhooks/mailgun", content=json.dumps(forged).encode())
+            assert (answer.status_code, answer.text) == (403, "refused\n")
+            respaced = json.dumps(delivered, indent=2, sort_keys=True).encode()
+            assert client.post("/webhooks/mailgun", content=respaced).status_code == 200
+    finally:
+        other_worker.close()
+    assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
+
+    failing = make_app(s.app.settings, clock=lambda: NOW)
+
+    def broken(*args: object) -> bool:
+        raise StorageError("binding a webhook token: OperationalError: database is locked")
+
+    monkeypatch.setattr(failing.store, "bind_webhook_token", broken)
+    try:
+        with TestClient(create_app(failing), base_url="http://localhost") as client:
+            answer = client.post("/webhooks/mailgun", content=json.dumps(mailgun(s.envelope, token="t-2")).encode())
+            assert (answer.status_code, answer.text) == (503, "try later\n")
+    finally:
+        failing.close()
+    assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
 
 
 # -- SendGrid -------------------------------------------------------------------------------------
@@ -817,5 +845,59 @@ def test_any_receiver_bootstrap_hands_the_web_layer_gets_the_same_body_limit_rep
             # a replay (recorded before) is acknowledged, so the provider stops, and changes nothing
             assert call({"id": "1", "to": "reader@example.com", "bounce": True}) == (200, "ok\n")
             assert len(app.store.list_bounces()) == 1
+    finally:
+        app.close()
+
+
+def test_under_two_web_workers_a_known_token_with_another_body_is_never_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    """`feedservice serve` with ``[web] workers = 2``: each token's genuine call, then the same
+    token with a forged bounce in its body (what a captured call replayed at once looks like),
+    many times over new connections, so calls land on both workers. The token memory used to be
+    each worker's own: a forgery reaching the worker that had not seen the token was applied."""
+    monkeypatch.setenv("FS_TEST_MAILGUN", MAILGUN_KEY)
+    hooks = (
+        '[bounces]\nreturn_path = "bounces@newsspace.kr"\n'
+        '[bounces.webhooks.mailgun]\nsigning_key_env = "FS_TEST_MAILGUN"\n'
+    )
+    cfg = write_config(tmp_path, db_url=db_url, delivery_extra=hooks)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", "[web]\nworkers = 2\n"), encoding="utf-8")
+    app = make_app(load_settings(cfg))
+    try:
+        genuine_reader, forged_reader = (
+            app.store.add_subscriber(f"{name}@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)[0].id
+            for name in ("genuine", "target")
+        )
+        envelope = {
+            sid: envelope_sender("bounces@newsspace.kr", app.secret(), DAY, sid)
+            for sid in (genuine_reader, forged_reader)
+        }
+        with serve_process(cfg) as port:
+            now = datetime.now(UTC)
+            tokens = [f"tok-{n}" for n in range(24)]
+
+            def calls(token: str) -> list[tuple[str, int]]:
+                event = "failed" if token == "tok-0" else "delivered"  # one genuine bounce, the rest ignored
+                genuine = mailgun(envelope[genuine_reader], token=token, when=now, event=event)
+                forged = dict(genuine, **{"event-data": mailgun(envelope[forged_reader], when=now)["event-data"]})
+                out = []
+                for name, body in [("genuine", genuine), *[("forged", forged), ("genuine", genuine)] * 3]:
+                    answer = httpx.post(
+                        f"http://127.0.0.1:{port}/webhooks/mailgun", content=json.dumps(body), timeout=30
+                    )
+                    out.append((name, answer.status_code))
+                return out
+
+            with ThreadPoolExecutor(4) as pool:
+                answers = [a for per_token in pool.map(calls, tokens) for a in per_token]
+        assert {a for a in answers if a[0] == "genuine"} == {("genuine", 200)}
+        assert {a for a in answers if a[0] == "forged"} == {("forged", 403)}
+        status = {sid: app.store.get_subscriber_by_id(sid) for sid in (genuine_reader, forged_reader)}
+        assert {sid: sub.status if sub else None for sid, sub in status.items()} == {
+            genuine_reader: SubscriberStatus.SUPPRESSED,
+            forged_reader: SubscriberStatus.SUBSCRIBED,
+        }
+        assert [r.source for r in app.store.list_bounces()] == ["webhook:mailgun/tok-0"]
     finally:
         app.close()
