@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from feedservice import bootstrap
@@ -714,6 +715,7 @@ def test_a_flood_of_single_event_calls_trips_the_breaker_holds_the_rest_recorded
     held = [r for r in s.app.store.list_bounces() if r.action.startswith("held by the breaker")]
     assert [r.recipient for r in held] == [f"r{i:03d}@example.com" for i in range(19, 30)]
     assert s.app.bounce_breaker().held == 11
+    assert _breaker_metrics(s) == {"feedservice_bounce_breaker_held": 11, "feedservice_bounce_breaker_suppressions": 19}
     # Postmark's retry of a held event: acknowledged, nothing changes
     assert post(s, "postmark", postmark_bounce(bounce_id=25, email="r025@example.com")) == (200, "ok\n")
     assert (s.records(), suppressed()) == (30, 19)
@@ -730,6 +732,13 @@ def test_a_flood_of_single_event_calls_trips_the_breaker_holds_the_rest_recorded
     # the window starts again at the release: the next bounce suppresses at once
     assert post(s, "postmark", postmark_bounce(bounce_id=30, email="r030@example.com")) == (200, "ok\n")
     assert suppressed() == 31 and s.app.bounce_breaker().held == 0
+    assert _breaker_metrics(s)["feedservice_bounce_breaker_held"] == 0  # the alert clears
+
+
+def _breaker_metrics(s: Setup) -> dict[str, float]:
+    """The bounce breaker's gauges as Prometheus reads them from `/metrics`."""
+    families = text_string_to_metric_families(s.client.get("/metrics").text)
+    return {f.name: f.samples[0].value for f in families if f.name.startswith("feedservice_bounce_breaker")}
 
 
 # -- hostile bodies -------------------------------------------------------------------------------
