@@ -215,6 +215,12 @@ class BounceStoreMixin(StoreBase):
                 )
             ]
 
+    def last_suppression_reasons(self) -> dict[int, str]:
+        """Why each suppressed reader was suppressed last (a bounce's reason, or an import's)."""
+        s = t.suppressions.c
+        with self._tx("reading suppressions") as conn:
+            return dict(conn.execute(sa.select(s.subscriber_id, s.reason).order_by(s.id)).tuples().all())
+
     def edition_feedback(self, day: date) -> EditionFeedback:
         b, d, s = t.bounce_mail.c, t.deliveries.c, t.subscribers.c
         sent = DeliveryStatus.SENT.value
