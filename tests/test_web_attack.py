@@ -180,6 +180,8 @@ def test_a_dns_rebinding_page_can_neither_read_a_token_nor_sign_anyone_up(app: A
         ("http://attacker.example#@localhost", False),
         ("javascript://localhost", False),
         ("http://localhost/path", False),
+        ("http://localhost?x", False),
+        ("http://localhost#x", False),
         ("http://[::1", False),
         ("localhost", False),
         ("", False),

@@ -108,7 +108,9 @@ def origin_allowed(origin: str, hosts: Set[str]) -> bool:
         name = parts.hostname
     except ValueError:
         return False
-    if parts.scheme not in ("http", "https") or not name or parts.username is not None or parts.path:
+    if parts.scheme not in ("http", "https") or not name or parts.username is not None:
+        return False
+    if parts.path or parts.query or parts.fragment:  # an origin is scheme, host and port only
         return False
     return _known(f"[{name}]" if ":" in name else name, hosts)
 
