@@ -4,6 +4,7 @@ and shutdown let a client try. Each test failed before its fix (see CHANGELOG.md
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -17,12 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
 from feedservice.web.app import create_app
 from feedservice.web.clients import ClientAddress
-from feedservice.web.requestchecks import origin_allowed
+from feedservice.web.requestchecks import AllowedHosts, origin_allowed
 from feedservice.web.server import embedded
 from tests.conftest import free_port, write_config
 from tests.served import app_with_article, process_serving, running, served
@@ -189,6 +191,37 @@ def test_a_dns_rebinding_page_can_neither_read_a_token_nor_sign_anyone_up(app: A
 )
 def test_the_forms_origin_is_one_of_the_allowed_hosts(origin: str, ours: bool) -> None:
     assert origin_allowed(origin, frozenset({"127.0.0.1", "localhost", "[::1]"})) is ours
+
+
+def test_the_host_check_alone_refuses_two_hosts_and_remembers_a_bounded_few() -> None:
+    """``AllowedHosts`` under any server (no ``RequestChecks`` in front): two Host headers are
+    refused, a missing one only passes for HTTP/1.0; the allowed values it remembers (so the feed
+    path pays a set lookup) stay bounded however many ports a stranger tries, and a refused value
+    is never remembered."""
+    answered: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        answered.append(200)
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            answered.append(message["status"])
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    checks = AllowedHosts(app, frozenset({"127.0.0.1", "localhost", "[::1]"}))
+
+    def status(*hosts: bytes, version: str = "1.1") -> int:
+        scope = {"type": "http", "http_version": version, "headers": [(b"host", h) for h in hosts]}
+        asyncio.run(checks(scope, receive, send))
+        return answered.pop()
+
+    assert status(b"localhost", b"localhost") == 421
+    assert (status(version="1.1"), status(version="1.0"), status(b"", version="1.0")) == (421, 200, 200)
+    assert {status(b"localhost:%d" % port) for port in range(1, 2000)} == {200}
+    assert {status(b"attacker.example:%d" % port) for port in range(1, 2000)} == {421}
+    assert len(checks._seen) == AllowedHosts.SEEN and not any(b"attacker" in h for h in checks._seen)
 
 
 def test_web_hosts_replace_the_loopback_names_and_keep_the_public_one(tmp_path: Path) -> None:

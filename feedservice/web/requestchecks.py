@@ -80,24 +80,37 @@ class AllowedHosts:
     """ASGI: a 421 for a request whose ``Host`` names none of ``hosts`` (``Settings.allowed_hosts``,
     on any port), before anything is routed; see the module docstring."""
 
+    SEEN = 256  # Host values remembered as allowed: the feed readers' few cost a set lookup
+
     def __init__(self, app: ASGIApp, hosts: Set[str]) -> None:
         self.app, self.hosts = app, hosts
+        self._seen: set[bytes] = set()  # bounded: a stranger's endless ports add nothing past SEEN
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self._allowed(scope):
             await self.app(scope, receive, send)
             return
         hosts = [value for name, value in scope["headers"] if name == b"host"]
-        if hosts in ([], [b""]) and scope.get("http_version") in ("1", "1.0"):
-            await self.app(scope, receive, send)  # HTTP/1.0 without Host: no browser sends that
-            return
-        name = _host_name(hosts[0]) if len(hosts) == 1 else ""
-        if _known(name, self.hosts):
-            await self.app(scope, receive, send)
-            return
-        log.info("refusing a request for host %.100r: not one of [web] hosts", name)
+        log.info("refusing a request for host %.100r: not one of [web] hosts", b", ".join(hosts).decode("latin-1"))
         for message in MISDIRECTED:
             await send(message)
+
+    def _allowed(self, scope: Scope) -> bool:
+        host: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                if host is not None:
+                    return False  # two (RequestChecks refuses them first, under the server)
+                host = value
+        if not host:  # HTTP/1.0 may have none (no browser sends that)
+            return scope.get("http_version") in ("1", "1.0")
+        if host in self._seen:
+            return True
+        if not _known(_host_name(host), self.hosts):
+            return False
+        if len(self._seen) < self.SEEN:
+            self._seen.add(host)
+        return True
 
 
 def origin_allowed(origin: str, hosts: Set[str]) -> bool:
