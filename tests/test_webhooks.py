@@ -10,9 +10,12 @@ each replay acknowledged (providers retry what is not), with nothing changed."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import logging
+import socket
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -38,8 +41,9 @@ from feedservice.errors import StorageError, WebhookRefused
 from feedservice.model import Edition, SubscriberStatus
 from feedservice.verp import envelope_sender
 from feedservice.web.app import create_app
+from feedservice.web.httplimits import Limits
 from tests.conftest import FeedServer, Served, write_config
-from tests.served import serve_process
+from tests.served import serve_process, served
 
 NOW = datetime(2026, 11, 30, 7, 30, tzinfo=UTC)
 DAY = date(2026, 11, 30)
@@ -910,3 +914,26 @@ def test_under_two_web_workers_a_known_token_with_another_body_is_never_applied(
         assert [r.source for r in app.store.list_bounces()] == ["webhook:mailgun/tok-0"]
     finally:
         app.close()
+
+
+def test_a_webhook_body_that_never_arrives_is_a_408_in_one_line(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    """A provider's (or a stranger's) call whose body stops coming: at the body deadline the
+    client gets the 408 and the log one line per call, not a traceback of the app's
+    ClientDisconnect (nor, at a stop, Granian's 500); nothing is recorded."""
+    caplog.set_level(logging.INFO, logger="feedservice")
+    quick = Limits(head_timeout=5.0, body_timeout=1.0)
+    with served(setup.app, quick) as port, socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /webhooks/mailgun HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"signature"'
+        )
+        answer = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")], caplog.text
+    assert [r.getMessage() for r in caplog.records if "did not arrive" in r.getMessage()] == [
+        "closing a connection whose request body did not arrive in time"
+    ]
+    assert "Traceback" not in caplog.text and setup.records() == 0
