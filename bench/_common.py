@@ -36,6 +36,29 @@ def ensure_nginx() -> str:
     return path
 
 
+def site_config(folder: Path, port: int, *, sources: str = "", web: str = "", rest: str = "") -> str:
+    """A config.toml of one section served on 127.0.0.1:``port``, its database and files in
+    ``folder``; ``sources``, ``web`` (lines of ``[web]``) and ``rest`` (more tables) are added."""
+    return f"""[site]
+name = "뉴스스페이스"
+url = "https://www.newsspace.kr"
+public_url = "http://127.0.0.1:{port}"
+[database]
+url = "sqlite:///{folder}/fs.db"
+[[sections]]
+slug = "bigtech"
+title = "빅테크"
+{sources}[weather]
+provider = "none"
+[digest]
+from = "bench <b@example.com>"
+[feeds]
+output_dir = "{folder}/feeds"
+[web]
+port = {port}
+{web}{rest}"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

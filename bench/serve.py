@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, Nginx, free_port, median, write_section
+from _common import ROOT, Nginx, free_port, median, site_config, write_section
 from collect import make_feed
 
 from feedservice import aio
@@ -53,33 +53,9 @@ def build_site(folder: Path, port: int) -> Path:
     from feedservice.config import load_settings
 
     cfg = folder / "config.toml"
-    cfg.write_text(
-        f"""[site]
-name = "뉴스스페이스"
-url = "https://www.newsspace.kr"
-public_url = "http://127.0.0.1:{port}"
-[database]
-url = "sqlite:///{folder}/fs.db"
-[[sections]]
-slug = "bigtech"
-title = "빅테크"
-[[sources]]
-url = "https://www.newsspace.kr/rss/S1N1.xml"
-section = "bigtech"
-[weather]
-provider = "none"
-[digest]
-from = "bench <b@example.com>"
-[feeds]
-output_dir = "{folder}/feeds"
-[web]
-port = {port}
-workers = 1
-[logging]
-level = "WARNING"
-""",
-        encoding="utf-8",
-    )
+    source = '[[sources]]\nurl = "https://www.newsspace.kr/rss/S1N1.xml"\nsection = "bigtech"\n'
+    text = site_config(folder, port, sources=source, web="workers = 1\n", rest='[logging]\nlevel = "WARNING"\n')
+    cfg.write_text(text, encoding="utf-8")
     app = make_app(load_settings(cfg))
     now = datetime.now(UTC)
     parsed = parse_feed(

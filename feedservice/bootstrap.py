@@ -284,7 +284,9 @@ class App:
         """One receiver per configured provider webhook (``[bounces.webhooks.*]``)."""
         from feedservice.adapters.bounces.webhooks import configured_receivers
 
-        return configured_receivers(self.settings.bounces, self.settings.secret, self.clock)
+        return configured_receivers(
+            self.settings.bounces, self.settings.secret, self.clock, self.store.bind_webhook_token
+        )
 
     def check_events(self, events: Sequence[ProviderEvent]) -> bounce_service.CheckReport:
         """Provider events (webhook calls) through the same check as returned mail, in one pass;

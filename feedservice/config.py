@@ -14,6 +14,7 @@ import tomllib
 from datetime import time
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, ValidationError
@@ -32,7 +33,9 @@ from feedservice.config_values import (
     Subject,
     Table,
     TimeZone,
+    WebHost,
     mail_domain,
+    web_host,
 )
 from feedservice.errors import ConfigError
 from feedservice.stations import DEFAULT_STATION_IDS
@@ -188,6 +191,12 @@ class WebConfig(Table):
     subscribe_per_hour: int = Field(default=10, ge=1, le=10000)
     # Peers whose X-Forwarded-For is believed (addresses or networks); none: the peer is the client.
     trusted_proxies: tuple[IpNetwork, ...] = ()
+    # The host names the app answers to (any port), besides [site] public_url's; none: the loopback names.
+    hosts: tuple[WebHost, ...] | None = None
+
+
+# The names `make run`, the demo and a local browser reach the app by, answered unless [web] hosts says otherwise.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 class RunConfig(Table):
@@ -236,6 +245,13 @@ class Settings(Table):
         if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
             return prefix + str(self.path(url[len(prefix) :]).resolve())
         return url
+
+    def allowed_hosts(self) -> frozenset[str]:
+        """The host names (``web_host`` form) the web app answers to, on any port: ``[web] hosts``
+        (default: the loopback names) and always the host of ``[site] public_url``, where every
+        link points."""
+        public = web_host(urlsplit(self.site.public_url).hostname or "")
+        return frozenset((public, *(LOOPBACK_HOSTS if self.web.hosts is None else self.web.hosts)))
 
     def secret(self, env_name: str | None) -> SecretStr | None:
         """Read a secret from the environment, or from the file named by ``<NAME>_FILE``."""

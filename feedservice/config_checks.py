@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from feedservice.config_values import mail_domain
+from feedservice.config_values import mail_domain, web_host
 from feedservice.errors import ConfigError
 from feedservice.stations import STATIONS
 
@@ -45,6 +46,10 @@ def check_references(s: Settings) -> None:
         raise ConfigError(s.source_path, "delivery.smtp", 'mode = "smtp" needs a [delivery.smtp] table')
     _check_from(s)
     _check_domains(s)
+    try:  # the host the web app always answers to (Settings.allowed_hosts)
+        web_host(urlsplit(s.site.public_url).hostname or "")
+    except ValueError as exc:
+        raise ConfigError(s.source_path, "site.public_url", str(exc)) from None
     url = s.database.url
     if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgresql+psycopg://"))):
         raise ConfigError(s.source_path, "database.url", f"expected sqlite:///… or postgresql://…, got {url!r}")

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel import Locale, UnknownLocaleError
 from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 
+from feedservice.addresses import ascii_domain
 from feedservice.verp import MAX_TOKEN
 
 __all__ = [
@@ -31,8 +32,10 @@ __all__ = [
     "Table",
     "TimeZone",
     "UrlPrefix",
+    "WebHost",
     "control_character",
     "mail_domain",
+    "web_host",
 ]
 
 
@@ -91,6 +94,34 @@ def _listen_host(value: str) -> str:
         if len(value) > 253 or not _HOSTNAME.fullmatch(value):
             raise ValueError(f"not an IP address or host name: {value!r}") from None
     return value
+
+
+# A DNS name as a Host header carries it, after IDNA: letters, digits, '-' and (Docker's service
+# names) '_', in dot-separated labels.
+_WEB_HOSTNAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
+
+
+def web_host(value: str) -> str:
+    """A host name or address as a request's ``Host`` names it, without a port, in one spelling:
+    lower case, IDNA A-labels (``뉴스.kr`` → ``xn--...``, what browsers send), no trailing dot, an
+    IP address in its compressed form and an IPv6 address in brackets (``::1`` → ``[::1]``).
+    ``[web] hosts`` and each request's ``Host`` are compared in this form."""
+    name = value.strip().lower()
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        pass
+    else:
+        return f"[{address.compressed}]" if address.version == 6 else address.compressed
+    name = name.removesuffix(".")
+    try:
+        name = ascii_domain(name).lower()
+    except ValueError:
+        raise ValueError(f"not a host name or IP address (without scheme, port or path): {value!r}") from None
+    if len(name) > 253 or not _WEB_HOSTNAME.fullmatch(name):
+        raise ValueError(f"not a host name or IP address (without scheme, port or path): {value!r}")
+    return name
 
 
 SUBJECT_FIELDS = frozenset({"site", "date"})
@@ -168,6 +199,7 @@ Slug = Annotated[str, AfterValidator(_slug)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 Language = Annotated[str, AfterValidator(_language)]
 ListenHost = Annotated[str, AfterValidator(_listen_host)]
+WebHost = Annotated[str, AfterValidator(web_host)]
 Subject = Annotated[str, AfterValidator(_subject)]
 IpNetwork = Annotated[str, AfterValidator(_ip_network)]
 ReturnPath = Annotated[str, AfterValidator(_return_path)]

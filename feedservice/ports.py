@@ -151,11 +151,22 @@ class SubscriberStore(Protocol):
         status: SubscriberStatus,
         now: datetime,
         created: datetime | None = None,
-    ) -> tuple[Subscriber, bool]: ...
+        *,
+        reason: str = ...,
+    ) -> tuple[Subscriber, bool]:
+        """Insert or update by address; one that becomes suppressed has ``reason`` recorded."""
 
     def keep_forgotten(
-        self, email_hash: str, status: SubscriberStatus, sections: Sequence[str], created: datetime
-    ) -> bool: ...
+        self,
+        email_hash: str,
+        status: SubscriberStatus,
+        sections: Sequence[str],
+        created: datetime,
+        *,
+        now: datetime | None = None,
+        reason: str = ...,
+    ) -> bool:
+        """A forgotten address (hash only); a suppressed one has ``reason`` recorded at ``now``."""
 
     def set_subscriber_status(
         self, subscriber: int | str, status: SubscriberStatus, sections: Sequence[str] | None = None

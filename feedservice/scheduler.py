@@ -33,9 +33,12 @@ from feedservice.bootstrap import App
 from feedservice.errors import FeedServiceError, WeatherError
 from feedservice.web.app import create_app
 from feedservice.web.listen import listen_address
-from feedservice.web.server import embedded, serve_processes
+from feedservice.web.server import CutOff, embedded, serve_processes
 
 log = logging.getLogger(__name__)
+# After the cut-off at run.shutdown_timeout, how long the requests it ended may take to answer
+# before the server is cancelled whatever it is doing.
+CUT_GRACE = 1.0
 
 # The jobs are stored in the database (apscheduler's SQLAlchemy job store) as references to these
 # module-level functions; they run against the app of this process.
@@ -221,12 +224,15 @@ async def serve(app: App, *, with_scheduler: bool) -> None:
     scheduling lock, and help send. Stopping hands back unsent claims.
 
     The server (Granian, ``web/server.py``) runs in this event loop; a signal stops it, giving
-    requests in flight up to ``run.shutdown_timeout``, and the process exits 0."""
+    requests in flight up to ``run.shutdown_timeout``: then those still waiting for their body
+    are cut off (a 503, one log line each, ``httplimits.CutOff``) and Granian's stop ends by
+    itself; a handler still busy a second later is cancelled with the server. The process exits 0."""
     web = app.settings.web
     timeout = app.settings.run.shutdown_timeout
     # Tried before anything starts, so a bad host or a taken port is one line and exit 1 or 2.
     address = listen_address(web.host, web.port, config_path=app.settings.source_path)
-    server = embedded(create_app(app), address, web.port)
+    cutoff = CutOff()
+    server = embedded(create_app(app), address, web.port, cutoff=cutoff)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(lead(app, stop)), asyncio.create_task(help_send(app, stop))] if with_scheduler else []
     loop = asyncio.get_running_loop()
@@ -236,7 +242,10 @@ async def serve(app: App, *, with_scheduler: bool) -> None:
     def on_signal(sig: signal.Signals) -> None:
         if not caught:
             server.stop()  # type: ignore[no-untyped-call]  # granian's embeddable Server.stop is unannotated
-            loop.call_later(timeout, serving.cancel)  # requests still running then are cut off
+            loop.call_later(timeout, cutoff.cut)  # requests still waiting for a body then get a 503
+            # The last resort, for a handler that outlives the cut: cancelling Granian's serving
+            # task (its shutdown callback may then log an InvalidStateError of its own).
+            loop.call_later(timeout + CUT_GRACE, serving.cancel)
         caught.append(sig)
 
     handled = _handle_signals(loop, on_signal)

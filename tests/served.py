@@ -22,7 +22,7 @@ from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
 from feedservice.model import Article
 from feedservice.web.app import create_app
-from feedservice.web.httplimits import LIMITS, Limits
+from feedservice.web.httplimits import LIMITS, CutOff, Limits
 from feedservice.web.server import EmbeddedServer, embedded
 from tests.conftest import free_port
 
@@ -90,10 +90,12 @@ def serve_config(app: App, monkeypatch: pytest.MonkeyPatch) -> ServerFactory:
     it starts serving; ``running`` serves it on a free port."""
     from feedservice import scheduler
 
-    captured: list[ASGIApp] = []
+    captured: list[tuple[ASGIApp, CutOff | None]] = []
 
-    def capture(asgi: ASGIApp, host: str, port: int, limits: Limits = LIMITS) -> EmbeddedServer:
-        captured.append(asgi)
+    def capture(
+        asgi: ASGIApp, host: str, port: int, limits: Limits = LIMITS, cutoff: CutOff | None = None
+    ) -> EmbeddedServer:
+        captured.append((asgi, cutoff))
         raise _Captured
 
     with monkeypatch.context() as patch:
@@ -103,8 +105,8 @@ def serve_config(app: App, monkeypatch: pytest.MonkeyPatch) -> ServerFactory:
         patch.setattr(scheduler, "listen_address", lambda *args, **kwargs: "127.0.0.1")
         with contextlib.suppress(_Captured):
             asyncio.run(scheduler.serve(app, with_scheduler=False))
-    [asgi] = captured
-    return lambda port: embedded(asgi, "127.0.0.1", port)
+    [(asgi, cutoff)] = captured
+    return lambda port: embedded(asgi, "127.0.0.1", port, cutoff=cutoff)
 
 
 @contextlib.contextmanager

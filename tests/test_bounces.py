@@ -239,7 +239,7 @@ def test_a_refusal_while_sending_is_recorded_as_a_bounce_read_later_is(
     try:
         [unmatched] = [r for r in app.store.list_bounces() if r.source.startswith("relay:")]
         assert unmatched.subscriber_id == ids["gone@example.com"]
-        text = TestClient(create_app(app)).get("/metrics").text
+        text = TestClient(create_app(app), base_url="http://localhost").get("/metrics").text
         families = {f.name: f for f in text_string_to_metric_families(text)}
         counts = {s.labels["kind"]: s.value for s in families["feedservice_edition_feedback"].samples}
         assert (counts["delivered"], counts["refused"], counts["hard"]) == (2, 1, 2)
@@ -435,7 +435,7 @@ def test_digest_status_and_metrics_show_what_came_back_from_an_edition(
     try:
         app.check_bounces()
         app.store.set_subscriber_status("d@example.com", SubscriberStatus.UNSUBSCRIBED)
-        text = TestClient(create_app(app)).get("/metrics").text
+        text = TestClient(create_app(app), base_url="http://localhost").get("/metrics").text
         families = {f.name: f for f in text_string_to_metric_families(text)}
         counts = {s.labels["kind"]: s.value for s in families["feedservice_edition_feedback"].samples}
         assert counts == {"delivered": 4, "refused": 0, "hard": 1, "soft": 1, "complaints": 1, "unsubscribes": 1}

@@ -55,6 +55,12 @@ BAD = [
     ("maildir = ", 'mode = "smtp"\nmaildir = ', "delivery.smtp", "needs a [delivery.smtp]"),
     ('[database]\nurl = "sqlite:///', '[database]\nurl = "mysql:///', "database.url", "sqlite"),
     ('slug = "space-sociology"', 'slug = "Space Sociology"', "sections[1].slug", "slug"),
+    # [web] hosts are names as a Host header carries them, without scheme, port or path; no "*"
+    *[
+        ("[web]", f'[web]\nhosts = ["localhost", {bad!r}]', "web.hosts[1]", "not a host name")
+        for bad in ("https://news.example", "news.example:443", "news.example/feeds", "*", ".news.example", "a b")
+    ],
+    ('public_url = "http://127.0.0.1:8080"', 'public_url = "http://exa$mple/"', "site.public_url", "host name"),
     # a colon would end the user name inside Postmark's webhook URL (https://user:password@host/…)
     (
         "[web]",
@@ -65,7 +71,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("old", "new", "key", "word"), BAD, ids=[b[2] for b in BAD])
+@pytest.mark.parametrize(("old", "new", "key", "word"), BAD, ids=[f"{b[2]}-{i}" for i, b in enumerate(BAD)])
 def test_bad_config_exits_2_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, key: str, word: str
 ) -> None:
@@ -244,3 +250,25 @@ def test_forgotten_addresses_keep_their_key_across_a_rotation(monkeypatch: pytes
     monkeypatch.setenv("FS_OLD", "retired")
     assert s.address_key(signing).get_secret_value() == "pinned"
     assert [r.get_secret_value() for r in s.retired_secrets()] == ["retired"]
+
+
+def test_the_web_hosts_are_the_public_urls_and_the_loopback_names_or_those_listed(tmp_path: Path) -> None:
+    """Compared as a browser sends them: lower case, IDNA A-labels, no trailing dot, IPv6 in
+    brackets; the public URL's host is always one of them (every link points there)."""
+    default = load_settings(write_config(tmp_path))
+    assert default.allowed_hosts() == {"127.0.0.1", "localhost", "[::1]"}
+    path = _edit(
+        tmp_path,
+        'public_url = "http://127.0.0.1:8080"',
+        'public_url = "https://피드.뉴스스페이스.kr"',
+    )
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("[web]\n", '[web]\nhosts = ["News.Example.", "::1", "뉴스.kr"]\n'),
+        encoding="utf-8",
+    )
+    assert load_settings(path).allowed_hosts() == {
+        "xn--hy1by72d.xn--vg1b002aaa372d1mu.kr",
+        "news.example",
+        "[::1]",
+        "xn--vg1b002a.kr",
+    }

@@ -107,7 +107,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
 
 
 def test_nginx_serves_the_built_feeds_as_the_asgi_path_does(site: Site) -> None:
-    asgi = TestClient(create_app(site.app))
+    asgi = TestClient(create_app(site.app), base_url="http://localhost")
     with httpx.Client(base_url=f"http://127.0.0.1:{site.nginx}") as http:
         for path in FEEDS:
             plain = {"Accept-Encoding": "identity"}
@@ -189,3 +189,14 @@ def test_nginx_passes_subscribe_to_the_app_with_the_visitors_address(site: Site)
     assert visitors == [[200]] * 5
     one_visitor = _signups(site.nginx, "127.0.0.20", [f"198.51.100.{i}" for i in range(4)])
     assert one_visitor == [200, 200, 200, 429]
+
+
+def test_nginx_passes_the_visitors_host_so_a_rebound_name_is_refused(site: Site) -> None:
+    """The doc's ``proxy_set_header Host $host``: the app sees the name the browser used, so a
+    DNS-rebinding page's (``attacker.example``, resolved to our address) gets the app's 421. A
+    proxy that sent the upstream's own name (``127.0.0.1:8080``, nginx's default) would pass it."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{site.nginx}") as http:
+        for host in ("attacker.example", f"attacker.example:{site.nginx}"):
+            refused = http.get("/subscribe", headers={"Host": host})
+            assert refused.status_code == 421 and "csrf" not in refused.text, host
+        assert http.get("/subscribe").status_code == 200

@@ -267,7 +267,7 @@ def test_readyz_metrics_and_status(tmp_path: Path, feed_server: FeedServer) -> N
     cfg = _config(tmp_path, feed_server)
     app = make_app(load_settings(cfg))
     try:
-        client = TestClient(create_app(app))
+        client = TestClient(create_app(app), base_url="http://localhost")
         not_yet = client.get("/readyz")
         assert not_yet.status_code == 503 and "no source" in not_yet.text
         asyncio.run(app.collect())

@@ -352,3 +352,46 @@ def test_the_bounce_breaker_counts_suppressions_within_a_day_and_an_operator_rel
     assert store.breaker_window(later, day) == type(window)(later, 0, 0)  # the window starts again
     assert store.release_held_bounces(later) == 0
     store.close()
+
+
+def test_a_webhook_token_is_bound_to_one_body_for_every_process_until_it_is_stale(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 19: Mailgun signs a timestamp and a token, not the body, so a token is bound to the
+    digest of its call's body in the database: a second store (another web worker) sees the
+    binding, and of many workers binding one new token with two bodies at once exactly one body
+    wins. A database at migration 22 without 19 (made before it) gains the table in place."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from feedservice.adapters.store import migrations
+    from feedservice.adapters.store._base import make_engine
+
+    engine = make_engine(db_url)
+    monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in migrations.MIGRATIONS if m[0] != 19])
+    migrations.migrate(engine)
+    monkeypatch.undo()
+    engine.dispose()
+    first, second = open_store(db_url), open_store(db_url)
+    stale_at, a, b = NOW + timedelta(seconds=300), "a" * 64, "b" * 64
+    try:
+        assert first.bind_webhook_token("mailgun/t", a, stale_at, NOW)
+        assert second.bind_webhook_token("mailgun/t", a, stale_at, NOW + timedelta(seconds=10))  # a retry
+        assert not second.bind_webhook_token("mailgun/t", b, stale_at, NOW + timedelta(seconds=20))  # a forgery
+        assert not first.bind_webhook_token("mailgun/t", b, stale_at, NOW + timedelta(seconds=300))
+
+        def bind(n: int) -> tuple[str, bool]:
+            body = (a, b)[n % 2]
+            return body, (first, second)[n // 2 % 2].bind_webhook_token("mailgun/race", body, stale_at, NOW)
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(bind, range(32)))
+        winners = {body for body, bound in results if bound}
+        assert len(winners) == 1 and [bound for body, bound in results] == [body in winners for body, _ in results]
+
+        # Once stale the bindings go (the next call drops them); a new call's token is bound anew.
+        assert first.bind_webhook_token("mailgun/u", b, stale_at + timedelta(hours=1), stale_at + timedelta(seconds=1))
+        with first.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT token FROM webhook_tokens")).scalars().all() == ["mailgun/u"]
+    finally:
+        first.close()
+        second.close()

@@ -228,3 +228,48 @@ def test_cli_import_export_round_trip(tmp_path: Path, capsys: pytest.CaptureFixt
     second = tmp_path / "out2.csv"
     assert main(["--config", str(cfg2), "subscribers", "export", "--out", str(second)]) == 0
     assert second.read_text(encoding="utf-8") == exported  # lossless
+
+
+def test_imported_suppressions_carry_their_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A suppressed row of an import (an address, or a forgotten one's hash from an export) records
+    why, as a bounce's suppression does, and `subscribers list` shows it. Importing the file again
+    records nothing more; a reader suppressed before keeps its own reason; and an import, being
+    the operator's word, is not counted by the bounce breaker."""
+    from feedservice.cli.main import main
+
+    cfg = write_config(tmp_path)
+    c = ["--config", str(cfg)]
+    app = make_app(load_settings(cfg))
+    try:
+        app.store.add_subscriber(
+            "bounced@example.com", (), SubscriberStatus.SUPPRESSED, datetime.now(UTC), reason="hard bounce 5.1.1"
+        )
+        forgotten = app.store.address_hash("gone@example.com")
+        src = tmp_path / "old-list.csv"
+        src.write_text(
+            "email,sections,status,created,email_hash\n"
+            "kept@example.com,bigtech,subscribed,,\n"
+            "blocked@example.com,,suppressed,2025-01-02T03:04:05+00:00,\n"
+            f",,suppressed,2025-01-02T03:04:05+00:00,{forgotten}\n"
+            "bounced@example.com,,suppressed,,\n",
+            encoding="utf-8",
+        )
+        today = datetime.now(UTC).astimezone(app.settings.site.tz).date()
+        for _ in range(2):  # the second import changes nothing
+            assert main([*c, "subscribers", "import", str(src)]) == 0
+            capsys.readouterr()
+        assert main([*c, "subscribers", "list"]) == 0
+        listed = capsys.readouterr().out
+        # A suppressed address is forgotten (only its hash is kept): its row shows why, not who.
+        why = f"imported from {src} on {today}"
+        suppressed = [line.rstrip(" │") for line in listed.splitlines() if "│ suppressed │" in line]
+        assert sorted(line.endswith(why) for line in suppressed) == [False, True, True], listed
+        assert next(line for line in suppressed if not line.endswith(why)).endswith("hard bounce 5.1.1")
+        assert "imported" not in next(line for line in listed.splitlines() if "kept@example.com" in line)
+        hashed = app.store.get_subscriber("gone@example.com")
+        assert hashed is not None and hashed.status is SubscriberStatus.SUPPRESSED
+        for sub in (hashed, subscriber(app.store, "blocked@example.com")):
+            assert [reason for _, reason, _ in app.store.suppression_reasons(sub.id)] == [why]
+        assert app.bounce_breaker().suppressed == 0
+    finally:
+        app.close()

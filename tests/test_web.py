@@ -37,7 +37,7 @@ def app(tmp_path: Path) -> Iterator[App]:
 @pytest.fixture(params=["asgi", "granian"])
 def client(app: App, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     if request.param == "asgi":
-        yield TestClient(create_app(app))
+        yield TestClient(create_app(app), base_url="http://localhost")
         return
     with served(app) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
         yield http
@@ -254,7 +254,7 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(tmp_path: Path) ->
     with process_serving(proc, f"http://127.0.0.1:{port}/healthz", log, 20):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(
-                b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                b"POST /subscribe HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"
                 b"Content-Length: 20\r\n\r\nemail=a"
             )
             time.sleep(0.3)

@@ -28,6 +28,7 @@ from feedservice.model import Subscriber, SubscriberStatus
 from feedservice.web.app import create_app
 from feedservice.web.feedserver import FeedServer
 from feedservice.web.httplimits import LIMITS, Limits, http1_settings
+from feedservice.web.requestchecks import AllowedHosts
 from tests.conftest import body_text, write_config
 from tests.served import running, serve_config, serve_process, served
 
@@ -249,10 +250,12 @@ def test_100_mb_of_headers_is_refused_early(app: App) -> None:
 def test_a_head_over_the_limit_or_with_too_many_headers_gets_431(app: App) -> None:
     with served(app) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"Cookie: " + b"c" * 40_000 + b"\r\n\r\n")
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n" + b"Cookie: " + b"c" * 40_000 + b"\r\n\r\n")
             assert _closed_after(sock, 5)[1].startswith(b"HTTP/1.1 431 ")
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n")
+            sock.sendall(
+                b"GET / HTTP/1.1\r\nHost: localhost\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n"
+            )
             # 431 (RFC 6585: "all header fields collectively are too large"); uvicorn said 400.
             assert _closed_after(sock, 5)[1].startswith(b"HTTP/1.1 431 ")
         # An ordinary browser head (20 headers, 4 KB of cookies) is well inside the limits.
@@ -274,17 +277,17 @@ def test_the_head_limits_sit_exactly_where_documented(app: App) -> None:
         for count, expected in ((LIMITS.max_headers, b"HTTP/1.1 200"), (LIMITS.max_headers + 1, b"HTTP/1.1 431")):
             # Host and Connection, and the rest up to ``count`` lines
             extra = b"".join(b"X-%d: 1\r\n" % i for i in range(count - 2))
-            assert status(line + b"Host: x\r\n" + extra) == expected, count
+            assert status(line + b"Host: localhost\r\n" + extra) == expected, count
         # Counted as RequestLimits counts: the path, 16 bytes of request line, each name and value + 4.
-        fixed = len(b"/healthz") + 16 + len(b"host") + 1 + 4 + len(b"connection") + len(b"close") + 4
+        fixed = len(b"/healthz") + 16 + len(b"host") + len(b"localhost") + 4 + len(b"connection") + len(b"close") + 4
         cookie = LIMITS.max_head_bytes - fixed - len(b"cookie") - 4
-        assert status(line + b"Host: x\r\nCookie: " + b"c" * cookie + b"\r\n") == b"HTTP/1.1 200"
-        assert status(line + b"Host: x\r\nCookie: " + b"c" * (cookie + 1) + b"\r\n") == b"HTTP/1.1 431"
+        assert status(line + b"Host: localhost\r\nCookie: " + b"c" * cookie + b"\r\n") == b"HTTP/1.1 200"
+        assert status(line + b"Host: localhost\r\nCookie: " + b"c" * (cookie + 1) + b"\r\n") == b"HTTP/1.1 431"
 
 
 def test_slow_loris_head_is_closed_after_the_timeout(app: App) -> None:
     with served(app, _QUICK) as port, socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
         start = time.monotonic()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             for _ in range(80):  # one header byte every 0.1 s (8 s): each byte used to keep it alive
@@ -302,7 +305,7 @@ def test_silent_and_idle_keep_alive_connections_are_closed(app: App) -> None:
             waited, _ = _closed_after(silent, 8)
             assert waited < 5  # about 1 s (head_timeout): the margin is for a busy machine
         with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:  # one request, then idle
-            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             waited, answer = _closed_after(idle, 8)
             assert answer.startswith(b"HTTP/1.1 200 ") and waited < 5  # about 1 s (head_timeout, the idle timeout too)
 
@@ -311,7 +314,7 @@ def test_slow_body_is_closed_after_the_timeout(app: App, caplog: pytest.LogCaptu
     unsub = _path(app.links_for(_subscribed(app))[0])
     with served(app, _QUICK) as port, socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(
-            f"POST {unsub} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"POST {unsub} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"
             "Content-Length: 26\r\n\r\nList-Unsub".encode()
         )
         waited, _ = _closed_after(sock, 5)
@@ -327,7 +330,7 @@ def test_a_trickled_body_is_cut_at_its_deadline(app: App) -> None:
     unsub = _path(app.links_for(_subscribed(app))[0])
     with served(app, _QUICK) as port, socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(
-            f"POST {unsub} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"POST {unsub} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"
             "Content-Length: 1000\r\n\r\n".encode()
         )
         start = time.monotonic()
@@ -481,7 +484,8 @@ def _html_pages(app: App, client: TestClient) -> dict[str, list[tuple[str, str, 
         "/readyz": [],
         "/metrics": [],
     }
-    served_app = client.app
+    assert isinstance(client.app, AllowedHosts)
+    served_app = client.app.app
     assert isinstance(served_app, FeedServer) and isinstance(served_app.fallback, Starlette)
     routes = {r.path if isinstance(r, Route) else repr(r) for r in served_app.fallback.routes}
     assert routes == set(samples), "a new route: add its pages to the samples above"

@@ -10,33 +10,40 @@ each replay acknowledged (providers retry what is not), with nothing changed."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import logging
+import socket
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from feedservice import bootstrap
-from feedservice.adapters.bounces.mailgun import SeenTokens
 from feedservice.adapters.bounces.sns import cert_url_trusted, string_to_sign
 from feedservice.bootstrap import App, make_app
 from feedservice.bounce_model import BounceKind, BounceReading, ProviderEvent
 from feedservice.cli.main import main
 from feedservice.config import load_settings
-from feedservice.errors import WebhookRefused
+from feedservice.errors import StorageError, WebhookRefused
 from feedservice.model import Edition, SubscriberStatus
 from feedservice.verp import envelope_sender
 from feedservice.web.app import create_app
+from feedservice.web.httplimits import Limits
 from tests.conftest import FeedServer, Served, write_config
+from tests.served import serve_process, served
 
 NOW = datetime(2026, 11, 30, 7, 30, tzinfo=UTC)
 DAY = date(2026, 11, 30)
@@ -105,7 +112,7 @@ def setup(tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPat
     )
     app = make_app(load_settings(cfg), clock=lambda: NOW)
     try:
-        with TestClient(create_app(app)) as client:
+        with TestClient(create_app(app), base_url="http://localhost") as client:
             yield Setup(app, client, feed_server)
     finally:
         app.close()
@@ -397,15 +404,41 @@ def test_a_captured_mailgun_call_of_an_ignored_event_cannot_carry_a_forged_bounc
     assert post(s, "mailgun", delivered) == (200, "ok\n")  # Mailgun's own retry of it: still fine
 
 
-def test_mailgun_tokens_are_remembered_while_fresh_and_forgotten_once_stale() -> None:
-    tokens, t0, age = SeenTokens(), NOW.timestamp(), 300
-    call, other = {"event-data": {"event": "delivered"}}, {"event-data": {"event": "failed"}}
-    assert tokens.same_call("t", call, t0, t0, age)
-    assert tokens.same_call("t", json.loads(json.dumps(call, indent=2)), t0, t0 + 10, age)  # same event, respaced
-    assert not tokens.same_call("t", other, t0, t0 + age, age)  # still fresh: the forgery is seen
-    assert tokens.same_call("t", other, t0, t0 + age + 1, age)  # forgotten; the call is stale, refused as such
-    assert tokens.same_call("future", call, t0 + 2 * age, t0, age)  # not fresh: not remembered
-    assert tokens.same_call("future", other, t0 + 2 * age, t0, age)
+def test_a_mailgun_token_is_bound_in_the_database_for_every_worker(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token's binding to its body is the database's, not one process's memory: a second app
+    on the same database (another web worker, or the service restarted) refuses the captured
+    call with a forged body and acknowledges Mailgun's own retry, the same event however its JSON
+    is spaced. A store that cannot bind answers 503, so Mailgun retries, and nothing changes."""
+    s = setup
+    delivered = mailgun(s.envelope, token="tok-w", event="delivered")
+    assert post(s, "mailgun", delivered) == (200, "ok\n")
+    forged = dict(delivered, **{"event-data": mailgun(s.envelope)["event-data"]})
+    other_worker = make_app(s.app.settings, clock=lambda: NOW + timedelta(seconds=299))
+    try:
+        with TestClient(create_app(other_worker), base_url="http://localhost") as client:
+            answer = client.post("/webhooks/mailgun", content=json.dumps(forged).encode())
+            assert (answer.status_code, answer.text) == (403, "refused\n")
+            respaced = json.dumps(delivered, indent=2, sort_keys=True).encode()
+            assert client.post("/webhooks/mailgun", content=respaced).status_code == 200
+    finally:
+        other_worker.close()
+    assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
+
+    failing = make_app(s.app.settings, clock=lambda: NOW)
+
+    def broken(*args: object) -> bool:
+        raise StorageError("binding a webhook token: OperationalError: database is locked")
+
+    monkeypatch.setattr(failing.store, "bind_webhook_token", broken)
+    try:
+        with TestClient(create_app(failing), base_url="http://localhost") as client:
+            answer = client.post("/webhooks/mailgun", content=json.dumps(mailgun(s.envelope, token="t-2")).encode())
+            assert (answer.status_code, answer.text) == (503, "try later\n")
+    finally:
+        failing.close()
+    assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
 
 
 # -- SendGrid -------------------------------------------------------------------------------------
@@ -650,7 +683,7 @@ def test_without_the_postmark_password_every_call_is_refused(tmp_path: Path, mon
     app = make_app(load_settings(cfg), clock=lambda: NOW)
     try:
         app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
-        with TestClient(create_app(app)) as client:
+        with TestClient(create_app(app), base_url="http://localhost") as client:
             for auth in ("", basic(password=""), basic()):
                 r = client.post(
                     "/webhooks/postmark",
@@ -686,6 +719,7 @@ def test_a_flood_of_single_event_calls_trips_the_breaker_holds_the_rest_recorded
     held = [r for r in s.app.store.list_bounces() if r.action.startswith("held by the breaker")]
     assert [r.recipient for r in held] == [f"r{i:03d}@example.com" for i in range(19, 30)]
     assert s.app.bounce_breaker().held == 11
+    assert _breaker_metrics(s) == {"feedservice_bounce_breaker_held": 11, "feedservice_bounce_breaker_suppressions": 19}
     # Postmark's retry of a held event: acknowledged, nothing changes
     assert post(s, "postmark", postmark_bounce(bounce_id=25, email="r025@example.com")) == (200, "ok\n")
     assert (s.records(), suppressed()) == (30, 19)
@@ -702,6 +736,13 @@ def test_a_flood_of_single_event_calls_trips_the_breaker_holds_the_rest_recorded
     # the window starts again at the release: the next bounce suppresses at once
     assert post(s, "postmark", postmark_bounce(bounce_id=30, email="r030@example.com")) == (200, "ok\n")
     assert suppressed() == 31 and s.app.bounce_breaker().held == 0
+    assert _breaker_metrics(s)["feedservice_bounce_breaker_held"] == 0  # the alert clears
+
+
+def _breaker_metrics(s: Setup) -> dict[str, float]:
+    """The bounce breaker's gauges as Prometheus reads them from `/metrics`."""
+    families = text_string_to_metric_families(s.client.get("/metrics").text)
+    return {f.name: f.samples[0].value for f in families if f.name.startswith("feedservice_bounce_breaker")}
 
 
 # -- hostile bodies -------------------------------------------------------------------------------
@@ -763,7 +804,7 @@ def test_without_webhook_config_there_is_no_route(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, delivery_extra='[bounces]\nreturn_path = "bounces@newsspace.kr"\n')
     app = make_app(load_settings(cfg), clock=lambda: NOW)
     try:
-        with TestClient(create_app(app)) as client:
+        with TestClient(create_app(app), base_url="http://localhost") as client:
             assert client.post("/webhooks/ses", content=b"{}").status_code == 404
             assert client.post("/webhooks/mailgun", content=b"{}").status_code == 404
             assert client.post("/webhooks/sendgrid", content=b"[]").status_code == 404
@@ -798,7 +839,7 @@ def test_any_receiver_bootstrap_hands_the_web_layer_gets_the_same_body_limit_rep
     monkeypatch.setattr(app, "webhook_receivers", lambda: [FakeReceiver()])
     try:
         sid = app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)[0].id
-        with TestClient(create_app(app)) as client:
+        with TestClient(create_app(app), base_url="http://localhost") as client:
 
             def call(body: Any, signed: bool = True) -> tuple[int, str]:
                 headers = {"X-Fake-Signature": "yes"} if signed else {}
@@ -819,3 +860,80 @@ def test_any_receiver_bootstrap_hands_the_web_layer_gets_the_same_body_limit_rep
             assert len(app.store.list_bounces()) == 1
     finally:
         app.close()
+
+
+def test_under_two_web_workers_a_known_token_with_another_body_is_never_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    """`feedservice serve` with ``[web] workers = 2``: each token's genuine call, then the same
+    token with a forged bounce in its body (what a captured call replayed at once looks like),
+    many times over new connections, so calls land on both workers. The token memory used to be
+    each worker's own: a forgery reaching the worker that had not seen the token was applied."""
+    monkeypatch.setenv("FS_TEST_MAILGUN", MAILGUN_KEY)
+    hooks = (
+        '[bounces]\nreturn_path = "bounces@newsspace.kr"\n'
+        '[bounces.webhooks.mailgun]\nsigning_key_env = "FS_TEST_MAILGUN"\n'
+    )
+    cfg = write_config(tmp_path, db_url=db_url, delivery_extra=hooks)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", "[web]\nworkers = 2\n"), encoding="utf-8")
+    app = make_app(load_settings(cfg))
+    try:
+        genuine_reader, forged_reader = (
+            app.store.add_subscriber(f"{name}@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)[0].id
+            for name in ("genuine", "target")
+        )
+        envelope = {
+            sid: envelope_sender("bounces@newsspace.kr", app.secret(), DAY, sid)
+            for sid in (genuine_reader, forged_reader)
+        }
+        with serve_process(cfg) as port:
+            now = datetime.now(UTC)
+            tokens = [f"tok-{n}" for n in range(24)]
+
+            def calls(token: str) -> list[tuple[str, int]]:
+                event = "failed" if token == "tok-0" else "delivered"  # one genuine bounce, the rest ignored
+                genuine = mailgun(envelope[genuine_reader], token=token, when=now, event=event)
+                forged = dict(genuine, **{"event-data": mailgun(envelope[forged_reader], when=now)["event-data"]})
+                out = []
+                for name, body in [("genuine", genuine), *[("forged", forged), ("genuine", genuine)] * 3]:
+                    answer = httpx.post(
+                        f"http://127.0.0.1:{port}/webhooks/mailgun", content=json.dumps(body), timeout=30
+                    )
+                    out.append((name, answer.status_code))
+                return out
+
+            with ThreadPoolExecutor(4) as pool:
+                answers = [a for per_token in pool.map(calls, tokens) for a in per_token]
+        assert {a for a in answers if a[0] == "genuine"} == {("genuine", 200)}
+        assert {a for a in answers if a[0] == "forged"} == {("forged", 403)}
+        status = {sid: app.store.get_subscriber_by_id(sid) for sid in (genuine_reader, forged_reader)}
+        assert {sid: sub.status if sub else None for sid, sub in status.items()} == {
+            genuine_reader: SubscriberStatus.SUPPRESSED,
+            forged_reader: SubscriberStatus.SUBSCRIBED,
+        }
+        assert [r.source for r in app.store.list_bounces()] == ["webhook:mailgun/tok-0"]
+    finally:
+        app.close()
+
+
+def test_a_webhook_body_that_never_arrives_is_a_408_in_one_line(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    """A provider's (or a stranger's) call whose body stops coming: at the body deadline the
+    client gets the 408 and the log one line per call, not a traceback of the app's
+    ClientDisconnect (nor, at a stop, Granian's 500); nothing is recorded."""
+    caplog.set_level(logging.INFO, logger="feedservice")
+    quick = Limits(head_timeout=5.0, body_timeout=1.0)
+    with served(setup.app, quick) as port, socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /webhooks/mailgun HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"signature"'
+        )
+        answer = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")], caplog.text
+    assert [r.getMessage() for r in caplog.records if "did not arrive" in r.getMessage()] == [
+        "closing a connection whose request body did not arrive in time"
+    ]
+    assert "Traceback" not in caplog.text and setup.records() == 0

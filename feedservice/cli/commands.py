@@ -272,10 +272,11 @@ def cmd_subscribers_add(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_subscribers_list(app: App, args: argparse.Namespace) -> int:
-    table = Table("email", "sections", "status", "created")
-    n = 0
+    table = Table("email", "sections", "status", "created", "why suppressed")
+    n, why = 0, app.store.last_suppression_reasons()
     for s in app.store.iter_subscribers():
-        table.add_row(s.email, ",".join(s.sections) or "(all)", s.status.value, _local(app, s.created))
+        reason = why.get(s.id, "") if s.status is SubscriberStatus.SUPPRESSED else ""
+        table.add_row(s.email, ",".join(s.sections) or "(all)", s.status.value, _local(app, s.created), reason)
         n += 1
     out.print(table)
     out.print(f"{n} subscribers")
@@ -311,7 +312,8 @@ def cmd_subscribers_import(app: App, args: argparse.Namespace) -> int:
     except UnicodeDecodeError as exc:
         print(f"feedservice: {name}: not UTF-8 text (byte {exc.start}): expected a CSV file", file=sys.stderr)
         return FAILED
-    report = subs.import_csv(app.store, text, _known(app))
+    today = datetime.now(UTC).astimezone(app.settings.site.tz).date()
+    report = subs.import_csv(app.store, text, _known(app), reason=f"imported from {name} on {today}")
     out.print(
         f"import: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
         f"{len(report.errors)} bad rows"

@@ -142,10 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sa.add_argument("email")
     sa.add_argument("--sections", default="", help="comma-separated section slugs (default: all)")
-    _leaf(ssub, "list", "list subscribers", handler="subscribers_list")
+    _leaf(ssub, "list", "list subscribers (and why each suppressed one is)", handler="subscribers_list")
     sr = _leaf(ssub, "remove", "unsubscribe an address", handler="subscribers_remove")
     sr.add_argument("email")
-    si = _leaf(ssub, "import", "import a CSV (email,sections,status,created); idempotent", handler="subscribers_import")
+    si = _leaf(
+        ssub,
+        "import",
+        "import a CSV (email,sections,status,created); idempotent; suppressed rows record the file as their reason",
+        handler="subscribers_import",
+    )
     si.add_argument("file", help="CSV file, or - for standard input")
     se = _leaf(ssub, "export", "export every subscriber as CSV (re-importable)", handler="subscribers_export")
     se.add_argument("--out", default="-", help="file to write (default: standard output)")

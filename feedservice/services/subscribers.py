@@ -59,9 +59,16 @@ def export_csv(subscribers: Iterable[Subscriber]) -> str:
 
 
 def import_csv(
-    store: SubscriberStore, text: str, known_sections: Sequence[str], now: datetime | None = None
+    store: SubscriberStore,
+    text: str,
+    known_sections: Sequence[str],
+    now: datetime | None = None,
+    *,
+    reason: str = "imported",
 ) -> ImportReport:
     """Idempotent: an identical row changes nothing; bad rows are reported by line and skipped.
+    A row that suppresses an address records ``reason`` ("imported from FILE on DATE"), as a
+    bounce's suppression records its own, so ``subscribers list`` says why.
 
     Text the csv module cannot read (a field over its 128 KB limit, a NUL-filled file) ends the
     import at that line with an error in the report: the rows before it are kept (importing the
@@ -98,7 +105,7 @@ def import_csv(
             if not (row.get("email") or "").strip() and (row.get("email_hash") or "").startswith("h1:"):
                 if status not in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED):
                     raise ValueError("a row with only an address hash must be unsubscribed or suppressed")
-                if store.keep_forgotten(row["email_hash"], status, sections, since or now):
+                if store.keep_forgotten(row["email_hash"], status, sections, since or now, now=now, reason=reason):
                     report.added += 1
                 else:
                     report.unchanged += 1
@@ -111,7 +118,7 @@ def import_csv(
         if existing and existing.status is status and existing.sections == sections:
             report.unchanged += 1
             continue
-        _, created = store.add_subscriber(email, sections, status, now, created=since)
+        _, created = store.add_subscriber(email, sections, status, now, created=since, reason=reason)
         if created:
             report.added += 1
         else:

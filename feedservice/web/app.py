@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from feedservice.bootstrap import BUNDLED_TEMPLATES, App
 from feedservice.services.digest import PREFERENCES, UNSUBSCRIBE
@@ -19,14 +20,16 @@ from feedservice.services.feeds import ALL, feed_urls
 from feedservice.web.feedserver import FeedFiles, FeedServer
 from feedservice.web.ops import ops_handlers
 from feedservice.web.pageheaders import PageHeaders
+from feedservice.web.requestchecks import AllowedHosts
 from feedservice.web.subscribe import subscription_routes
 from feedservice.web.webhooks import webhook_routes
 
 log = logging.getLogger(__name__)
 
 
-def create_app(app: App) -> FeedServer:
-    """The whole web app: feed files served directly, the pages through Starlette."""
+def create_app(app: App) -> ASGIApp:
+    """The whole web app: feed files served directly, the pages through Starlette, both only
+    for the host names of ``[web] hosts`` (``AllowedHosts``)."""
     settings = app.settings
     slugs = {s.slug for s in settings.sections} | {ALL}
     max_age = settings.feeds.cache_max_age
@@ -98,10 +101,10 @@ def create_app(app: App) -> FeedServer:
     # Host header (web cache poisoning, an open redirect): the one such URL a reader types,
     # /digest, has its own redirect to the public URL instead.
     pages.router.redirect_slashes = False
-    return FeedServer(FeedFiles(app.feeds_dir), slugs, max_age, pages)
+    return AllowedHosts(FeedServer(FeedFiles(app.feeds_dir), slugs, max_age, pages), settings.allowed_hosts())
 
 
-def app_from_environment() -> FeedServer:
+def app_from_environment() -> ASGIApp:
     """The app for one of several web worker processes: the config comes from FEEDSERVICE_CONFIG."""
     import os
 

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from feedservice.bootstrap import App
-from feedservice.bounce_model import EditionFeedback
+from feedservice.bounce_model import BreakerWindow, EditionFeedback
 
 
 class _Collector:
@@ -49,6 +49,7 @@ class _Collector:
         yield deliveries
         if editions:
             yield from feedback_metrics(editions[0].day, store.edition_feedback(editions[0].day))
+        yield from breaker_metrics(self.app.bounce_breaker())
         duration = GaugeMetricFamily(
             "feedservice_job_last_duration_seconds", "How long each job's last run took", labels=["job"]
         )
@@ -92,6 +93,23 @@ def feedback_metrics(day: date, feedback: EditionFeedback) -> list[GaugeMetricFa
         if kind not in ("delivered", "refused"):
             rates.add_metric([day.isoformat(), kind], feedback.kind_rate(kind))
     return [counts, rates]
+
+
+def breaker_metrics(window: BreakerWindow) -> list[GaugeMetricFamily]:
+    """The bounce breaker, as `digest status` shows it: the suppressions it counts in its window,
+    and those it holds until an operator looks and runs `feedservice bounces check --force`."""
+    return [
+        GaugeMetricFamily(
+            "feedservice_bounce_breaker_suppressions",
+            "Readers suppressed by bounces and complaints in the breaker's window (24 h, or since the last --force)",
+            value=window.suppressed,
+        ),
+        GaugeMetricFamily(
+            "feedservice_bounce_breaker_held",
+            "Suppressions the bounce breaker holds, waiting for `feedservice bounces check --force` (alert when > 0)",
+            value=window.held,
+        ),
+    ]
 
 
 _Endpoint = Callable[[Request], Awaitable[Response]]

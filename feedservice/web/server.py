@@ -27,10 +27,10 @@ from granian.server.embed import Server as EmbeddedServer
 from starlette.types import ASGIApp
 
 from feedservice.web.app import app_from_environment
-from feedservice.web.httplimits import LIMITS, Limits, RequestLimits, http1_settings
+from feedservice.web.httplimits import LIMITS, CutOff, Limits, RequestLimits, http1_settings
 from feedservice.web.requestchecks import RequestChecks
 
-__all__ = ["EmbeddedServer", "embedded", "guarded", "serve_processes", "worker_app"]
+__all__ = ["CutOff", "EmbeddedServer", "embedded", "guarded", "serve_processes", "worker_app"]
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +62,20 @@ def _options(host: str, port: int, limits: Limits) -> dict[str, Any]:
     }
 
 
-def guarded(app: ASGIApp, limits: Limits = LIMITS) -> ASGIApp:
+def guarded(app: ASGIApp, limits: Limits = LIMITS, cutoff: CutOff | None = None) -> ASGIApp:
     """``app`` as the server runs it: behind ``RequestChecks`` (one Host, a path, the headers of
-    every response) and ``RequestLimits`` (the head's size, the body's deadline)."""
-    return RequestChecks(RequestLimits(app, limits))
+    every response) and ``RequestLimits`` (the head's size, the body's deadline, and ``cutoff``
+    for the requests still waiting for a body when the server stops)."""
+    return RequestChecks(RequestLimits(app, limits, cutoff))
 
 
-def embedded(app: ASGIApp, host: str, port: int, limits: Limits = LIMITS) -> EmbeddedServer:
+def embedded(
+    app: ASGIApp, host: str, port: int, limits: Limits = LIMITS, cutoff: CutOff | None = None
+) -> EmbeddedServer:
     """Granian serving ``app`` (``guarded``) in the running event loop: await its ``serve()``;
-    its ``stop()`` ends it after the requests in flight."""
-    return EmbeddedServer(guarded(app, limits), **_options(host, port, limits))
+    its ``stop()`` ends it after the requests in flight, and ``cutoff.cut()`` ends those still
+    waiting for their body (``feedservice serve`` calls it at ``run.shutdown_timeout``)."""
+    return EmbeddedServer(guarded(app, limits, cutoff), **_options(host, port, limits))
 
 
 def worker_app() -> ASGIApp:

@@ -30,6 +30,7 @@ from feedservice.services.subscribers import InvalidAddress, normalize_email, re
 from feedservice.tokens import csrf_token, make_token, new_nonce, token_subscriber, verify_csrf, verify_token
 from feedservice.web.clients import ClientAddress, RateLimit
 from feedservice.web.forms import FormError, read_form
+from feedservice.web.requestchecks import origin_allowed
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
     limiter = RateLimit(settings.web.subscribe_per_hour)
     client_address = ClientAddress(settings.web.trusted_proxies)
     public_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.site.public_url))
+    hosts = settings.allowed_hosts()
 
     def render(template: str, request: Request, status: int = 200, **kw: Any) -> HTMLResponse:
         cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
@@ -75,13 +77,10 @@ def subscription_routes(app: App, env: jinja2.Environment, page: Callable[..., H
         return response
 
     def check_csrf(request: Request, form: dict[str, list[str]]) -> None:
+        # Our origins are the names of [web] hosts, never the request's own Host: a DNS-rebinding
+        # page's request names the attacker's host in both (web/requestchecks.py).
         origin = request.headers.get("origin")
-        if (
-            origin
-            and origin != "null"
-            and origin != public_origin
-            and origin != f"{request.url.scheme}://{request.url.netloc}"
-        ):
+        if origin and origin != "null" and not origin_allowed(origin, hosts):
             raise FormError(403, "다른 사이트에서 보낸 요청은 받지 않습니다.")
         cookie = request.cookies.get(CSRF_COOKIE)
         sent = (form.get("csrf") or [""])[0]

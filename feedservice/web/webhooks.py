@@ -29,7 +29,7 @@ import logging
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -102,6 +102,8 @@ def _route(app: App, receiver: WebhookReceiver, limit: int) -> Route:
             answer = _answer(exc.status, exc.word)
             answer.headers.update(exc.headers)
             return answer
+        except ClientDisconnect:  # gone mid-body, or cut off as too slow or by a stop (httplimits logs that)
+            return _answer(400, "bad request")
 
     return Route(f"/webhooks/{receiver.name}", endpoint, methods=["POST"])
 

@@ -2,10 +2,11 @@
 
 Mailgun signs each call: ``signature`` is the hex HMAC-SHA256, keyed with the account's webhook
 signing key, of ``timestamp`` followed by ``token`` (Mailgun, "Securing webhooks"). The signature
-does not cover the event, so a captured call could be replayed with another body: ``SeenTokens``
-remembers every token seen while its timestamp is fresh (ignored events too: a captured "delivered"
-call must not carry a forged bounce) and refuses it with another body; the caller acknowledges a
-token recorded before, and believes a new one only with a fresh timestamp.
+does not cover the event, so a captured call could be replayed with another body: the receiver
+binds every fresh call's token to ``call_digest`` of its body in the database (ignored events
+too: a captured "delivered" call must not carry a forged bounce) and refuses the token with
+another body, whichever web worker the replay reaches; the caller acknowledges a token recorded
+before, and believes a new one only with a fresh timestamp.
 
 ``mailgun_reading`` turns the event into the same ``BounceReading`` a returned mail gives.
 """
@@ -20,31 +21,17 @@ from typing import Any
 
 from feedservice.bounce_model import BounceKind, BounceReading, status_kind
 
-__all__ = ["MailgunRefused", "SeenTokens", "mailgun_reading", "verify_mailgun"]
+__all__ = ["MailgunRefused", "call_digest", "mailgun_reading", "verify_mailgun"]
 
 
 class MailgunRefused(Exception):
     """This call is not believed (the reason is logged, never sent back)."""
 
 
-class SeenTokens:
-    """The tokens of signed calls, each with a digest of what its call said, for as long as its
-    timestamp is fresh (afterwards a new event under it is refused as stale anyway). Only calls
-    signed with our key get in, so it holds what Mailgun sent within ``max_age``, no more. Per
-    process: with ``[web] workers`` > 1 a replay that reaches another worker is not seen here."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[str, float]] = {}  # token -> (digest, when it goes stale)
-
-    def same_call(self, token: str, body: Mapping[str, Any], timestamp: float, now: float, max_age: float) -> bool:
-        """Remember ``token``; False when it was seen (still fresh) with another body: a forgery."""
-        self._seen = {t: seen for t, seen in self._seen.items() if seen[1] >= now}
-        said = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-        if token in self._seen:
-            return hmac.compare_digest(self._seen[token][0], said)
-        if abs(now - timestamp) <= max_age:  # a stale call's new events are refused anyway
-            self._seen[token] = (said, timestamp + max_age)
-        return True
+def call_digest(body: Mapping[str, Any]) -> str:
+    """SHA-256 of what a call said, as JSON with sorted keys: the same event however it is spaced
+    or ordered (a retry), another event under the same token (a forgery) differs."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def verify_mailgun(body: Mapping[str, Any], key: bytes) -> tuple[str, int]:

@@ -14,10 +14,11 @@ carrying the answer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 
 from feedservice.adapters import apiclient
-from feedservice.adapters.bounces.mailgun import MailgunRefused, SeenTokens, mailgun_reading, verify_mailgun
+from feedservice.adapters.bounces.mailgun import MailgunRefused, call_digest, mailgun_reading, verify_mailgun
 from feedservice.adapters.bounces.postmark import PostmarkRefused, postmark_event, verify_postmark
 from feedservice.adapters.bounces.sendgrid import SendgridRefused, load_sendgrid_key, sendgrid_events, verify_sendgrid
 from feedservice.adapters.bounces.sns import MAX_CERT_BYTES, CertificateCache, SnsRefused, cert_url_trusted, ses_reading
@@ -37,7 +38,7 @@ from feedservice.config_bounces import (
     SendgridWebhookConfig,
     SesWebhookConfig,
 )
-from feedservice.errors import WebhookRefused
+from feedservice.errors import StorageError, WebhookRefused
 from feedservice.ports import WebhookReceiver
 
 __all__ = ["MailgunReceiver", "PostmarkReceiver", "SendgridReceiver", "SesReceiver", "configured_receivers"]
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = 10.0
 Secrets = Callable[[str], SecretStr | None]
+# The store's ``bind_webhook_token(token, digest, stale_at, now)``: whether the token is bound to
+# that digest (bound now, or before); False when it came before with another body.
+TokenBinder = Callable[[str, str, datetime, datetime], bool]
 
 
 def _fresh(now: datetime, timestamp: float, max_age: float) -> bool:
@@ -122,11 +126,12 @@ class MailgunReceiver(_Signed):
 
     name = "mailgun"
 
-    def __init__(self, cfg: MailgunWebhookConfig, secret: Secrets, clock: Callable[[], datetime]) -> None:
-        self.cfg, self.clock = cfg, clock
+    def __init__(
+        self, cfg: MailgunWebhookConfig, secret: Secrets, clock: Callable[[], datetime], bind: TokenBinder
+    ) -> None:
+        self.cfg, self.clock, self.bind = cfg, clock, bind
         key = secret(cfg.signing_key_env)
         self.key = key.get_secret_value().encode() if key is not None else None
-        self.tokens = SeenTokens()
         if self.key is None:
             log.error("webhooks: %s is not set: every Mailgun call is refused", cfg.signing_key_env)
 
@@ -139,17 +144,27 @@ class MailgunReceiver(_Signed):
             token, timestamp = verify_mailgun(body, self.key)
         except MailgunRefused as exc:
             raise WebhookRefused(403, "refused", str(exc)) from None
-        now = self.clock().timestamp()
-        if not self.tokens.same_call(token, body, timestamp, now, self.cfg.max_age_seconds):
-            raise WebhookRefused(403, "refused", f"token {token[:100]} seen before with another body")
+        now = self.clock()
+        fresh = _fresh(now, timestamp, self.cfg.max_age_seconds)
+        if fresh:  # a stale call's new events are refused anyway: nothing to bind
+            await self._bind(token, body, datetime.fromtimestamp(timestamp + self.cfg.max_age_seconds, UTC))
         try:
             reading = mailgun_reading(body.get("event-data"))
         except ValueError:
             raise WebhookRefused(400, "bad request", "event-data is not an event") from None
         if reading is None:
             return []
-        fresh = abs(now - timestamp) <= self.cfg.max_age_seconds
         return [ProviderEvent(f"webhook:mailgun/{token}", raw, reading, fresh, provider_says=False)]
+
+    async def _bind(self, token: str, body: Mapping[str, Any], stale_at: datetime) -> None:
+        """The token bound to this body in the store, for every worker: 403 when it came with
+        another one; 503 when the store cannot say (Mailgun retries)."""
+        try:
+            same = await asyncio.to_thread(self.bind, f"mailgun/{token}", call_digest(body), stale_at, self.clock())
+        except StorageError as exc:
+            raise WebhookRefused(503, "try later", f"binding token {token[:100]}: {exc}") from None
+        if not same:
+            raise WebhookRefused(403, "refused", f"token {token[:100]} seen before with another body")
 
 
 class SendgridReceiver(_Signed):
@@ -225,10 +240,10 @@ class PostmarkReceiver:
 
 
 def configured_receivers(
-    b: BouncesConfig | None, secret: Secrets, clock: Callable[[], datetime]
+    b: BouncesConfig | None, secret: Secrets, clock: Callable[[], datetime], bind: TokenBinder
 ) -> list[WebhookReceiver]:
     """A receiver per configured provider (none without ``[bounces.webhooks.*]``); ``secret``
-    reads an environment variable (or its file)."""
+    reads an environment variable (or its file), ``bind`` binds a token to a call's body in the store."""
     if b is None:
         return []
     w = b.webhooks
@@ -236,7 +251,7 @@ def configured_receivers(
     if w.ses is not None:
         receivers.append(SesReceiver(w.ses, clock))
     if w.mailgun is not None:
-        receivers.append(MailgunReceiver(w.mailgun, secret, clock))
+        receivers.append(MailgunReceiver(w.mailgun, secret, clock, bind))
     if w.sendgrid is not None:
         receivers.append(SendgridReceiver(w.sendgrid, secret, clock))
     if w.postmark is not None:

@@ -8,6 +8,7 @@ its reason and message, nor a recorded bounce whose suppression was lost.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -51,6 +52,19 @@ class BounceStoreMixin(StoreBase):
         with self._tx("looking up returned mail") as conn:
             c = t.bounce_mail.c
             return conn.execute(sa.select(c.id).where(c.source == source).limit(1)).first() is not None
+
+    def bind_webhook_token(self, token: str, digest: str, stale_at: datetime, now: datetime) -> bool:
+        """Bind ``token`` to ``digest`` until ``stale_at`` unless it is bound already, in one
+        transaction; whether it is bound to ``digest`` (False: it came before with another body).
+        The primary key decides between processes binding the same token at once: one insert
+        wins, the other finds its row. Bindings stale at ``now`` are dropped on the way."""
+        w = t.webhook_tokens.c
+        with self._tx("binding a webhook token") as conn:
+            conn.execute(t.webhook_tokens.delete().where(w.stale_at < now))
+            stmt = self._insert(t.webhook_tokens).values(token=token, digest=digest, stale_at=stale_at)
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["token"]))
+            bound: str = conn.execute(sa.select(w.digest).where(w.token == token)).scalar_one()
+        return hmac.compare_digest(bound, digest)
 
     def record_bounce(self, row: BounceRow) -> bool:
         """Record ``row`` (and its suppression); False when this message was recorded before."""
@@ -200,6 +214,12 @@ class BounceStoreMixin(StoreBase):
                     sa.select(s.at, s.reason, s.bounce_id).where(s.subscriber_id == subscriber_id).order_by(s.id)
                 )
             ]
+
+    def last_suppression_reasons(self) -> dict[int, str]:
+        """Why each suppressed reader was suppressed last (a bounce's reason, or an import's)."""
+        s = t.suppressions.c
+        with self._tx("reading suppressions") as conn:
+            return dict(conn.execute(sa.select(s.subscriber_id, s.reason).order_by(s.id)).tuples().all())
 
     def edition_feedback(self, day: date) -> EditionFeedback:
         b, d, s = t.bounce_mail.c, t.deliveries.c, t.subscribers.c

@@ -32,6 +32,7 @@ from feedservice.adapters.store.schema import (
     subscribers,
     suppressions,
     weather_observations,
+    webhook_tokens,
 )
 
 _V1_TABLES = [
@@ -106,6 +107,12 @@ def _v18(conn: Connection) -> None:
     conn.execute(sa.text("CREATE INDEX ix_bounce_mail_source ON bounce_mail (source)"))
 
 
+def _v19(conn: Connection) -> None:
+    # Mailgun's tokens bound to their call's body in the database, so the binding holds across
+    # web workers and restarts (it was each process's memory).
+    webhook_tokens.create(conn)
+
+
 def _v22(conn: Connection) -> None:
     # Step 17 creates bounce_mail from its Table in ``schema``, which has the column already; only a
     # database made before it needs the column added.
@@ -129,6 +136,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (16, _v16),
     (17, _v17),
     (18, _v18),
+    (19, _v19),
     (22, _v22),
 ]
 LATEST = MIGRATIONS[-1][0]

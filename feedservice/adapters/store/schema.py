@@ -246,6 +246,19 @@ breaker_releases = sa.Table(
     sa.Column("released_at", UTCDateTime, nullable=False),
 )
 
+# Migration 19: the token of each signed webhook call whose signature leaves the body out
+# (Mailgun's: timestamp and token only), bound to a digest of that body for as long as the call
+# is fresh. A captured call replayed with another body is refused by every process that shares
+# the database, not only by the one that saw the call. Rows go when they are stale.
+webhook_tokens = sa.Table(
+    "webhook_tokens",
+    metadata,
+    sa.Column("token", sa.Text, primary_key=True),  # the provider and its token: "mailgun/<token>"
+    sa.Column("digest", sa.String(64), nullable=False),  # SHA-256 of what the call said
+    sa.Column("stale_at", UTCDateTime, nullable=False),  # after it, a new event under it is refused anyway
+    sa.Index("ix_webhook_tokens_stale_at", "stale_at"),
+)
+
 suppressions = sa.Table(
     "suppressions",
     metadata,

@@ -54,6 +54,8 @@ def subscriber_from_row(r: Any) -> Subscriber:
 
 
 FORGOTTEN = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED)
+# The reason recorded for an address added as suppressed when the caller gives none.
+ADDED_SUPPRESSED = "added as suppressed by an operator"
 
 
 class SubscriberStoreMixin(StoreBase):
@@ -94,12 +96,18 @@ class SubscriberStoreMixin(StoreBase):
         status: SubscriberStatus,
         now: datetime,
         created: datetime | None = None,
+        *,
+        reason: str = ADDED_SUPPRESSED,
     ) -> tuple[Subscriber, bool]:
-        """Insert or update by address (found by its hash, also once forgotten); (subscriber, new?)."""
+        """Insert or update by address (found by its hash, also once forgotten); (subscriber, new?).
+        One that becomes suppressed here has ``reason`` recorded, as a bounce's suppression has its own."""
         h = self.address_hash(email)
         c = t.subscribers.c
         with self._tx("saving a subscriber") as conn:
             row = conn.execute(sa.select(t.subscribers).where(c.email_hash == h)).first()
+            newly_suppressed = status is SubscriberStatus.SUPPRESSED and (
+                row is None or row.status != SubscriberStatus.SUPPRESSED.value
+            )
             values: dict[str, Any] = {"status": status.value, "sections": list(sections)}
             if status is SubscriberStatus.SUBSCRIBED and (row is None or row.confirmed is None):
                 values["confirmed"] = now
@@ -112,18 +120,31 @@ class SubscriberStoreMixin(StoreBase):
             if status in FORGOTTEN:
                 self._forget(conn, row.id, h)
                 row = conn.execute(sa.select(t.subscribers).where(c.email_hash == h)).one()
+            if newly_suppressed:
+                conn.execute(t.suppressions.insert().values(subscriber_id=row.id, at=now, reason=reason))
             return to_subscriber(row), is_new
 
     def keep_forgotten(
-        self, email_hash: str, status: SubscriberStatus, sections: Sequence[str], created: datetime
+        self,
+        email_hash: str,
+        status: SubscriberStatus,
+        sections: Sequence[str],
+        created: datetime,
+        *,
+        now: datetime | None = None,
+        reason: str = ADDED_SUPPRESSED,
     ) -> bool:
-        """Record a forgotten address (hash only), e.g. from an export; False if it was known."""
+        """Record a forgotten address (hash only), e.g. from an export; False if it was known. A
+        suppressed one has ``reason`` recorded at ``now`` (default: ``created``)."""
         with self._tx("saving a subscriber") as conn:
             stmt = self._insert(t.subscribers).values(
                 email=None, email_hash=email_hash, status=status.value, sections=list(sections), created=created
             )
             res = conn.execute(stmt.on_conflict_do_nothing(index_elements=["email_hash"]).returning(t.subscribers.c.id))
-            return res.first() is not None
+            added = res.first()
+            if added is not None and status is SubscriberStatus.SUPPRESSED:
+                conn.execute(t.suppressions.insert().values(subscriber_id=added.id, at=now or created, reason=reason))
+            return added is not None
 
     def get_subscriber(self, email: str) -> Subscriber | None:
         """By address; a forgotten one too (its address is then empty)."""
