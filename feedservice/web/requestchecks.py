@@ -21,7 +21,8 @@ CSRF token and post sign-ups from its visitors' browsers and addresses. Its requ
 server is not authoritative for that host; unlike a 400, it says the request may be right, only
 sent to the wrong server, which is what a stale DNS entry or a proxy passing its own Host does),
 and the forms' ``Origin`` check (``origin_allowed``) compares with the same names, never with what
-the request says about itself.
+the request says about itself. A ``Host`` that is an IP address as written (``10.0.0.5:8080``) is
+answered too: health checks and scrapers connect by address, and rebinding needs a name.
 
 Granian's own answers to requests it cannot parse (a 400 or 431 with an empty body and no
 ``Content-Type``) never reach the app, so they lack the headers of ``pageheaders.ALWAYS``;
@@ -30,6 +31,7 @@ they have nothing to sniff or leak.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Set
@@ -106,7 +108,8 @@ class AllowedHosts:
             return scope.get("http_version") in ("1", "1.0")
         if host in self._seen:
             return True
-        if not _known(_host_name(host), self.hosts):
+        name = _host_name(host)
+        if not _known(name, self.hosts) and not _ip_literal(name):
             return False
         if len(self._seen) < self.SEEN:
             self._seen.add(host)
@@ -134,6 +137,18 @@ def _host_name(raw: bytes) -> str:
     if text.startswith("["):
         return text[: text.find("]") + 1]
     return text.partition(":")[0]
+
+
+def _ip_literal(name: str) -> bool:
+    """An address as written (``10.0.0.5``, ``[fd00::5]``): what a health check or a scraper that
+    connects by address sends. Rebinding needs a name (the page's origin is the name the attacker
+    controls); a page whose origin is an address was served from that address, so answering it
+    opens nothing. Forms still want one of ``[web] hosts`` as their ``Origin``."""
+    try:
+        ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]") else name)
+    except ValueError:
+        return False
+    return True
 
 
 def _known(name: str, hosts: Set[str]) -> bool:
