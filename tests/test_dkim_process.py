@@ -23,7 +23,7 @@ from aiosmtpd.controller import Controller
 
 from feedservice import aio
 from feedservice.adapters import dkim_process
-from feedservice.adapters.dkim import DkimSigner
+from feedservice.adapters.dkim import DkimSigner, LoopSigner
 from feedservice.adapters.dkim_process import CHILD, ProcessSigner
 from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
@@ -328,6 +328,7 @@ def _signed_app(
     monkeypatch: pytest.MonkeyPatch,
     *,
     real_clock: bool = False,
+    delivery_extra: str = "",
 ) -> App:
     """An app sending through the relay on ``port`` with RSA and Ed25519 DKIM keys (in its environment)."""
     monkeypatch.setenv("FS_TEST_DKIM", keys["rsa"].decode())
@@ -335,7 +336,7 @@ def _signed_app(
     if real_clock:  # for runs in other processes: an article of the last hour, today's edition
         app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 4", clock=None, items=FRESH)
     else:
-        app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 4")
+        app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 4", delivery_extra=delivery_extra)
     cfg = Path(app.settings.source_path)
     app.close()
     dkim = 'dkim_selector = "news"\ndkim_key_env = "FS_TEST_DKIM"\ndkim_ed25519_key_env = "FS_TEST_DKIM_ED"\n'
@@ -392,6 +393,27 @@ def test_a_signed_edition_arrives_once_and_verifies(
         assert _warnings(caplog) == [] and signer.process.returncode == 0 and report.signing_cpu > 0
     else:
         assert len(_warnings(caplog)) == 1 and signer.process.returncode == -signal.SIGKILL
+
+
+def test_signed_on_the_loop_when_configured(
+    tmp_path: Path, feed_server: FeedServer, keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[delivery] dkim_signer = "loop"``: no signing process, the same valid signatures."""
+    relay = FaultySink()
+    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    made: list[RunSigner] = []
+    app = _signed_app(tmp_path, feed_server, controller.port, keys, monkeypatch, delivery_extra='dkim_signer = "loop"')
+    try:
+        _capture(app, monkeypatch, made)
+        _add(app, *(f"r{i}@example.com" for i in range(12)))
+        report = aio.run(app.send_digest(date.fromisoformat(KST_DAY)))
+    finally:
+        app.close()
+        controller.stop()
+    assert report.sent == 12 and len(relay.received) == 12 and report.signing_cpu == 0
+    assert [type(s) for s in made] == [LoopSigner] and _signing_children(os.getpid()) == []
+    assert all(_verifies(data, keys, 0) and _verifies(data, keys, 1) for _, data in relay.received)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
