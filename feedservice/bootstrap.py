@@ -20,14 +20,14 @@ from pydantic import SecretStr
 
 import feedservice
 from feedservice.adapters.bounces.events import EventIntake
-from feedservice.adapters.mail_setup import configured_mailer, configured_signer
+from feedservice.adapters.mail_setup import configured_mailer, configured_run_signer, configured_signer
 from feedservice.adapters.parser_pool import ParserPool
 from feedservice.adapters.store import Store, open_store
 from feedservice.addresses import wire_mailbox
 from feedservice.bounce_model import BounceReading, BreakerWindow, ProviderEvent
 from feedservice.config import Settings
 from feedservice.model import Delivery, Edition, Route, Section, Subscriber, WeatherBlock
-from feedservice.ports import BounceIntake, Mailer, MessageSigner, WeatherProvider, WebhookReceiver
+from feedservice.ports import BounceIntake, Mailer, MessageSigner, RunSigner, WeatherProvider, WebhookReceiver
 from feedservice.services import bounces as bounce_service
 from feedservice.services import collect as collect_service
 from feedservice.services import deliver, digest, editions, feeds, weather
@@ -136,6 +136,11 @@ class App:
         """DKIM signing when ``[digest] dkim_selector`` is set (the key from ``dkim_key_env``)."""
         s = self.settings
         return configured_signer(s.digest, s.secret, s.source_path, self.digest_site.sender_domain)
+
+    def run_signer(self) -> RunSigner | None:
+        """DKIM for one sending run, where ``[delivery] dkim_signer`` says (a signing process by default)."""
+        s = self.settings
+        return configured_run_signer(s.delivery, s.digest, s.secret, s.source_path, self.digest_site.sender_domain)
 
     def renderer(self) -> digest.DigestRenderer:
         dirs = []
@@ -337,9 +342,8 @@ class App:
         return drain_settings(self.settings.delivery, self.settings.run.shutdown_timeout)
 
     def sending(self) -> Sending:
-        return Sending(
-            self.store, self.digest_site, self.make_mailer, self.links_for, self.clock, self.signer, self.envelope_for()
-        )
+        parts = (self.store, self.digest_site, self.make_mailer, self.links_for, self.clock)
+        return Sending(*parts, self.signer, self.envelope_for(), self.run_signer)
 
     async def send_confirmation(self, email: str, confirm_url: str, hours: int) -> None:
         await self.sending().send_confirmation(self.renderer().env, email, confirm_url, hours)

@@ -168,7 +168,8 @@ class DeliveryConfig(Table):
     lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     # A throttling reply from a domain pauses it this long, doubling on repeats up to an hour.
     domain_pause_seconds: float = Field(default=300.0, gt=0, le=3600)
-    dkim_threads: int = Field(default=2, ge=0, le=16)  # threads that DKIM-sign; 0: on the event loop
+    # Where a run's DKIM signatures are made: a signing process beside the sending loop, or the loop.
+    dkim_signer: Literal["process", "loop"] = "process"
     domains: dict[str, DomainPacingConfig] = Field(default_factory=dict)
 
     def domain_groups(self) -> dict[str, tuple[tuple[str, ...], DomainPacingConfig]]:

@@ -14,7 +14,13 @@ from feedservice.stations import STATIONS
 if TYPE_CHECKING:
     from feedservice.config import Settings
 
-__all__ = ["check_references", "error_key", "error_message"]
+__all__ = ["REPLACED", "check_references", "error_key", "error_message"]
+
+# Settings that went, and what took their place: an old config gets this instead of "unknown key".
+REPLACED = {
+    "delivery.dkim_threads": 'replaced by [delivery] dkim_signer = "process" (the default: DKIM keys in a '
+    'signing process beside the sending loop) or "loop"; signing threads measured slower than both',
+}
 
 
 def check_references(s: Settings) -> None:
@@ -92,7 +98,7 @@ def error_message(err: dict[str, Any]) -> str:
     """pydantic's error as one line for the operator."""
     kind = err["type"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        return REPLACED.get(error_key(err["loc"]), "unknown key")
     if kind == "missing":
         return "required value is missing"
     msg = str(err["msg"])

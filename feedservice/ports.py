@@ -6,6 +6,7 @@ them together. Services import only this module, ``model`` and ``errors``.
 
 from __future__ import annotations
 
+from asyncio import Future
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -84,6 +85,20 @@ class MessageSigner(Protocol):
 
     def sign_parts(self, head: bytes, body: Sequence[bytes]) -> bytes:
         """``head + b"".join(body)`` signed; pieces repeated across messages may be worked on once."""
+        ...
+
+
+class RunSigner(Protocol):
+    """DKIM for one sending run: awaited per message, so the private-key step may run in another
+    process while the loop goes on sending (``adapters/dkim_process.py``)."""
+
+    def sign_parts(self, head: bytes, body: Sequence[bytes]) -> Future[bytes]:
+        """Ask now for ``head + b"".join(body)`` signed (as ``MessageSigner.sign_parts``); the future
+        has it. It never fails for want of a helper (it signs here instead); cancel what is not needed."""
+        ...
+
+    async def aclose(self) -> float:
+        """End what the run started; the CPU seconds signing took outside this process (0: none)."""
         ...
 
 

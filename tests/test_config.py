@@ -53,6 +53,13 @@ BAD = [
     ('provider = "none"', 'provider = "accuweather"', "weather.provider", "kma"),
     ("[site]", '[site]\ntimezone = "Mars/Olympus"', "site.timezone", "unknown time zone"),
     ("maildir = ", 'mode = "smtp"\nmaildir = ', "delivery.smtp", "needs a [delivery.smtp]"),
+    (
+        "maildir = ",
+        "dkim_threads = 2\nmaildir = ",
+        "delivery.dkim_threads",
+        'replaced by [delivery] dkim_signer = "process"',
+    ),
+    ("maildir = ", 'dkim_signer = "threads"\nmaildir = ', "delivery.dkim_signer", "'process' or 'loop'"),
     ('[database]\nurl = "sqlite:///', '[database]\nurl = "mysql:///', "database.url", "sqlite"),
     ('slug = "space-sociology"', 'slug = "Space Sociology"', "sections[1].slug", "slug"),
     # [web] hosts are names as a Host header carries them, without scheme, port or path; no "*"

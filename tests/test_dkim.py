@@ -37,8 +37,11 @@ def _openssl(*args: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    return make_keys(tmp_path_factory.mktemp("keys"))
+
+
+def make_keys(folder: Path) -> dict[str, bytes]:
     """Throw-away keys made with openssl, and the TXT records that publish them."""
-    folder = tmp_path_factory.mktemp("keys")
     rsa, ed = folder / "rsa.pem", folder / "ed25519.pem"
     _openssl("genrsa", "-out", str(rsa), "2048")
     _openssl("genpkey", "-algorithm", "ed25519", "-out", str(ed))

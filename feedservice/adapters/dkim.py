@@ -11,6 +11,12 @@ edition go out at a sixth of the unsigned rate; OpenSSL (through ``cryptography`
 - per message: line endings, the relaxed body and its SHA-256 (``bh=``), the relaxed signed
   headers, ``t=``, and one signature per key.
 
+Signing comes in three steps, so the private-key one can run elsewhere: ``prepare`` (or
+``prepare_parts``) does everything up to the data to sign and gives its SHA-256 per key
+(``Unsigned``); ``sign_digests`` is the key operation on those 32 bytes alone (``dkim_keys``);
+``finish`` puts the signatures in their headers. ``sign`` and ``sign_parts`` run the three in a
+row; ``adapters/dkim_process.py`` runs the middle one in a signing process.
+
 ``sign_parts`` takes a digest as its header and its body in pieces: the template's segments, the
 same objects for every reader, between the reader's links. Relaxed body canonicalisation works
 line by line, so where no run of whitespace or line break spans a piece boundary (a link has
@@ -32,6 +38,7 @@ which is what SMTP puts on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -39,12 +46,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-
+from feedservice.adapters.dkim_keys import MIN_RSA_BITS, Ed25519Key, RsaKey, load_ed25519_key, load_rsa_key
 from feedservice.errors import ConfigError, DeliveryError
+
+__all__ = [
+    "MIN_RSA_BITS",
+    "SIGNED_HEADERS",
+    "DkimSigner",
+    "LoopSigner",
+    "Unsigned",
+    "canonical_body",
+    "canonical_header",
+]
 
 SIGNED_HEADERS = (
     b"from",
@@ -58,7 +71,6 @@ SIGNED_HEADERS = (
     b"mime-version",
     b"content-type",
 )
-MIN_RSA_BITS = 2048
 
 _SIGNED = frozenset(SIGNED_HEADERS)
 _EOL = re.compile(rb"\r\n|\r|\n")
@@ -143,11 +155,21 @@ def _fold(column: int, parts: Sequence[tuple[bytes, bytes]]) -> bytes:
 
 @dataclass(frozen=True)
 class _Key:
-    """One signing key: its ``a=`` name, selector and the function that signs the header data."""
+    """One signing key and its selector."""
 
-    algorithm: bytes
+    key: RsaKey | Ed25519Key
     selector: bytes
-    sign: Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Unsigned:
+    """A message ready for its signature(s): per key, in the order of ``DkimSigner.keys``, the
+    DKIM-Signature header up to ``b=`` and the SHA-256 of the data that key signs (§3.7); then
+    the message the signature headers go on top of (CRLF line endings throughout)."""
+
+    headers: tuple[bytes, ...]
+    digests: tuple[bytes, ...]
+    message: bytes
 
 
 @dataclass(frozen=True)
@@ -179,34 +201,44 @@ class DkimSigner:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.domain = _dns_name(domain, source, "digest.dkim_domain")
-        self._keys = [
-            _Key(
-                b"rsa-sha256", _dns_name(selector, source, "digest.dkim_selector"), _rsa_signer(private_key_pem, source)
-            )
-        ]
+        self._keys = [_Key(load_rsa_key(private_key_pem, source), _dns_name(selector, source, "digest.dkim_selector"))]
         if ed25519_key_pem is not None:
             ed_selector = _dns_name(ed25519_selector or f"{selector}-ed25519", source, "digest.dkim_ed25519_selector")
-            self._keys.append(_Key(b"ed25519-sha256", ed_selector, _ed25519_signer(ed25519_key_pem, source)))
+            self._keys.append(_Key(load_ed25519_key(ed25519_key_pem, source), ed_selector))
+        self.keys: tuple[RsaKey | Ed25519Key, ...] = tuple(k.key for k in self._keys)  # RSA first
         self._clock = clock
         self._plans: dict[tuple[bytes, ...], _Plan] = {}
         self._pieces: dict[bytes, bytes] = {}  # body pieces seen before: their canonical form
 
     def sign(self, message: bytes) -> bytes:
         """``message`` under one DKIM-Signature header per key (see the module docstring)."""
-        message = _normalise(message)
-        fields, body = _split(message)
-        body_hash = base64.b64encode(hashlib.sha256(canonical_body(body)).digest())
-        return self._signatures(fields, body_hash) + message
+        unsigned = self.prepare(message)
+        return self.finish(unsigned, self.sign_digests(unsigned.digests))
 
     def sign_parts(self, head: bytes, body: Sequence[bytes]) -> bytes:
         """``head + b"".join(body)`` signed, as ``sign`` would sign it; ``head`` is the header
         section with its closing empty line. Pieces of ``body`` seen before (a template's segments)
         are made canonical once (see the module docstring)."""
+        unsigned = self.prepare_parts(head, body)
+        return self.finish(unsigned, self.sign_digests(unsigned.digests))
+
+    def sign_digests(self, digests: Sequence[bytes]) -> list[bytes]:
+        """The private-key step alone: each key's signature over its digest."""
+        return [key.sign(digest) for key, digest in zip(self.keys, digests, strict=True)]
+
+    def prepare(self, message: bytes) -> Unsigned:
+        """``sign`` up to the private-key step."""
+        message = _normalise(message)
+        fields, body = _split(message)
+        return self._unsigned(fields, base64.b64encode(hashlib.sha256(canonical_body(body)).digest()), message)
+
+    def prepare_parts(self, head: bytes, body: Sequence[bytes]) -> Unsigned:
+        """``sign_parts`` up to the private-key step."""
         pieces = [piece for piece in body if piece]
         canonical = self._canonical_pieces(pieces)
         head = _normalise(head)
         if canonical is None or not pieces or not pieces[-1].endswith(b"\r\n") or not head.endswith(b"\r\n\r\n"):
-            return self.sign(head + b"".join(pieces))
+            return self.prepare(head + b"".join(pieces))
         fields, _ = _split(head)
         while canonical:  # §3.4.4: no empty lines at the end, then one CRLF
             last = canonical.pop().rstrip(b"\r\n")
@@ -216,7 +248,17 @@ class DkimSigner:
         digest = hashlib.sha256()
         for piece in canonical:
             digest.update(piece)
-        return self._signatures(fields, base64.b64encode(digest.digest())) + head + b"".join(pieces)
+        return self._unsigned(fields, base64.b64encode(digest.digest()), head + b"".join(pieces))
+
+    @staticmethod
+    def finish(unsigned: Unsigned, signatures: Sequence[bytes]) -> bytes:
+        """The signed message: each signature, in base64 and folded, ends its header."""
+        out: list[bytes] = []
+        for header, signature in zip(unsigned.headers, signatures, strict=True):
+            encoded = base64.b64encode(signature)
+            out += (header, _fold(3, [(b"", encoded[i : i + 72]) for i in range(0, len(encoded), 72)]), b"\r\n")
+        out.append(unsigned.message)
+        return b"".join(out)
 
     def _canonical_pieces(self, pieces: list[bytes]) -> list[bytes] | None:
         """Each piece made canonical (but for the end of the body), or None where that would not
@@ -243,8 +285,9 @@ class DkimSigner:
             out.append(canonical)
         return out
 
-    def _signatures(self, fields: list[bytes], body_hash: bytes) -> bytes:
-        """The DKIM-Signature header(s) over the header ``fields`` and the body's hash."""
+    def _unsigned(self, fields: list[bytes], body_hash: bytes, message: bytes) -> Unsigned:
+        """The signature headers up to ``b=`` over the header ``fields`` and the body's hash, and
+        what each key signs, as its digest."""
         signable = [(name, field) for field in fields if (name := _field_name(field)) in _SIGNED]
         present = tuple(name for name, _ in signable)
         plan = self._plans.get(present) or self._plan(present)
@@ -254,13 +297,10 @@ class DkimSigner:
         # §5.4.2: the n-th listing of a name signs its n-th instance from the bottom; none left, nothing.
         headers = b"".join(canonical_header(instances[name].pop()) for name in plan.names if instances.get(name))
         tail = b"\r\n t=" + str(int(self._clock())).encode() + b"; bh=" + body_hash + b";\r\n b="
-        signatures = []
-        for key, prefix in zip(self._keys, plan.prefixes, strict=True):
-            header = prefix + tail
-            signature = base64.b64encode(key.sign(headers + canonical_header(header)[:-2]))  # §3.7: no final CRLF
-            folded = _fold(3, [(b"", signature[i : i + 72]) for i in range(0, len(signature), 72)])
-            signatures.append(header + folded + b"\r\n")
-        return b"".join(signatures)
+        tops = tuple(prefix + tail for prefix in plan.prefixes)
+        # §3.7: the signed header fields, then this signature's own header, without its final CRLF.
+        digests = tuple(hashlib.sha256(headers + canonical_header(top)[:-2]).digest() for top in tops)
+        return Unsigned(tops, digests, message)
 
     def _plan(self, present: tuple[bytes, ...]) -> _Plan:
         if b"from" not in present:  # §5.4: From MUST be signed
@@ -273,7 +313,7 @@ class DkimSigner:
         for key in self._keys:
             tags = [
                 b"v=1;",
-                b"a=" + key.algorithm + b";",
+                b"a=" + key.key.algorithm + b";",
                 b"c=relaxed/relaxed;",
                 b"d=" + self.domain + b";",
                 b"s=" + key.selector + b";",
@@ -285,6 +325,21 @@ class DkimSigner:
         return plan
 
 
+class LoopSigner:
+    """A run's signer that signs on the event loop (``[delivery] dkim_signer = "loop"``)."""
+
+    def __init__(self, signer: DkimSigner) -> None:
+        self.signer = signer
+
+    def sign_parts(self, head: bytes, body: Sequence[bytes]) -> asyncio.Future[bytes]:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(self.signer.sign_parts(head, body))
+        return future
+
+    async def aclose(self) -> float:
+        return 0.0
+
+
 def _dns_name(name: str, source: str, config_key: str) -> bytes:
     """A domain or selector as its ASCII (IDNA) form, lower-cased; a ConfigError if it is not one."""
     try:
@@ -294,33 +349,3 @@ def _dns_name(name: str, source: str, config_key: str) -> bytes:
     if not _LABELS.fullmatch(ascii_name):
         raise ConfigError(source, config_key, f"{name!r} is not a domain name")
     return ascii_name
-
-
-def _load_key(pem: bytes, source: str, config_key: str) -> PrivateKeyTypes:
-    try:
-        return serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise ConfigError(source, config_key, f"the DKIM key is not an unencrypted PEM private key: {exc}") from exc
-
-
-def _rsa_signer(pem: bytes, source: str) -> Callable[[bytes], bytes]:
-    key = _load_key(pem, source, "digest.dkim_key_env")
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ConfigError(
-            source, "digest.dkim_key_env", f"the DKIM key is a {type(key).__name__}, not an RSA private key"
-        )
-    if key.key_size < MIN_RSA_BITS:
-        raise ConfigError(
-            source, "digest.dkim_key_env", f"the DKIM key has {key.key_size} bits; at least {MIN_RSA_BITS} are required"
-        )
-    pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
-    return lambda data: key.sign(data, pkcs1, sha256)  # RSASSA-PKCS1-v1_5 over SHA-256(data): §3.3.1
-
-
-def _ed25519_signer(pem: bytes, source: str) -> Callable[[bytes], bytes]:
-    key = _load_key(pem, source, "digest.dkim_ed25519_key_env")
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise ConfigError(
-            source, "digest.dkim_ed25519_key_env", f"the key is a {type(key).__name__}, not an Ed25519 private key"
-        )
-    return lambda data: key.sign(hashlib.sha256(data).digest())  # RFC 8463 §3: PureEdDSA over the SHA-256 hash

@@ -1,5 +1,5 @@
-"""The configured mailer (``[delivery]``: SMTP, or a Maildir) and DKIM signer (``[digest] dkim_*``),
-built from config."""
+"""The configured mailer (``[delivery]``: SMTP, or a Maildir) and DKIM signer (``[digest] dkim_*``;
+for sending runs, where it signs: ``[delivery] dkim_signer``), built from config."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from feedservice.adapters.dkim import DkimSigner
+from feedservice.adapters.dkim import DkimSigner, LoopSigner
+from feedservice.adapters.dkim_process import ProcessSigner
 from feedservice.adapters.maildir import MaildirMailer
 from feedservice.config import DeliveryConfig, DigestConfig
 from feedservice.errors import ConfigError
-from feedservice.ports import Mailer
+from feedservice.ports import Mailer, RunSigner
 
-__all__ = ["configured_mailer", "configured_signer"]
+__all__ = ["configured_mailer", "configured_run_signer", "configured_signer"]
 
 Secrets = Callable[[str | None], SecretStr | None]  # None: no such setting, no secret
 
@@ -51,7 +52,7 @@ def configured_signer(d: DigestConfig, secret: Secrets, source: str, sender_doma
     if d.dkim_ed25519_key_env and not ed25519:
         why = f"the environment variable {d.dkim_ed25519_key_env} is empty"
         raise ConfigError(source, "digest.dkim_ed25519_key_env", why)
-    signer = DkimSigner(
+    return DkimSigner(
         selector=d.dkim_selector,
         domain=d.dkim_domain or sender_domain,
         private_key_pem=key.get_secret_value().encode(),
@@ -59,4 +60,15 @@ def configured_signer(d: DigestConfig, secret: Secrets, source: str, sender_doma
         ed25519_selector=d.dkim_ed25519_selector,
         ed25519_key_pem=ed25519.get_secret_value().encode() if ed25519 else None,
     )
-    return signer
+
+
+def configured_run_signer(
+    delivery: DeliveryConfig, d: DigestConfig, secret: Secrets, source: str, sender_domain: str
+) -> RunSigner | None:
+    """A sending run's signer (``configured_signer``'s keys): the private-key step in a signing
+    process (``[delivery] dkim_signer = "process"``) or on the event loop (``"loop"``); None when
+    nothing is signed."""
+    signer = configured_signer(d, secret, source, sender_domain)
+    if signer is None:
+        return None
+    return ProcessSigner(signer) if delivery.dkim_signer == "process" else LoopSigner(signer)

@@ -6,7 +6,8 @@ failed. Rows are claimed in small batches; a row is marked sent right after the 
 SMTP transaction at that moment: at most one per connection, i.e. ``pool_size``. A claimed
 row whose worker died is claimable again once its lease has run out.
 
-``EditionDrain`` is the loop, in named steps: claim → send one (compose, hand over) →
+``EditionDrain`` is the loop, in named steps: claim (and ask for each message, signed, as it is
+queued: ``outgoing``) → send one (take the message, hand it over) →
 classify the reply (``replies``) → record. Whatever goes wrong with one message — a refusal, a
 bug, an address no relay can carry — becomes that message's recorded outcome, with its reason;
 a sender task never dies, and a run always ends: by itself, when the relay refuses us (the run
@@ -25,15 +26,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from email.utils import parseaddr
 
 from feedservice.errors import DeliveryError, DeliveryFatal, SendingStopped
 from feedservice.model import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
-from feedservice.ports import DeliveryStore, Mailer, MessageSigner
+from feedservice.ports import DeliveryStore, Mailer, RunSigner
 from feedservice.services import pacing
-from feedservice.services.digest import DigestSite, RenderedDigest, personal_parts, prepare
+from feedservice.services.digest import DigestSite, RenderedDigest
+from feedservice.services.outgoing import Outgoing
 from feedservice.services.pacing import DomainPacer, GroupCommit, Lane, LaneRule, RateLimiter
 from feedservice.services.refusals import settle_refusals
 from feedservice.services.replies import Outcome, SuppressionBreaker, classify, retry_time, throttled
@@ -61,14 +62,15 @@ class EditionDrain:
         settings: DrainSettings,
         *,
         report: SendReport | None = None,
-        sign: MessageSigner | None = None,
+        sign: RunSigner | None = None,
         progress: Callable[[SendReport], None] | None = None,
         envelope: Callable[[Delivery], str] | None = None,
     ) -> None:
         self.store, self.mailer, self.site, self.edition = store, mailer, site, edition
-        self.rendered_for, self.links_for, self.clock, self.settings = rendered_for, links_for, clock, settings
+        self.clock, self.settings = clock, settings
         self.report = report or SendReport()
-        self.sign, self.progress = sign, progress
+        self.messages = Outgoing(site, edition, rendered_for, links_for, clock, sign)
+        self.progress = progress
         self.envelope_from = parseaddr(site.sender)[1]
         self.envelope = envelope  # the MAIL FROM per delivery (VERP, ``[bounces] return_path``)
         self.deadline = edition.window_end + settings.expires
@@ -85,7 +87,6 @@ class EditionDrain:
         self.to_suppress: list[tuple[Delivery, str]] = []  # with the refusal: applied if the run ends well
         self.held_back: set[int] = set()  # their delivery ids
         self.recorder = GroupCommit(store, clock)
-        self.signing: ThreadPoolExecutor | None = None  # while a signed run runs
 
     # -- the run -------------------------------------------------------------------------------
     async def run(self) -> SendReport:
@@ -99,8 +100,6 @@ class EditionDrain:
         counts = await asyncio.to_thread(self.store.delivery_counts, day)
         self.breaker.recipients = sum(counts.values())
         self.pacer = DomainPacer(self.settings.lanes, await asyncio.to_thread(self.store.domain_pauses))
-        if self.sign is not None and self.settings.sign_threads > 0:
-            self.signing = ThreadPoolExecutor(self.settings.sign_threads, thread_name_prefix="dkim")
         recording = asyncio.create_task(self.recorder.run())
         senders = [asyncio.create_task(self._sender()) for _ in range(self.settings.pool_size)]
         producer = asyncio.create_task(self._produce())
@@ -116,12 +115,11 @@ class EditionDrain:
             self._stop(f"claiming deliveries failed: {exc}", exc)
         finally:
             await self._wind_down(producer, senders, self.settings.shutdown_timeout if cancelled else None)
+            self.messages.close()
             await self.recorder.close()
             await recording
             await self._settle_suppressions(apply=not cancelled)
             await self._hand_back()
-            if self.signing is not None:
-                self.signing.shutdown(wait=False, cancel_futures=True)
         if cancelled:
             raise asyncio.CancelledError
         if self.error is not None:
@@ -178,6 +176,7 @@ class EditionDrain:
                 if self.stopping.is_set():
                     self.window.release()
                     return  # the rest stay in ``held`` and are handed back
+                self.messages.ask(*item)  # signed meanwhile (``outgoing``)
                 await self.queue.put(item)
 
     async def _claim(self) -> list[Item]:
@@ -225,6 +224,7 @@ class EditionDrain:
                         await self._handle(d, sub, lane)
                 finally:
                     self.window.release()
+                    self.messages.drop(d.id)
                 if not lane.backlog:
                     break
                 d, sub = lane.backlog.popleft()
@@ -263,17 +263,8 @@ class EditionDrain:
             return Outcome(DeliveryStatus.FAILED, "not subscribed any more")
         if (waiting := pacing.paused_outcome(lane, self.clock(), self.deadline)) is not None:
             return waiting
-        parts = self._compose(d, sub)
-        if parts is None:
+        if (data := await self.messages.take(d, sub)) is None:
             return Outcome(DeliveryStatus.FAILED, "nothing to send")
-        if self.sign is None:
-            data = parts[0] + b"".join(parts[1])
-        elif self.signing is not None:
-            # Off the loop: ~0.3 ms of RSA per message in which OpenSSL holds no GIL, so another core
-            # signs while this one sends; worth it only where a core is free (docs/benchmarks.md).
-            data = await asyncio.get_running_loop().run_in_executor(self.signing, self.sign.sign_parts, *parts)
-        else:
-            data = self.sign.sign_parts(*parts)
         await self.limiter.acquire()
         await lane.limiter.acquire()
         # Paused while this one waited its turn?
@@ -299,21 +290,6 @@ class EditionDrain:
                 return Outcome(DeliveryStatus.DEFERRED, str(exc), pause.until)
             return classify(exc, now=now, deadline=self.deadline, attempts=d.attempts)
         return Outcome(DeliveryStatus.SENT, reply)
-
-    def _compose(self, d: Delivery, sub: Subscriber) -> tuple[bytes, list[bytes]] | None:
-        rendered = self.rendered_for(sub.sections)
-        if rendered is None:
-            return None
-        unsubscribe, preferences = self.links_for(sub)
-        return personal_parts(
-            self.site,
-            prepare(self.site, rendered, self.edition.day),
-            to=sub.email,
-            msg_id=d.message_id,
-            unsubscribe_url=unsubscribe,
-            preferences_url=preferences,
-            now=self.clock(),
-        )
 
     def _stop_for(self, exc: SendingStopped) -> None:
         if isinstance(exc, DeliveryFatal):

@@ -34,6 +34,7 @@ class SendReport:
     domains_paused: dict[str, datetime] = field(default_factory=dict)  # lanes this run paused: until
     errors: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    signing_cpu: float = 0.0  # CPU seconds DKIM signing took outside this process (the signing process)
 
     def count(self, outcome: Outcome) -> None:
         """Count one message's outcome; a reader held back for suppression is counted (failed and
@@ -85,9 +86,6 @@ class DrainSettings:
     breaker_minimum: int = 20  # …and at least this many readers in one run
     lanes: tuple[LaneRule, ...] = ()  # [delivery.domains]: per-provider limits
     domain_pause: timedelta = timedelta(seconds=300)  # the first pause after a throttle
-    # DKIM signing threads: OpenSSL signs without the GIL, so the loop goes on sending meanwhile;
-    # 0 signs on the event loop itself.
-    sign_threads: int = 2
 
 
 def drain_settings(delivery: DeliveryConfig, shutdown_timeout: float) -> DrainSettings:
@@ -106,5 +104,4 @@ def drain_settings(delivery: DeliveryConfig, shutdown_timeout: float) -> DrainSe
             for name, (domains, p) in delivery.domain_groups().items()
         ),
         domain_pause=timedelta(seconds=delivery.domain_pause_seconds),
-        sign_threads=delivery.dkim_threads,
     )

@@ -18,7 +18,7 @@ import jinja2
 
 from feedservice.errors import FeedServiceError
 from feedservice.model import Delivery, Edition, Subscriber, SubscriberStatus
-from feedservice.ports import DeliveryStore, EditionStore, Mailer, MessageSigner
+from feedservice.ports import DeliveryStore, EditionStore, Mailer, MessageSigner, RunSigner
 from feedservice.services import deliver, mime
 from feedservice.services.digest import DigestSite, message_id
 from feedservice.services.editions import AssembledEdition
@@ -71,6 +71,8 @@ class Sending:
     signer: Callable[[], MessageSigner | None] = lambda: None
     # the MAIL FROM per delivery (VERP, ``[bounces] return_path``), or None for the From address
     envelope: Callable[[Delivery], str] | None = None
+    # DKIM for a sending run (``[delivery] dkim_signer``), or None; started and stopped per run
+    run_signer: Callable[[], RunSigner | None] = lambda: None
 
     async def send_digest(
         self,
@@ -111,6 +113,7 @@ class Sending:
     ) -> deliver.SendReport:
         """Send what is due of an edition already recorded, with one mailer for the run."""
         report = report or deliver.SendReport()
+        signer = self.run_signer()
         mailer = self.make_mailer()
         try:
             await deliver.EditionDrain(
@@ -123,12 +126,16 @@ class Sending:
                 self.clock,
                 settings,
                 report=report,
-                sign=self.signer(),
+                sign=signer,
                 progress=progress,
                 envelope=self.envelope,
             ).run()
         finally:
-            await mailer.aclose()
+            try:
+                await mailer.aclose()
+            finally:
+                if signer is not None:
+                    report.signing_cpu = await signer.aclose()
         log.info("digest %s: %s", assembled.edition.day, report.summary())
         return report
 

@@ -1,0 +1,450 @@
+"""The signing process (``adapters/dkim_process.py``): the signatures it makes are the loop's, the
+key reaches it through the pipe only, and whatever becomes of it — killed, stopped, answering
+garbage, never starting — every message still goes out signed and valid, once, and no process is
+left behind. The end-to-end runs send an edition through an aiosmtpd relay and verify every
+message it received with dkimpy."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from feedservice import aio
+from feedservice.adapters import dkim_process
+from feedservice.adapters.dkim import DkimSigner, LoopSigner
+from feedservice.adapters.dkim_process import CHILD, ProcessSigner
+from feedservice.bootstrap import App, make_app
+from feedservice.config import load_settings
+from feedservice.ports import RunSigner
+from tests.conftest import FeedServer, free_port
+from tests.test_deliver import FRESH, KST_DAY, SEND_TIME, TODAY, FaultySink, _add, _app, _cli
+from tests.test_dkim import DOMAIN, _verifies, make_keys
+
+LOG = "feedservice.adapters.dkim_process"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    return make_keys(tmp_path_factory.mktemp("keys"))
+
+
+def _dkim(keys: dict[str, bytes], *, ed25519: bool = False) -> DkimSigner:
+    return DkimSigner(
+        selector="news",
+        domain=DOMAIN,
+        private_key_pem=keys["rsa"],
+        ed25519_key_pem=keys["ed25519"] if ed25519 else None,
+        clock=lambda: 1_751_400_000,
+    )
+
+
+def _parts(i: int) -> tuple[bytes, list[bytes]]:
+    """A message as the sending loop hands it over: the head, and the body in template pieces."""
+    head = f"From: 뉴스스페이스 <newsletter@newsspace.kr>\r\nTo: r{i}@example.com\r\nSubject: 브리핑 {i}\r\n\r\n"
+    return head.encode(), ["<p>  오늘의  소식\r\n".encode(), f"{i}\r\n".encode()]
+
+
+async def _ready(signer: ProcessSigner) -> None:
+    """Sign one message (which starts the child), then wait until the child answers."""
+    await signer.sign_parts(*_parts(-1))
+    deadline = time.monotonic() + 30
+    while signer.state == "starting":
+        assert time.monotonic() < deadline, "the signing process did not start"
+        await asyncio.sleep(0.01)
+
+
+async def _rounds(signer: RunSigner, rounds: int, per_round: int) -> list[bytes]:
+    """``rounds`` loop iterations, each asking for ``per_round`` signatures at once."""
+    out: list[bytes] = []
+    for r in range(rounds):
+        out += await asyncio.gather(*(signer.sign_parts(*_parts(r * per_round + i)) for i in range(per_round)))
+    return out
+
+
+def _expected(dkim: DkimSigner, count: int) -> list[bytes]:
+    return [dkim.sign_parts(*_parts(i)) for i in range(count)]
+
+
+def _gone(pid: int) -> bool:
+    """Whether no process has ``pid`` any more (a zombie not yet reaped counts as there)."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def _signing_children(parent: int) -> list[int]:
+    """The signing processes whose parent is ``parent``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and CHILD.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOG and r.levelno >= logging.WARNING]
+
+
+# -- the signer on its own --------------------------------------------------------------------------
+@pytest.mark.parametrize("ed25519", [False, True], ids=["rsa", "rsa+ed25519"])
+def test_the_process_signs_what_the_loop_signs_a_batch_a_write(
+    keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch, ed25519: bool
+) -> None:
+    dkim = _dkim(keys, ed25519=ed25519)
+    writes: list[int] = []
+
+    async def go() -> tuple[list[bytes], ProcessSigner, float]:
+        signer = ProcessSigner(dkim)
+        await _ready(signer)
+        assert signer.process is not None and signer.process.stdin is not None
+        stdin, write = signer.process.stdin, signer.process.stdin.write
+
+        def counted(data: bytes) -> None:
+            writes.append(len(data))
+            write(data)
+
+        monkeypatch.setattr(stdin, "write", counted)
+        signed = await _rounds(signer, 5, 16)
+        return signed, signer, await signer.aclose()
+
+    signed, signer, cpu = aio.run(go())
+    assert signed == _expected(dkim, 80)  # byte for byte what signing on the loop gives
+    assert signer.signed == 80 and signer.state == "closed"
+    assert writes == [4 + 16 * 32] * 5  # each loop iteration's 16 digests: one write, 32 bytes each
+    assert all(_verifies(m, {**keys, "news": keys["news"]}, 0) for m in signed[:3])
+    if ed25519:
+        assert all(_verifies(m, keys, 1) for m in signed[:3])
+    assert signer.process is not None and signer.process.returncode == 0  # it stopped by itself
+    assert 0 < cpu < 30  # it reported its CPU time
+
+
+def test_the_key_reaches_the_child_through_the_pipe_only(
+    keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FS_TEST_DKIM", keys["rsa"].decode())  # as a configured key sits in the parent's environment
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[bytes, bytes]:
+        signer = ProcessSigner(dkim)
+        await _ready(signer)
+        assert signer.process is not None
+        proc = Path(f"/proc/{signer.process.pid}")
+        try:
+            return (proc / "cmdline").read_bytes(), (proc / "environ").read_bytes()
+        finally:
+            await signer.aclose()
+
+    cmdline, environ = aio.run(go())
+    assert cmdline.split(b"\0")[:3] == [sys.executable.encode(), b"-m", CHILD.encode()]
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ.split(b"\0") if entry}
+    assert names <= {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "PYTHONPATH"}
+    body = b"".join(keys["rsa"].splitlines()[1:-1])
+    for secret in (body[:40], body[-40:], b"PRIVATE KEY"):
+        assert secret not in cmdline and secret not in environ
+
+
+FAKE_CHILD = r"""
+import os, struct, sys, time
+mode, inp, out = sys.argv[1], sys.stdin.buffer, sys.stdout.buffer
+def read():
+    head = inp.read(4)
+    return inp.read(struct.unpack("!I", head)[0]) if len(head) == 4 else None
+def write(payload):
+    out.write(struct.pack("!I", len(payload)) + payload)
+    out.flush()
+read()
+if mode == "silent":
+    time.sleep(60)
+write({"wrong hello": b"hello", "long hello": b"ready..."}.get(mode, b"ready"))
+while (batch := read()) is not None:
+    n = len(batch) // 32
+    if mode == "random":
+        write(os.urandom(256 * n))
+    elif mode == "short":
+        write(os.urandom(256 * n - 1))
+    elif mode == "exits":
+        sys.exit(3)
+    elif mode == "chatters":
+        out.write(b"a stray print\n")
+        out.flush()
+"""
+
+FAULTS = {
+    "random signatures": (["random"], "garbage: a signature that does not verify"),
+    "a short answer": (["short"], "garbage: a frame of 2047 bytes for 8 signatures (2048)"),
+    "exits": (["exits"], "it ended (exit status 3)"),
+    "stray output": (["chatters"], f"garbage: a frame of {int.from_bytes(b'a st')} bytes for 8 signatures (2048)"),
+    "a wrong hello": (["wrong hello"], "garbage: b'hello' to its key"),
+    "a long hello": (["long hello"], "garbage: a frame of 8 bytes for its hello (5)"),
+    "never answers": (["silent"], "no answer"),
+}
+
+
+@pytest.mark.parametrize(("args", "said"), FAULTS.values(), ids=FAULTS.keys())
+def test_a_child_that_fails_costs_no_message(
+    keys: dict[str, bytes],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    said: str,
+) -> None:
+    """Whatever the child does, every message comes back signed as the loop signs it; one warning."""
+    monkeypatch.setattr(dkim_process, "START_TIMEOUT", 1.0)
+    dkim = _dkim(keys, ed25519=True)
+
+    async def go() -> tuple[list[bytes], ProcessSigner]:
+        signer = ProcessSigner(dkim, timeout=1.0, command=[sys.executable, "-c", FAKE_CHILD, *args])
+        await signer.sign_parts(*_parts(-1))
+        if args != ["silent"]:
+            await _ready(signer)
+        signed = await _rounds(signer, 4, 8)
+        deadline = time.monotonic() + 10
+        while signer.state != "failed" and time.monotonic() < deadline:  # the silent one: at its start's deadline
+            await asyncio.sleep(0.05)
+        await signer.aclose()
+        return signed, signer
+
+    with caplog.at_level(logging.WARNING, logger=LOG):
+        signed, signer = aio.run(go())
+    assert signed == _expected(dkim, 32)
+    assert signer.signed == 0 and signer.failure is not None and said in signer.failure
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1 and said in warnings[0] and "signed on the event loop" in warnings[0]
+    assert signer.process is not None and signer.process.returncode is not None
+    assert _gone(signer.process.pid)
+
+
+def test_a_child_that_cannot_start_costs_no_message(keys: dict[str, bytes], caplog: pytest.LogCaptureFixture) -> None:
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[list[bytes], ProcessSigner]:
+        signer = ProcessSigner(dkim, command=["/nonexistent/python"])
+        signed = await _rounds(signer, 3, 4)
+        await asyncio.sleep(0.1)
+        signed += await _rounds(signer, 1, 4)
+        await signer.aclose()
+        return signed, signer
+
+    with caplog.at_level(logging.WARNING, logger=LOG):
+        signed, signer = aio.run(go())
+    assert signed == _expected(dkim, 12) + _expected(dkim, 4)
+    assert signer.state == "closed" and signer.process is None
+    assert len(_warnings(caplog)) == 1 and "could not be started" in _warnings(caplog)[0]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
+def test_a_killed_or_stopped_child_costs_no_message(
+    keys: dict[str, bytes], caplog: pytest.LogCaptureFixture, sig: int
+) -> None:
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[list[bytes], ProcessSigner, float]:
+        signer = ProcessSigner(dkim, timeout=1.0)
+        await _ready(signer)
+        first = await _rounds(signer, 2, 8)
+        assert signer.process is not None
+        os.kill(signer.process.pid, sig)
+        started = time.monotonic()
+        rest = await _rounds(signer, 2, 8)
+        waited = time.monotonic() - started
+        await signer.aclose()
+        return first + rest, signer, waited
+
+    with caplog.at_level(logging.WARNING, logger=LOG):
+        signed, signer, waited = aio.run(go())
+    assert signed == _expected(dkim, 16) + [dkim.sign_parts(*_parts(i)) for i in range(16)]
+    assert signer.signed == 16  # the first two rounds, by the child
+    said = "it ended (exit status -9)" if sig == signal.SIGKILL else "no answer within 1 s (stopped or hung)"
+    assert _warnings(caplog) == [
+        f"DKIM signing process: {said}; 8 waiting messages and the rest of this run are signed on the event loop"
+    ]
+    assert waited < (5 if sig == signal.SIGKILL else 1 + 5)  # a stopped child costs one timeout, once
+    assert signer.process is not None and signer.process.returncode == -signal.SIGKILL
+    assert _gone(signer.process.pid)
+
+
+def test_a_cancelled_signer_leaves_no_process(keys: dict[str, bytes]) -> None:
+    """Senders cancelled while their digests are with the child (a SIGTERM's wind-down): closing
+    still reads the child's answers to the end, and it exits by itself."""
+    dkim = _dkim(keys)
+
+    async def go() -> ProcessSigner:
+        signer = ProcessSigner(dkim)
+        await _ready(signer)
+        waiting = [signer.sign_parts(*_parts(i)) for i in range(16)]
+        await asyncio.sleep(0)  # the batch is written
+        assert signer._sent and not signer._batch
+        for future in waiting:
+            future.cancel()
+        await signer.aclose()
+        return signer
+
+    signer = aio.run(go())
+    assert signer.process is not None and signer.process.returncode == 0 and _gone(signer.process.pid)
+
+
+# -- an edition through a relay ---------------------------------------------------------------------
+class SabotagingRelay(FaultySink):
+    """Accepts every message; once the signing process has signed a few, sends it ``sig`` (if any).
+    Until then each message takes 50 ms, so the run does not end before the child is at work."""
+
+    def __init__(self, made: list[RunSigner], sig: int | None) -> None:
+        super().__init__()
+        self.made, self.sig, self.done = made, sig, False
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        signer = self.made[0] if self.made else None
+        if not self.done and isinstance(signer, ProcessSigner) and signer.signed >= 5 and signer.process:
+            if self.sig is not None:
+                os.kill(signer.process.pid, self.sig)
+            self.done = True
+        elif not self.done:
+            await asyncio.sleep(0.05)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def _signed_app(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    port: int,
+    keys: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    real_clock: bool = False,
+    delivery_extra: str = "",
+) -> App:
+    """An app sending through the relay on ``port`` with RSA and Ed25519 DKIM keys (in its environment)."""
+    monkeypatch.setenv("FS_TEST_DKIM", keys["rsa"].decode())
+    monkeypatch.setenv("FS_TEST_DKIM_ED", keys["ed25519"].decode())
+    if real_clock:  # for runs in other processes: an article of the last hour, today's edition
+        app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 4", clock=None, items=FRESH)
+    else:
+        app = _app(tmp_path, feed_server, port, smtp_extra="pool_size = 4", delivery_extra=delivery_extra)
+    cfg = Path(app.settings.source_path)
+    app.close()
+    dkim = 'dkim_selector = "news"\ndkim_key_env = "FS_TEST_DKIM"\ndkim_ed25519_key_env = "FS_TEST_DKIM_ED"\n'
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[digest]\n", "[digest]\n" + dkim), encoding="utf-8")
+    return make_app(load_settings(cfg), clock=None if real_clock else lambda: SEND_TIME)
+
+
+def _capture(app: App, monkeypatch: pytest.MonkeyPatch, made: list[RunSigner]) -> None:
+    """Each run's signer, as the app makes it, appended to ``made``."""
+    real: Callable[[], RunSigner | None] = app.run_signer
+
+    def run_signer() -> RunSigner | None:
+        signer = real()
+        if signer is not None:
+            made.append(signer)
+        return signer
+
+    monkeypatch.setattr(app, "run_signer", run_signer)
+
+
+@pytest.mark.parametrize("sig", [None, signal.SIGKILL, signal.SIGSTOP], ids=["undisturbed", "killed", "stopped"])
+def test_a_signed_edition_arrives_once_and_verifies(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    keys: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    sig: int | None,
+) -> None:
+    monkeypatch.setattr(dkim_process, "ANSWER_TIMEOUT", 1.0)
+    made: list[RunSigner] = []
+    relay = SabotagingRelay(made, sig)
+    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    app = _signed_app(tmp_path, feed_server, controller.port, keys, monkeypatch)
+    try:
+        _capture(app, monkeypatch, made)
+        readers = [f"r{i:03d}@example.com" for i in range(160)]
+        _add(app, *readers)
+        with caplog.at_level(logging.WARNING, logger=LOG):
+            report = aio.run(app.send_digest(date.fromisoformat(KST_DAY)))
+    finally:
+        app.close()
+        controller.stop()
+    assert relay.done, "the signing process never got to work"
+    assert (report.sent, report.failed, report.deferred) == (160, 0, 0)
+    assert collections.Counter(to for to, _ in relay.received) == dict.fromkeys(readers, 1)
+    for to, data in relay.received:
+        assert _verifies(data, keys, 0) and _verifies(data, keys, 1), to  # RSA, then Ed25519
+    (signer,) = made
+    assert isinstance(signer, ProcessSigner) and signer.signed >= 5
+    assert signer.process is not None and _gone(signer.process.pid)
+    if sig is None:
+        assert _warnings(caplog) == [] and signer.process.returncode == 0 and report.signing_cpu > 0
+    else:
+        assert len(_warnings(caplog)) == 1 and signer.process.returncode == -signal.SIGKILL
+
+
+def test_signed_on_the_loop_when_configured(
+    tmp_path: Path, feed_server: FeedServer, keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[delivery] dkim_signer = "loop"``: no signing process, the same valid signatures."""
+    relay = FaultySink()
+    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    made: list[RunSigner] = []
+    app = _signed_app(tmp_path, feed_server, controller.port, keys, monkeypatch, delivery_extra='dkim_signer = "loop"')
+    try:
+        _capture(app, monkeypatch, made)
+        _add(app, *(f"r{i}@example.com" for i in range(12)))
+        report = aio.run(app.send_digest(date.fromisoformat(KST_DAY)))
+    finally:
+        app.close()
+        controller.stop()
+    assert report.sent == 12 and len(relay.received) == 12 and report.signing_cpu == 0
+    assert [type(s) for s in made] == [LoopSigner] and _signing_children(os.getpid()) == []
+    assert all(_verifies(data, keys, 0) and _verifies(data, keys, 1) for _, data in relay.received)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_no_signing_process_outlives_its_run(
+    tmp_path: Path, feed_server: FeedServer, keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch, sig: int
+) -> None:
+    """``feedservice digest send`` stopped by SIGTERM stops its signing process; killed with
+    SIGKILL, its signing process sees its input end and exits too."""
+    relay = FaultySink(delay=0.02)
+    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        app = _signed_app(tmp_path, feed_server, controller.port, keys, monkeypatch, real_clock=True)
+        cfg = Path(app.settings.source_path)
+        _add(app, *(f"r{i:03d}@example.com" for i in range(400)))
+        app.close()
+        cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]", "[run]\nshutdown_timeout = 2\n[web]"))
+        proc = _cli(cfg, "digest", "send", "--date", TODAY)
+        deadline = time.monotonic() + 60
+        while not (children := _signing_children(proc.pid)) or len(relay.received) < 20:
+            assert time.monotonic() < deadline and proc.poll() is None, "the run did not get going"
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while not _gone(children[0]):
+            assert time.monotonic() < deadline, f"the signing process {children[0]} outlived its run"
+            time.sleep(0.05)
+    finally:
+        controller.stop()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 0, err
+        assert "DKIM signing process" not in err  # stopped cleanly, not given up
+    assert len(relay.received) < 400
