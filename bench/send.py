@@ -1,6 +1,6 @@
 """Delivery benchmark: one edition to N subscribers into Postfix's smtp-sink, against the naive way.
 
-    .venv/bin/python bench/send.py [--n 10000 100000] [--pool 16] [--naive 2000] [--slow 500] [--write]
+    .venv/bin/python bench/send.py [--n 10000 100000] [--pool 16] [--naive 2000] [--slow 500] [--reps 1] [--write]
     .venv/bin/python bench/send.py --n 10000 --profile send.pstats
 
 The whole path is timed: recording the deliveries, rendering once per section choice,
@@ -9,7 +9,8 @@ personalising, sending over a pool of SMTP connections and recording each outcom
 started) accepts everything on 127.0.0.1. The naive way, per subscriber: render the template,
 build an ``EmailMessage`` and send it with stdlib smtplib over one connection. The slow-relay
 run holds every DATA reply for 1 s (``smtp-sink -w 1``) and sends with a pool of 50.
-Each N is sent three times in a row, unsigned, then DKIM-signed (a throw-away 2048-bit RSA key,
+Each N is sent three times in a row (``--reps K``: K such rounds, each with its naive run, and
+the medians of the rounds, ratios taken within each round), unsigned, then DKIM-signed (a throw-away 2048-bit RSA key,
 ``[digest] dkim_selector``) on the event loop and in the signing process (``[delivery]
 dkim_signer``), so the signed/unsigned ratios compare runs on the same machine load.
 Each measurement runs in its own process; peak memory is that process tree's. "CPU per message"
@@ -31,6 +32,7 @@ import json
 import os
 import pstats
 import smtplib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -293,12 +295,28 @@ def _how(signer: str) -> str:
     return "signed on the event loop" if signer == "loop" else "signed in the signing process"
 
 
+def _rate(result: dict) -> float:  # type: ignore[type-arg]
+    return float(result["sent"] / result["seconds"])
+
+
+def _spread(values: list[float], fmt: str, unit: str = "") -> str:
+    """The median, and the range when there is more than one value."""
+    mid = format(statistics.median(values), fmt) + unit
+    return mid if len(values) == 1 else f"{mid} ({format(min(values), fmt)}–{format(max(values), fmt)}{unit})"
+
+
+def _median_us(results: list[dict], key: str = "cpu") -> str:  # type: ignore[type-arg]
+    values = [r[key] / r["sent"] * 1e6 for r in results if r.get(key)]
+    return f"{statistics.median(values):,.0f}" if values else "–"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--pool", type=int, default=16)
     ap.add_argument("--naive", type=int, default=2000)
     ap.add_argument("--slow", type=int, default=500, help="messages for the slow-relay run (pool of 50)")
+    ap.add_argument("--reps", type=int, default=1, help="rounds (each: every N three ways, then naive); medians")
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--wait", type=float, default=0, help=argparse.SUPPRESS)
@@ -317,73 +335,68 @@ def main() -> None:
         return
     ensure_smtp_sink()
     me = [sys.executable, __file__]
-    rows, signed_rows = [], []
-    for n in args.n:
-        r = run_child([*me, "--child", "ours", "--n", str(n), "--pool", str(args.pool)], timeout=3600)
-        rows.append((n, r))
-        print(
-            f"N={n}: {n / r['seconds']:.0f} messages/s, {_us(r)} µs CPU a message (the relay: "
-            f"{_us(r, 'relay_cpu')}), peak {r['peak_mb']:.0f} MB",
-            file=sys.stderr,
-        )
-        for signer in SIGNERS:
-            s = run_child(
-                [
-                    *me,
-                    "--child",
-                    "ours",
-                    "--n",
-                    str(n),
-                    "--pool",
-                    str(args.pool),
-                    "--signed",
-                    "--signer",
-                    signer,
-                ],
-                timeout=3600,
-            )
-            signed_rows.append((n, signer, r, s))
-            print(
-                f"N={n}, DKIM-signed, {_how(signer)}: {n / s['seconds']:.0f} messages/s, "
-                f"{r['seconds'] / s['seconds']:.0%} of unsigned, {_us(s)} µs CPU a message, "
-                f"signing process {_signer_us(s)} µs, the relay {_us(s, 'relay_cpu')} µs",
-                file=sys.stderr,
-            )
-    naive = run_child([*me, "--child", "naive", "--n", str(args.naive)])
-    naive_rate = naive["sent"] / naive["seconds"]
-    print(f"naive: {naive_rate:.0f} messages/s", file=sys.stderr)
+    kinds = ("unsigned", *SIGNERS)
+    # results[(n, kind)]: one per round; ratios are taken within a round (the same machine load).
+    results: dict[tuple[int, str], list[dict]] = {}  # type: ignore[type-arg]
+    naives: list[float] = []
+    for round_ in range(1, args.reps + 1):
+        for n in args.n:
+            for kind in kinds:
+                signed = [] if kind == "unsigned" else ["--signed", "--signer", kind]
+                child = [*me, "--child", "ours", "--n", str(n), "--pool", str(args.pool), *signed]
+                r = run_child(child, timeout=3600)
+                results.setdefault((n, kind), []).append(r)
+                print(
+                    f"round {round_}, N={n}, {kind}: {_rate(r):.0f} messages/s, {_us(r)} µs CPU a message, "
+                    f"signing process {_signer_us(r)} µs, the relay {_us(r, 'relay_cpu')} µs, "
+                    f"peak {r['peak_mb']:.0f} MB",
+                    file=sys.stderr,
+                )
+        naive = run_child([*me, "--child", "naive", "--n", str(args.naive)])
+        naives.append(_rate(naive))
+        print(f"round {round_}, naive: {naives[-1]:.0f} messages/s", file=sys.stderr)
     slow = run_child([*me, "--child", "ours", "--n", str(args.slow), "--pool", "50", "--wait", "1"])
     slow_rate = args.slow / slow["seconds"]
     print(f"slow relay, pool 50: {slow_rate:.1f} messages/s", file=sys.stderr)
+
+    def vs_naive(n: int, kind: str) -> str:
+        return _spread([_rate(r) / naive for r, naive in zip(results[(n, kind)], naives, strict=True)], ".1f", "×")
+
+    def of_unsigned(n: int, kind: str) -> str:
+        pairs = zip(results[(n, "unsigned")], results[(n, kind)], strict=True)
+        return _spread([_rate(s) / _rate(u) * 100 for u, s in pairs], ".0f", "%")
+
+    def row(n: int, kind: str) -> str:
+        rs = results[(n, kind)]
+        what = f"feedservice, N = {n:,}, pool {args.pool}"
+        if kind != "unsigned":
+            what += f", DKIM-signed (RSA 2048), {_how(kind)}: {of_unsigned(n, kind)} of unsigned"
+        return (
+            f"| {what} | {_spread([_rate(r) for r in rs], ',.0f')} | {vs_naive(n, kind)} | {_median_us(rs)} | "
+            f"{_median_us(rs, 'signer_cpu')} | {_median_us(rs, 'relay_cpu')} | {max(r['peak_mb'] for r in rs):.0f} |"
+        )
+
     command = " ".join([".venv/bin/python bench/send.py", *(a for a in sys.argv[1:] if a != "--write")])
+    rounds = f"the median of {args.reps} rounds (range in brackets); " if args.reps > 1 else ""
     md = "\n".join(
         [
             "## Sending (issues 7 and 16)",
             "",
             f"`{command}` on {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores. One edition (4 sections, 8 section "
             "choices) into Postfix's `smtp-sink` on 127.0.0.1, SQLite ledger; the whole path is timed (recording the "
-            "deliveries, rendering, personalising, sending, recording each outcome). Peak memory is the process "
-            "tree's; CPU per message is the sending process's CPU time (all threads, not the relay's) over N, "
-            "and the signing process's (start-up included) in a column of its own. "
-            f"Load average at the end: {os.getloadavg()[0]:.1f}.",
+            "deliveries, rendering, personalising, sending, recording each outcome). Each round runs every N "
+            "unsigned, signed on the loop and signed in the signing process, then the naive way; ratios are taken "
+            f"within a round; {rounds}peak memory is the process tree's, the highest of the rounds. CPU per message: "
+            "the sending process's (all threads), the signing process's (start-up included) and the relay's, each "
+            f"over N. Load average at the end: {os.getloadavg()[0]:.1f}.",
             "",
-            "| run | messages/s | vs naive | CPU per message (µs) | signing process CPU per message (µs) | peak MB |",
-            "|---|---|---|---|---|---|",
-            *[
-                f"| feedservice, N = {n:,}, pool {args.pool} | {n / r['seconds']:,.0f} | "
-                f"{n / r['seconds'] / naive_rate:.1f}× | {_us(r)} | – | {r['peak_mb']:.0f} |"
-                for n, r in rows
-            ],
-            *[
-                f"| feedservice, N = {n:,}, pool {args.pool}, DKIM-signed (RSA 2048), {_how(signer)}: "
-                f"{r['seconds'] / s['seconds']:.0%} of unsigned | {n / s['seconds']:,.0f} | "
-                f"{n / s['seconds'] / naive_rate:.1f}× | {_us(s)} | {_signer_us(s)} | {s['peak_mb']:.0f} |"
-                for n, signer, r, s in signed_rows
-            ],
-            f"| naive (render + `EmailMessage` + smtplib, one connection), {args.naive:,} messages | {naive_rate:,.0f} "
-            "| 1× | – | – | – |",
+            "| run | messages/s | vs naive | CPU per message (µs) | signing process (µs) | relay (µs) | peak MB |",
+            "|---|---|---|---|---|---|---|",
+            *[row(n, kind) for n in args.n for kind in kinds],
+            f"| naive (render + `EmailMessage` + smtplib, one connection), {args.naive:,} messages | "
+            f"{_spread(naives, ',.0f')} | 1× | – | – | – | – |",
             f"| feedservice, slow relay (`smtp-sink -w 1`), pool 50, {args.slow} messages | {slow_rate:,.1f} | – | – | "
-            f"– | {slow['peak_mb']:.0f} |",
+            f"– | – | {slow['peak_mb']:.0f} |",
         ]
     )
     print(md)
