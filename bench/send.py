@@ -222,6 +222,50 @@ def child_ours(
     print(json.dumps({**result, "peak_mb": memory.peak_mb}))
 
 
+def child_processes(n: int, pool: int, processes: int, signed: bool = False) -> None:
+    """The same edition sent from ``processes`` processes, as issue 7's scale-out does it: ``digest
+    send --queue-only`` records the deliveries, then ``processes`` × ``feedservice worker --once``
+    drain them together, each with its own pool (and, signed, its own signing process). Timed from
+    the queueing to the last worker's exit, start-ups included; CPU is every one of those processes'
+    (signing processes included), which is why the signing column stays empty."""
+    import resource
+
+    sink = Sink()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = setup(Path(tmp), n, sink.port, pool, signed, "process")
+            cli = [str(Path(sys.executable).parent / "feedservice"), "--config", str(cfg)]
+            day = ["--date", DAY.isoformat()]
+            with TreeMemory() as memory:
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                started = time.perf_counter()
+                subprocess.run([*cli, "digest", "send", *day, "--queue-only"], check=True, capture_output=True)
+                workers = [
+                    subprocess.Popen(
+                        [*cli, "worker", "--once", *day], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                    )
+                    for _ in range(processes)
+                ]
+                for process in workers:
+                    _, err = process.communicate()
+                    assert process.returncode == 0, err.decode(errors="replace")[-2000:]
+                seconds = time.perf_counter() - started
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                relay_cpu = sink.cpu()
+            from feedservice.bootstrap import make_app
+            from feedservice.config import load_settings
+
+            app = make_app(load_settings(cfg))
+            counts = app.store.delivery_counts(DAY)
+            app.close()
+            assert counts.get("sent") == n, counts
+    finally:
+        sink.stop()
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    result = {"seconds": seconds, "cpu": cpu, "signer_cpu": 0.0, "relay_cpu": relay_cpu, "sent": n}
+    print(json.dumps({**result, "peak_mb": memory.peak_mb}))
+
+
 def child_naive(n: int) -> None:
     """Per subscriber: render the templates, build an EmailMessage, send it with smtplib (one connection)."""
     from feedservice.model import Article, Section, WeatherBlock
@@ -317,6 +361,9 @@ def main() -> None:
     ap.add_argument("--naive", type=int, default=2000)
     ap.add_argument("--slow", type=int, default=500, help="messages for the slow-relay run (pool of 50)")
     ap.add_argument("--reps", type=int, default=1, help="rounds (each: every N three ways, then naive); medians")
+    ap.add_argument(
+        "--processes", type=int, default=1, help="also send from this many worker processes (issue 7's scale-out)"
+    )
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--wait", type=float, default=0, help=argparse.SUPPRESS)
@@ -333,17 +380,27 @@ def main() -> None:
     if args.child == "naive":
         child_naive(args.n[0])
         return
+    if args.child == "processes":
+        child_processes(args.n[0], args.pool, args.processes, args.signed)
+        return
     ensure_smtp_sink()
     me = [sys.executable, __file__]
-    kinds = ("unsigned", *SIGNERS)
+    kinds: tuple[str, ...] = ("unsigned", *SIGNERS)
+    if args.processes > 1:
+        kinds += ("workers", "workers-signed")
     # results[(n, kind)]: one per round; ratios are taken within a round (the same machine load).
     results: dict[tuple[int, str], list[dict]] = {}  # type: ignore[type-arg]
     naives: list[float] = []
     for round_ in range(1, args.reps + 1):
         for n in args.n:
             for kind in kinds:
-                signed = [] if kind == "unsigned" else ["--signed", "--signer", kind]
-                child = [*me, "--child", "ours", "--n", str(n), "--pool", str(args.pool), *signed]
+                if kind.startswith("workers"):
+                    signed = ["--signed"] if kind == "workers-signed" else []
+                    child = [*me, "--child", "processes", "--processes", str(args.processes), *signed]
+                    child += ["--n", str(n), "--pool", str(args.pool)]
+                else:
+                    signed = [] if kind == "unsigned" else ["--signed", "--signer", kind]
+                    child = [*me, "--child", "ours", "--n", str(n), "--pool", str(args.pool), *signed]
                 r = run_child(child, timeout=3600)
                 results.setdefault((n, kind), []).append(r)
                 print(
@@ -363,14 +420,19 @@ def main() -> None:
         return _spread([_rate(r) / naive for r, naive in zip(results[(n, kind)], naives, strict=True)], ".1f", "×")
 
     def of_unsigned(n: int, kind: str) -> str:
-        pairs = zip(results[(n, "unsigned")], results[(n, kind)], strict=True)
+        base = "workers" if kind.startswith("workers") else "unsigned"
+        pairs = zip(results[(n, base)], results[(n, kind)], strict=True)
         return _spread([_rate(s) / _rate(u) * 100 for u, s in pairs], ".0f", "%")
 
     def row(n: int, kind: str) -> str:
         rs = results[(n, kind)]
         what = f"feedservice, N = {n:,}, pool {args.pool}"
-        if kind != "unsigned":
+        if kind.startswith("workers"):
+            what += f", {args.processes} `worker` processes (CPU: all of them)"
+        if kind in SIGNERS:
             what += f", DKIM-signed (RSA 2048), {_how(kind)}: {of_unsigned(n, kind)} of unsigned"
+        elif kind == "workers-signed":
+            what += f", DKIM-signed, each in its signing process: {of_unsigned(n, kind)} of unsigned"
         return (
             f"| {what} | {_spread([_rate(r) for r in rs], ',.0f')} | {vs_naive(n, kind)} | {_median_us(rs)} | "
             f"{_median_us(rs, 'signer_cpu')} | {_median_us(rs, 'relay_cpu')} | {max(r['peak_mb'] for r in rs):.0f} |"
