@@ -184,6 +184,9 @@ while (batch := read()) is not None:
     elif mode == "chatters":
         out.write(b"a stray print\n")
         out.flush()
+    elif mode == "floods":
+        while True:
+            out.write(b"\0" * 65536)
 """
 
 FAULTS = {
@@ -229,6 +232,32 @@ def test_a_child_that_fails_costs_no_message(
     assert len(warnings) == 1 and said in warnings[0] and "signed on the event loop" in warnings[0]
     assert signer.process is not None and signer.process.returncode is not None
     assert _gone(signer.process.pid)
+
+
+def test_a_child_that_floods_its_output_leaves_no_open_pipe(keys: dict[str, bytes]) -> None:
+    """A child that writes without end (its frames' lengths zero, as garbage): it is given up at
+    the first frame, and its pipes are closed however much it wrote, run after run — a
+    ``worker`` that met it every day kept one more open pipe each time."""
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[list[ProcessSigner], int, int]:
+        signers, before = [], 0
+        for run in range(6):
+            if run == 1:  # after the first, which opens what the loop keeps for its children
+                before = len(os.listdir("/proc/self/fd"))
+            signer = ProcessSigner(dkim, timeout=1.0, command=[sys.executable, "-c", FAKE_CHILD, "floods"])
+            await _ready(signer)
+            assert await _rounds(signer, 1, 8) == _expected(dkim, 8)
+            await asyncio.sleep(0.2)  # it fills the pipe and our buffer meanwhile
+            await signer.aclose()
+            signers.append(signer)
+        return signers, before, len(os.listdir("/proc/self/fd"))
+
+    signers, before, after = aio.run(go())  # uvloop: it failed to close a loop with a pipe open
+    assert after == before
+    for signer in signers:
+        assert signer.failure is not None and "garbage: a frame of 0 bytes" in signer.failure
+        assert signer.process is not None and _gone(signer.process.pid)
 
 
 def test_a_child_that_cannot_start_costs_no_message(keys: dict[str, bytes], caplog: pytest.LogCaptureFixture) -> None:
