@@ -402,6 +402,10 @@ def test_a_captured_mailgun_call_of_an_ignored_event_cannot_carry_a_forged_bounc
     assert post(s, "mailgun", forged) == (403, "refused\n")
     assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
     assert post(s, "mailgun", delivered) == (200, "ok\n")  # Mailgun's own retry of it: still fine
+    # the forged body with a lone surrogate in it (valid JSON, no UTF-8): refused the same, not a 500
+    surrogate = dict(delivered, **{"event-data": dict(forged["event-data"], reason="\ud800")})
+    assert post(s, "mailgun", surrogate) == (403, "refused\n")
+    assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
 
 
 def test_a_mailgun_token_is_bound_in_the_database_for_every_worker(
@@ -762,6 +766,9 @@ def test_hostile_bodies_are_4xx_with_no_detail_and_change_nothing(setup: Setup, 
         ({"Type": 5, "Message": [], "Signature": {}, "SignatureVersion": None, "SigningCertURL": 1}, 403),
         ({"signature": "abc", "event-data": []}, 403),
         ({"signature": {"timestamp": [], "token": {}, "signature": 1}}, 403),
+        # a lone surrogate is valid JSON but no UTF-8; a non-ASCII signature is no hex (both were 500s)
+        ({"signature": {"timestamp": "1764460800", "token": "\ud800", "signature": "ab"}}, 403),
+        ({"signature": {"timestamp": "1764460800", "token": "t", "signature": "\ud800é"}}, 403),
     ]
     for body, expected in hostile:
         if provider == "sendgrid" and expected == 400 and _json(body):
