@@ -408,6 +408,29 @@ def test_a_captured_mailgun_call_of_an_ignored_event_cannot_carry_a_forged_bounc
     assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
 
 
+def test_a_captured_mailgun_call_replayed_as_it_goes_stale_cannot_carry_a_forged_bounce(setup: Setup) -> None:
+    """The replay arrives at the last instant its timestamp is fresh. The receiver judged it fresh
+    at one reading of the clock and dropped the bindings stale at a later one: the call's own
+    binding went, the forged body was bound in its place, and its bounce was believed, fresh."""
+    s = setup
+    delivered = mailgun(s.envelope, token="tok-edge", event="delivered")
+    assert post(s, "mailgun", delivered) == (200, "ok\n")
+    forged = dict(delivered, **{"event-data": mailgun(s.envelope)["event-data"]})
+
+    class Ticking:  # the last fresh microsecond, then a microsecond later at each reading
+        now = NOW + timedelta(seconds=300) - timedelta(microseconds=1)
+
+        def __call__(self) -> datetime:
+            self.now += timedelta(microseconds=1)
+            return self.now
+
+    s.app.clock = Ticking()
+    with TestClient(create_app(s.app), base_url="http://localhost") as client:
+        answer = client.post("/webhooks/mailgun", content=json.dumps(forged).encode())
+    assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
+    assert (answer.status_code, answer.text) == (403, "refused\n")
+
+
 def test_a_mailgun_token_is_bound_in_the_database_for_every_worker(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
