@@ -309,6 +309,39 @@ def test_a_killed_or_stopped_child_costs_no_message(
     assert _gone(signer.process.pid)
 
 
+def test_a_child_stopped_as_the_run_closes_costs_one_timeout_and_no_message(
+    keys: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGSTOP after a batch went down and as the run ends: closing waits ``timeout`` once for the
+    answers, signs what waited on the loop, kills the child (SIGKILL reaches a stopped process)
+    and leaves no process or pipe behind."""
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[list[bytes], ProcessSigner, float, int, int]:
+        signer = ProcessSigner(dkim, timeout=1.0)
+        await _ready(signer)
+        opened = len(os.listdir("/proc/self/fd"))
+        waiting = [signer.sign_parts(*_parts(i)) for i in range(8)]
+        await asyncio.sleep(0)  # the batch is written
+        assert signer.process is not None and signer._sent
+        os.kill(signer.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        await signer.aclose()
+        took = time.monotonic() - started
+        return await asyncio.gather(*waiting), signer, took, opened, len(os.listdir("/proc/self/fd"))
+
+    with caplog.at_level(logging.WARNING, logger=LOG):
+        signed, signer, took, opened, left = aio.run(go())
+    assert signed == _expected(dkim, 8)
+    assert 1.0 <= took < 1.0 + 5
+    assert _warnings(caplog) == [
+        "DKIM signing process: no answer within 1 s (stopped or hung); "
+        "8 waiting messages and the rest of this run are signed on the event loop"
+    ]
+    assert signer.process is not None and signer.process.returncode == -signal.SIGKILL and _gone(signer.process.pid)
+    assert left == opened - 2  # its stdin and stdout, closed
+
+
 def test_a_cancelled_signer_leaves_no_process(keys: dict[str, bytes]) -> None:
     """Senders cancelled while their digests are with the child (a SIGTERM's wind-down): closing
     still reads the child's answers to the end, and it exits by itself."""
