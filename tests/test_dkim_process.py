@@ -309,6 +309,30 @@ def test_a_killed_or_stopped_child_costs_no_message(
     assert _gone(signer.process.pid)
 
 
+def test_a_run_closed_as_its_child_starts_leaves_no_process_or_pipe(keys: dict[str, bytes]) -> None:
+    """Runs that end (or are cancelled) while their child is still being started, at every
+    moment of its start, and one that signs nothing (which starts none): no process, no pipe."""
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[int, int, list[ProcessSigner]]:
+        await _ready(warm := ProcessSigner(dkim))  # what the loop keeps for its children, opened
+        await warm.aclose()
+        before, signers = len(os.listdir("/proc/self/fd")), []
+        for delay in (None, 0, 0.001, 0.005, 0.02, 0.05, 0.1, 0.2):
+            signer = ProcessSigner(dkim)
+            signers.append(signer)
+            if delay is not None:
+                assert await signer.sign_parts(*_parts(0)) == _expected(dkim, 1)[0]  # on the loop, meanwhile
+                await asyncio.sleep(delay)
+            await signer.aclose()
+        return before, len(os.listdir("/proc/self/fd")), signers
+
+    before, after, signers = aio.run(go())
+    assert after == before and _signing_children(os.getpid()) == []
+    assert signers[0].process is None and signers[0].state == "closed"  # nothing signed, nothing started
+    assert all(s.process is None or (s.process.returncode is not None and _gone(s.process.pid)) for s in signers)
+
+
 def test_a_child_stopped_as_the_run_closes_costs_one_timeout_and_no_message(
     keys: dict[str, bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
