@@ -184,6 +184,9 @@ while (batch := read()) is not None:
     elif mode == "chatters":
         out.write(b"a stray print\n")
         out.flush()
+    elif mode == "floods":
+        while True:
+            out.write(b"\0" * 65536)
 """
 
 FAULTS = {
@@ -229,6 +232,32 @@ def test_a_child_that_fails_costs_no_message(
     assert len(warnings) == 1 and said in warnings[0] and "signed on the event loop" in warnings[0]
     assert signer.process is not None and signer.process.returncode is not None
     assert _gone(signer.process.pid)
+
+
+def test_a_child_that_floods_its_output_leaves_no_open_pipe(keys: dict[str, bytes]) -> None:
+    """A child that writes without end (its frames' lengths zero, as garbage): it is given up at
+    the first frame, and its pipes are closed however much it wrote, run after run — a
+    ``worker`` that met it every day kept one more open pipe each time."""
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[list[ProcessSigner], int, int]:
+        signers, before = [], 0
+        for run in range(6):
+            if run == 1:  # after the first, which opens what the loop keeps for its children
+                before = len(os.listdir("/proc/self/fd"))
+            signer = ProcessSigner(dkim, timeout=1.0, command=[sys.executable, "-c", FAKE_CHILD, "floods"])
+            await _ready(signer)
+            assert await _rounds(signer, 1, 8) == _expected(dkim, 8)
+            await asyncio.sleep(0.2)  # it fills the pipe and our buffer meanwhile
+            await signer.aclose()
+            signers.append(signer)
+        return signers, before, len(os.listdir("/proc/self/fd"))
+
+    signers, before, after = aio.run(go())  # uvloop: it failed to close a loop with a pipe open
+    assert after == before
+    for signer in signers:
+        assert signer.failure is not None and "garbage: a frame of 0 bytes" in signer.failure
+        assert signer.process is not None and _gone(signer.process.pid)
 
 
 def test_a_child_that_cannot_start_costs_no_message(keys: dict[str, bytes], caplog: pytest.LogCaptureFixture) -> None:
@@ -278,6 +307,63 @@ def test_a_killed_or_stopped_child_costs_no_message(
     assert waited < (5 if sig == signal.SIGKILL else 1 + 5)  # a stopped child costs one timeout, once
     assert signer.process is not None and signer.process.returncode == -signal.SIGKILL
     assert _gone(signer.process.pid)
+
+
+def test_a_run_closed_as_its_child_starts_leaves_no_process_or_pipe(keys: dict[str, bytes]) -> None:
+    """Runs that end (or are cancelled) while their child is still being started, at every
+    moment of its start, and one that signs nothing (which starts none): no process, no pipe."""
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[int, int, list[ProcessSigner]]:
+        await _ready(warm := ProcessSigner(dkim))  # what the loop keeps for its children, opened
+        await warm.aclose()
+        before, signers = len(os.listdir("/proc/self/fd")), []
+        for delay in (None, 0, 0.001, 0.005, 0.02, 0.05, 0.1, 0.2):
+            signer = ProcessSigner(dkim)
+            signers.append(signer)
+            if delay is not None:
+                assert await signer.sign_parts(*_parts(0)) == _expected(dkim, 1)[0]  # on the loop, meanwhile
+                await asyncio.sleep(delay)
+            await signer.aclose()
+        return before, len(os.listdir("/proc/self/fd")), signers
+
+    before, after, signers = aio.run(go())
+    assert after == before and _signing_children(os.getpid()) == []
+    assert signers[0].process is None and signers[0].state == "closed"  # nothing signed, nothing started
+    assert all(s.process is None or (s.process.returncode is not None and _gone(s.process.pid)) for s in signers)
+
+
+def test_a_child_stopped_as_the_run_closes_costs_one_timeout_and_no_message(
+    keys: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGSTOP after a batch went down and as the run ends: closing waits ``timeout`` once for the
+    answers, signs what waited on the loop, kills the child (SIGKILL reaches a stopped process)
+    and leaves no process or pipe behind."""
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[list[bytes], ProcessSigner, float, int, int]:
+        signer = ProcessSigner(dkim, timeout=1.0)
+        await _ready(signer)
+        opened = len(os.listdir("/proc/self/fd"))
+        waiting = [signer.sign_parts(*_parts(i)) for i in range(8)]
+        await asyncio.sleep(0)  # the batch is written
+        assert signer.process is not None and signer._sent
+        os.kill(signer.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        await signer.aclose()
+        took = time.monotonic() - started
+        return await asyncio.gather(*waiting), signer, took, opened, len(os.listdir("/proc/self/fd"))
+
+    with caplog.at_level(logging.WARNING, logger=LOG):
+        signed, signer, took, opened, left = aio.run(go())
+    assert signed == _expected(dkim, 8)
+    assert 1.0 <= took < 1.0 + 5
+    assert _warnings(caplog) == [
+        "DKIM signing process: no answer within 1 s (stopped or hung); "
+        "8 waiting messages and the rest of this run are signed on the event loop"
+    ]
+    assert signer.process is not None and signer.process.returncode == -signal.SIGKILL and _gone(signer.process.pid)
+    assert left == opened - 2  # its stdin and stdout, closed
 
 
 def test_a_cancelled_signer_leaves_no_process(keys: dict[str, bytes]) -> None:

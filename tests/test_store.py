@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from feedservice.adapters.store import open_store
+from feedservice.adapters.store.bounces import STALE_KEPT
 from feedservice.adapters.store.migrations import LATEST, MIGRATIONS
 from feedservice.model import Article, ArticleFields, DeliveryStatus, Edition, Observation, Section, SubscriberStatus
 from tests.conftest import subscriber
@@ -388,8 +389,18 @@ def test_a_webhook_token_is_bound_to_one_body_for_every_process_until_it_is_stal
         winners = {body for body, bound in results if bound}
         assert len(winners) == 1 and [bound for body, bound in results] == [body in winners for body, _ in results]
 
-        # Once stale the bindings go (the next call drops them); a new call's token is bound anew.
-        assert first.bind_webhook_token("mailgun/u", b, stale_at + timedelta(hours=1), stale_at + timedelta(seconds=1))
+        # Another worker's call a moment after a token went stale, then a replay of that token
+        # with another body judged fresh at its last instant (stale_at): still refused. Dropping
+        # the binding at once let the replay bind its own body in its place.
+        assert first.bind_webhook_token("mailgun/edge", a, stale_at, NOW)
+        moment_later = stale_at + timedelta(seconds=1)
+        assert second.bind_webhook_token("mailgun/next", a, stale_at + timedelta(hours=1), moment_later)
+        assert not first.bind_webhook_token("mailgun/edge", b, stale_at, stale_at)
+
+        # Once stale for longer than any call takes, the bindings go (the next call drops them);
+        # a new call's token is bound anew.
+        later = stale_at + timedelta(hours=1) + STALE_KEPT + timedelta(seconds=1)
+        assert first.bind_webhook_token("mailgun/u", b, later + timedelta(hours=1), later)
         with first.engine.connect() as conn:
             assert conn.execute(sa.text("SELECT token FROM webhook_tokens")).scalars().all() == ["mailgun/u"]
     finally:

@@ -22,6 +22,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
+from feedservice.model import SubscriberStatus
 from feedservice.web.app import create_app
 from feedservice.web.clients import ClientAddress
 from feedservice.web.requestchecks import AllowedHosts, origin_allowed
@@ -168,6 +169,33 @@ def test_a_dns_rebinding_page_can_neither_read_a_token_nor_sign_anyone_up(app: A
         while app.store.get_subscriber("victim@example.com") is None:
             assert time.monotonic() < deadline, "the sign-up from our own origin was not recorded"
             time.sleep(0.05)
+
+
+def test_a_mail_providers_one_click_unsubscribe_is_answered_under_any_of_our_host_spellings(app: App) -> None:
+    """RFC 8058: the provider posts ``List-Unsubscribe=One-Click`` from its own servers, with no
+    Origin and no cookie, to the link's host as it spells it. Under Granian and the host check,
+    every spelling of ours unsubscribes; a foreign Host is a 421 and changes nothing."""
+    sub, _ = app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)
+    path = app.links_for(sub)[0].removeprefix("http://127.0.0.1:8080").encode()
+    body = b"List-Unsubscribe=One-Click"
+
+    def one_click(port: int, host: bytes) -> bytes:
+        head = b"POST " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nContent-Length: %d\r\n" % len(body)
+        form = b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\n"
+        return _head(_exchange(port, head + form + body))[0]
+
+    def status() -> SubscriberStatus:
+        found = app.store.get_subscriber_by_id(sub.id)
+        assert found is not None
+        return found.status
+
+    with served(app) as port:
+        for host in FOREIGN_HOSTS:
+            assert one_click(port, host).startswith(b"HTTP/1.1 421 "), host
+        assert status() is SubscriberStatus.SUBSCRIBED
+        for host in [b"127.0.0.1:8080", b"127.0.0.1.", b"LOCALHOST:8080", b"[::1]"]:
+            assert one_click(port, host).startswith(b"HTTP/1.1 200 "), host  # idempotent after the first
+            assert status() is SubscriberStatus.UNSUBSCRIBED
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import socket
+import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -402,6 +403,33 @@ def test_a_captured_mailgun_call_of_an_ignored_event_cannot_carry_a_forged_bounc
     assert post(s, "mailgun", forged) == (403, "refused\n")
     assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
     assert post(s, "mailgun", delivered) == (200, "ok\n")  # Mailgun's own retry of it: still fine
+    # the forged body with a lone surrogate in it (valid JSON, no UTF-8): refused the same, not a 500
+    surrogate = dict(delivered, **{"event-data": dict(forged["event-data"], reason="\ud800")})
+    assert post(s, "mailgun", surrogate) == (403, "refused\n")
+    assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
+
+
+def test_a_captured_mailgun_call_replayed_as_it_goes_stale_cannot_carry_a_forged_bounce(setup: Setup) -> None:
+    """The replay arrives at the last instant its timestamp is fresh. The receiver judged it fresh
+    at one reading of the clock and dropped the bindings stale at a later one: the call's own
+    binding went, the forged body was bound in its place, and its bounce was believed, fresh."""
+    s = setup
+    delivered = mailgun(s.envelope, token="tok-edge", event="delivered")
+    assert post(s, "mailgun", delivered) == (200, "ok\n")
+    forged = dict(delivered, **{"event-data": mailgun(s.envelope)["event-data"]})
+
+    class Ticking:  # the last fresh microsecond, then a microsecond later at each reading
+        now = NOW + timedelta(seconds=300) - timedelta(microseconds=1)
+
+        def __call__(self) -> datetime:
+            self.now += timedelta(microseconds=1)
+            return self.now
+
+    s.app.clock = Ticking()
+    with TestClient(create_app(s.app), base_url="http://localhost") as client:
+        answer = client.post("/webhooks/mailgun", content=json.dumps(forged).encode())
+    assert (s.status(), s.records()) == (SubscriberStatus.SUBSCRIBED, 0)
+    assert (answer.status_code, answer.text) == (403, "refused\n")
 
 
 def test_a_mailgun_token_is_bound_in_the_database_for_every_worker(
@@ -762,6 +790,9 @@ def test_hostile_bodies_are_4xx_with_no_detail_and_change_nothing(setup: Setup, 
         ({"Type": 5, "Message": [], "Signature": {}, "SignatureVersion": None, "SigningCertURL": 1}, 403),
         ({"signature": "abc", "event-data": []}, 403),
         ({"signature": {"timestamp": [], "token": {}, "signature": 1}}, 403),
+        # a lone surrogate is valid JSON but no UTF-8; a non-ASCII signature is no hex (both were 500s)
+        ({"signature": {"timestamp": "1764460800", "token": "\ud800", "signature": "ab"}}, 403),
+        ({"signature": {"timestamp": "1764460800", "token": "t", "signature": "\ud800é"}}, 403),
     ]
     for body, expected in hostile:
         if provider == "sendgrid" and expected == 400 and _json(body):
@@ -862,13 +893,8 @@ def test_any_receiver_bootstrap_hands_the_web_layer_gets_the_same_body_limit_rep
         app.close()
 
 
-def test_under_two_web_workers_a_known_token_with_another_body_is_never_applied(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
-) -> None:
-    """`feedservice serve` with ``[web] workers = 2``: each token's genuine call, then the same
-    token with a forged bounce in its body (what a captured call replayed at once looks like),
-    many times over new connections, so calls land on both workers. The token memory used to be
-    each worker's own: a forgery reaching the worker that had not seen the token was applied."""
+def _mailgun_under_two_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> tuple[Path, App]:
+    """A config for `feedservice serve` with ``[web] workers = 2`` and Mailgun's webhook, and its app."""
     monkeypatch.setenv("FS_TEST_MAILGUN", MAILGUN_KEY)
     hooks = (
         '[bounces]\nreturn_path = "bounces@newsspace.kr"\n'
@@ -876,7 +902,17 @@ def test_under_two_web_workers_a_known_token_with_another_body_is_never_applied(
     )
     cfg = write_config(tmp_path, db_url=db_url, delivery_extra=hooks)
     cfg.write_text(cfg.read_text(encoding="utf-8").replace("[web]\n", "[web]\nworkers = 2\n"), encoding="utf-8")
-    app = make_app(load_settings(cfg))
+    return cfg, make_app(load_settings(cfg))
+
+
+def test_under_two_web_workers_a_known_token_with_another_body_is_never_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    """`feedservice serve` with ``[web] workers = 2``: each token's genuine call, then the same
+    token with a forged bounce in its body (what a captured call replayed at once looks like),
+    many times over new connections, so calls land on both workers. The token memory used to be
+    each worker's own: a forgery reaching the worker that had not seen the token was applied."""
+    cfg, app = _mailgun_under_two_workers(tmp_path, monkeypatch, db_url)
     try:
         genuine_reader, forged_reader = (
             app.store.add_subscriber(f"{name}@example.com", (), SubscriberStatus.SUBSCRIBED, NOW)[0].id
@@ -912,6 +948,62 @@ def test_under_two_web_workers_a_known_token_with_another_body_is_never_applied(
             forged_reader: SubscriberStatus.SUBSCRIBED,
         }
         assert [r.source for r in app.store.list_bounces()] == ["webhook:mailgun/tok-0"]
+    finally:
+        app.close()
+
+
+def test_under_two_web_workers_one_tokens_first_calls_at_once_with_two_bodies_apply_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    """Two first calls under one token, with bounces for two different readers, sent at the same
+    instant over two connections (so often to both workers): for each token exactly one is
+    answered 200 and applied, the other is refused, and only the winner's reader is suppressed."""
+    cfg, app = _mailgun_under_two_workers(tmp_path, monkeypatch, db_url)
+    tokens = [f"tok-race-{n}" for n in range(12)]
+    try:
+        readers = {
+            (token, side): app.store.add_subscriber(
+                f"{token}-{side}@example.com", (), SubscriberStatus.SUBSCRIBED, NOW
+            )[0].id
+            for token in tokens
+            for side in ("a", "b")
+        }
+        with serve_process(cfg) as port, httpx.Client(timeout=30) as warm:
+            assert warm.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+            now = datetime.now(UTC)
+
+            def race(token: str) -> dict[str, int]:
+                bodies = {
+                    side: json.dumps(
+                        mailgun(
+                            envelope_sender("bounces@newsspace.kr", app.secret(), DAY, readers[token, side]),
+                            token=token,
+                            when=now,
+                        )
+                    )
+                    for side in ("a", "b")
+                }
+                ready = threading.Barrier(2)
+
+                def one(side: str) -> tuple[str, int]:
+                    with httpx.Client(timeout=30) as client:  # a connection of its own
+                        ready.wait()
+                        answer = client.post(f"http://127.0.0.1:{port}/webhooks/mailgun", content=bodies[side])
+                        return side, answer.status_code
+
+                with ThreadPoolExecutor(2) as pair:
+                    return dict(pair.map(one, ("a", "b")))
+
+            results = {token: race(token) for token in tokens}
+        for token, answers in results.items():
+            assert sorted(answers.values()) == [200, 403], (token, answers)
+            winner = next(side for side, status in answers.items() if status == 200)
+            for side in ("a", "b"):
+                sub = app.store.get_subscriber_by_id(readers[token, side])
+                assert sub is not None
+                expected = SubscriberStatus.SUPPRESSED if side == winner else SubscriberStatus.SUBSCRIBED
+                assert sub.status is expected, (token, side, answers)
+        assert sorted(r.source for r in app.store.list_bounces()) == sorted(f"webhook:mailgun/{t}" for t in tokens)
     finally:
         app.close()
 

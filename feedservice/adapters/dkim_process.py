@@ -148,6 +148,7 @@ class ProcessSigner:
                 if process.returncode is None:
                     self._kill()
                 await process.wait()
+                await self._drain(process)
         if process is not None:
             log.debug("DKIM signing process: %d signatures, %.2f s of CPU", self.signed, self.cpu)
         return self.cpu
@@ -203,6 +204,18 @@ class ProcessSigner:
             reason,
             rescued,
         )
+
+    async def _drain(self, process: asyncio.subprocess.Process) -> None:
+        """Close its pipes: its stdin, and its stdout read to the end. A child given up while it
+        wrote (garbage, a flood) leaves its output in the pipe and our reader paused, full, and
+        a paused pipe never sees its end: it stayed open, and uvloop then failed to close the run's loop."""
+        if process.stdin is not None:
+            process.stdin.close()
+        if process.stdout is not None:
+            with contextlib.suppress(TimeoutError, OSError):
+                async with asyncio.timeout(self.timeout):  # a grandchild could hold it open
+                    while await process.stdout.read(1 << 16):
+                        pass
 
     def _kill(self) -> None:
         if self.process is not None and self.process.returncode is None:

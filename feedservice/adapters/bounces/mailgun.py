@@ -30,8 +30,10 @@ class MailgunRefused(Exception):
 
 def call_digest(body: Mapping[str, Any]) -> str:
     """SHA-256 of what a call said, as JSON with sorted keys: the same event however it is spaced
-    or ordered (a retry), another event under the same token (a forgery) differs."""
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    or ordered (a retry), another event under the same token (a forgery) differs. A lone surrogate
+    (valid JSON, no UTF-8) is hashed as it came, not a 500."""
+    said = json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(said).hexdigest()
 
 
 def verify_mailgun(body: Mapping[str, Any], key: bytes) -> tuple[str, int]:
@@ -45,7 +47,13 @@ def verify_mailgun(body: Mapping[str, Any], key: bytes) -> tuple[str, int]:
         raise MailgunRefused("unsigned")
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12) or not 0 < len(token) <= 200:
         raise MailgunRefused("malformed signature fields")
-    expected = hmac.new(key, (timestamp + token).encode(), "sha256").hexdigest()
+    if not signature.isascii():  # hex; compare_digest refuses other strings with a TypeError
+        raise MailgunRefused("malformed signature fields")
+    try:
+        signed = (timestamp + token).encode()
+    except UnicodeEncodeError:  # a lone surrogate: valid JSON, no UTF-8, and so never Mailgun's
+        raise MailgunRefused("malformed signature fields") from None
+    expected = hmac.new(key, signed, "sha256").hexdigest()
     if not hmac.compare_digest(expected, signature.lower()):
         raise MailgunRefused("wrong signature")
     return token, int(timestamp)

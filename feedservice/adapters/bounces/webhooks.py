@@ -147,7 +147,7 @@ class MailgunReceiver(_Signed):
         now = self.clock()
         fresh = _fresh(now, timestamp, self.cfg.max_age_seconds)
         if fresh:  # a stale call's new events are refused anyway: nothing to bind
-            await self._bind(token, body, datetime.fromtimestamp(timestamp + self.cfg.max_age_seconds, UTC))
+            await self._bind(token, body, datetime.fromtimestamp(timestamp + self.cfg.max_age_seconds, UTC), now)
         try:
             reading = mailgun_reading(body.get("event-data"))
         except ValueError:
@@ -156,11 +156,12 @@ class MailgunReceiver(_Signed):
             return []
         return [ProviderEvent(f"webhook:mailgun/{token}", raw, reading, fresh, provider_says=False)]
 
-    async def _bind(self, token: str, body: Mapping[str, Any], stale_at: datetime) -> None:
+    async def _bind(self, token: str, body: Mapping[str, Any], stale_at: datetime, now: datetime) -> None:
         """The token bound to this body in the store, for every worker: 403 when it came with
-        another one; 503 when the store cannot say (Mailgun retries)."""
+        another one; 503 when the store cannot say (Mailgun retries). ``now``: when the call was
+        found fresh (a later reading of the clock could be past ``stale_at``)."""
         try:
-            same = await asyncio.to_thread(self.bind, f"mailgun/{token}", call_digest(body), stale_at, self.clock())
+            same = await asyncio.to_thread(self.bind, f"mailgun/{token}", call_digest(body), stale_at, now)
         except StorageError as exc:
             raise WebhookRefused(503, "try later", f"binding token {token[:100]}: {exc}") from None
         if not same:

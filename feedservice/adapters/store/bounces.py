@@ -20,7 +20,11 @@ from feedservice.adapters.store._base import StoreBase
 from feedservice.bounce_model import BounceKind, BounceRecord, BounceRow, BreakerWindow, EditionFeedback
 from feedservice.model import DeliveryStatus, SubscriberStatus
 
-__all__ = ["BounceStoreMixin"]
+# A webhook token's binding outlives its freshness by this much before it is dropped: a call that
+# found the token fresh at its last instant, in any worker, binds (or is refused) long before.
+STALE_KEPT = timedelta(hours=1)
+
+__all__ = ["STALE_KEPT", "BounceStoreMixin"]
 
 
 def _record(r: Any) -> BounceRecord:
@@ -57,10 +61,12 @@ class BounceStoreMixin(StoreBase):
         """Bind ``token`` to ``digest`` until ``stale_at`` unless it is bound already, in one
         transaction; whether it is bound to ``digest`` (False: it came before with another body).
         The primary key decides between processes binding the same token at once: one insert
-        wins, the other finds its row. Bindings stale at ``now`` are dropped on the way."""
+        wins, the other finds its row. Bindings stale for ``STALE_KEPT`` at ``now`` are dropped on
+        the way: dropped once stale, a binding was gone (a later call's drop, in any worker) when a
+        replay found its token fresh at the last instant, and the replay bound its own body."""
         w = t.webhook_tokens.c
         with self._tx("binding a webhook token") as conn:
-            conn.execute(t.webhook_tokens.delete().where(w.stale_at < now))
+            conn.execute(t.webhook_tokens.delete().where(w.stale_at < now - STALE_KEPT))
             stmt = self._insert(t.webhook_tokens).values(token=token, digest=digest, stale_at=stale_at)
             conn.execute(stmt.on_conflict_do_nothing(index_elements=["token"]))
             bound: str = conn.execute(sa.select(w.digest).where(w.token == token)).scalar_one()

@@ -249,7 +249,8 @@ breaker_releases = sa.Table(
 # Migration 19: the token of each signed webhook call whose signature leaves the body out
 # (Mailgun's: timestamp and token only), bound to a digest of that body for as long as the call
 # is fresh. A captured call replayed with another body is refused by every process that shares
-# the database, not only by the one that saw the call. Rows go when they are stale.
+# the database, not only by the one that saw the call. Rows go an hour after they are stale
+# (``bounces.STALE_KEPT``: a call found fresh at its last instant must still meet its token's row).
 webhook_tokens = sa.Table(
     "webhook_tokens",
     metadata,
