@@ -273,3 +273,53 @@ def test_imported_suppressions_carry_their_reason(tmp_path: Path, capsys: pytest
         assert app.bounce_breaker().suppressed == 0
     finally:
         app.close()
+
+
+def test_an_export_keeps_each_suppressions_reason_where_it_is_imported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bounce's reason survives export and import into another database, for an address and for
+    a forgotten one's hash, and the round trip stays lossless; a reason column on a row that does
+    not suppress records nothing, and control characters in a reason are dropped."""
+    from feedservice.cli.main import main
+
+    cfg = write_config(tmp_path)
+    app = make_app(load_settings(cfg))
+    try:
+        now = datetime.now(UTC)
+        app.store.add_subscriber(
+            "bounced@example.com", (), SubscriberStatus.SUPPRESSED, now, reason="550 5.1.1 no such user"
+        )
+        app.store.add_subscriber("reader@example.com", (), SubscriberStatus.SUBSCRIBED, now)
+    finally:
+        app.close()
+    first = tmp_path / "out1.csv"
+    assert main(["--config", str(cfg), "subscribers", "export", "--out", str(first)]) == 0
+    exported = first.read_text(encoding="utf-8")
+    assert exported.splitlines()[0].endswith(",reason")
+    assert ",suppressed," in exported and exported.rstrip().count("550 5.1.1 no such user") == 1
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg2 = write_config(other)
+    tampered = other / "in.csv"
+    tampered.write_text(
+        exported + "extra@example.com,,subscribed,,,not suppressed\nnul@example.com,,suppressed,,,a\x07b\u202ec\n",
+        encoding="utf-8",
+    )
+    assert main(["--config", str(cfg2), "subscribers", "import", str(tampered)]) == 0
+    capsys.readouterr()
+    second = other / "out2.csv"
+    assert main(["--config", str(cfg2), "subscribers", "export", "--out", str(second)]) == 0
+    again = second.read_text(encoding="utf-8").splitlines()
+    assert [line for line in again if "5.1.1" in line] == [line for line in exported.splitlines() if "5.1.1" in line]
+    extra_row = next(line for line in again if line.startswith("extra@"))
+    assert ",subscribed," in extra_row and extra_row.endswith(",,")  # no hash, and no reason: not suppressed
+    app2 = make_app(load_settings(cfg2))
+    try:
+        why = app2.store.last_suppression_reasons()
+        extra = app2.store.get_subscriber("extra@example.com")
+        assert extra is not None and extra.id not in why
+        nul = app2.store.get_subscriber("nul@example.com")
+        assert nul is not None and why[nul.id] == "abc"
+    finally:
+        app2.close()

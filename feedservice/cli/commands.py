@@ -324,7 +324,7 @@ def cmd_subscribers_import(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_subscribers_export(app: App, args: argparse.Namespace) -> int:
-    data = subs.export_csv(app.store.iter_subscribers())
+    data = subs.export_csv(app.store.iter_subscribers(), app.store.last_suppression_reasons())
     if args.out == "-":
         sys.stdout.write(data)
     else:

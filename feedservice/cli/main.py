@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     si = _leaf(
         ssub,
         "import",
-        "import a CSV (email,sections,status,created); idempotent; suppressed rows record the file as their reason",
+        "import a CSV (email,sections,status,created,email_hash,reason); idempotent; a suppressed row records "
+        "its reason, or the file",
         handler="subscribers_import",
     )
     si.add_argument("file", help="CSV file, or - for standard input")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -12,8 +13,10 @@ from email_validator import EmailNotValidError, validate_email
 
 from feedservice.model import Subscriber, SubscriberStatus
 from feedservice.ports import SignupStore, SubscriberStore
+from feedservice.text import clean_text
 
-CSV_FIELDS = ("email", "sections", "status", "created", "email_hash")
+CSV_FIELDS = ("email", "sections", "status", "created", "email_hash", "reason")
+MAX_REASON_CHARS = 500  # a bounce's reason is a relay's reply line; an import's names its file
 
 
 class InvalidAddress(ValueError):
@@ -47,15 +50,29 @@ class ImportReport:
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
-def export_csv(subscribers: Iterable[Subscriber]) -> str:
+def export_csv(subscribers: Iterable[Subscriber], reasons: Mapping[int, str] | None = None) -> str:
+    """Every subscriber as CSV; a suppressed one with why (``reasons``: by subscriber id), so that
+    the suppression keeps its reason where the file is imported."""
+    reasons = reasons or {}
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CSV_FIELDS)
     for s in subscribers:
         created = s.created.isoformat() if s.created else ""
+        why = reasons.get(s.id, "") if s.status is SubscriberStatus.SUPPRESSED else ""
         # A forgotten address has only its hash: exported so that re-importing keeps suppressing it.
-        w.writerow([s.email, ",".join(s.sections), s.status.value, created, "" if s.email else s.email_hash])
+        w.writerow([s.email, ",".join(s.sections), s.status.value, created, "" if s.email else s.email_hash, why])
     return out.getvalue()
+
+
+def _row_reason(row: Mapping[str, str | None], status: SubscriberStatus, default: str) -> str:
+    """Why an imported row suppresses: its own ``reason`` (an export's, kept as it was, so the
+    round trip is lossless), else ``default`` (the import's file and date)."""
+    if status is not SubscriberStatus.SUPPRESSED:
+        return default
+    # Shown in a terminal table: no control or format characters (a bidi override could disguise it).
+    given = "".join(ch for ch in clean_text(row.get("reason") or "") if unicodedata.category(ch) != "Cf")
+    return given[:MAX_REASON_CHARS] or default
 
 
 def import_csv(
@@ -67,8 +84,9 @@ def import_csv(
     reason: str = "imported",
 ) -> ImportReport:
     """Idempotent: an identical row changes nothing; bad rows are reported by line and skipped.
-    A row that suppresses an address records ``reason`` ("imported from FILE on DATE"), as a
-    bounce's suppression records its own, so ``subscribers list`` says why.
+    A row that suppresses an address records its ``reason`` column (an export's) or else ``reason``
+    ("imported from FILE on DATE"), as a bounce's suppression records its own, so ``subscribers
+    list`` says why.
 
     Text the csv module cannot read (a field over its 128 KB limit, a NUL-filled file) ends the
     import at that line with an error in the report: the rows before it are kept (importing the
@@ -105,7 +123,8 @@ def import_csv(
             if not (row.get("email") or "").strip() and (row.get("email_hash") or "").startswith("h1:"):
                 if status not in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED):
                     raise ValueError("a row with only an address hash must be unsubscribed or suppressed")
-                if store.keep_forgotten(row["email_hash"], status, sections, since or now, now=now, reason=reason):
+                why = _row_reason(row, status, reason)
+                if store.keep_forgotten(row["email_hash"], status, sections, since or now, now=now, reason=why):
                     report.added += 1
                 else:
                     report.unchanged += 1
@@ -118,7 +137,8 @@ def import_csv(
         if existing and existing.status is status and existing.sections == sections:
             report.unchanged += 1
             continue
-        _, created = store.add_subscriber(email, sections, status, now, created=since, reason=reason)
+        why = _row_reason(row, status, reason)
+        _, created = store.add_subscriber(email, sections, status, now, created=since, reason=why)
         if created:
             report.added += 1
         else:
