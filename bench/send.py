@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, TreeMemory, free_port, run_child, write_section
 
 from feedservice import aio
+from feedservice.model import Article
 
 SECTIONS = ["bigtech", "space-sociology", "economy", "society"]
 CHOICES = [
@@ -104,13 +105,29 @@ class Sink:
         self.proc.wait(10)
 
 
+def articles(newest: datetime) -> list[Article]:
+    """The edition's news, for both ways: 10 articles a section, an hour apart before ``newest``."""
+    return [
+        Article(
+            id=f"urn:{s}:{i}",
+            url=f"https://www.newsspace.kr/{s}/{i}",
+            section=s,
+            title=f"{s} 기사 {i}",
+            summary_html="<p>" + "오늘의 주요 소식을 전합니다. " * 8 + "</p>",
+            author="김정영",
+            published=newest - timedelta(hours=i + 1),
+        )
+        for s in SECTIONS
+        for i in range(10)
+    ]
+
+
 def setup(folder: Path, n: int, port: int, pool: int, signed: bool = False, signer: str = "process") -> Path:
     """A config, 4 sections × 10 articles in the edition's window, n subscribers over 8 choices;
     ``signed``: DKIM with a new 2048-bit RSA key in $FEEDSERVICE_DKIM_KEY."""
     from feedservice.adapters.store.schema import subscribers as subscribers_table
     from feedservice.bootstrap import make_app
     from feedservice.config import load_settings
-    from feedservice.model import Article
 
     cfg = folder / "config.toml"
     if signed:
@@ -153,19 +170,7 @@ level = "WARNING"
     # Collected a minute ago: an edition covers what was first collected since the previous one,
     # up to the moment it is composed (on the real clock), and articles published within BACKLOG.
     end = datetime.now(UTC) - timedelta(minutes=1)
-    arts = [
-        Article(
-            id=f"urn:{s}:{i}",
-            url=f"https://www.newsspace.kr/{s}/{i}",
-            section=s,
-            title=f"{s} 기사 {i}",
-            summary_html="<p>" + "오늘의 주요 소식을 전합니다. " * 8 + "</p>",
-            author="김정영",
-            published=end - timedelta(hours=i + 1),
-        )
-        for s in SECTIONS
-        for i in range(10)
-    ]
+    arts = articles(end)
     app.store.sync_sources([("https://www.newsspace.kr/rss", "bigtech", None)])
     app.store.record_fetch_success(
         "https://www.newsspace.kr/rss", end, end, etag=None, last_modified=None, articles=arts
@@ -268,7 +273,7 @@ def child_processes(n: int, pool: int, processes: int, signed: bool = False) -> 
 
 def child_naive(n: int) -> None:
     """Per subscriber: render the templates, build an EmailMessage, send it with smtplib (one connection)."""
-    from feedservice.model import Article, Section, WeatherBlock
+    from feedservice.model import Section, WeatherBlock
     from feedservice.services import digest
     from feedservice.tokens import make_token
 
@@ -286,19 +291,7 @@ def child_naive(n: int) -> None:
             sender="뉴스스페이스 <newsletter@newsspace.kr>",
         )
         ed = digest.edition_for(DAY, datetime.combine(DAY, datetime.strptime("07:00", "%H:%M").time(), tz), None)
-        arts = [
-            Article(
-                id=f"urn:{s}:{i}",
-                url=f"https://www.newsspace.kr/{s}/{i}",
-                section=s,
-                title=f"{s} 기사 {i}",
-                summary_html="<p>" + "오늘의 주요 소식을 전합니다. " * 8 + "</p>",
-                author="김정영",
-                published=ed.window_end - timedelta(hours=i + 1),
-            )
-            for s in SECTIONS
-            for i in range(10)
-        ]
+        arts = articles(ed.window_end)
         sections = [Section(s, s) for s in SECTIONS]
         renderer = digest.DigestRenderer([ROOT / "templates"])
         smtp = smtplib.SMTP("127.0.0.1", sink.port)
