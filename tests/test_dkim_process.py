@@ -22,11 +22,12 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from feedservice import aio
-from feedservice.adapters import dkim_process
+from feedservice.adapters import dkim_child, dkim_process
 from feedservice.adapters.dkim import DkimSigner, LoopSigner
 from feedservice.adapters.dkim_process import CHILD, ProcessSigner
 from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
+from feedservice.errors import DeliveryError
 from feedservice.ports import RunSigner
 from tests.conftest import FeedServer, free_port
 from tests.test_deliver import FRESH, KST_DAY, SEND_TIME, TODAY, FaultySink, _add, _app, _cli
@@ -50,10 +51,15 @@ def _dkim(keys: dict[str, bytes], *, ed25519: bool = False) -> DkimSigner:
     )
 
 
+SEGMENT = "<p>  오늘의  소식\r\n".encode() * 200  # a template's segment: the same object for every reader
+TAIL = b"\r\n</p>\r\n"
+
+
 def _parts(i: int) -> tuple[bytes, list[bytes]]:
-    """A message as the sending loop hands it over: the head, and the body in template pieces."""
+    """A message as the sending loop hands it over: the head, and the body in template segments
+    around the reader's link."""
     head = f"From: 뉴스스페이스 <newsletter@newsspace.kr>\r\nTo: r{i}@example.com\r\nSubject: 브리핑 {i}\r\n\r\n"
-    return head.encode(), ["<p>  오늘의  소식\r\n".encode(), f"{i}\r\n".encode()]
+    return head.encode(), [SEGMENT, f"https://f.kr/u/{i}".encode(), TAIL]
 
 
 async def _ready(signer: ProcessSigner) -> None:
@@ -77,9 +83,9 @@ def _expected(dkim: DkimSigner, count: int) -> list[bytes]:
     return [dkim.sign_parts(*_parts(i)) for i in range(count)]
 
 
-def _gone(pid: int) -> bool:
+def _gone(pid: int | None) -> bool:
     """Whether no process has ``pid`` any more (a zombie not yet reaped counts as there)."""
-    return not Path(f"/proc/{pid}").exists()
+    return pid is not None and not Path(f"/proc/{pid}").exists()
 
 
 def _signing_children(parent: int) -> list[int]:
@@ -107,32 +113,71 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_the_process_signs_what_the_loop_signs_a_batch_a_write(
     keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch, ed25519: bool
 ) -> None:
+    """Byte for byte the loop's signing; each loop iteration's messages in one write, a template
+    segment down the pipe once; one answer in CHECK_EVERY compared with the loop's own."""
+    monkeypatch.setattr(dkim_process, "CHECK_EVERY", 16)
     dkim = _dkim(keys, ed25519=ed25519)
-    writes: list[int] = []
+    writes: list[bytes] = []
+
+    class Counted:
+        def __init__(self, pipe: Any) -> None:
+            self.pipe = pipe
+
+        def write(self, data: bytes) -> None:
+            writes.append(bytes(data))
+            self.pipe.write(data)
+
+        def close(self) -> None:
+            self.pipe.close()
 
     async def go() -> tuple[list[bytes], ProcessSigner, float]:
         signer = ProcessSigner(dkim)
         await _ready(signer)
-        assert signer.process is not None and signer.process.stdin is not None
-        stdin, write = signer.process.stdin, signer.process.stdin.write
-
-        def counted(data: bytes) -> None:
-            writes.append(len(data))
-            write(data)
-
-        monkeypatch.setattr(stdin, "write", counted)
+        stdin = signer._stdin()
+        assert stdin is not None
+        monkeypatch.setattr(signer, "_stdin", lambda: Counted(stdin))
         signed = await _rounds(signer, 5, 16)
         return signed, signer, await signer.aclose()
 
     signed, signer, cpu = aio.run(go())
     assert signed == _expected(dkim, 80)  # byte for byte what signing on the loop gives
-    assert signer.signed == 80 and signer.state == "closed"
-    assert writes == [4 + 16 * 32] * 5  # each loop iteration's 16 digests: one write, 32 bytes each
+    assert signer.signed == 80 and signer.checked == 5 and signer.state == "closed"
+    assert len(writes) == 5  # one a loop iteration
+    assert [w.count(SEGMENT) for w in writes] == [1, 0, 0, 0, 0]  # the segment once, then its number
+    assert all(len(w) < len(SEGMENT) for w in writes[1:])
+    assert all(f"https://f.kr/u/{i}".encode() in writes[i // 16] for i in range(80))
     assert all(_verifies(m, {**keys, "news": keys["news"]}, 0) for m in signed[:3])
     if ed25519:
         assert all(_verifies(m, keys, 1) for m in signed[:3])
-    assert signer.process is not None and signer.process.returncode == 0  # it stopped by itself
+    assert signer.returncode == 0  # it stopped by itself
     assert 0 < cpu < 30  # it reported its CPU time
+
+
+def test_odd_messages_come_out_as_the_loop_makes_them(keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the child or the pipe's format cannot take, among messages it can: one without a From
+    is refused as the loop refuses it, a body of more pieces than a record counts is signed on the
+    loop; readers' pieces with whitespace (a new segment each) and more segments than the child
+    keeps come out right. The child goes on signing the rest."""
+    monkeypatch.setattr(dkim_child, "SEGMENTS", 3)
+    dkim = _dkim(keys)
+    no_from = (b"To: a@example.com\r\nSubject: x\r\n\r\n", [SEGMENT, b"https://f.kr/u/0", TAIL])
+    spaced = [(_parts(i)[0], [SEGMENT, f"r {i}\r\n".encode(), TAIL]) for i in range(8)]
+    many = (_parts(0)[0], [SEGMENT, *([b"x"] * 70_000), TAIL])
+
+    async def go() -> tuple[list[bytes | BaseException], ProcessSigner]:
+        signer = ProcessSigner(dkim)
+        await _ready(signer)
+        asked = [signer.sign_parts(*m) for m in [no_from, *spaced, many, *(_parts(i) for i in range(4))]]
+        results = await asyncio.gather(*asked, return_exceptions=True)
+        await signer.aclose()
+        return results, signer
+
+    results, signer = aio.run(go())
+    assert isinstance(results[0], DeliveryError) and "without a From" in str(results[0])
+    assert results[1:9] == [dkim.sign_parts(*m) for m in spaced]
+    assert results[9] == dkim.sign_parts(*many)
+    assert results[10:] == _expected(dkim, 4)
+    assert signer.signed == 12 and signer.failure is None and signer.returncode == 0
 
 
 def test_the_key_reaches_the_child_through_the_pipe_only(
@@ -144,8 +189,8 @@ def test_the_key_reaches_the_child_through_the_pipe_only(
     async def go() -> tuple[bytes, bytes]:
         signer = ProcessSigner(dkim)
         await _ready(signer)
-        assert signer.process is not None
-        proc = Path(f"/proc/{signer.process.pid}")
+        assert signer.pid is not None
+        proc = Path(f"/proc/{signer.pid}")
         try:
             return (proc / "cmdline").read_bytes(), (proc / "environ").read_bytes()
         finally:
@@ -161,7 +206,7 @@ def test_the_key_reaches_the_child_through_the_pipe_only(
 
 
 FAKE_CHILD = r"""
-import os, struct, sys, time
+import base64, os, struct, sys, time
 mode, inp, out = sys.argv[1], sys.stdin.buffer, sys.stdout.buffer
 def read():
     head = inp.read(4)
@@ -169,16 +214,19 @@ def read():
 def write(payload):
     out.write(struct.pack("!I", len(payload)) + payload)
     out.flush()
+def answer(headers):
+    return struct.pack("!I", len(headers)) + headers
 read()
 if mode == "silent":
     time.sleep(60)
 write({"wrong hello": b"hello", "long hello": b"ready..."}.get(mode, b"ready"))
 while (batch := read()) is not None:
-    n = len(batch) // 32
+    n = struct.unpack_from("!QI", batch)[1]
+    forged = b"DKIM-Signature: v=1; a=rsa-sha256; b=" + base64.b64encode(os.urandom(256)) + b"\r\n"
     if mode == "random":
-        write(os.urandom(256 * n))
+        write(answer(forged) * n)
     elif mode == "short":
-        write(os.urandom(256 * n - 1))
+        write(answer(forged) * (n - 1))
     elif mode == "exits":
         sys.exit(3)
     elif mode == "chatters":
@@ -190,13 +238,13 @@ while (batch := read()) is not None:
 """
 
 FAULTS = {
-    "random signatures": (["random"], "garbage: a signature that does not verify"),
-    "a short answer": (["short"], "garbage: a frame of 2047 bytes for 8 signatures (2048)"),
+    "forged signatures": (["random"], "garbage: signature headers that are not the loop's"),
+    "a short answer": (["short"], "garbage: 8 answers that end early"),
     "exits": (["exits"], "it ended (exit status 3)"),
-    "stray output": (["chatters"], f"garbage: a frame of {int.from_bytes(b'a st')} bytes for 8 signatures (2048)"),
-    "a wrong hello": (["wrong hello"], "garbage: b'hello' to its key"),
+    "stray output": (["chatters"], f"garbage: a frame of {int.from_bytes(b'a st')} bytes for 8 answers"),
+    "a wrong hello": (["wrong hello"], "garbage: b'hello' to its keys"),
     "a long hello": (["long hello"], "garbage: a frame of 8 bytes for its hello (5)"),
-    "never answers": (["silent"], "no answer"),
+    "never answers": (["silent"], "it did not start within 1 s"),
 }
 
 
@@ -230,8 +278,8 @@ def test_a_child_that_fails_costs_no_message(
     assert signer.signed == 0 and signer.failure is not None and said in signer.failure
     warnings = _warnings(caplog)
     assert len(warnings) == 1 and said in warnings[0] and "signed on the event loop" in warnings[0]
-    assert signer.process is not None and signer.process.returncode is not None
-    assert _gone(signer.process.pid)
+    assert signer.returncode is not None
+    assert _gone(signer.pid)
 
 
 def test_a_child_that_floods_its_output_leaves_no_open_pipe(keys: dict[str, bytes]) -> None:
@@ -257,7 +305,7 @@ def test_a_child_that_floods_its_output_leaves_no_open_pipe(keys: dict[str, byte
     assert after == before
     for signer in signers:
         assert signer.failure is not None and "garbage: a frame of 0 bytes" in signer.failure
-        assert signer.process is not None and _gone(signer.process.pid)
+        assert signer.pid is not None and _gone(signer.pid)
 
 
 def test_a_child_that_cannot_start_costs_no_message(keys: dict[str, bytes], caplog: pytest.LogCaptureFixture) -> None:
@@ -274,7 +322,7 @@ def test_a_child_that_cannot_start_costs_no_message(keys: dict[str, bytes], capl
     with caplog.at_level(logging.WARNING, logger=LOG):
         signed, signer = aio.run(go())
     assert signed == _expected(dkim, 12) + _expected(dkim, 4)
-    assert signer.state == "closed" and signer.process is None
+    assert signer.state == "closed" and signer.transport is None
     assert len(_warnings(caplog)) == 1 and "could not be started" in _warnings(caplog)[0]
 
 
@@ -288,8 +336,8 @@ def test_a_killed_or_stopped_child_costs_no_message(
         signer = ProcessSigner(dkim, timeout=1.0)
         await _ready(signer)
         first = await _rounds(signer, 2, 8)
-        assert signer.process is not None
-        os.kill(signer.process.pid, sig)
+        assert signer.pid is not None
+        os.kill(signer.pid, sig)
         started = time.monotonic()
         rest = await _rounds(signer, 2, 8)
         waited = time.monotonic() - started
@@ -305,8 +353,8 @@ def test_a_killed_or_stopped_child_costs_no_message(
         f"DKIM signing process: {said}; 8 waiting messages and the rest of this run are signed on the event loop"
     ]
     assert waited < (5 if sig == signal.SIGKILL else 1 + 5)  # a stopped child costs one timeout, once
-    assert signer.process is not None and signer.process.returncode == -signal.SIGKILL
-    assert _gone(signer.process.pid)
+    assert signer.returncode == -signal.SIGKILL
+    assert _gone(signer.pid)
 
 
 def test_a_run_closed_as_its_child_starts_leaves_no_process_or_pipe(keys: dict[str, bytes]) -> None:
@@ -329,8 +377,8 @@ def test_a_run_closed_as_its_child_starts_leaves_no_process_or_pipe(keys: dict[s
 
     before, after, signers = aio.run(go())
     assert after == before and _signing_children(os.getpid()) == []
-    assert signers[0].process is None and signers[0].state == "closed"  # nothing signed, nothing started
-    assert all(s.process is None or (s.process.returncode is not None and _gone(s.process.pid)) for s in signers)
+    assert signers[0].transport is None and signers[0].state == "closed"  # nothing signed, nothing started
+    assert all(s.pid is None or (s.returncode is not None and _gone(s.pid)) for s in signers)
 
 
 def test_a_child_stopped_as_the_run_closes_costs_one_timeout_and_no_message(
@@ -347,8 +395,8 @@ def test_a_child_stopped_as_the_run_closes_costs_one_timeout_and_no_message(
         opened = len(os.listdir("/proc/self/fd"))
         waiting = [signer.sign_parts(*_parts(i)) for i in range(8)]
         await asyncio.sleep(0)  # the batch is written
-        assert signer.process is not None and signer._sent
-        os.kill(signer.process.pid, signal.SIGSTOP)
+        assert signer.pid is not None and signer._sent
+        os.kill(signer.pid, signal.SIGSTOP)
         started = time.monotonic()
         await signer.aclose()
         took = time.monotonic() - started
@@ -362,7 +410,7 @@ def test_a_child_stopped_as_the_run_closes_costs_one_timeout_and_no_message(
         "DKIM signing process: no answer within 1 s (stopped or hung); "
         "8 waiting messages and the rest of this run are signed on the event loop"
     ]
-    assert signer.process is not None and signer.process.returncode == -signal.SIGKILL and _gone(signer.process.pid)
+    assert signer.returncode == -signal.SIGKILL and _gone(signer.pid)
     assert left == opened - 2  # its stdin and stdout, closed
 
 
@@ -383,7 +431,7 @@ def test_a_cancelled_signer_leaves_no_process(keys: dict[str, bytes]) -> None:
         return signer
 
     signer = aio.run(go())
-    assert signer.process is not None and signer.process.returncode == 0 and _gone(signer.process.pid)
+    assert signer.returncode == 0 and _gone(signer.pid)
 
 
 # -- an edition through a relay ---------------------------------------------------------------------
@@ -397,9 +445,9 @@ class SabotagingRelay(FaultySink):
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         signer = self.made[0] if self.made else None
-        if not self.done and isinstance(signer, ProcessSigner) and signer.signed >= 5 and signer.process:
+        if not self.done and isinstance(signer, ProcessSigner) and signer.signed >= 5 and signer.pid:
             if self.sig is not None:
-                os.kill(signer.process.pid, self.sig)
+                os.kill(signer.pid, self.sig)
             self.done = True
         elif not self.done:
             await asyncio.sleep(0.05)
@@ -474,11 +522,11 @@ def test_a_signed_edition_arrives_once_and_verifies(
         assert _verifies(data, keys, 0) and _verifies(data, keys, 1), to  # RSA, then Ed25519
     (signer,) = made
     assert isinstance(signer, ProcessSigner) and signer.signed >= 5
-    assert signer.process is not None and _gone(signer.process.pid)
+    assert signer.pid is not None and _gone(signer.pid)
     if sig is None:
-        assert _warnings(caplog) == [] and signer.process.returncode == 0 and report.signing_cpu > 0
+        assert _warnings(caplog) == [] and signer.returncode == 0 and report.signing_cpu > 0
     else:
-        assert len(_warnings(caplog)) == 1 and signer.process.returncode == -signal.SIGKILL
+        assert len(_warnings(caplog)) == 1 and signer.returncode == -signal.SIGKILL
 
 
 def test_signed_on_the_loop_when_configured(

@@ -15,7 +15,9 @@ Signing comes in three steps, so the private-key one can run elsewhere: ``prepar
 ``prepare_parts``) does everything up to the data to sign and gives its SHA-256 per key
 (``Unsigned``); ``sign_digests`` is the key operation on those 32 bytes alone (``dkim_keys``);
 ``finish`` puts the signatures in their headers. ``sign`` and ``sign_parts`` run the three in a
-row; ``adapters/dkim_process.py`` runs the middle one in a signing process.
+row. ``adapters/dkim_process.py`` runs ``sign_parts`` in a signing process, which gets the
+signer through ``handover`` and signs with the parent's ``t=`` (``timestamp``), so a message
+comes out the same bytes on either side.
 
 ``sign_parts`` takes a digest as its header and its body in pieces: the template's segments, the
 same objects for every reader, between the reader's links. Relaxed body canonicalisation works
@@ -41,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -215,30 +218,61 @@ class DkimSigner:
         unsigned = self.prepare(message)
         return self.finish(unsigned, self.sign_digests(unsigned.digests))
 
-    def sign_parts(self, head: bytes, body: Sequence[bytes]) -> bytes:
+    def sign_parts(self, head: bytes, body: Sequence[bytes], *, timestamp: int | None = None) -> bytes:
         """``head + b"".join(body)`` signed, as ``sign`` would sign it; ``head`` is the header
         section with its closing empty line. Pieces of ``body`` seen before (a template's segments)
-        are made canonical once (see the module docstring)."""
-        unsigned = self.prepare_parts(head, body)
+        are made canonical once (see the module docstring). ``timestamp``: the ``t=`` to sign
+        with instead of the clock's (a signing process signs with its parent's)."""
+        unsigned = self.prepare_parts(head, body, timestamp=timestamp)
         return self.finish(unsigned, self.sign_digests(unsigned.digests))
+
+    def verifies(self, signature: bytes, digest: bytes) -> bool:
+        """Whether ``signature`` is the RSA key's over ``digest``."""
+        key = self.keys[0]
+        return isinstance(key, RsaKey) and key.verifies(signature, digest)
+
+    def now(self) -> int:
+        """The ``t=`` a signature made now carries."""
+        return int(self._clock())
+
+    def handover(self) -> bytes:
+        """Everything another process needs to sign as this signer does, the private keys
+        included: for a pipe to a child of ours only, never a file, an argument or the environment."""
+        keys = [{"selector": k.selector.decode(), "pem": k.key.pem().decode()} for k in self._keys]
+        return json.dumps({"domain": self.domain.decode(), "keys": keys}).encode()
+
+    @classmethod
+    def from_handover(cls, data: bytes) -> DkimSigner:
+        """The signer ``handover`` describes (its keys checked again)."""
+        given = json.loads(data)
+        rsa_key, *ed25519 = given["keys"]
+        return cls(
+            selector=rsa_key["selector"],
+            domain=given["domain"],
+            private_key_pem=rsa_key["pem"].encode(),
+            source="the signing process's pipe",
+            ed25519_selector=ed25519[0]["selector"] if ed25519 else None,
+            ed25519_key_pem=ed25519[0]["pem"].encode() if ed25519 else None,
+        )
 
     def sign_digests(self, digests: Sequence[bytes]) -> list[bytes]:
         """The private-key step alone: each key's signature over its digest."""
         return [key.sign(digest) for key, digest in zip(self.keys, digests, strict=True)]
 
-    def prepare(self, message: bytes) -> Unsigned:
+    def prepare(self, message: bytes, *, timestamp: int | None = None) -> Unsigned:
         """``sign`` up to the private-key step."""
         message = _normalise(message)
         fields, body = _split(message)
-        return self._unsigned(fields, base64.b64encode(hashlib.sha256(canonical_body(body)).digest()), message)
+        body_hash = base64.b64encode(hashlib.sha256(canonical_body(body)).digest())
+        return self._unsigned(fields, body_hash, message, timestamp)
 
-    def prepare_parts(self, head: bytes, body: Sequence[bytes]) -> Unsigned:
+    def prepare_parts(self, head: bytes, body: Sequence[bytes], *, timestamp: int | None = None) -> Unsigned:
         """``sign_parts`` up to the private-key step."""
         pieces = [piece for piece in body if piece]
         canonical = self._canonical_pieces(pieces)
         head = _normalise(head)
         if canonical is None or not pieces or not pieces[-1].endswith(b"\r\n") or not head.endswith(b"\r\n\r\n"):
-            return self.prepare(head + b"".join(pieces))
+            return self.prepare(head + b"".join(pieces), timestamp=timestamp)
         fields, _ = _split(head)
         while canonical:  # §3.4.4: no empty lines at the end, then one CRLF
             last = canonical.pop().rstrip(b"\r\n")
@@ -248,16 +282,20 @@ class DkimSigner:
         digest = hashlib.sha256()
         for piece in canonical:
             digest.update(piece)
-        return self._unsigned(fields, base64.b64encode(digest.digest()), head + b"".join(pieces))
+        return self._unsigned(fields, base64.b64encode(digest.digest()), head + b"".join(pieces), timestamp)
+
+    @classmethod
+    def finish(cls, unsigned: Unsigned, signatures: Sequence[bytes]) -> bytes:
+        """The signed message: its signature headers on top of it."""
+        return cls.signature_headers(unsigned, signatures) + unsigned.message
 
     @staticmethod
-    def finish(unsigned: Unsigned, signatures: Sequence[bytes]) -> bytes:
-        """The signed message: each signature, in base64 and folded, ends its header."""
+    def signature_headers(unsigned: Unsigned, signatures: Sequence[bytes]) -> bytes:
+        """The DKIM-Signature headers, each ending in its signature (base64, folded) and CRLF."""
         out: list[bytes] = []
         for header, signature in zip(unsigned.headers, signatures, strict=True):
             encoded = base64.b64encode(signature)
             out += (header, _fold(3, [(b"", encoded[i : i + 72]) for i in range(0, len(encoded), 72)]), b"\r\n")
-        out.append(unsigned.message)
         return b"".join(out)
 
     def _canonical_pieces(self, pieces: list[bytes]) -> list[bytes] | None:
@@ -285,7 +323,7 @@ class DkimSigner:
             out.append(canonical)
         return out
 
-    def _unsigned(self, fields: list[bytes], body_hash: bytes, message: bytes) -> Unsigned:
+    def _unsigned(self, fields: list[bytes], body_hash: bytes, message: bytes, timestamp: int | None) -> Unsigned:
         """The signature headers up to ``b=`` over the header ``fields`` and the body's hash, and
         what each key signs, as its digest."""
         signable = [(name, field) for field in fields if (name := _field_name(field)) in _SIGNED]
@@ -296,7 +334,8 @@ class DkimSigner:
             instances.setdefault(name, []).append(field)
         # §5.4.2: the n-th listing of a name signs its n-th instance from the bottom; none left, nothing.
         headers = b"".join(canonical_header(instances[name].pop()) for name in plan.names if instances.get(name))
-        tail = b"\r\n t=" + str(int(self._clock())).encode() + b"; bh=" + body_hash + b";\r\n b="
+        t = self.now() if timestamp is None else timestamp
+        tail = b"\r\n t=" + str(t).encode() + b"; bh=" + body_hash + b";\r\n b="
         tops = tuple(prefix + tail for prefix in plan.prefixes)
         # §3.7: the signed header fields, then this signature's own header, without its final CRLF.
         digests = tuple(hashlib.sha256(headers + canonical_header(top)[:-2]).digest() for top in tops)

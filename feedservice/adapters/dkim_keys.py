@@ -3,9 +3,7 @@
 Both algorithms sign the SHA-256 hash of the data (RFC 6376 §3.7: the header data with the
 signature header up to ``b=``): RSASSA-PKCS1-v1_5 over SHA-256 (§3.3.1) gives the same signature
 whether it is handed the data or its digest (``Prehashed``), and Ed25519-SHA256 is PureEdDSA over
-that digest (RFC 8463 §3). So a key needs 32 bytes a message, never the message: the signing
-process (``adapters/dkim_process.py``) gets digests only, and imports this module (and ``errors``)
-of ours.
+that digest (RFC 8463 §3). So a key needs 32 bytes a message, never the message.
 """
 
 from __future__ import annotations
@@ -79,6 +77,12 @@ class Ed25519Key:
 
     def sign(self, digest: bytes) -> bytes:
         return self.key.sign(digest)
+
+    def pem(self) -> bytes:
+        """The private key as unencrypted PKCS#8 PEM: what goes down the signing process's pipe."""
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
 
 def _load(pem: bytes, source: str, config_key: str) -> PrivateKeyTypes:

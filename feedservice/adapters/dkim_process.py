@@ -1,40 +1,44 @@
-"""DKIM's private-key step in a signing process: the event loop sends while another core signs.
+"""DKIM signing in a signing process: the event loop sends while another core signs.
 
-Why: an RSA-2048 signature costs ~0.3 ms of CPU, half of what everything else a message costs.
-Signing threads lost to signing on the loop in every quiet run (docs/benchmarks.md): the whole
-``sign_parts`` (Python, under the GIL) ran in the thread, and a thread back from OpenSSL waited
-for the GIL the busy loop held. Here the loop keeps the Python part (``DkimSigner.prepare_parts``,
-~50 µs with the per-template cache) and hands over only the 32-byte SHA-256 of what the RSA key
-signs; 256 bytes come back (``dkim_keys``).
+Why: an RSA-2048 signature costs ~0.3–0.5 ms of CPU, and canonicalising and hashing a 33 KB
+digest another ~0.1 ms; the sending loop's own work is ~0.7–1.1 ms a message. Here the loop
+hands over what it would have signed, in a form that costs it a few microseconds a message, and
+gets the DKIM-Signature header(s) back; the signing process does all the rest with the very
+``DkimSigner`` code the loop would run (``handover``: the same keys, selectors and domain).
 
 ``ProcessSigner``, the ``RunSigner`` of ``ports`` for one sending run:
 
 - The child starts with the first message to sign (a run with nothing to sign starts none), as
-  ``python -m feedservice.adapters.dkim_process`` with pipes on its stdin and stdout. The key goes
+  ``python -m feedservice.adapters.dkim_child`` with pipes on its stdin and stdout. The keys go
   down the pipe, never in its argv or environment (which is a short allow-list). Until the child
   says it is ready, messages are signed on the loop: its start never holds up sending.
-- Every digest asked for in one iteration of the loop goes in one write (a batch); the child
-  answers each batch in one write, in order.
-- Every signature that comes back is verified with the public key (~20 µs) before it is used.
+- Every message asked for in one iteration of the loop goes in one write (a batch), with the
+  ``t=`` of that moment (the loop's clock, so a message signed either way is the same bytes);
+  the child answers each batch in one write, in order. A message is its head and its body's
+  pieces; a template segment (a piece with whitespace: the readers' links have none) goes down
+  the pipe once and is named by its number after that.
+- Answers are read by a pipe protocol, without a reader task: a batch's answer costs the loop one
+  callback. A watchdog timer, not a timeout per batch, notices a child that stopped answering.
+- The child verifies each RSA signature it makes with the public key before it answers (OpenSSL
+  also checks its CRT result); the loop compares the child's first answer, and one in
+  ``CHECK_EVERY`` after it, with signing that message itself, byte for byte (RSA PKCS#1 v1.5
+  and Ed25519 signatures are deterministic). An answer that differs is garbage.
 - When the child fails — its pipe ends (it died), no answer within ``timeout`` seconds while
   batches wait (stopped, hung), or an answer that is not what was asked (garbage) — it is killed,
   the messages waiting for it are signed on the loop, one warning is logged, and the rest of the
   run signs on the loop. Not a new child: what broke this one (the OOM killer, an operator, a
   broken install) may break the next, and each hang would hold every sender for another
-  ``timeout``; the loop signs at about two thirds of the rate, and the next run starts afresh.
+  ``timeout``; the next run starts afresh.
+- A message the child cannot sign (one the loop's signer would refuse, say without a From) comes
+  back empty: the loop signs it, and meets the same refusal, as that message's outcome.
 - ``aclose`` (end of run, cancellation, SIGTERM) closes the child's stdin; the child answers what
   it holds, reports its CPU time and exits; one that does not within ``timeout`` is killed. The
   child ignores SIGINT and SIGTERM (a terminal's Ctrl-C and systemd reach the whole group): it
   ends when its stdin ends, so it never outlives its parent, even one killed with SIGKILL.
 - The child runs under SCHED_BATCH (Linux): woken by a batch, it waits for a free core or the
-  next tick instead of preempting the sending loop (measured: the loop lost ~100 µs a batch).
+  next tick instead of preempting the sending loop.
 
-A second, Ed25519 signature (RFC 8463) is made on the loop: ~33 µs, less than verifying one
-that came back would cost (~100 µs).
-
-Frames, both ways: a 4-byte big-endian length, then the payload. Parent to child: the RSA key
-(PKCS#8 PEM), then batches of 32-byte digests. Child to parent: ``ready``, then per batch its
-signatures, back to back; after its stdin ends, its CPU seconds (a big-endian double).
+The wire format, and the child's side: ``adapters/dkim_child.py``.
 """
 
 from __future__ import annotations
@@ -44,41 +48,39 @@ import collections
 import contextlib
 import logging
 import os
-import signal
 import struct
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
-from feedservice.adapters.dkim_keys import DIGEST_SIZE, RsaKey
+from feedservice.adapters.dkim_child import (
+    BATCH,
+    CPU,
+    LENGTH,
+    MAX_HEADERS,
+    READY,
+    Garbage,
+    encode,
+    frame,
+    split_answers,
+)
 
 if TYPE_CHECKING:
-    from feedservice.adapters.dkim import DkimSigner, Unsigned
+    from feedservice.adapters.dkim import DkimSigner
 
 __all__ = ["CHILD", "ProcessSigner"]
 
 log = logging.getLogger(__name__)
 
-CHILD = "feedservice.adapters.dkim_process"  # this module, as the child runs it
+CHILD = "feedservice.adapters.dkim_child"  # the module the child runs
 ANSWER_TIMEOUT = 5.0  # seconds without an answer while batches wait: the child is stopped or hung
 START_TIMEOUT = 30.0  # a fresh interpreter importing cryptography on a busy machine; the loop signs meanwhile
-READY = b"ready"
-_LENGTH = struct.Struct("!I")
-_CPU = struct.Struct("!d")
+CHECK_EVERY = 256  # after the first, one answer in this many is compared with the loop's own signing
 _PASSED_ON = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR")  # the child's whole environment, with PYTHONPATH
 
-Item = tuple["Unsigned", "asyncio.Future[bytes]"]
+Item = tuple[bytes, Sequence[bytes], "asyncio.Future[bytes]"]
 State = Literal["idle", "starting", "ready", "closing", "failed", "closed"]
-
-
-class _Garbage(Exception):
-    """The child answered something that is not what was asked for."""
-
-
-def _frame(payload: bytes) -> bytes:
-    return _LENGTH.pack(len(payload)) + payload
 
 
 def _environment() -> dict[str, str]:
@@ -89,113 +91,299 @@ def _environment() -> dict[str, str]:
     return env
 
 
+class _Pipes(asyncio.SubprocessProtocol):
+    """The child's stdout and exit, handed to its ``ProcessSigner`` as they happen."""
+
+    def __init__(self, owner: ProcessSigner) -> None:
+        self.owner = owner
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        if fd == 1 and isinstance(data, bytes):
+            self.owner._received(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.owner._ended()
+
+    def process_exited(self) -> None:
+        self.owner._exited_now()
+
+
 class ProcessSigner:
-    """Signs a run's messages with the RSA key in a child process (see the module docstring)."""
+    """Signs a run's messages in a child process (see the module docstring)."""
 
     def __init__(self, signer: DkimSigner, *, timeout: float | None = None, command: Sequence[str] = ()) -> None:
-        key = signer.keys[0]
-        assert isinstance(key, RsaKey), "the first DKIM key is the RSA one"
-        self.signer, self.key = signer, key
+        self.signer = signer
         self.timeout = ANSWER_TIMEOUT if timeout is None else timeout
         self.command = list(command) or [sys.executable, "-m", CHILD]
         self.state: State = "idle"
-        self.process: asyncio.subprocess.Process | None = None
+        self.transport: asyncio.SubprocessTransport | None = None
+        self.pid: int | None = None
         self.failure: str | None = None  # why the child was given up, if it was
         self.cpu = 0.0  # the child's CPU seconds, as it reported them at the end
-        self.signed = 0  # signatures the child made that were used
+        self.signed = 0  # messages the child signed that were used
+        self.checked = 0  # of them, compared with the loop's own signing
         self._batch: list[Item] = []  # asked for in this iteration of the loop
-        self._sent: collections.deque[list[Item]] = collections.deque()  # written, not answered, in order
-        self._more = asyncio.Event()  # a batch was written, or closing began
-        self._task: asyncio.Task[None] | None = None  # starts the child, then reads its answers
+        self._sent: collections.deque[tuple[int, list[Item]]] = collections.deque()  # written, unanswered: t=, items
+        self._segments: dict[bytes, int] = {}  # template segments the child has, by their number
+        self._buffer = bytearray()  # the child's output not yet a whole frame
+        self._until_check = 0  # answers to take before the next comparison
+        self._progress = 0.0  # loop time of the last answer, or of the write that left it waiting
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None  # starts the child
+        self._done: asyncio.Future[None] | None = None  # its CPU time arrived, or it was given up
+        self._exited: asyncio.Future[None] | None = None
+        self._eof = False
+
+    @property
+    def returncode(self) -> int | None:
+        return self.transport.get_returncode() if self.transport is not None else None
 
     def sign_parts(self, head: bytes, body: Sequence[bytes]) -> asyncio.Future[bytes]:
-        """The loop's part now; the future gets the signed message when the child's signature is back
-        (or at once, signed here, while the child starts or after it failed)."""
-        unsigned = self.signer.prepare_parts(head, body)
+        """The future gets the signed message when the child's answer is back (or at once,
+        signed here, while the child starts or after it failed)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
         if self.state == "idle":
             self.state = "starting"
-            self._task = asyncio.create_task(self._run())
+            self._done, self._exited = loop.create_future(), loop.create_future()
+            self._task = asyncio.create_task(self._start())
         if self.state != "ready":
-            future.set_result(self._here(unsigned))
+            future.set_result(self.signer.sign_parts(head, body))
             return future
         if not self._batch:
             loop.call_soon(self._flush)  # runs in the next iteration: this one's requests go together
-        self._batch.append((unsigned, future))
+        self._batch.append((head, body, future))
         return future
 
     async def aclose(self) -> float:
         """Stop the child (cleanly if it answers within ``timeout``); its CPU seconds, else 0."""
-        task, process = self._task, self.process
         try:
-            if self.state == "ready":
+            if self.state == "ready" and self.transport is not None:
                 self.state = "closing"
-                self._more.set()
-                if process is not None and process.stdin is not None:
-                    process.stdin.close()  # the child's end of input: it answers, reports and exits
-            elif task is not None:
-                task.cancel()
-            if task is not None:
-                await asyncio.gather(task, return_exceptions=True)
-            if self.state == "closing" and self.process is not None:  # it answered all: let it exit
+                self._waiting()
+                stdin = self._stdin()
+                if stdin is not None:
+                    stdin.close()  # the child's end of input: it answers, reports and exits
+            elif self._task is not None:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+            if self.state == "closing" and self._done is not None:
+                await asyncio.shield(self._done)
+            if self.state == "closing" and self._exited is not None:  # it answered all: let it exit
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.process.wait(), self.timeout)
+                    await asyncio.wait_for(asyncio.shield(self._exited), self.timeout)
         finally:
             self.state = "closed"
-            process = self.process
-            if process is not None:
-                if process.returncode is None:
-                    self._kill()
-                await process.wait()
-                await self._drain(process)
-        if process is not None:
+            self._disarm()
+            if self.transport is not None:
+                self._kill()
+                if self._exited is not None:
+                    await asyncio.shield(self._exited)
+                self.transport.close()
+        if self.transport is not None:
             log.debug("DKIM signing process: %d signatures, %.2f s of CPU", self.signed, self.cpu)
         return self.cpu
 
-    # -- the loop's side ---------------------------------------------------------------------------
-    def _here(self, unsigned: Unsigned) -> bytes:
-        return self.signer.finish(unsigned, self.signer.sign_digests(unsigned.digests))
+    def _stdin(self) -> asyncio.WriteTransport | None:
+        """The child's stdin (uvloop's pipe transports are not asyncio's classes: no isinstance)."""
+        pipe = self.transport.get_pipe_transport(0) if self.transport is not None else None
+        return cast("asyncio.WriteTransport | None", pipe)
 
-    def _finish(self, unsigned: Unsigned, signature: bytes) -> bytes:
-        others = zip(self.signer.keys[1:], unsigned.digests[1:], strict=True)
-        return self.signer.finish(unsigned, [signature, *(key.sign(digest) for key, digest in others)])
-
+    # -- asking --------------------------------------------------------------------------------------
     def _flush(self) -> None:
         batch, self._batch = self._batch, []
-        process = self.process
-        if self.state != "ready" or process is None or process.stdin is None:
+        stdin = self._stdin()
+        if self.state != "ready" or stdin is None:
             self._rescue([batch])  # the child failed (or the run closed) since these were asked for
             return
-        self._sent.append(batch)
-        self._more.set()
-        payload = b"".join(unsigned.digests[0] for unsigned, _ in batch)
-        try:
-            process.stdin.write(_frame(payload))
-        except (OSError, RuntimeError) as exc:  # its pipe is closed: it died
-            self._fail(f"could not write to it: {exc}")
+        t = self.signer.now()
+        out, sent = [b""], []
+        for item in batch:
+            head, body, future = item
+            try:
+                encode(out, self._segments, head, body)
+            except (struct.error, OverflowError):  # a head or a body beyond the frame's fields: signed here
+                self._here(head, body, future)
+                continue
+            sent.append(item)
+        if not sent:
+            return
+        out[0] = BATCH.pack(t, len(sent))
+        if not self._sent:
+            self._waiting()
+        self._sent.append((t, sent))
+        payload = b"".join(out)
+        stdin.write(LENGTH.pack(len(payload)) + payload)  # a dead child shows as its stdout's end
 
     def _rescue(self, batches: Sequence[list[Item]]) -> int:
         """Sign on the loop what was waiting for the child; the number of messages."""
         count = 0
         for batch in batches:
-            for unsigned, future in batch:
+            for head, body, future in batch:
                 if not future.done():
-                    future.set_result(self._here(unsigned))
+                    self._here(head, body, future)
                     count += 1
         return count
 
+    def _here(self, head: bytes, body: Sequence[bytes], future: asyncio.Future[bytes]) -> None:
+        try:
+            future.set_result(self.signer.sign_parts(head, body))
+        except Exception as exc:  # the message's own fault (no From): its sender meets it
+            future.set_exception(exc)
+
+    # -- answers ---------------------------------------------------------------------------------------
+    def _received(self, data: bytes) -> None:
+        if self.state in ("failed", "closed", "idle"):
+            return  # given up: whatever it still writes is read and dropped, so its pipe drains
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= LENGTH.size:
+            (length,) = LENGTH.unpack_from(buffer)
+            low, high, what = self._expected()
+            if not low <= length <= high:
+                self._fail(f"it answered garbage: a frame of {length} bytes for {what}")
+                return
+            if len(buffer) < LENGTH.size + length:
+                return
+            payload = bytes(buffer[LENGTH.size : LENGTH.size + length])
+            del buffer[: LENGTH.size + length]
+            try:
+                self._take(payload)
+            except Garbage as exc:
+                self._fail(f"it answered garbage: {exc}")
+                return
+            except Exception as exc:  # ours, not the child's: still, no message may wait on it
+                log.exception("DKIM signing process: its answer could not be taken")
+                self._fail(f"its answer could not be taken: {exc!r}")
+                return
+
+    def _expected(self) -> tuple[int, int, str]:
+        """The sizes the next frame may have, and what it is."""
+        if self.state == "starting":
+            return len(READY), len(READY), f"its hello ({len(READY)})"
+        if self._sent:
+            count = len(self._sent[0][1])
+            return LENGTH.size * count, (LENGTH.size + MAX_HEADERS) * count, f"{count} answers"
+        if self.state == "closing":
+            return CPU.size, CPU.size, f"its CPU time ({CPU.size})"
+        return 0, -1, "nothing asked for"
+
+    def _take(self, payload: bytes) -> None:
+        if self.state == "starting":
+            if payload != READY:
+                raise Garbage(f"{payload[:40]!r} to its keys")
+            self.state = "ready"
+            self._disarm()
+            return
+        if not self._sent:  # closing, all answered: its CPU time
+            (self.cpu,) = CPU.unpack(payload)
+            self._disarm()
+            if self._done is not None and not self._done.done():
+                self._done.set_result(None)
+            return
+        t, batch = self._sent[0]
+        answers = split_answers(payload, len(batch))
+        for (head, body, future), headers in zip(batch, answers, strict=True):
+            if future.done():  # its sender was cancelled
+                continue
+            if not headers:  # the child could not sign it: the loop meets why
+                self._here(head, body, future)
+                continue
+            message = headers + head + b"".join(body)
+            if self._until_check <= 0:
+                if message != self._signed_here(head, body, t):
+                    raise Garbage("signature headers that are not the loop's")
+                self._until_check = CHECK_EVERY
+                self.checked += 1
+            self._until_check -= 1
+            future.set_result(message)
+            self.signed += 1
+        self._sent.popleft()
+        self._progress = asyncio.get_running_loop().time()
+
+    def _signed_here(self, head: bytes, body: Sequence[bytes], t: int) -> bytes | None:
+        """What the loop's own signing makes of the message (None: it would refuse it)."""
+        try:
+            return self.signer.sign_parts(head, body, timestamp=t)
+        except Exception:
+            return None
+
+    # -- the child's life ------------------------------------------------------------------------------
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.transport, _ = await loop.subprocess_exec(
+                lambda: _Pipes(self),
+                *self.command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=None,
+                env=_environment(),
+            )
+        except OSError as exc:
+            self._fail(f"it could not be started: {exc}")
+            return
+        self.pid = self.transport.get_pid()
+        stdin = self._stdin()
+        assert stdin is not None
+        stdin.write(frame(self.signer.handover()))  # the keys: through the pipe only
+        self._progress = loop.time()
+        self._watchdog = loop.call_later(START_TIMEOUT, self._watch)
+
+    def _waiting(self) -> None:
+        """Answers are awaited from now: the watchdog runs."""
+        loop = asyncio.get_running_loop()
+        self._progress = loop.time()
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self.timeout, self._watch)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if self.state == "starting":
+            self._fail(f"it did not start within {START_TIMEOUT:g} s")
+            return
+        if self.state not in ("ready", "closing") or not (self._sent or self.state == "closing"):
+            return
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self._progress
+        if quiet >= self.timeout * 0.999:
+            self._fail(f"no answer within {self.timeout:g} s (stopped or hung)")
+        else:
+            self._watchdog = loop.call_later(self.timeout - quiet, self._watch)
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _ended(self) -> None:
+        """Its stdout ended: it died (or exits after its last answer, which is fine)."""
+        self._eof = True
+        if self.state in ("starting", "ready", "closing") and not (self._done is not None and self._done.done()):
+            if self.returncode is not None:
+                self._fail(f"it ended (exit status {self.returncode})")
+            else:  # its exit status, for the warning, if it comes soon
+                asyncio.get_running_loop().call_later(0.5, self._fail, "it ended")
+
+    def _exited_now(self) -> None:
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(None)
+        if self._eof:
+            self._fail(f"it ended (exit status {self.returncode})")
+
     def _fail(self, reason: str) -> None:
-        if self.state in ("failed", "closed"):
+        if self.state in ("failed", "closed", "idle") or (self._done is not None and self._done.done()):
             return
         closing = self.state == "closing"
         self.state, self.failure = "failed", reason
+        self._disarm()
         self._kill()
-        waiting, self._batch = [*self._sent, self._batch], []
+        waiting, self._batch = [*(batch for _, batch in self._sent), self._batch], []
         self._sent.clear()
         rescued = self._rescue(waiting)
-        if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
         if closing and not rescued:  # at the end of the run, with nothing waiting: it only did not exit
             log.debug("DKIM signing process: %s; stopped", reason)
             return
@@ -205,137 +393,7 @@ class ProcessSigner:
             rescued,
         )
 
-    async def _drain(self, process: asyncio.subprocess.Process) -> None:
-        """Close its pipes: its stdin, and its stdout read to the end. A child given up while it
-        wrote (garbage, a flood) leaves its output in the pipe and our reader paused, full, and
-        a paused pipe never sees its end: it stayed open, and uvloop then failed to close the run's loop."""
-        if process.stdin is not None:
-            process.stdin.close()
-        if process.stdout is not None:
-            with contextlib.suppress(TimeoutError, OSError):
-                async with asyncio.timeout(self.timeout):  # a grandchild could hold it open
-                    while await process.stdout.read(1 << 16):
-                        pass
-
     def _kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
+        if self.transport is not None and self.transport.get_returncode() is None:
             with contextlib.suppress(ProcessLookupError):
-                self.process.kill()  # SIGKILL: a stopped (SIGSTOP) process too
-
-    # -- the child's answers -------------------------------------------------------------------------
-    async def _run(self) -> None:
-        try:
-            await self._start()
-            await self._read()
-        except asyncio.CancelledError:
-            raise
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, _Garbage, OSError) as exc:
-            if self.process is not None and isinstance(exc, asyncio.IncompleteReadError | ConnectionError):
-                with contextlib.suppress(TimeoutError):  # its exit status, for the warning
-                    await asyncio.wait_for(self.process.wait(), 0.5)
-            self._fail(self._why(exc))
-
-    def _why(self, exc: BaseException) -> str:
-        code = self.process.returncode if self.process is not None else None
-        if isinstance(exc, TimeoutError):
-            return f"no answer within {self.timeout:g} s (stopped or hung)"
-        if isinstance(exc, asyncio.IncompleteReadError | ConnectionError):
-            return "it ended" + (f" (exit status {code})" if code is not None else "")
-        if isinstance(exc, _Garbage):
-            return f"it answered garbage: {exc}"
-        return f"it could not be started: {exc}"
-
-    async def _start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_environment()
-        )
-        assert self.process.stdin is not None
-        self.process.stdin.write(_frame(self.key.pem()))  # the key: through the pipe only
-        async with asyncio.timeout(START_TIMEOUT):
-            answer = await self._receive(len(READY), "its hello")
-        if answer != READY:
-            raise _Garbage(f"{answer[:40]!r} to its key")
-        if self.state == "starting":
-            self.state = "ready"
-
-    async def _receive(self, size: int, what: str) -> bytes:
-        """The child's next frame, which must be ``size`` bytes long (else it is out of step)."""
-        assert self.process is not None and self.process.stdout is not None
-        (length,) = _LENGTH.unpack(await self.process.stdout.readexactly(_LENGTH.size))
-        if length != size:
-            raise _Garbage(f"a frame of {length} bytes for {what} ({size})")
-        return await self.process.stdout.readexactly(length)
-
-    async def _read(self) -> None:
-        """Answers to the batches in the order they were written; after the last one, when closing,
-        the child's CPU time."""
-        while True:
-            while not self._sent:
-                if self.state == "closing":
-                    async with asyncio.timeout(self.timeout):
-                        (self.cpu,) = _CPU.unpack(await self._receive(_CPU.size, "its CPU time"))
-                    return
-                self._more.clear()
-                await self._more.wait()
-            batch, size = self._sent[0], self.key.signature_size
-            async with asyncio.timeout(self.timeout):
-                answer = await self._receive(size * len(batch), f"{len(batch)} signatures")
-            self._answer(batch, answer)
-
-    def _answer(self, batch: list[Item], answer: bytes) -> None:
-        size = self.key.signature_size
-        for i, (unsigned, future) in enumerate(batch):
-            signature = answer[i * size : (i + 1) * size]
-            if future.done():  # its sender was cancelled
-                continue
-            if not self.key.verifies(signature, unsigned.digests[0]):
-                del batch[:i]  # what came before is sent; the rest waits for the rescue
-                raise _Garbage("a signature that does not verify")
-            future.set_result(self._finish(unsigned, signature))
-            self.signed += 1
-        self._sent.popleft()
-
-
-# -- the child -------------------------------------------------------------------------------------
-def _read_frame(stream: IO[bytes]) -> bytes | None:
-    """The next frame, or None at the end of input."""
-    head = stream.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
-        return None
-    (length,) = _LENGTH.unpack(head)
-    payload = stream.read(length)
-    return payload if len(payload) == length else None
-
-
-def _write_frame(stream: IO[bytes], payload: bytes) -> None:
-    stream.write(_frame(payload))
-    stream.flush()
-
-
-def main() -> None:
-    """The signing process: the key, then a batch of signatures for each batch of digests."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends with its input: the parent stops it
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with contextlib.suppress(AttributeError, OSError):  # Linux: its wake-ups do not preempt the sending loop
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything else written to stdout (a stray print, a library) goes to stderr
-    requests = sys.stdin.buffer
-    pem = _read_frame(requests)
-    if pem is None:
-        return
-    key = RsaKey.from_pem(pem)
-    sign = key.sign
-    _write_frame(answers, READY)
-    try:
-        while (batch := _read_frame(requests)) is not None:
-            if len(batch) % DIGEST_SIZE:
-                raise SystemExit(f"dkim_process: a batch of {len(batch)} bytes is not of digests")
-            _write_frame(answers, b"".join(sign(batch[i : i + DIGEST_SIZE]) for i in range(0, len(batch), DIGEST_SIZE)))
-        _write_frame(answers, _CPU.pack(time.process_time()))
-    except BrokenPipeError:  # the parent is gone
-        pass
-
-
-if __name__ == "__main__":
-    main()
+                self.transport.kill()  # SIGKILL: a stopped (SIGSTOP) process too
