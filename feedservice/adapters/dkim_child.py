@@ -51,22 +51,31 @@ def frame(payload: bytes) -> bytes:
 # -- the parent's side -----------------------------------------------------------------------------
 def encode(out: list[bytes], segments: dict[bytes, int], head: bytes, body: Sequence[bytes]) -> None:
     """One message's records, appended to ``out``: the segments the child lacks (``segments``: the
-    ones it has, by their number, kept up to date here), then the message."""
+    ones it has, by their number, kept up to date here), then the message. A message the format
+    cannot hold (``struct.error``, ``OverflowError``) changes neither: the table and the records
+    the child reads change together, or the child would sign another segment under that number."""
+    reset = len(segments) >= SEGMENTS  # between messages: a message's codes name the segments of its time
+    known = {} if reset else segments
+    new: dict[bytes, int] = {}
+    records: list[bytes] = [b"C"] if reset else []
     codes, inline = [], []
-    if len(segments) >= SEGMENTS:  # between messages: a message's codes name the segments of its time
-        segments.clear()
-        out.append(b"C")
     for piece in body:
-        number = segments.get(piece)
+        number = known.get(piece)
+        if number is None:
+            number = new.get(piece)
         if number is None:
             if not (b" " in piece or b"\n" in piece or b"\r" in piece or b"\t" in piece):
                 codes.append(~len(piece))  # a reader's own piece (a link): sent as it is
                 inline.append(piece)
                 continue
-            number = segments[piece] = len(segments)
-            out += (b"S", LENGTH.pack(len(piece)), piece)
+            number = new[piece] = len(known) + len(new)
+            records += (b"S", LENGTH.pack(len(piece)), piece)
         codes.append(number)
     record = MESSAGE.pack(len(head), len(codes)) + struct.pack(f"!{len(codes)}i", *codes)
+    if reset:
+        segments.clear()
+    segments.update(new)
+    out += records
     out += (b"M", record, head, *inline)
 
 

@@ -1,0 +1,87 @@
+"""The signing process (``adapters/dkim_process.py``, ``adapters/dkim_child.py``) attacked as a
+stranger would: messages the pipe's format cannot carry, senders dropped at the wrong moment, bare
+line endings, a child that answers well-formed signatures for the wrong messages. The promise:
+every message goes out once, under signatures dkimpy verifies. Each test failed before its fix
+(see CHANGELOG.md)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from feedservice import aio
+from feedservice.adapters import dkim_child
+from feedservice.adapters.dkim_process import ProcessSigner
+from tests.test_dkim import _verifies, make_keys
+from tests.test_dkim_process import SEGMENT, TAIL, _dkim, _parts, _ready
+
+MANY = [b"x"] * 70_000  # more pieces than a record counts: that message is signed on the loop
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    return make_keys(tmp_path_factory.mktemp("keys"))
+
+
+def _with(i: int, segment: bytes) -> tuple[bytes, list[bytes]]:
+    """Reader ``i``'s message with ``segment`` in place of the template's."""
+    head, body = _parts(i)
+    return head, [segment, body[1], TAIL]
+
+
+def test_a_message_the_pipe_cannot_carry_leaves_the_segment_tables_agreeing(
+    keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message of too many pieces, alone in its loop iteration, once the table is full: its
+    records (the table's reset, its new segments) were never written but the loop's table had
+    changed, so the child signed the next reader's body with another segment — a signature no
+    receiver verifies, and no comparison noticed. The child must sign what the reader gets."""
+    monkeypatch.setattr(dkim_child, "SEGMENTS", 3)
+    dkim = _dkim(keys)
+    other = b"<div>  another  segment\r\n" * 40
+    new = b"<b>  a new segment\r\n" * 30
+
+    async def go() -> tuple[list[bytes], ProcessSigner]:
+        signer = ProcessSigner(dkim)
+        await _ready(signer)
+        out = [await signer.sign_parts(*_parts(0)), await signer.sign_parts(*_with(1, other))]  # the table: full
+        out.append(await signer.sign_parts(_parts(2)[0], [new, *MANY, TAIL]))  # a reset and a segment, unsent
+        for i in range(3, 9):
+            out.append(await signer.sign_parts(*_with(i, new if i % 2 else SEGMENT)))
+        await signer.aclose()
+        return out, signer
+
+    signed, signer = aio.run(go())
+    assert signer.failure is None and signer.signed == 8
+    asked = [_parts(0), _with(1, other), (_parts(2)[0], [new, *MANY, TAIL])]
+    asked += [_with(i, new if i % 2 else SEGMENT) for i in range(3, 9)]
+    for i, (message, parts) in enumerate(zip(signed, asked, strict=True)):
+        assert message == dkim.sign_parts(*parts), i
+        assert _verifies(message, keys), i
+
+
+def test_a_new_segment_after_one_the_pipe_never_carried_does_not_crash_the_child(
+    keys: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same without a reset: the child met a segment number it was never sent, died with a
+    traceback on the service's stderr, and the rest of the run was signed on the loop."""
+    dkim = _dkim(keys)
+    new = b"<b>  a new segment\r\n" * 30
+
+    async def go() -> tuple[list[bytes], ProcessSigner]:
+        signer = ProcessSigner(dkim)
+        await _ready(signer)
+        out = [await signer.sign_parts(_parts(0)[0], [new, *MANY, TAIL])]
+        out += [await signer.sign_parts(*_with(i, new)) for i in range(1, 4)]
+        await signer.aclose()
+        return out, signer
+
+    with caplog.at_level(logging.WARNING):
+        signed, signer = aio.run(go())
+    assert signed == [dkim.sign_parts(_parts(0)[0], [new, *MANY, TAIL])] + [
+        dkim.sign_parts(*_with(i, new)) for i in range(1, 4)
+    ]
+    assert signer.failure is None and signer.signed == 3 and signer.returncode == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
