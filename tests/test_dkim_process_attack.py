@@ -6,6 +6,7 @@ every message goes out once, under signatures dkimpy verifies. Each test failed 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -85,3 +86,29 @@ def test_a_new_segment_after_one_the_pipe_never_carried_does_not_crash_the_child
     assert signer.failure is None and signer.signed == 3 and signer.returncode == 0
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
+
+def test_a_dropped_message_the_pipe_cannot_carry_holds_up_no_other(
+    keys: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message dropped (deferred, the run stopping: ``Outgoing.drop`` cancels it) before its
+    batch went down, that the pipe cannot carry: the loop set a result on the cancelled future, the
+    error escaped the batch's callback with a traceback, and every later message of that loop
+    iteration waited for ever."""
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[list[bytes], ProcessSigner]:
+        signer = ProcessSigner(dkim)
+        await _ready(signer)
+        dropped = signer.sign_parts(_parts(0)[0], [SEGMENT, *MANY, TAIL])
+        rest = [signer.sign_parts(*_parts(i)) for i in range(1, 5)]
+        dropped.cancel()
+        try:
+            return await asyncio.wait_for(asyncio.gather(*rest), 10), signer
+        finally:
+            await signer.aclose()
+
+    with caplog.at_level(logging.WARNING):
+        signed, signer = aio.run(go())
+    assert signed == [dkim.sign_parts(*_parts(i)) for i in range(1, 5)]
+    assert signer.failure is None
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

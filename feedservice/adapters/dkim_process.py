@@ -48,7 +48,6 @@ import collections
 import contextlib
 import logging
 import os
-import struct
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -203,7 +202,7 @@ class ProcessSigner:
             head, body, future = item
             try:
                 encode(out, self._segments, head, body)
-            except (struct.error, OverflowError):  # a head or a body beyond the frame's fields: signed here
+            except Exception:  # beyond the frame's fields (struct.error), or not bytes: that message's own outcome
                 self._here(head, body, future)
                 continue
             sent.append(item)
@@ -227,6 +226,8 @@ class ProcessSigner:
         return count
 
     def _here(self, head: bytes, body: Sequence[bytes], future: asyncio.Future[bytes]) -> None:
+        if future.done():  # dropped by its sender (``Outgoing.drop``): nothing to sign
+            return
         try:
             future.set_result(self.signer.sign_parts(head, body))
         except Exception as exc:  # the message's own fault (no From): its sender meets it
