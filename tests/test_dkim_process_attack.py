@@ -112,3 +112,37 @@ def test_a_dropped_message_the_pipe_cannot_carry_holds_up_no_other(
     assert signed == [dkim.sign_parts(*_parts(i)) for i in range(1, 5)]
     assert signer.failure is None
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+BARE = [
+    (b"From: n@newsspace.kr\nTo: r@example.com\nSubject: x\n\n", [b"<p>  hello\n", b"https://f.kr/u/1", b"\n</p>\n"]),
+    (b"From: n@newsspace.kr\r\nTo: r@example.com\r\n\r\n", [b"<p>  hello\r\n", b"https://f.kr/u/1"]),  # no final CRLF
+    (b"From: n@newsspace.kr\rTo: r@example.com\r\r", [b"<p>  hello\r", b"</p>\r\n"]),
+]
+
+
+@pytest.mark.parametrize(("head", "body"), BARE, ids=["bare LF", "no final CRLF", "bare CR"])
+def test_bare_line_endings_come_out_as_the_loop_makes_them(
+    keys: dict[str, bytes], head: bytes, body: list[bytes]
+) -> None:
+    """``sign_parts`` gives CRLF line endings throughout and a final CRLF (what SMTP needs: a
+    bare LF is refused by many relays since SMTP smuggling); the child's answers went on top of the
+    bytes as given, and the comparison with the loop's signing gave the child up as garbage. Such a
+    message is signed on the loop; the child goes on with the rest."""
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[list[bytes], ProcessSigner]:
+        signer = ProcessSigner(dkim)
+        await _ready(signer)
+        first = await signer.sign_parts(head, body)  # the first answer: compared with the loop's
+        second = await signer.sign_parts(head, body)  # the next: not compared
+        after = await signer.sign_parts(*_parts(1))
+        await signer.aclose()
+        return [first, second, after], signer
+
+    signed, signer = aio.run(go())
+    expected = dkim.sign_parts(head, body)
+    assert expected.count(b"\n") == expected.count(b"\r\n") == expected.count(b"\r") and expected.endswith(b"\r\n")
+    assert signed == [expected, expected, dkim.sign_parts(*_parts(1))]
+    assert signer.failure is None and signer.signed == 1
+    assert _verifies(signed[1], keys)

@@ -9,7 +9,9 @@ Frames, both ways: a 4-byte big-endian length, then the payload.
   length and the number of pieces, one signed 4-byte code a piece (a segment's number, or
   ``~length`` of a piece given inline), the head, the inline pieces.
 - Child to parent: ``ready``, then per batch each message's signature headers, in order (length
-  + bytes; length 0: it cannot be signed); after its stdin ends, its CPU seconds (a double).
+  + bytes; length 0: the parent signs it itself, for it cannot be signed, or not as the bytes the
+  parent puts the headers on: a bare CR or LF, no final CRLF); after its stdin ends, its CPU
+  seconds (a double).
 
 The child signs with the very ``DkimSigner`` code the parent would run, so a message comes out
 the same bytes either way; it imports nothing of ours but that (and what it imports).
@@ -149,6 +151,8 @@ def _signed(signer: DkimSigner, head: bytes, body: list[bytes], t: int) -> bytes
     try:
         unsigned = signer.prepare_parts(head, body, timestamp=t)
     except Exception:  # the parent signs it itself and meets the same
+        return LENGTH.pack(0)
+    if unsigned.message != head + b"".join(body):  # its line endings made CRLF: the parent signs it itself
         return LENGTH.pack(0)
     signatures = signer.sign_digests(unsigned.digests)
     if not signer.verifies(signatures[0], unsigned.digests[0]):  # the RSA one: a fault is never sent

@@ -29,8 +29,9 @@ gets the DKIM-Signature header(s) back; the signing process does all the rest wi
   run signs on the loop. Not a new child: what broke this one (the OOM killer, an operator, a
   broken install) may break the next, and each hang would hold every sender for another
   ``timeout``; the next run starts afresh.
-- A message the child cannot sign (one the loop's signer would refuse, say without a From) comes
-  back empty: the loop signs it, and meets the same refusal, as that message's outcome.
+- A message the child cannot sign (one the loop's signer would refuse, say without a From), or not
+  as the bytes the loop holds (bare CR or LF, no final CRLF: signing makes them CRLF), comes back
+  empty: the loop signs it, and meets the same refusal, as that message's outcome.
 - ``aclose`` (end of run, cancellation, SIGTERM) closes the child's stdin; the child answers what
   it holds, reports its CPU time and exits; one that does not within ``timeout`` is killed. The
   child ignores SIGINT and SIGTERM (a terminal's Ctrl-C and systemd reach the whole group): it
@@ -226,10 +227,9 @@ class ProcessSigner:
         return count
 
     def _here(self, head: bytes, body: Sequence[bytes], future: asyncio.Future[bytes]) -> None:
-        if future.done():  # dropped by its sender (``Outgoing.drop``): nothing to sign
-            return
         try:
-            future.set_result(self.signer.sign_parts(head, body))
+            if not future.done():  # else dropped by its sender (``Outgoing.drop``): nothing to sign
+                future.set_result(self.signer.sign_parts(head, body))
         except Exception as exc:  # the message's own fault (no From): its sender meets it
             future.set_exception(exc)
 
