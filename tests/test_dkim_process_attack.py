@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 import pytest
 
@@ -15,7 +16,7 @@ from feedservice import aio
 from feedservice.adapters import dkim_child
 from feedservice.adapters.dkim_process import ProcessSigner
 from tests.test_dkim import _verifies, make_keys
-from tests.test_dkim_process import SEGMENT, TAIL, _dkim, _parts, _ready
+from tests.test_dkim_process import SEGMENT, TAIL, _dkim, _expected, _parts, _ready, _rounds
 
 MANY = [b"x"] * 70_000  # more pieces than a record counts: that message is signed on the loop
 
@@ -146,3 +147,51 @@ def test_bare_line_endings_come_out_as_the_loop_makes_them(
     assert signed == [expected, expected, dkim.sign_parts(*_parts(1))]
     assert signer.failure is None and signer.signed == 1
     assert _verifies(signed[1], keys)
+
+
+ROTATING = r"""
+import sys
+from feedservice.adapters import dkim_child
+from feedservice.adapters.dkim import DkimSigner
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+signer = DkimSigner.from_handover(dkim_child._read_frame(inp))
+dkim_child._write_frame(out, dkim_child.READY)
+segments, batches = [], 0
+while (batch := dkim_child._read_frame(inp)) is not None:
+    payload, answers, at = dkim_child._answer(signer, segments, batch), [], 0
+    while at < len(payload):
+        length = dkim_child.ANSWER.unpack_from(payload, at)[1]
+        answers.append(payload[at : at + dkim_child.ANSWER.size + length])
+        at += dkim_child.ANSWER.size + length
+    batches += 1
+    if batches > 1:  # right at first, for the comparison; then each message gets the next one's
+        answers = answers[1:] + answers[:1]
+    dkim_child._write_frame(out, b"".join(answers))
+dkim_child._write_frame(out, dkim_child.CPU.pack(0.0))
+"""
+
+
+def test_a_child_answering_for_the_wrong_messages_costs_no_reader_a_valid_signature(
+    keys: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A child whose answers are real signatures, well formed, but each for the next message of
+    its batch (an ordering fault, from its second batch on): the comparison sees one answer in 256,
+    so every other reader got a signature over someone else's To and link, which no receiver
+    verifies (DMARC ``p=reject``: the edition refused, ``5.7.x``). Each answer must be known to be
+    for its own message before it goes out."""
+    dkim = _dkim(keys, ed25519=True)
+
+    async def go() -> tuple[list[bytes], ProcessSigner]:
+        signer = ProcessSigner(dkim, timeout=2.0, command=[sys.executable, "-c", ROTATING])
+        await _ready(signer)
+        signed = await _rounds(signer, 5, 8)
+        await signer.aclose()
+        return signed, signer
+
+    with caplog.at_level(logging.WARNING):
+        signed, signer = aio.run(go())
+    assert signed == _expected(dkim, 40)
+    for i, message in enumerate(signed):
+        assert _verifies(message, keys, 0) and _verifies(message, keys, 1), i
+    assert signer.signed == 8 and signer.failure is not None and "garbage" in signer.failure
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1

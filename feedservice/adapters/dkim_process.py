@@ -19,10 +19,11 @@ gets the DKIM-Signature header(s) back; the signing process does all the rest wi
   the pipe once and is named by its number after that.
 - Answers are read by a pipe protocol, without a reader task: a batch's answer costs the loop one
   callback. A watchdog timer, not a timeout per batch, notices a child that stopped answering.
-- The child verifies each RSA signature it makes with the public key before it answers (OpenSSL
-  also checks its CRT result); the loop compares the child's first answer, and one in
-  ``CHECK_EVERY`` after it, with signing that message itself, byte for byte (RSA PKCS#1 v1.5
-  and Ed25519 signatures are deterministic). An answer that differs is garbage.
+- Each answer carries the fingerprint of the message the child read (``dkim_child``): one for
+  another message, or read through a segment table that is not the loop's, is garbage. The child
+  verifies each RSA signature with the public key (OpenSSL also checks its CRT result); the loop
+  compares the child's first answer, and one in ``CHECK_EVERY`` after it, with its own signing,
+  byte for byte (RSA PKCS#1 v1.5 and Ed25519 are deterministic). One that differs is garbage.
 - When the child fails — its pipe ends (it died), no answer within ``timeout`` seconds while
   batches wait (stopped, hung), or an answer that is not what was asked (garbage) — it is killed,
   the messages waiting for it are signed on the loop, one warning is logged, and the rest of the
@@ -36,10 +37,8 @@ gets the DKIM-Signature header(s) back; the signing process does all the rest wi
   it holds, reports its CPU time and exits; one that does not within ``timeout`` is killed. The
   child ignores SIGINT and SIGTERM (a terminal's Ctrl-C and systemd reach the whole group): it
   ends when its stdin ends, so it never outlives its parent, even one killed with SIGKILL.
-- The child runs under SCHED_BATCH (Linux): woken by a batch, it waits for a free core or the
-  next tick instead of preempting the sending loop.
 
-The wire format, and the child's side: ``adapters/dkim_child.py``.
+The wire format, and the child's side (it runs under SCHED_BATCH): ``adapters/dkim_child.py``.
 """
 
 from __future__ import annotations
@@ -55,6 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
 from feedservice.adapters.dkim_child import (
+    ANSWER,
     BATCH,
     CPU,
     LENGTH,
@@ -124,8 +124,8 @@ class ProcessSigner:
         self.signed = 0  # messages the child signed that were used
         self.checked = 0  # of them, compared with the loop's own signing
         self._batch: list[Item] = []  # asked for in this iteration of the loop
-        self._sent: collections.deque[tuple[int, list[Item]]] = collections.deque()  # written, unanswered: t=, items
-        self._segments: dict[bytes, int] = {}  # template segments the child has, by their number
+        self._sent: collections.deque[tuple[int, list[Item], list[bytes]]] = collections.deque()  # t=, items, prints
+        self._segments: dict[bytes, tuple[int, bytes]] = {}  # template segments the child has: number, hash
         self._buffer = bytearray()  # the child's output not yet a whole frame
         self._until_check = 0  # answers to take before the next comparison
         self._progress = 0.0  # loop time of the last answer, or of the write that left it waiting
@@ -198,11 +198,11 @@ class ProcessSigner:
             self._rescue([batch])  # the child failed (or the run closed) since these were asked for
             return
         t = self.signer.now()
-        out, sent = [b""], []
+        out, sent, prints = [b""], [], []
         for item in batch:
             head, body, future = item
             try:
-                encode(out, self._segments, head, body)
+                prints.append(encode(out, self._segments, head, body))
             except Exception:  # beyond the frame's fields (struct.error), or not bytes: that message's own outcome
                 self._here(head, body, future)
                 continue
@@ -212,7 +212,7 @@ class ProcessSigner:
         out[0] = BATCH.pack(t, len(sent))
         if not self._sent:
             self._waiting()
-        self._sent.append((t, sent))
+        self._sent.append((t, sent, prints))
         payload = b"".join(out)
         stdin.write(LENGTH.pack(len(payload)) + payload)  # a dead child shows as its stdout's end
 
@@ -265,7 +265,7 @@ class ProcessSigner:
             return len(READY), len(READY), f"its hello ({len(READY)})"
         if self._sent:
             count = len(self._sent[0][1])
-            return LENGTH.size * count, (LENGTH.size + MAX_HEADERS) * count, f"{count} answers"
+            return ANSWER.size * count, (ANSWER.size + MAX_HEADERS) * count, f"{count} answers"
         if self.state == "closing":
             return CPU.size, CPU.size, f"its CPU time ({CPU.size})"
         return 0, -1, "nothing asked for"
@@ -283,8 +283,8 @@ class ProcessSigner:
             if self._done is not None and not self._done.done():
                 self._done.set_result(None)
             return
-        t, batch = self._sent[0]
-        answers = split_answers(payload, len(batch))
+        t, batch, prints = self._sent[0]
+        answers = split_answers(payload, prints)  # each for its own message, or garbage
         for (head, body, future), headers in zip(batch, answers, strict=True):
             if future.done():  # its sender was cancelled
                 continue
@@ -380,7 +380,7 @@ class ProcessSigner:
         self.state, self.failure = "failed", reason
         self._disarm()
         self._kill()
-        waiting, self._batch = [*(batch for _, batch in self._sent), self._batch], []
+        waiting, self._batch = [*(batch for _, batch, _ in self._sent), self._batch], []
         self._sent.clear()
         rescued = self._rescue(waiting)
         if self._done is not None and not self._done.done():
