@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 
 import pytest
 
 from feedservice import aio
-from feedservice.adapters import dkim_child
+from feedservice.adapters import dkim_child, dkim_process
 from feedservice.adapters.dkim_process import ProcessSigner
 from tests.test_dkim import _verifies, make_keys
 from tests.test_dkim_process import SEGMENT, TAIL, _dkim, _expected, _parts, _ready, _rounds
@@ -151,7 +152,7 @@ def test_bare_line_endings_come_out_as_the_loop_makes_them(
 
 ROTATING = r"""
 import sys
-from feedservice.adapters import dkim_child
+from feedservice.adapters import dkim_child, dkim_process
 from feedservice.adapters.dkim import DkimSigner
 inp, out = sys.stdin.buffer, sys.stdout.buffer
 signer = DkimSigner.from_handover(dkim_child._read_frame(inp))
@@ -195,3 +196,37 @@ def test_a_child_answering_for_the_wrong_messages_costs_no_reader_a_valid_signat
         assert _verifies(message, keys, 0) and _verifies(message, keys, 1), i
     assert signer.signed == 8 and signer.failure is not None and "garbage" in signer.failure
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+
+@pytest.mark.parametrize("when", ["answering", "starting"])
+def test_a_loop_busy_past_the_timeout_keeps_its_child(
+    keys: dict[str, bytes], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The loop held up past the child's timeout (a slow commit, the service paused with SIGSTOP
+    and resumed), its child's answer (or hello) long in the pipe: the watchdog ran before the
+    loop read it, gave a working child up as hung, and the rest of the run was signed on the loop."""
+    monkeypatch.setattr(dkim_process, "START_TIMEOUT", 1.0)
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[list[bytes], ProcessSigner]:
+        signer = ProcessSigner(dkim, timeout=1.0)
+        if when == "starting":
+            await signer.sign_parts(*_parts(-1))
+            while signer.pid is None:
+                await asyncio.sleep(0.01)
+            time.sleep(3)  # its hello arrives meanwhile
+        await _ready(signer)
+        waiting = [signer.sign_parts(*_parts(i)) for i in range(8)]
+        await asyncio.sleep(0)  # the batch goes down
+        if when == "answering":
+            time.sleep(1.5)  # its answer arrives meanwhile
+        signed = await asyncio.gather(*waiting)
+        signed += await _rounds(signer, 1, 8)
+        await signer.aclose()
+        return signed, signer
+
+    with caplog.at_level(logging.WARNING):
+        signed, signer = aio.run(go())
+    assert signed == _expected(dkim, 8) * 2
+    assert signer.failure is None and signer.signed == 16 and signer.returncode == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 CHILD = "feedservice.adapters.dkim_child"  # the module the child runs
 ANSWER_TIMEOUT = 5.0  # seconds without an answer while batches wait: the child is stopped or hung
 START_TIMEOUT = 30.0  # a fresh interpreter importing cryptography on a busy machine; the loop signs meanwhile
+AGAIN = 0.05  # a silence past its limit is seen again after the loop read the pipe (a held-up loop had not)
 CHECK_EVERY = 256  # after the first, one answer in this many is compared with the loop's own signing
 _PASSED_ON = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR")  # the child's whole environment, with PYTHONPATH
 
@@ -339,19 +340,18 @@ class ProcessSigner:
         if self._watchdog is None:
             self._watchdog = loop.call_later(self.timeout, self._watch)
 
-    def _watch(self) -> None:
-        self._watchdog = None
-        if self.state == "starting":
-            self._fail(f"it did not start within {START_TIMEOUT:g} s")
+    def _watch(self, again: bool = False) -> None:
+        self._watchdog, loop = None, asyncio.get_running_loop()
+        if self.state not in ("starting", "ready", "closing") or not (self._sent or self.state != "ready"):
             return
-        if self.state not in ("ready", "closing") or not (self._sent or self.state == "closing"):
-            return
-        loop = asyncio.get_running_loop()
+        limit = START_TIMEOUT if self.state == "starting" else self.timeout
         quiet = loop.time() - self._progress
-        if quiet >= self.timeout * 0.999:
-            self._fail(f"no answer within {self.timeout:g} s (stopped or hung)")
+        if quiet < limit * 0.999 or not again:
+            self._watchdog = loop.call_later(max(limit - quiet, AGAIN), self._watch, quiet >= limit * 0.999)
+        elif self.state == "starting":
+            self._fail(f"it did not start within {START_TIMEOUT:g} s")
         else:
-            self._watchdog = loop.call_later(self.timeout - quiet, self._watch)
+            self._fail(f"no answer within {self.timeout:g} s (stopped or hung)")
 
     def _disarm(self) -> None:
         if self._watchdog is not None:
