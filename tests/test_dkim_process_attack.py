@@ -15,8 +15,9 @@ import pytest
 
 from feedservice import aio
 from feedservice.adapters import dkim_child, dkim_process
+from feedservice.adapters.dkim import DkimSigner
 from feedservice.adapters.dkim_process import ProcessSigner
-from tests.test_dkim import _verifies, make_keys
+from tests.test_dkim import DOMAIN, _tags, _verifies, make_keys
 from tests.test_dkim_process import SEGMENT, TAIL, _dkim, _expected, _parts, _ready, _rounds
 
 MANY = [b"x"] * 70_000  # more pieces than a record counts: that message is signed on the loop
@@ -230,3 +231,59 @@ def test_a_loop_busy_past_the_timeout_keeps_its_child(
     assert signed == _expected(dkim, 8) * 2
     assert signer.failure is None and signer.signed == 16 and signer.returncode == 0
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+WRITER = r"""
+import sys, time
+from feedservice.adapters import dkim_child
+mode, held = sys.argv[1], []
+def write(stream, payload):
+    data = dkim_child.frame(payload)
+    if mode == "a byte a write":
+        for i in range(len(data)):
+            stream.write(data[i : i + 1])
+            stream.flush()
+        return
+    if mode == "two answers a write" and len(payload) > dkim_child.CPU.size and not held:
+        held.append(data)  # the next batch's answer goes with it
+        return
+    if mode == "just under the timeout" and len(payload) > dkim_child.CPU.size:
+        time.sleep(0.7)
+    stream.write(b"".join(held) + data)
+    stream.flush()
+    held.clear()
+dkim_child._write_frame = write
+dkim_child.main()
+"""
+
+
+@pytest.mark.parametrize("mode", ["a byte a write", "two answers a write", "just under the timeout"])
+def test_answers_however_they_arrive_are_taken(
+    keys: dict[str, bytes], caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    """Guard: the real child, its answers written a byte at a time, two batches' answers in one
+    write, or each 0.7 s after its batch (the timeout is 1 s, with a second batch queued behind):
+    every answer taken, in order, none given up; the ``t=`` of each batch that of the clock then."""
+    ticks = iter(range(1_751_400_000, 1_751_500_000, 7))
+    dkim = DkimSigner(selector="news", domain=DOMAIN, private_key_pem=keys["rsa"], clock=lambda: next(ticks))
+
+    async def go() -> tuple[list[bytes], ProcessSigner]:
+        signer = ProcessSigner(dkim, timeout=1.0, command=[sys.executable, "-c", WRITER, mode])
+        await _ready(signer)
+        out: list[bytes] = []
+        for r in range(3):
+            first = [signer.sign_parts(*_parts(16 * r + i)) for i in range(8)]
+            await asyncio.sleep(0)  # the first batch goes down; the second in the next iteration
+            second = [signer.sign_parts(*_parts(16 * r + 8 + i)) for i in range(8)]
+            out += await asyncio.gather(*first, *second)
+        await signer.aclose()
+        return out, signer
+
+    with caplog.at_level(logging.WARNING):
+        signed, signer = aio.run(go())
+    assert signer.failure is None and signer.signed == 48 and signer.returncode == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    stamps = {_tags(message)["t"] for message in signed}
+    assert len(stamps) == 6  # a t= a batch
+    for i, message in enumerate(signed):
+        assert f"To: r{i}@example.com".encode() in message and _verifies(message, keys), i
