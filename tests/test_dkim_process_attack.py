@@ -287,3 +287,39 @@ def test_answers_however_they_arrive_are_taken(
     assert len(stamps) == 6  # a t= a batch
     for i, message in enumerate(signed):
         assert f"To: r{i}@example.com".encode() in message and _verifies(message, keys), i
+
+
+def test_odd_shapes_come_out_as_the_loop_makes_them_and_verify(keys: dict[str, bytes]) -> None:
+    """Guard: empty pieces, an empty body, a head without its empty line, raw UTF-8 headers, a 5 MB
+    body, a piece that looks like a header, trailing empty lines, whitespace and a CRLF split across
+    pieces, a folded header, 600 segments in one message: the loop's bytes, verified by dkimpy, all
+    signed by the child, which goes on."""
+    dkim = _dkim(keys, ed25519=True)
+    head = _parts(0)[0]
+    shapes = [
+        (head, [b"", SEGMENT, b"", b"https://f.kr/u/0", b"", TAIL, b""]),
+        (head, []),
+        (b"From: n@newsspace.kr\r\nTo: r@example.com\r\n", []),
+        ("From: 뉴스 <n@newsspace.kr>\r\nTo: 독자 <r@example.com>\r\nSubject: 오늘  의\r\n\r\n".encode(), [SEGMENT]),
+        (head, [SEGMENT * 2000, b"https://f.kr/u/0", TAIL]),
+        (head, [b"From: someone@example.com\r\n", b"https://f.kr/u/0", TAIL]),
+        (head, [SEGMENT, b"https://f.kr/u/0", b"\r\n\r\n\r\n"]),
+        (head, [b"<p>  a  ", b"  b\r\n", TAIL]),
+        (head, [b"<p> a\r", b"\n</p>\r\n"]),
+        (b"From: n@newsspace.kr\r\nSubject: a\r\n\tfolded\r\n\r\n", [SEGMENT]),
+        (head, [f"<p> {i}\r\n".encode() for i in range(600)]),
+    ]
+
+    async def go() -> tuple[list[bytes], ProcessSigner]:
+        signer = ProcessSigner(dkim)
+        await _ready(signer)
+        signed = [await signer.sign_parts(*_parts(1))]  # the first answer, compared
+        signed += await asyncio.gather(*(signer.sign_parts(*shape) for shape in shapes))
+        await signer.aclose()
+        return signed, signer
+
+    signed, signer = aio.run(go())
+    assert signed == [dkim.sign_parts(*_parts(1))] + [dkim.sign_parts(*shape) for shape in shapes]
+    assert signer.failure is None and signer.signed == 1 + len(shapes)
+    for i, message in enumerate(signed):
+        assert _verifies(message, keys, 0) and _verifies(message, keys, 1), i
