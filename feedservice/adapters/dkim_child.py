@@ -35,6 +35,7 @@ import struct
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ __all__ = [
     "READY",
     "Garbage",
     "encode",
+    "environment",
     "frame",
     "main",
     "read_batch",
@@ -62,6 +64,7 @@ LENGTH = struct.Struct("!I")
 CPU = struct.Struct("!d")
 BATCH = struct.Struct("!QI")  # t=, messages
 MESSAGE = struct.Struct("!IH")  # the head's length, the pieces
+_PASSED_ON = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR")  # the child's whole environment, with PYTHONPATH
 ANSWER = struct.Struct("!16sI")  # the message's fingerprint, the length of its signature headers
 
 
@@ -71,6 +74,14 @@ class Garbage(Exception):
 
 def frame(payload: bytes) -> bytes:
     return LENGTH.pack(len(payload)) + payload
+
+
+def environment() -> dict[str, str]:
+    """What the child inherits: a few harmless variables, and the path to this very package."""
+    env = {name: os.environ[name] for name in _PASSED_ON if name in os.environ}
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding ``feedservice``: the parent's code
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
 
 
 def _hash(data: bytes) -> bytes:

@@ -47,10 +47,8 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
 from feedservice.adapters.dkim_child import (
@@ -62,6 +60,7 @@ from feedservice.adapters.dkim_child import (
     READY,
     Garbage,
     encode,
+    environment,
     frame,
     split_answers,
 )
@@ -78,18 +77,9 @@ ANSWER_TIMEOUT = 5.0  # seconds without an answer while batches wait: the child 
 START_TIMEOUT = 30.0  # a fresh interpreter importing cryptography on a busy machine; the loop signs meanwhile
 AGAIN = 0.05  # a silence past its limit is seen again after the loop read the pipe (a held-up loop had not)
 CHECK_EVERY = 256  # after the first, one answer in this many is compared with the loop's own signing
-_PASSED_ON = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR")  # the child's whole environment, with PYTHONPATH
 
 Item = tuple[bytes, Sequence[bytes], "asyncio.Future[bytes]"]
 State = Literal["idle", "starting", "ready", "closing", "failed", "closed"]
-
-
-def _environment() -> dict[str, str]:
-    """What the child inherits: a few harmless variables, and the path to this very package."""
-    env = {name: os.environ[name] for name in _PASSED_ON if name in os.environ}
-    root = str(Path(__file__).resolve().parents[2])  # the folder holding ``feedservice``: the parent's code
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
-    return env
 
 
 class _Pipes(asyncio.SubprocessProtocol):
@@ -321,7 +311,7 @@ class ProcessSigner:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=None,
-                env=_environment(),
+                env=environment(),
             )
         except OSError as exc:
             self._fail(f"it could not be started: {exc}")
