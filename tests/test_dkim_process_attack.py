@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sys
 import time
 
@@ -18,7 +20,7 @@ from feedservice.adapters import dkim_child, dkim_process
 from feedservice.adapters.dkim import DkimSigner
 from feedservice.adapters.dkim_process import ProcessSigner
 from tests.test_dkim import DOMAIN, _tags, _verifies, make_keys
-from tests.test_dkim_process import SEGMENT, TAIL, _dkim, _expected, _parts, _ready, _rounds
+from tests.test_dkim_process import SEGMENT, TAIL, _dkim, _expected, _gone, _parts, _ready, _rounds
 
 MANY = [b"x"] * 70_000  # more pieces than a record counts: that message is signed on the loop
 
@@ -323,3 +325,27 @@ def test_odd_shapes_come_out_as_the_loop_makes_them_and_verify(keys: dict[str, b
     assert signer.failure is None and signer.signed == 1 + len(shapes)
     for i, message in enumerate(signed):
         assert _verifies(message, keys, 0) and _verifies(message, keys, 1), i
+
+
+def test_a_close_cancelled_leaves_no_message_waiting(keys: dict[str, bytes]) -> None:
+    """The run's closing cancelled (a second SIGTERM, a shutdown timeout) while a stopped child holds
+    a batch: the child was killed but what it held never got a result, though ``RunSigner``
+    promises each future its signed message."""
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[list[bytes], ProcessSigner]:
+        signer = ProcessSigner(dkim, timeout=1.0)
+        await _ready(signer)
+        waiting = [signer.sign_parts(*_parts(i)) for i in range(8)]
+        await asyncio.sleep(0)  # the batch goes down
+        assert signer.pid is not None
+        os.kill(signer.pid, signal.SIGSTOP)
+        closing = asyncio.create_task(signer.aclose())
+        await asyncio.sleep(0.2)
+        closing.cancel()
+        await asyncio.gather(closing, return_exceptions=True)
+        return await asyncio.wait_for(asyncio.gather(*waiting), 5), signer
+
+    signed, signer = aio.run(go())
+    assert signed == _expected(dkim, 8)
+    assert signer.state == "closed" and signer.returncode == -signal.SIGKILL and _gone(signer.pid)

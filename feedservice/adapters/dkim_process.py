@@ -165,6 +165,8 @@ class ProcessSigner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self._exited), self.timeout)
         finally:
+            if self._sent:  # closing was cancelled while the child held messages: signed here
+                self._fail("its run's closing was cancelled")
             self.state = "closed"
             self._disarm()
             if self.transport is not None:
