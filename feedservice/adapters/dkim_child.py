@@ -128,7 +128,8 @@ def encode(out: list[bytes], segments: dict[bytes, tuple[int, bytes]], head: byt
 def split_answers(payload: bytes, prints: Sequence[bytes]) -> list[bytes]:
     """A batch's answer as each message's signature headers, checked for their shape and for
     being the answers to these messages (``prints``: their fingerprints, in order)."""
-    answers, at, count = [], 0, len(prints)
+    answers: list[bytes] = []
+    at, count = 0, len(prints)
     for fingerprint in prints:
         if at + ANSWER.size > len(payload):
             raise Garbage(f"{count} answers that end early")
@@ -201,7 +202,7 @@ def read_batch(segments: list[tuple[bytes, bytes]], batch: bytes) -> tuple[int, 
 def _answer(signer: DkimSigner, segments: list[tuple[bytes, bytes]], batch: bytes) -> bytes:
     """Each message of ``batch`` signed: its fingerprint, then its signature headers, length first."""
     t, messages = read_batch(segments, batch)
-    out = []
+    out: list[bytes] = []
     for fingerprint, head, body in messages:
         headers = _signed(signer, head, body, t)
         out += (ANSWER.pack(fingerprint, len(headers)), headers)
