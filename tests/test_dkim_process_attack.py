@@ -251,6 +251,9 @@ def write(stream, payload):
         return
     if mode == "just under the timeout" and len(payload) > dkim_child.CPU.size:
         time.sleep(0.7)
+    if mode == "noise on stdout and stderr":  # a library's stray print, a warning
+        print("a stray print", flush=True)
+        print("a warning", file=sys.stderr, flush=True)
     stream.write(b"".join(held) + data)
     stream.flush()
     held.clear()
@@ -259,12 +262,15 @@ dkim_child.main()
 """
 
 
-@pytest.mark.parametrize("mode", ["a byte a write", "two answers a write", "just under the timeout"])
+@pytest.mark.parametrize(
+    "mode", ["a byte a write", "two answers a write", "just under the timeout", "noise on stdout and stderr"]
+)
 def test_answers_however_they_arrive_are_taken(
     keys: dict[str, bytes], caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
     """Guard: the real child, its answers written a byte at a time, two batches' answers in one
-    write, or each 0.7 s after its batch (the timeout is 1 s, with a second batch queued behind):
+    write, each 0.7 s after its batch (the timeout is 1 s, with a second batch queued behind), or
+    with prints to its stdout (which goes to its stderr: the pipe is not its stdout) around them:
     every answer taken, in order, none given up; the ``t=`` of each batch that of the clock then."""
     ticks = iter(range(1_751_400_000, 1_751_500_000, 7))
     dkim = DkimSigner(selector="news", domain=DOMAIN, private_key_pem=keys["rsa"], clock=lambda: next(ticks))
