@@ -64,8 +64,8 @@ LENGTH = struct.Struct("!I")
 CPU = struct.Struct("!d")
 BATCH = struct.Struct("!QI")  # t=, messages
 MESSAGE = struct.Struct("!IH")  # the head's length, the pieces
-_PASSED_ON = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR")  # the child's whole environment, with PYTHONPATH
 ANSWER = struct.Struct("!16sI")  # the message's fingerprint, the length of its signature headers
+_PASSED_ON = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR")  # the child's whole environment, with PYTHONPATH
 
 
 class Garbage(Exception):
