@@ -355,3 +355,29 @@ def test_a_close_cancelled_leaves_no_message_waiting(keys: dict[str, bytes]) -> 
     signed, signer = aio.run(go())
     assert signed == _expected(dkim, 8)
     assert signer.state == "closed" and signer.returncode == -signal.SIGKILL and _gone(signer.pid)
+
+
+def test_a_child_killed_as_the_run_closes_costs_no_message(
+    keys: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Guard: the OOM killer takes the child right after the run began closing, 64 messages with it:
+    each comes back signed on the loop, one warning, no process left."""
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[list[bytes], ProcessSigner]:
+        signer = ProcessSigner(dkim, timeout=1.0)
+        await _ready(signer)
+        waiting = [signer.sign_parts(*_parts(i)) for i in range(64)]
+        await asyncio.sleep(0)  # the batch goes down
+        closing = asyncio.create_task(signer.aclose())
+        await asyncio.sleep(0)  # its stdin closed
+        assert signer.pid is not None and signer.state == "closing"
+        os.kill(signer.pid, signal.SIGKILL)
+        await closing
+        return await asyncio.wait_for(asyncio.gather(*waiting), 5), signer
+
+    with caplog.at_level(logging.WARNING):
+        signed, signer = aio.run(go())
+    assert signed == _expected(dkim, 64)
+    assert signer.returncode == -signal.SIGKILL and _gone(signer.pid)
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
