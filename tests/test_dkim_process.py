@@ -207,6 +207,7 @@ def test_the_key_reaches_the_child_through_the_pipe_only(
 
 FAKE_CHILD = r"""
 import base64, os, struct, sys, time
+from feedservice.adapters.dkim_child import ANSWER, read_batch
 mode, inp, out = sys.argv[1], sys.stdin.buffer, sys.stdout.buffer
 def read():
     head = inp.read(4)
@@ -214,19 +215,20 @@ def read():
 def write(payload):
     out.write(struct.pack("!I", len(payload)) + payload)
     out.flush()
-def answer(headers):
-    return struct.pack("!I", len(headers)) + headers
+def answers(headers, prints):  # each message's, as the child's are: its fingerprint first
+    return b"".join(ANSWER.pack(fingerprint, len(headers)) + headers for fingerprint in prints)
 read()
 if mode == "silent":
     time.sleep(60)
 write({"wrong hello": b"hello", "long hello": b"ready..."}.get(mode, b"ready"))
+segments = []
 while (batch := read()) is not None:
-    n = struct.unpack_from("!QI", batch)[1]
+    prints = [fingerprint for fingerprint, _, _ in read_batch(segments, batch)[1]]
     forged = b"DKIM-Signature: v=1; a=rsa-sha256; b=" + base64.b64encode(os.urandom(256)) + b"\r\n"
     if mode == "random":
-        write(answer(forged) * n)
+        write(answers(forged, prints))
     elif mode == "short":
-        write(answer(forged) * (n - 1))
+        write(answers(forged, prints[:-1]))
     elif mode == "exits":
         sys.exit(3)
     elif mode == "chatters":

@@ -19,26 +19,26 @@ gets the DKIM-Signature header(s) back; the signing process does all the rest wi
   the pipe once and is named by its number after that.
 - Answers are read by a pipe protocol, without a reader task: a batch's answer costs the loop one
   callback. A watchdog timer, not a timeout per batch, notices a child that stopped answering.
-- The child verifies each RSA signature it makes with the public key before it answers (OpenSSL
-  also checks its CRT result); the loop compares the child's first answer, and one in
-  ``CHECK_EVERY`` after it, with signing that message itself, byte for byte (RSA PKCS#1 v1.5
-  and Ed25519 signatures are deterministic). An answer that differs is garbage.
+- Each answer carries the fingerprint of the message the child read (``dkim_child``): one for
+  another message, or read through a segment table that is not the loop's, is garbage. The child
+  verifies each RSA signature with the public key (OpenSSL also checks its CRT result); the loop
+  compares the child's first answer, and one in ``CHECK_EVERY`` after it, with its own signing,
+  byte for byte (RSA PKCS#1 v1.5 and Ed25519 are deterministic). One that differs is garbage.
 - When the child fails — its pipe ends (it died), no answer within ``timeout`` seconds while
   batches wait (stopped, hung), or an answer that is not what was asked (garbage) — it is killed,
   the messages waiting for it are signed on the loop, one warning is logged, and the rest of the
   run signs on the loop. Not a new child: what broke this one (the OOM killer, an operator, a
   broken install) may break the next, and each hang would hold every sender for another
   ``timeout``; the next run starts afresh.
-- A message the child cannot sign (one the loop's signer would refuse, say without a From) comes
-  back empty: the loop signs it, and meets the same refusal, as that message's outcome.
+- A message the child cannot sign (one the loop's signer would refuse, say without a From), or not
+  as the bytes the loop holds (bare CR or LF, no final CRLF: signing makes them CRLF), comes back
+  empty: the loop signs it, and meets the same refusal, as that message's outcome.
 - ``aclose`` (end of run, cancellation, SIGTERM) closes the child's stdin; the child answers what
   it holds, reports its CPU time and exits; one that does not within ``timeout`` is killed. The
   child ignores SIGINT and SIGTERM (a terminal's Ctrl-C and systemd reach the whole group): it
   ends when its stdin ends, so it never outlives its parent, even one killed with SIGKILL.
-- The child runs under SCHED_BATCH (Linux): woken by a batch, it waits for a free core or the
-  next tick instead of preempting the sending loop.
 
-The wire format, and the child's side: ``adapters/dkim_child.py``.
+The wire format, and the child's side (it runs under SCHED_BATCH): ``adapters/dkim_child.py``.
 """
 
 from __future__ import annotations
@@ -47,14 +47,12 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
-import struct
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
 from feedservice.adapters.dkim_child import (
+    ANSWER,
     BATCH,
     CPU,
     LENGTH,
@@ -62,6 +60,7 @@ from feedservice.adapters.dkim_child import (
     READY,
     Garbage,
     encode,
+    environment,
     frame,
     split_answers,
 )
@@ -76,19 +75,11 @@ log = logging.getLogger(__name__)
 CHILD = "feedservice.adapters.dkim_child"  # the module the child runs
 ANSWER_TIMEOUT = 5.0  # seconds without an answer while batches wait: the child is stopped or hung
 START_TIMEOUT = 30.0  # a fresh interpreter importing cryptography on a busy machine; the loop signs meanwhile
+AGAIN = 0.05  # a silence past its limit is seen again after the loop read the pipe (a held-up loop had not)
 CHECK_EVERY = 256  # after the first, one answer in this many is compared with the loop's own signing
-_PASSED_ON = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR")  # the child's whole environment, with PYTHONPATH
 
 Item = tuple[bytes, Sequence[bytes], "asyncio.Future[bytes]"]
 State = Literal["idle", "starting", "ready", "closing", "failed", "closed"]
-
-
-def _environment() -> dict[str, str]:
-    """What the child inherits: a few harmless variables, and the path to this very package."""
-    env = {name: os.environ[name] for name in _PASSED_ON if name in os.environ}
-    root = str(Path(__file__).resolve().parents[2])  # the folder holding ``feedservice``: the parent's code
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
-    return env
 
 
 class _Pipes(asyncio.SubprocessProtocol):
@@ -124,8 +115,8 @@ class ProcessSigner:
         self.signed = 0  # messages the child signed that were used
         self.checked = 0  # of them, compared with the loop's own signing
         self._batch: list[Item] = []  # asked for in this iteration of the loop
-        self._sent: collections.deque[tuple[int, list[Item]]] = collections.deque()  # written, unanswered: t=, items
-        self._segments: dict[bytes, int] = {}  # template segments the child has, by their number
+        self._sent: collections.deque[tuple[int, list[Item], list[bytes]]] = collections.deque()  # t=, items, prints
+        self._segments: dict[bytes, tuple[int, bytes]] = {}  # template segments the child has: number, hash
         self._buffer = bytearray()  # the child's output not yet a whole frame
         self._until_check = 0  # answers to take before the next comparison
         self._progress = 0.0  # loop time of the last answer, or of the write that left it waiting
@@ -174,6 +165,8 @@ class ProcessSigner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self._exited), self.timeout)
         finally:
+            if self._sent:  # closing was cancelled while the child held messages: signed here
+                self._fail("its run's closing was cancelled")
             self.state = "closed"
             self._disarm()
             if self.transport is not None:
@@ -198,12 +191,12 @@ class ProcessSigner:
             self._rescue([batch])  # the child failed (or the run closed) since these were asked for
             return
         t = self.signer.now()
-        out, sent = [b""], []
+        out, sent, prints = [b""], [], []
         for item in batch:
             head, body, future = item
             try:
-                encode(out, self._segments, head, body)
-            except (struct.error, OverflowError):  # a head or a body beyond the frame's fields: signed here
+                prints.append(encode(out, self._segments, head, body))
+            except Exception:  # beyond the frame's fields (struct.error), or not bytes: that message's own outcome
                 self._here(head, body, future)
                 continue
             sent.append(item)
@@ -212,7 +205,7 @@ class ProcessSigner:
         out[0] = BATCH.pack(t, len(sent))
         if not self._sent:
             self._waiting()
-        self._sent.append((t, sent))
+        self._sent.append((t, sent, prints))
         payload = b"".join(out)
         stdin.write(LENGTH.pack(len(payload)) + payload)  # a dead child shows as its stdout's end
 
@@ -228,7 +221,8 @@ class ProcessSigner:
 
     def _here(self, head: bytes, body: Sequence[bytes], future: asyncio.Future[bytes]) -> None:
         try:
-            future.set_result(self.signer.sign_parts(head, body))
+            if not future.done():  # else dropped by its sender (``Outgoing.drop``): nothing to sign
+                future.set_result(self.signer.sign_parts(head, body))
         except Exception as exc:  # the message's own fault (no From): its sender meets it
             future.set_exception(exc)
 
@@ -264,7 +258,7 @@ class ProcessSigner:
             return len(READY), len(READY), f"its hello ({len(READY)})"
         if self._sent:
             count = len(self._sent[0][1])
-            return LENGTH.size * count, (LENGTH.size + MAX_HEADERS) * count, f"{count} answers"
+            return ANSWER.size * count, (ANSWER.size + MAX_HEADERS) * count, f"{count} answers"
         if self.state == "closing":
             return CPU.size, CPU.size, f"its CPU time ({CPU.size})"
         return 0, -1, "nothing asked for"
@@ -282,8 +276,8 @@ class ProcessSigner:
             if self._done is not None and not self._done.done():
                 self._done.set_result(None)
             return
-        t, batch = self._sent[0]
-        answers = split_answers(payload, len(batch))
+        t, batch, prints = self._sent[0]
+        answers = split_answers(payload, prints)  # each for its own message, or garbage
         for (head, body, future), headers in zip(batch, answers, strict=True):
             if future.done():  # its sender was cancelled
                 continue
@@ -319,7 +313,7 @@ class ProcessSigner:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=None,
-                env=_environment(),
+                env=environment(),
             )
         except OSError as exc:
             self._fail(f"it could not be started: {exc}")
@@ -338,19 +332,18 @@ class ProcessSigner:
         if self._watchdog is None:
             self._watchdog = loop.call_later(self.timeout, self._watch)
 
-    def _watch(self) -> None:
-        self._watchdog = None
-        if self.state == "starting":
-            self._fail(f"it did not start within {START_TIMEOUT:g} s")
+    def _watch(self, again: bool = False) -> None:
+        self._watchdog, loop = None, asyncio.get_running_loop()
+        if self.state not in ("starting", "ready", "closing") or not (self._sent or self.state != "ready"):
             return
-        if self.state not in ("ready", "closing") or not (self._sent or self.state == "closing"):
-            return
-        loop = asyncio.get_running_loop()
+        limit = START_TIMEOUT if self.state == "starting" else self.timeout
         quiet = loop.time() - self._progress
-        if quiet >= self.timeout * 0.999:
-            self._fail(f"no answer within {self.timeout:g} s (stopped or hung)")
+        if quiet < limit * 0.999 or not again:
+            self._watchdog = loop.call_later(max(limit - quiet, AGAIN), self._watch, quiet >= limit * 0.999)
+        elif self.state == "starting":
+            self._fail(f"it did not start within {START_TIMEOUT:g} s")
         else:
-            self._watchdog = loop.call_later(self.timeout - quiet, self._watch)
+            self._fail(f"no answer within {self.timeout:g} s (stopped or hung)")
 
     def _disarm(self) -> None:
         if self._watchdog is not None:
@@ -379,7 +372,7 @@ class ProcessSigner:
         self.state, self.failure = "failed", reason
         self._disarm()
         self._kill()
-        waiting, self._batch = [*(batch for _, batch in self._sent), self._batch], []
+        waiting, self._batch = [*(batch for _, batch, _ in self._sent), self._batch], []
         self._sent.clear()
         rescued = self._rescue(waiting)
         if self._done is not None and not self._done.done():
