@@ -36,6 +36,12 @@ from tests.test_dkim import DOMAIN, _verifies, make_keys
 LOG = "feedservice.adapters.dkim_process"
 
 
+@pytest.fixture(autouse=True)
+def start_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child starts with a run's first signed message here (``START_AFTER``'s own test aside)."""
+    monkeypatch.setattr(dkim_process, "START_AFTER", 1)
+
+
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return make_keys(tmp_path_factory.mktemp("keys"))
@@ -357,6 +363,31 @@ def test_a_killed_or_stopped_child_costs_no_message(
     assert waited < (5 if sig == signal.SIGKILL else 1 + 5)  # a stopped child costs one timeout, once
     assert signer.returncode == -signal.SIGKILL
     assert _gone(signer.pid)
+
+
+def test_a_small_run_starts_no_child(keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run of fewer than START_AFTER signed messages (a ``worker`` draining a few retries) signs
+    them on the loop and starts no interpreter; the START_AFTER-th message starts the child."""
+    monkeypatch.undo()  # START_AFTER as shipped
+    assert dkim_process.START_AFTER > 1
+    dkim = _dkim(keys)
+
+    async def go() -> tuple[list[bytes], ProcessSigner, ProcessSigner]:
+        small, large = ProcessSigner(dkim), ProcessSigner(dkim)
+        signed = [await small.sign_parts(*_parts(i)) for i in range(dkim_process.START_AFTER - 1)]
+        await small.aclose()
+        for i in range(dkim_process.START_AFTER - 1):
+            await large.sign_parts(*_parts(i))
+        assert large.state == "idle" and large.transport is None
+        await _ready(large)  # the START_AFTER-th message
+        signed += await _rounds(large, 1, 8)
+        await large.aclose()
+        return signed, small, large
+
+    signed, small, large = aio.run(go())
+    assert signed == _expected(dkim, dkim_process.START_AFTER - 1) + _expected(dkim, 8)
+    assert small.transport is None and small.state == "closed" and small.cpu == 0
+    assert large.signed == 8 and large.returncode == 0
 
 
 def test_a_run_closed_as_its_child_starts_leaves_no_process_or_pipe(keys: dict[str, bytes]) -> None:

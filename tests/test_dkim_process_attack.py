@@ -25,6 +25,12 @@ from tests.test_dkim_process import SEGMENT, TAIL, _dkim, _expected, _gone, _par
 MANY = [b"x"] * 70_000  # more pieces than a record counts: that message is signed on the loop
 
 
+@pytest.fixture(autouse=True)
+def start_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child starts with a run's first signed message here (``START_AFTER``'s own test aside)."""
+    monkeypatch.setattr(dkim_process, "START_AFTER", 1)
+
+
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return make_keys(tmp_path_factory.mktemp("keys"))
