@@ -187,6 +187,14 @@ class FeedServer:
         self.httpd.server_close()
 
 
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Throw-away DKIM keys (RSA and Ed25519) and the TXT records that publish them, a module's."""
+    from tests.test_dkim import make_keys
+
+    return make_keys(tmp_path_factory.mktemp("keys"))
+
+
 @pytest.fixture
 def feed_server() -> Iterator[FeedServer]:
     server = FeedServer()

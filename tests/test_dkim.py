@@ -35,11 +35,6 @@ def _openssl(*args: str) -> bytes:
     return subprocess.run(["openssl", *args], check=True, capture_output=True).stdout
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    return make_keys(tmp_path_factory.mktemp("keys"))
-
-
 def make_keys(folder: Path) -> dict[str, bytes]:
     """Throw-away keys made with openssl, and the TXT records that publish them."""
     rsa, ed = folder / "rsa.pem", folder / "ed25519.pem"

@@ -31,7 +31,7 @@ from feedservice.errors import DeliveryError
 from feedservice.ports import RunSigner
 from tests.conftest import FeedServer, free_port
 from tests.test_deliver import FRESH, KST_DAY, SEND_TIME, TODAY, FaultySink, _add, _app, _cli
-from tests.test_dkim import DOMAIN, _verifies, make_keys
+from tests.test_dkim import DOMAIN, _verifies
 
 LOG = "feedservice.adapters.dkim_process"
 
@@ -40,11 +40,6 @@ LOG = "feedservice.adapters.dkim_process"
 def start_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The child starts with a run's first signed message here (``START_AFTER``'s own test aside)."""
     monkeypatch.setattr(dkim_process, "START_AFTER", 1)
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    return make_keys(tmp_path_factory.mktemp("keys"))
 
 
 def _dkim(keys: dict[str, bytes], *, ed25519: bool = False) -> DkimSigner:

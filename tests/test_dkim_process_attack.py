@@ -19,7 +19,7 @@ from feedservice import aio
 from feedservice.adapters import dkim_child, dkim_process
 from feedservice.adapters.dkim import DkimSigner
 from feedservice.adapters.dkim_process import ProcessSigner
-from tests.test_dkim import DOMAIN, _tags, _verifies, make_keys
+from tests.test_dkim import DOMAIN, _tags, _verifies
 from tests.test_dkim_process import SEGMENT, TAIL, _dkim, _expected, _gone, _parts, _ready, _rounds
 
 MANY = [b"x"] * 70_000  # more pieces than a record counts: that message is signed on the loop
@@ -29,11 +29,6 @@ MANY = [b"x"] * 70_000  # more pieces than a record counts: that message is sign
 def start_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The child starts with a run's first signed message here (``START_AFTER``'s own test aside)."""
     monkeypatch.setattr(dkim_process, "START_AFTER", 1)
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    return make_keys(tmp_path_factory.mktemp("keys"))
 
 
 def _with(i: int, segment: bytes) -> tuple[bytes, list[bytes]]:
