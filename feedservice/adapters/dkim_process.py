@@ -1,19 +1,17 @@
 """DKIM signing in a signing process: the event loop sends while another core signs.
 
-Why: an RSA-2048 signature costs ~0.3–0.5 ms of CPU, and canonicalising and hashing a 33 KB
-digest another ~0.1 ms; the sending loop's own work is ~0.7–1.1 ms a message. Here the loop
-hands over what it would have signed, in a form that costs it a few microseconds a message, and
-gets the DKIM-Signature header(s) back; the signing process does all the rest with the very
-``DkimSigner`` code the loop would run (``handover``: the same keys, selectors and domain).
+Why: an RSA-2048 signature costs ~0.3–0.5 ms of CPU, canonicalising and hashing a 33 KB digest
+~0.1 ms more, against ~0.7–1.1 ms for the rest of a message. The loop hands over the message for
+a few microseconds and gets its DKIM-Signature header(s) back; the signing process does the rest
+with the very ``DkimSigner`` code the loop would run (``handover``: the same keys and names).
 
 ``ProcessSigner``, the ``RunSigner`` of ``ports`` for one sending run:
 
 - The child starts with the ``START_AFTER``-th message to sign: a run of fewer (a ``worker``
   draining a few retries) signs them on the loop and pays no interpreter's start-up (~0.1 s of
   CPU, ~30 MB). It runs ``python -m feedservice.adapters.dkim_child`` with pipes on its stdin
-  and stdout. The keys go
-  down the pipe, never in its argv or environment (which is a short allow-list). Until the child
-  says it is ready, messages are signed on the loop: its start never holds up sending.
+  and stdout. The keys go down the pipe, never in its argv or environment (a short allow-list).
+  Until the child says it is ready, messages are signed on the loop: its start holds up nothing.
 - Every message asked for in one iteration of the loop goes in one write (a batch), with the
   ``t=`` of that moment (the loop's clock, so a message signed either way is the same bytes);
   the child answers each batch in one write, in order. A message is its head and its body's
@@ -176,9 +174,11 @@ class ProcessSigner:
             self._disarm()
             if self.transport is not None:
                 self._kill()
-                if self._exited is not None:
-                    await asyncio.shield(self._exited)
-                self.transport.close()
+                try:
+                    if self._exited is not None:
+                        await asyncio.shield(self._exited)
+                finally:  # even when this wait is cancelled: no pipe stays open
+                    self.transport.close()
         if self.transport is not None:
             log.debug("DKIM signing process: %d signatures, %.2f s of CPU", self.signed, self.cpu)
         return self.cpu
@@ -212,7 +212,10 @@ class ProcessSigner:
             self._waiting()
         self._sent.append((t, sent, prints))
         payload = b"".join(out)
-        stdin.write(LENGTH.pack(len(payload)) + payload)  # a dead child shows as its stdout's end
+        try:
+            stdin.write(LENGTH.pack(len(payload)) + payload)  # a dead child shows as its stdout's end
+        except (OSError, RuntimeError) as exc:  # or as a pipe closed under the write (uvloop raises)
+            self._fail(f"it could not be written to: {exc}")
 
     def _rescue(self, batches: Sequence[list[Item]]) -> int:
         """Sign on the loop what was waiting for the child; the number of messages."""
