@@ -92,6 +92,8 @@ class RunSigner(Protocol):
     """DKIM for one sending run: awaited per message, so the private-key step may run in another
     process while the loop goes on sending (``adapters/dkim_process.py``)."""
 
+    failure: str | None  # why signing elsewhere was given up in this run (then: on the loop), if it was
+
     def sign_parts(self, head: bytes, body: Sequence[bytes]) -> Future[bytes]:
         """Ask now for ``head + b"".join(body)`` signed (as ``MessageSigner.sign_parts``); the future
         has it. It never fails for want of a helper (it signs here instead); cancel what is not needed."""

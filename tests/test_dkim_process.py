@@ -553,8 +553,13 @@ def test_a_signed_edition_arrives_once_and_verifies(
     assert signer.pid is not None and _gone(signer.pid)
     if sig is None:
         assert _warnings(caplog) == [] and signer.returncode == 0 and report.signing_cpu > 0
+        assert report.signing_failure is None and "DKIM" not in report.summary()
     else:
         assert len(_warnings(caplog)) == 1 and signer.returncode == -signal.SIGKILL
+        said = "it " if sig == signal.SIGKILL else "no answer within 1 s (stopped or hung)"  # ended, or not written to
+        assert report.signing_failure is not None and report.signing_failure == signer.failure
+        assert report.signing_failure.startswith(said)
+        assert f"DKIM signing process given up ({signer.failure}): signed on the event loop" in report.summary()
 
 
 def test_signed_on_the_loop_when_configured(

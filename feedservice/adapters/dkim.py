@@ -369,6 +369,7 @@ class LoopSigner:
 
     def __init__(self, signer: DkimSigner) -> None:
         self.signer = signer
+        self.failure: str | None = None  # nothing to give up
 
     def sign_parts(self, head: bytes, body: Sequence[bytes]) -> asyncio.Future[bytes]:
         future = asyncio.get_running_loop().create_future()

@@ -35,6 +35,7 @@ class SendReport:
     errors: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     signing_cpu: float = 0.0  # CPU seconds DKIM signing took outside this process (the signing process)
+    signing_failure: str | None = None  # why the signing process was given up, if it was
 
     def count(self, outcome: Outcome) -> None:
         """Count one message's outcome; a reader held back for suppression is counted (failed and
@@ -64,6 +65,8 @@ class SendReport:
             extra.append(f"{self.policy} refused by policy (a sender problem)")
         for lane, until in sorted(self.domains_paused.items()):
             extra.append(f"{lane} throttled us: paused until {until:%H:%M:%S} UTC, its messages deferred")
+        if self.signing_failure:
+            extra.append(f"DKIM signing process given up ({self.signing_failure}): signed on the event loop")
         return (
             f"{self.sent} sent, {self.deferred} deferred, {self.failed} failed "
             f"({self.queued} newly queued, {self.skipped_empty} with nothing new skipped"

@@ -136,6 +136,7 @@ class Sending:
             finally:
                 if signer is not None:
                     report.signing_cpu = await signer.aclose()
+                    report.signing_failure = signer.failure
         log.info("digest %s: %s", assembled.edition.day, report.summary())
         return report
 
