@@ -29,10 +29,11 @@ Anything else is signed whole, as ``sign`` does: the bytes are the same either w
 
 RFC 8058 §4: the signature must cover List-Unsubscribe and List-Unsubscribe-Post, or a provider
 will not offer one-click unsubscribe. Every header of SIGNED_HEADERS that is present is signed
-(§5.4), in RFC 5322's obsolete syntax (``Subject :``) too, and signed once more than it occurs (§5.4.2, "over-signing"), so that a header added on
-the way, say a second From or List-Unsubscribe, breaks the signature instead of riding on it.
-A message with more than one From is refused: verifiers differ on which one the signature
-speaks for. Relaxed canonicalisation keeps the signature valid across the refolding relays may do.
+(§5.4), in RFC 5322's obsolete syntax (``Subject :``) too, and signed once more than it occurs
+(§5.4.2, "over-signing"), so that a header added on the way, say a second From or
+List-Unsubscribe, breaks the signature instead of riding on it. A message with more than one
+From is refused: verifiers differ on which one the signature speaks for. Relaxed
+canonicalisation keeps the signature valid across the refolding relays may do.
 
 Input may use CRLF or bare LF (or CR) line endings. ``sign`` returns the message with CRLF line
 endings throughout and a final CRLF, under its signature header(s): exactly the bytes it signed,
