@@ -158,7 +158,7 @@ MESSAGES = {
     "8bit + quoted-printable + base64 parts": _mime("8bit"),
     "quoted-printable": _mime("quoted-printable"),
     "base64": _mime("base64"),
-    "ragged headers": b"From  :x\r\nFrom: \t A  <a@newsspace.kr> \t \r\nTo:b@example.com\t\r\n"
+    "ragged headers": b"From: \t A  <a@newsspace.kr> \t \r\nTo:b@example.com\t\r\n"
     b"Subject: \xea\xb0\x80\xeb\x82\x98   \t and\r\n\t   more \t\r\n   still more  \r\n"
     b"List-Unsubscribe:   <https://x/u>\t\r\n\r\nbody\r\n",
     "trailing empty and blank lines": b"From: a@newsspace.kr\r\n\r\n\xea\xb0\x80  \r\n\r\n \t \r\n\r\n\r\n",
@@ -299,6 +299,17 @@ def test_a_digest_is_signed_per_template(signer: DkimSigner, keys: dict[str, byt
 def test_a_message_without_from_is_refused(signer: DkimSigner) -> None:
     with pytest.raises(DeliveryError, match="From"):
         signer.sign(b"To: b@example.com\r\nSubject: x\r\n\r\nbody\r\n")
+
+
+def test_a_header_in_obsolete_syntax_is_signed_as_that_header(signer: DkimSigner) -> None:
+    """``Subject :`` is a Subject (RFC 5322 §4.5.3; RFC 6376 §3.4.2 drops the WSP): signed and
+    over-signed like one (OpenDKIM's reading: tests/test_dkim_opendkim.py). A second From, in either
+    syntax, is refused: dkimpy skips a ``From :`` line, OpenDKIM reads it, mail readers differ."""
+    signed = signer.sign(b"From: a@newsspace.kr\r\nSubject \t: x\r\nList-Unsubscribe : <https://x/u>\r\n\r\nb\r\n")
+    assert _tags(signed)["h"] == "from:from:subject:subject:list-unsubscribe:list-unsubscribe"
+    for second in [b"From: b@newsspace.kr", b"From : Bank <ceo@bank.example>"]:
+        with pytest.raises(DeliveryError, match="more than one From"):
+            signer.sign(b"From: a@newsspace.kr\r\n" + second + b"\r\n\r\nbody\r\n")
 
 
 @pytest.mark.parametrize(

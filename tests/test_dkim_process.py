@@ -29,6 +29,7 @@ from feedservice.bootstrap import App, make_app
 from feedservice.config import load_settings
 from feedservice.errors import DeliveryError
 from feedservice.ports import RunSigner
+from feedservice.services.deliver import SendReport
 from tests.conftest import FeedServer, free_port
 from tests.test_deliver import FRESH, KST_DAY, SEND_TIME, TODAY, FaultySink, _add, _app, _cli
 from tests.test_dkim import DOMAIN, _verifies
@@ -519,6 +520,31 @@ def _capture(app: App, monkeypatch: pytest.MonkeyPatch, made: list[RunSigner]) -
     monkeypatch.setattr(app, "run_signer", run_signer)
 
 
+def _send_edition(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    keys: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    relay: FaultySink,
+    readers: list[str],
+    made: list[RunSigner],
+    *,
+    delivery_extra: str = "",
+) -> SendReport:
+    """The edition of KST_DAY sent to ``readers`` through ``relay`` by a ``_signed_app``; each run's
+    signer appended to ``made``."""
+    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    app = _signed_app(tmp_path, feed_server, controller.port, keys, monkeypatch, delivery_extra=delivery_extra)
+    try:
+        _capture(app, monkeypatch, made)
+        _add(app, *readers)
+        return aio.run(app.send_digest(date.fromisoformat(KST_DAY)))
+    finally:
+        app.close()
+        controller.stop()
+
+
 @pytest.mark.parametrize("sig", [None, signal.SIGKILL, signal.SIGSTOP], ids=["undisturbed", "killed", "stopped"])
 def test_a_signed_edition_arrives_once_and_verifies(
     tmp_path: Path,
@@ -531,18 +557,9 @@ def test_a_signed_edition_arrives_once_and_verifies(
     monkeypatch.setattr(dkim_process, "ANSWER_TIMEOUT", 1.0)
     made: list[RunSigner] = []
     relay = SabotagingRelay(made, sig)
-    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    app = _signed_app(tmp_path, feed_server, controller.port, keys, monkeypatch)
-    try:
-        _capture(app, monkeypatch, made)
-        readers = [f"r{i:03d}@example.com" for i in range(160)]
-        _add(app, *readers)
-        with caplog.at_level(logging.WARNING, logger=LOG):
-            report = aio.run(app.send_digest(date.fromisoformat(KST_DAY)))
-    finally:
-        app.close()
-        controller.stop()
+    readers = [f"r{i:03d}@example.com" for i in range(160)]
+    with caplog.at_level(logging.WARNING, logger=LOG):
+        report = _send_edition(tmp_path, feed_server, keys, monkeypatch, relay, readers, made)
     assert relay.done, "the signing process never got to work"
     assert (report.sent, report.failed, report.deferred) == (160, 0, 0)
     assert collections.Counter(to for to, _ in relay.received) == dict.fromkeys(readers, 1)
@@ -567,17 +584,10 @@ def test_signed_on_the_loop_when_configured(
 ) -> None:
     """``[delivery] dkim_signer = "loop"``: no signing process, the same valid signatures."""
     relay = FaultySink()
-    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
-    controller.start()
     made: list[RunSigner] = []
-    app = _signed_app(tmp_path, feed_server, controller.port, keys, monkeypatch, delivery_extra='dkim_signer = "loop"')
-    try:
-        _capture(app, monkeypatch, made)
-        _add(app, *(f"r{i}@example.com" for i in range(12)))
-        report = aio.run(app.send_digest(date.fromisoformat(KST_DAY)))
-    finally:
-        app.close()
-        controller.stop()
+    readers = [f"r{i}@example.com" for i in range(12)]
+    loop = 'dkim_signer = "loop"'
+    report = _send_edition(tmp_path, feed_server, keys, monkeypatch, relay, readers, made, delivery_extra=loop)
     assert report.sent == 12 and len(relay.received) == 12 and report.signing_cpu == 0
     assert [type(s) for s in made] == [LoopSigner] and _signing_children(os.getpid()) == []
     assert all(_verifies(data, keys, 0) and _verifies(data, keys, 1) for _, data in relay.received)

@@ -29,9 +29,11 @@ Anything else is signed whole, as ``sign`` does: the bytes are the same either w
 
 RFC 8058 §4: the signature must cover List-Unsubscribe and List-Unsubscribe-Post, or a provider
 will not offer one-click unsubscribe. Every header of SIGNED_HEADERS that is present is signed
-(§5.4), and signed once more than it occurs (§5.4.2, "over-signing"), so that a header added on
-the way, say a second From or List-Unsubscribe, breaks the signature instead of riding on it.
-Relaxed canonicalisation keeps the signature valid across the refolding relays may do.
+(§5.4), in RFC 5322's obsolete syntax (``Subject :``) too, and signed once more than it occurs
+(§5.4.2, "over-signing"), so that a header added on the way, say a second From or
+List-Unsubscribe, breaks the signature instead of riding on it. A message with more than one
+From is refused: verifiers differ on which one the signature speaks for. Relaxed
+canonicalisation keeps the signature valid across the refolding relays may do.
 
 Input may use CRLF or bare LF (or CR) line endings. ``sign`` returns the message with CRLF line
 endings throughout and a final CRLF, under its signature header(s): exactly the bytes it signed,
@@ -130,10 +132,12 @@ def _split(message: bytes) -> tuple[list[bytes], bytes]:
 
 
 def _field_name(field: bytes) -> bytes:
-    """The lower-cased name; a name with WSP before its colon (obsolete syntax, which verifiers such
-    as dkimpy do not read as that header) is not one we sign."""
+    """The lower-cased name, without WSP before its colon: ``Subject :`` is RFC 5322's obsolete
+    syntax for Subject (§4.5.3), which a receiver must read as that field (§4) and RFC 6376 §3.4.2
+    canonicalises as one, so it is signed as one. OpenDKIM reads it so; dkimpy refuses the message,
+    or skips a ``From :`` line as an mbox separator, and cannot judge such a signature."""
     colon = field.find(b":")
-    return field[:colon].lower() if colon > 0 else b""
+    return field[:colon].rstrip(b" \t").lower() if colon > 0 else b""
 
 
 def _fold(column: int, parts: Sequence[tuple[bytes, bytes]]) -> bytes:
@@ -344,6 +348,8 @@ class DkimSigner:
     def _plan(self, present: tuple[bytes, ...]) -> _Plan:
         if b"from" not in present:  # §5.4: From MUST be signed
             raise DeliveryError("cannot DKIM-sign a message without a From header", permanent=True)
+        if present.count(b"from") > 1:  # RFC 5322 §3.6: one From; verifiers differ on which one counts
+            raise DeliveryError("cannot DKIM-sign a message with more than one From header", permanent=True)
         listed = [name for name in SIGNED_HEADERS if name in present]
         names = tuple(name for name in listed for _ in range(present.count(name) + 1))
         h = [(b" ", b"h=" + names[0])] + [(b"", b":" + name) for name in names[1:]]
