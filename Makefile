@@ -46,9 +46,12 @@ lint: $(VENV)/.test-deps
 ## make deadcode: vulture over the package (installed on demand, a dev tool only). The names it
 ## cannot see used are listed here: SQLAlchemy/pydantic/feedgen/itsdangerous/uvicorn hooks, the
 ## CLI's cmd_* handlers (dispatched by name), the demo's HTTP handler, uvicorn's app factory
-## string, fields kept for readers of the data (Section.position, EXIT_OK), and the store's
-## readers only the tests call (bounce_raw, suppression_reasons, record_fetch_success).
-DEADCODE_IGNORE := _pragmas,impl,cache_ok,process_bind_param,process_result_value,cmd_*,do_GET,log_message,model_config,_one_line,cls,capture_signals,extend_ns,extend_rss,get_timestamp,app_from_environment,background,EXIT_OK,position,bounce_raw,suppression_reasons,record_fetch_success
+## string, fields kept for readers of the data (Section.position, EXIT_OK, SendReport.signing_cpu
+## for bench/send.py, ProcessSigner's pid and checked), the store's readers only the tests call
+## (bounce_raw, suppression_reasons, record_fetch_success), asyncio's subprocess protocol hooks
+## (pipe_data_received, pipe_connection_lost, process_exited), Starlette's redirect_slashes and
+## hyper's header limit stated to be tested (max_headers).
+DEADCODE_IGNORE := _pragmas,impl,cache_ok,process_bind_param,process_result_value,cmd_*,do_GET,log_message,model_config,_one_line,cls,capture_signals,extend_ns,extend_rss,get_timestamp,app_from_environment,background,EXIT_OK,position,bounce_raw,suppression_reasons,record_fetch_success,signing_cpu,pid,checked,pipe_data_received,pipe_connection_lost,process_exited,redirect_slashes,max_headers
 deadcode: $(VENV)/.test-deps
 	$(BIN)/python -m pip install --quiet vulture
 	$(BIN)/vulture feedservice --min-confidence 60 --ignore-names '$(DEADCODE_IGNORE)'

@@ -89,8 +89,8 @@ class MessageSigner(Protocol):
 
 
 class RunSigner(Protocol):
-    """DKIM for one sending run: awaited per message, so the private-key step may run in another
-    process while the loop goes on sending (``adapters/dkim_process.py``)."""
+    """DKIM for one sending run: awaited per message, so the signing may run in another process
+    while the loop goes on sending (``adapters/dkim_process.py``)."""
 
     failure: str | None  # why signing elsewhere was given up in this run (then: on the loop), if it was
 

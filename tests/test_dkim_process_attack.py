@@ -334,6 +334,15 @@ def test_odd_shapes_come_out_as_the_loop_makes_them_and_verify(keys: dict[str, b
         assert _verifies(message, keys, 0) and _verifies(message, keys, 1), i
 
 
+async def _holding(dkim: DkimSigner, count: int) -> tuple[ProcessSigner, list[asyncio.Future[bytes]]]:
+    """A started child that holds ``count`` messages (their batch written), and their futures."""
+    signer = ProcessSigner(dkim, timeout=1.0)
+    await _ready(signer)
+    waiting = [signer.sign_parts(*_parts(i)) for i in range(count)]
+    await asyncio.sleep(0)  # the batch goes down
+    return signer, waiting
+
+
 def test_a_close_cancelled_leaves_no_message_waiting(keys: dict[str, bytes]) -> None:
     """The run's closing cancelled (a second SIGTERM, a shutdown timeout) while a stopped child holds
     a batch: the child was killed but what it held never got a result, though ``RunSigner``
@@ -341,10 +350,7 @@ def test_a_close_cancelled_leaves_no_message_waiting(keys: dict[str, bytes]) -> 
     dkim = _dkim(keys)
 
     async def go() -> tuple[list[bytes], ProcessSigner]:
-        signer = ProcessSigner(dkim, timeout=1.0)
-        await _ready(signer)
-        waiting = [signer.sign_parts(*_parts(i)) for i in range(8)]
-        await asyncio.sleep(0)  # the batch goes down
+        signer, waiting = await _holding(dkim, 8)
         assert signer.pid is not None
         os.kill(signer.pid, signal.SIGSTOP)
         closing = asyncio.create_task(signer.aclose())
@@ -366,10 +372,7 @@ def test_a_child_killed_as_the_run_closes_costs_no_message(
     dkim = _dkim(keys)
 
     async def go() -> tuple[list[bytes], ProcessSigner]:
-        signer = ProcessSigner(dkim, timeout=1.0)
-        await _ready(signer)
-        waiting = [signer.sign_parts(*_parts(i)) for i in range(64)]
-        await asyncio.sleep(0)  # the batch goes down
+        signer, waiting = await _holding(dkim, 64)
         closing = asyncio.create_task(signer.aclose())
         await asyncio.sleep(0)  # its stdin closed
         assert signer.pid is not None and signer.state == "closing"

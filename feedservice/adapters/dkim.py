@@ -11,19 +11,20 @@ edition go out at a sixth of the unsigned rate; OpenSSL (through ``cryptography`
 - per message: line endings, the relaxed body and its SHA-256 (``bh=``), the relaxed signed
   headers, ``t=``, and one signature per key.
 
-Signing comes in three steps, so the private-key one can run elsewhere: ``prepare`` (or
-``prepare_parts``) does everything up to the data to sign and gives its SHA-256 per key
-(``Unsigned``); ``sign_digests`` is the key operation on those 32 bytes alone (``dkim_keys``);
-``finish`` puts the signatures in their headers. ``sign`` and ``sign_parts`` run the three in a
-row. ``adapters/dkim_process.py`` runs ``sign_parts`` in a signing process, which gets the
-signer through ``handover`` and signs with the parent's ``t=`` (``timestamp``), so a message
-comes out the same bytes on either side.
+Signing comes in three steps: ``prepare`` (or ``prepare_parts``) does everything up to the data
+to sign and gives its SHA-256 per key (``Unsigned``); ``sign_digests`` is the key operation on
+that digest (``dkim_keys``); ``finish`` puts the signatures in their headers on top of the
+message. ``sign`` and ``sign_parts`` run the three in a row. The signing process
+(``adapters/dkim_child.py``, run by ``adapters/dkim_process.py``) runs them apart: it gets the
+signer through ``handover``, signs with the parent's ``t=`` (``timestamp``), so a message comes
+out the same bytes on either side, checks each RSA signature against its digest (``verifies``)
+and hands back only the signature headers (``signature_headers``).
 
-``sign_parts`` takes a digest as its header and its body in pieces: the template's segments, the
-same objects for every reader, between the reader's links. Relaxed body canonicalisation works
-line by line, so where no run of whitespace or line break spans a piece boundary (a link has
-neither) each piece can be made canonical on its own: a template segment once per edition
-(cached), a link as it is. Per message only the SHA-256 over the pieces remains of the body's
+``sign_parts`` takes a message as its header section and its body in pieces: the template's
+segments, the same objects for every reader, between the reader's links. Relaxed body
+canonicalisation works line by line, so where no run of whitespace or line break spans a piece
+boundary (a link has neither) each piece can be made canonical on its own: a template segment
+once per edition (cached), a link as it is. Per message only the SHA-256 over the pieces remains of the body's
 work (the whitespace runs of indented HTML made it the larger part of signing, after RSA).
 Anything else is signed whole, as ``sign`` does: the bytes are the same either way.
 
@@ -188,7 +189,7 @@ class _Plan:
 
 
 class DkimSigner:
-    """Signs digest messages; built once per run, so the key checks run at start-up.
+    """Signs the digest's messages; built once per run, so the key checks run at start-up.
 
     A key that cannot sign (unreadable, not RSA, shorter than 2048 bits) is a ConfigError naming
     the configuration key it came from. ``ed25519_key_pem`` adds a second signature

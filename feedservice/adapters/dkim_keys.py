@@ -3,7 +3,9 @@
 Both algorithms sign the SHA-256 hash of the data (RFC 6376 §3.7: the header data with the
 signature header up to ``b=``): RSASSA-PKCS1-v1_5 over SHA-256 (§3.3.1) gives the same signature
 whether it is handed the data or its digest (``Prehashed``), and Ed25519-SHA256 is PureEdDSA over
-that digest (RFC 8463 §3). So a key needs 32 bytes a message, never the message.
+that digest (RFC 8463 §3). So a key signs the 32-byte digest ``DkimSigner`` hands it
+(``sign_digests``), and an RSA signature is checked against that digest with the public key
+(``RsaKey.verifies``: the signing process checks each one before it answers).
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from feedservice.errors import ConfigError
 
-__all__ = ["DIGEST_SIZE", "MIN_RSA_BITS", "Ed25519Key", "RsaKey", "load_ed25519_key", "load_rsa_key"]
+__all__ = ["MIN_RSA_BITS", "Ed25519Key", "RsaKey", "load_ed25519_key", "load_rsa_key"]
 
 MIN_RSA_BITS = 2048
-DIGEST_SIZE = 32  # SHA-256
 
 _PKCS1 = padding.PKCS1v15()
 _PREHASHED = utils.Prehashed(hashes.SHA256())
@@ -34,18 +35,6 @@ class RsaKey:
 
     def __init__(self, key: rsa.RSAPrivateKey) -> None:
         self.key, self.public = key, key.public_key()
-
-    @classmethod
-    def from_pem(cls, pem: bytes) -> RsaKey:
-        """A key handed over as PEM (the signing process's); ValueError if it is not an RSA key."""
-        key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise ValueError(f"not an RSA private key but a {type(key).__name__}")
-        return cls(key)
-
-    @property
-    def signature_size(self) -> int:
-        return (self.key.key_size + 7) // 8
 
     def sign(self, digest: bytes) -> bytes:
         """The signature of the data whose SHA-256 is ``digest``."""

@@ -133,8 +133,8 @@ class ProcessSigner:
         return self.transport.get_returncode() if self.transport is not None else None
 
     def sign_parts(self, head: bytes, body: Sequence[bytes]) -> asyncio.Future[bytes]:
-        """The future gets the signed message when the child's answer is back (or at once,
-        signed here, while the child starts or after it failed)."""
+        """The future gets the signed message when the child's answer is back (or at once, signed
+        here: before the run's ``START_AFTER``-th message, until the child is ready, after it ends)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
         self._asked += 1

@@ -65,9 +65,9 @@ def configured_signer(d: DigestConfig, secret: Secrets, source: str, sender_doma
 def configured_run_signer(
     delivery: DeliveryConfig, d: DigestConfig, secret: Secrets, source: str, sender_domain: str
 ) -> RunSigner | None:
-    """A sending run's signer (``configured_signer``'s keys): the private-key step in a signing
-    process (``[delivery] dkim_signer = "process"``) or on the event loop (``"loop"``); None when
-    nothing is signed."""
+    """A sending run's signer (``configured_signer``'s keys): signing in a signing process
+    (``[delivery] dkim_signer = "process"``) or on the event loop (``"loop"``); None when nothing
+    is signed."""
     signer = configured_signer(d, secret, source, sender_domain)
     if signer is None:
         return None
